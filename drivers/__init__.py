@@ -1,0 +1,1 @@
+"""punchgate package."""
