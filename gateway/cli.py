@@ -1,0 +1,125 @@
+"""The `punchgate` command: run the daemon, check a config, probe and emulate terminals, status, demo.
+
+Exit codes: 0 success, 1 runtime failure or unhealthy status, 2 bad config or usage.
+Driver-specific subcommands (`emulate zk`, `probe anviz://…`) live with their driver packages
+and are imported lazily, so `punchgate --help` stays fast and one driver's import problem
+never breaks the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import click
+
+from gateway import __version__
+from gateway.settings import ConfigError, Settings, load_settings
+
+EXIT_CONFIG = 2
+_DRIVER_PACKAGES = {"zk": "drivers.zk.cli", "anviz": "drivers.anviz.cli"}
+
+
+def _load_or_exit(path: Path) -> Settings:
+    try:
+        return load_settings(path)
+    except ConfigError as exc:
+        click.echo(f"{exc.path}: invalid configuration", err=True)
+        for problem in exc.problems:
+            click.echo(f"  {problem}", err=True)
+        sys.exit(EXIT_CONFIG)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="punchgate")
+def main() -> None:
+    """punchgate: reads attendance terminals, buffers every punch durably, forwards them over MQTT."""
+
+
+@main.command("check-config")
+@click.argument("config", type=click.Path(path_type=Path))
+def check_config(config: Path) -> None:
+    """Validate CONFIG; print every problem with its key path (exit 2) or a summary (exit 0)."""
+    settings = _load_or_exit(config)
+    kinds: dict[str, int] = {}
+    for terminal in settings.terminals:
+        kinds[terminal.type] = kinds.get(terminal.type, 0) + 1
+    summary = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "none"
+    click.echo(
+        f"{config}: OK — gateway {settings.gateway_id!r}, {len(settings.terminals)} terminals ({summary}), "
+        f"broker {settings.mqtt.host}:{settings.mqtt.port}, buffer {settings.buffer.path}"
+    )
+
+
+@main.command("run")
+@click.option("--config", "-c", "config", required=True, type=click.Path(path_type=Path), help="config file")
+@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
+def run(config: Path, log_format: str) -> None:
+    """Run the gateway daemon until SIGTERM or SIGINT."""
+    settings = _load_or_exit(config)
+    from gateway.app import run_daemon
+    from gateway.logs import configure_logging
+
+    configure_logging(settings.log_level, json=None if log_format == "auto" else log_format == "json")
+    sys.exit(run_daemon(settings))
+
+
+def _driver_cli(kind: str) -> Any:
+    try:
+        module_name = _DRIVER_PACKAGES[kind]
+    except KeyError:
+        raise click.UsageError(f"unknown terminal type {kind!r}; known: {', '.join(_DRIVER_PACKAGES)}") from None
+    return importlib.import_module(module_name)
+
+
+@main.command(
+    "emulate",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+)
+@click.argument("kind")
+@click.pass_context
+def emulate(ctx: click.Context, kind: str) -> None:
+    """Run emulated terminals of KIND (zk, anviz); `punchgate emulate KIND --help` lists options."""
+    command: click.Command = _driver_cli(kind).emulate_command
+    command.main(args=list(ctx.args), prog_name=f"punchgate emulate {kind}")
+
+
+@main.command(
+    "probe",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+)
+@click.argument("url")
+@click.pass_context
+def probe(ctx: click.Context, url: str) -> None:
+    """Connect to one terminal (zk://HOST:PORT, anviz://…) and print what it says about itself."""
+    kind = urlsplit(url).scheme
+    if not kind:
+        raise click.UsageError(f"{url!r}: expected a URL such as zk://192.0.2.10:4370")
+    command: click.Command = _driver_cli(kind).probe_command
+    command.main(args=[url, *ctx.args], prog_name=f"punchgate probe {kind}")
+
+
+@main.command("status")
+@click.option("--config", "-c", "config", type=click.Path(path_type=Path), help="read the API address here")
+@click.option("--url", default=None, help="status API base URL (default from config or 127.0.0.1:9108)")
+@click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
+def status(config: Path | None, url: str | None, as_json: bool) -> None:
+    """Show terminals' and the gateway's health from the running daemon; exit 1 when unhealthy."""
+    from gateway.status_cli import show_status
+
+    if url is None:
+        http = _load_or_exit(config).http if config else None
+        url = f"http://{http.bind}:{http.port}" if http else "http://127.0.0.1:9108"
+    sys.exit(show_status(url, as_json=as_json))
+
+
+@main.command("demo")
+@click.option("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
+def demo(duration: float) -> None:
+    """Start a private broker, emulated terminals and the gateway, and show punches flowing."""
+    from gateway.demo import run_demo
+
+    sys.exit(run_demo(duration=duration))
