@@ -9,7 +9,7 @@ in `gateway.normalize`.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -102,8 +102,14 @@ class Driver(Protocol):
 
     async def clear_records(self, expected_count: int) -> None: ...
 
-    def live(self) -> AsyncIterator[RawPunch] | None:
-        """An iterator of real-time punches, or None when the terminal or config has none."""
+    def live(self) -> AsyncGenerator[RawPunch | None, None] | None:
+        """A stream of real-time punches, or None when the terminal or config has none.
+
+        It yields None as an idle tick at least every second or so, so that the worker can
+        leave the stream to reconcile. The worker closes it (`aclose()`) before it sends any
+        other command; closing must leave the connection usable (e.g. unregister events).
+        A lost connection raises a DriverError from the iteration.
+        """
         ...
 
 

@@ -198,6 +198,10 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def _num(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _message(error: Any) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
@@ -208,11 +212,11 @@ def _message(error: Any) -> str:
     if kind in ("greater_than_equal", "less_than_equal") and "port" in str(error["loc"][-1]):
         return "must be 1..65535"
     if kind == "greater_than_equal":
-        return f"must be >= {ctx.get('ge')}"
+        return f"must be >= {_num(ctx.get('ge'))}"
     if kind == "less_than_equal":
-        return f"must be <= {ctx.get('le')}"
+        return f"must be <= {_num(ctx.get('le'))}"
     if kind == "greater_than":
-        return f"must be > {ctx.get('gt')}"
+        return f"must be > {_num(ctx.get('gt'))}"
     if kind == "union_tag_invalid":
         return f"unknown terminal type {ctx.get('tag')!r} (expected one of: {ctx.get('expected_tags')})"
     if kind == "union_tag_not_found":

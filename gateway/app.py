@@ -1,0 +1,238 @@
+"""The composition root: builds the store, forwarder, health model and workers, and owns their tasks.
+
+Shutdown (SIGTERM/SIGINT): tell systemd we are stopping, stop the workers (a commit in
+progress finishes: it is shielded), give the forwarder the rest of the shutdown budget to
+deliver what is pending, then close the store. Whatever is not delivered stays in the buffer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+
+from drivers.base import create_driver
+from gateway import __version__
+from gateway.health import DeviceHealth, FaultSet, FaultTransition, Thresholds
+from gateway.logs import register_secret
+from gateway.sdnotify import SystemdNotifier
+from gateway.settings import Settings, TerminalBase
+from gateway.worker import DeviceWorker
+from sync.forwarder import Forwarder
+from sync.store import Store
+
+log = structlog.get_logger(__name__)
+
+RETENTION_EVERY = dt.timedelta(hours=1)
+GATEWAY_CHECK_EVERY = 5.0  # seconds between checks of the buffer and broker
+
+
+def _register_secrets(settings: Settings) -> None:
+    if settings.mqtt.password is not None:
+        register_secret(settings.mqtt.password.get_secret_value())
+    for terminal in settings.terminals:
+        key = getattr(terminal, "comm_key", None)
+        if key is not None:
+            register_secret(key.get_secret_value())
+
+
+def thresholds_for(settings: Settings, terminal: TerminalBase) -> Thresholds:
+    health = settings.terminal_health(terminal)
+    return Thresholds(
+        log_full_ratio=health.log_full_ratio,
+        log_full_clear_ratio=max(0.0, health.log_full_ratio - 0.05),
+        clock_drift_seconds=health.clock_drift_seconds,
+        offline_after_failures=health.offline_after_failures,
+    )
+
+
+class Application:
+    def __init__(self, settings: Settings, *, notifier: SystemdNotifier | None = None) -> None:
+        self.settings = settings
+        self.notifier = notifier or SystemdNotifier()
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.store: Store | None = None
+        self.forwarder: Forwarder | None = None
+        self.gateway_faults = FaultSet("")
+        self.devices: dict[str, DeviceHealth] = {}
+        self.workers: dict[str, DeviceWorker] = {}
+        self._stop = asyncio.Event()
+        self._worker_tasks: list[asyncio.Task[None]] = []
+        self._service_tasks: list[asyncio.Task[Any]] = []
+        self.loop_heartbeat = time.monotonic()
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    # --- start-up ------------------------------------------------------------------------
+    async def start(self) -> None:
+        settings = self.settings
+        _register_secrets(settings)
+        self.store = await asyncio.to_thread(Store.open, settings.buffer)
+        self.forwarder = Forwarder(settings, self.store, version=__version__)
+        self.gateway_faults.on_transition.append(self._publish_transition)
+        self._spawn_service(self.forwarder.run(), "forwarder")
+        self._spawn_service(self.notifier.run_watchdog(), "watchdog")
+        self._spawn_service(self._gateway_checks(), "gateway-checks")
+        await self._start_http()
+
+        scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        scheduler.add_job(self._purge_delivered, "interval", seconds=RETENTION_EVERY.total_seconds())
+        for terminal in settings.terminals:
+            if not terminal.enabled:
+                log.info("terminal_disabled_in_config", device=terminal.name)
+                continue
+            worker = self._build_worker(terminal)
+            self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"worker:{terminal.name}"))
+            scheduler.add_job(
+                worker.request_poll,
+                "interval",
+                seconds=terminal.poll_interval,
+                id=f"poll:{terminal.name}",
+                # Spread the fleet's polls so 500 terminals do not all fire in the same second.
+                jitter=min(5.0, terminal.poll_interval / 10),
+                misfire_grace_time=None,
+                coalesce=True,
+            )
+        scheduler.start()
+        self._scheduler = scheduler
+        status = f"reading {len(self._worker_tasks)} terminals"
+        self.notifier.ready(status)
+        log.info("gateway_started", gateway=settings.gateway_id, terminals=len(self._worker_tasks))
+
+    def _build_worker(self, terminal: TerminalBase) -> DeviceWorker:
+        assert self.store is not None and self.forwarder is not None
+        health = DeviceHealth(terminal.name, thresholds_for(self.settings, terminal))
+        health.faults.on_transition.append(self._publish_transition)
+        health.on_change.append(self._publish_device_state)
+        self.devices[terminal.name] = health
+        worker = DeviceWorker(
+            terminal=terminal,
+            driver=create_driver(terminal),
+            store=self.store,
+            sink=self.forwarder,
+            health=health,
+            timezone=self.settings.terminal_timezone(terminal),
+            driver_type=str(getattr(terminal, "type", "")),
+            clear_log=bool(getattr(terminal, "clear_log", False)),
+        )
+        self.workers[terminal.name] = worker
+        return worker
+
+    async def _start_http(self) -> None:
+        if not self.settings.http.enabled:
+            return
+        try:
+            from gateway.http import start_http_server
+        except ModuleNotFoundError:
+            log.warning("http_unavailable")
+            return
+        self._http = await start_http_server(self)
+
+    def _spawn_service(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        task.add_done_callback(self._service_done)
+        self._service_tasks.append(task)
+
+    def _service_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            # A dead core service is not a state to limp on in: stop, and let systemd restart us.
+            log.error("service_task_died", task=task.get_name(), error=f"{type(exc).__name__}: {exc}")
+            self.request_stop()
+
+    # --- health publishing ---------------------------------------------------------------
+    def _publish_device_state(self, health: DeviceHealth) -> None:
+        if self.forwarder is not None:
+            self.forwarder.publish_device_state(health.name, health.snapshot())
+
+    def _publish_transition(self, transition: FaultTransition) -> None:
+        if self.forwarder is None:
+            return
+        self.forwarder.publish_event(
+            transition.device,
+            {
+                "event": "fault_raised" if transition.raised else "fault_cleared",
+                "code": transition.code,
+                "severity": transition.severity.value,
+                "detail": transition.detail,
+                "time": transition.at,
+            },
+        )
+
+    async def _gateway_checks(self) -> None:
+        """Gateway-level faults: buffer limits and broker reachability, checked periodically."""
+        assert self.store is not None and self.forwarder is not None
+        while True:
+            self.loop_heartbeat = time.monotonic()
+            refusal = await asyncio.to_thread(self.store.refusal_reason)
+            for code in ("buffer_full", "disk_low"):
+                self.gateway_faults.set(code, refusal is not None and refusal.fault == code, str(refusal or ""))
+            self.gateway_faults.set(
+                "broker_unreachable",
+                not self.forwarder.connected,
+                self.forwarder.last_error or "not connected",
+            )
+            await asyncio.sleep(GATEWAY_CHECK_EVERY)
+
+    async def _purge_delivered(self) -> None:
+        assert self.store is not None
+        removed = await asyncio.to_thread(self.store.purge_delivered, self.settings.buffer.retention_days)
+        if removed:
+            log.info("retention_purged", punches=removed)
+
+    # --- running and stopping ------------------------------------------------------------
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.shutdown()
+        return 0
+
+    async def shutdown(self) -> None:
+        budget = self.settings.shutdown_timeout
+        deadline = time.monotonic() + budget
+        self.notifier.stopping("shutting down")
+        log.info("gateway_stopping", timeout=budget)
+        scheduler = getattr(self, "_scheduler", None)
+        if scheduler is not None:
+            scheduler.shutdown(wait=False)
+        for task in self._worker_tasks:
+            task.cancel()
+        if self._worker_tasks:
+            await asyncio.wait(self._worker_tasks, timeout=max(0.1, deadline - time.monotonic()))
+        if self.forwarder is not None and self.store is not None:
+            # Use what is left of the budget to deliver what is pending.
+            with contextlib.suppress(Exception):
+                await self.forwarder.flush(timeout=max(0.0, deadline - time.monotonic()))
+        http = getattr(self, "_http", None)
+        if http is not None:
+            await http.close()
+        for task in self._service_tasks:
+            task.cancel()
+        await asyncio.gather(*self._service_tasks, return_exceptions=True)
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+        log.info("gateway_stopped")
+
+
+def run_daemon(settings: Settings) -> int:
+    """Run the gateway until a stop signal; the process exit code."""
+    try:
+        return asyncio.run(Application(settings).run())
+    except Exception:
+        log.exception("gateway_failed")
+        return 1

@@ -1,0 +1,256 @@
+"""One task per terminal: the only owner of its connection.
+
+A session is: connect, ask the terminal who it is (serial, clock, counts), do a full read and
+commit every new punch durably, then either listen for live punches or wait for the next
+poll — reconciling with a full read after every reconnect and whenever a poll falls due.
+Failures stay here: they are reported to the health model, and the worker backs off with
+jitter and tries again. One bad terminal never stops another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from drivers.base import DeviceInfo, Driver, DriverError, RawPunch
+from gateway.health import DeviceHealth
+from gateway.logs import bind_device
+from gateway.normalize import normalize_punch
+from gateway.settings import TerminalBase
+from sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Source
+from sync.store import Store, StoreRefusedError
+
+log = structlog.get_logger(__name__)
+
+
+class PunchSink(Protocol):
+    def notify_new_punches(self) -> None: ...
+
+
+class Backoff:
+    """Exponential backoff with full jitter, so a fleet that fails together retries apart."""
+
+    def __init__(self, minimum: float, maximum: float) -> None:
+        self.minimum, self.maximum = minimum, maximum
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.maximum, self.minimum * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(self.minimum, max(self.minimum, ceiling))
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class DeviceWorker:
+    def __init__(
+        self,
+        *,
+        terminal: TerminalBase,
+        driver: Driver,
+        store: Store,
+        sink: PunchSink,
+        health: DeviceHealth,
+        timezone: str,
+        driver_type: str,
+        clear_log: bool = False,
+        backoff: Backoff | None = None,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.terminal = terminal
+        self.name = terminal.name
+        self.driver = driver
+        self.store = store
+        self.sink = sink
+        self.health = health
+        self.zone = ZoneInfo(timezone)
+        self.driver_type = driver_type
+        self.clear_log = clear_log
+        self.backoff = backoff or Backoff(1.0, min(60.0, max(5.0, terminal.poll_interval)))
+        self.clock = clock
+        self._poll_due = asyncio.Event()
+        self._serial = ""
+        self._last_count: int | None = None
+        self.poll_lags: list[float] = []  # seconds between a poll falling due and its start
+        self._due_at: float | None = None
+
+    # --- scheduling ----------------------------------------------------------------------
+    def request_poll(self) -> None:
+        """Called by the scheduler when a periodic reconcile falls due."""
+        if self._due_at is None:
+            self._due_at = time.monotonic()
+        self._poll_due.set()
+
+    async def run(self) -> None:
+        with bind_device(self.name):
+            log.info("worker_started", type=self.driver_type)
+            meta = await asyncio.to_thread(self.store.get_device_meta, self.name)
+            self._serial = str(meta.get("serial_number", ""))
+            self._last_count = meta.get("record_count")
+            while True:
+                try:
+                    await self._session()
+                except asyncio.CancelledError:
+                    raise
+                except StoreRefusedError as exc:
+                    # The terminal keeps its records; we read them once the buffer drains.
+                    log.warning("store_refused_stop_reading", fault=exc.fault, error=str(exc))
+                    await self._sleep(self.terminal.poll_interval)
+                    continue
+                except DriverError as exc:
+                    self.health.contact_failed(exc.fault, str(exc))
+                    log.warning("session_failed", fault=exc.fault, error=str(exc))
+                except Exception as exc:  # a bug in one worker must not take down the daemon
+                    self.health.contact_failed("protocol_error", f"{type(exc).__name__}: {exc}")
+                    log.exception("session_crashed")
+                finally:
+                    await self._close_quietly()
+                await self._sleep(self.backoff.next_delay())
+
+    async def _sleep(self, seconds: float) -> None:
+        self._poll_due.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._poll_due.wait(), timeout=seconds)
+
+    async def _close_quietly(self) -> None:
+        try:
+            await asyncio.shield(self.driver.close())
+        except Exception as exc:
+            log.debug("close_failed", error=str(exc))
+
+    # --- one session ---------------------------------------------------------------------
+    async def _session(self) -> None:
+        await self.driver.connect()
+        info = await self._contact()
+        await self._full_read(info, historical=True)  # reconcile after every (re)connect
+        self.backoff.reset()
+        wants_live = bool(getattr(self.terminal, "live", False))
+        while True:
+            live = self.driver.live() if wants_live else None
+            if live is not None:
+                await self._listen(live)
+            else:
+                await self._wait_for_poll()
+            info = await self._contact()
+            await self._full_read(info, historical=True)
+
+    async def _wait_for_poll(self) -> None:
+        await self._sleep(self.terminal.poll_interval)
+
+    async def _listen(self, live: AsyncGenerator[RawPunch | None, None]) -> None:
+        """Commit live punches one by one until a poll falls due (then return to reconcile).
+
+        The stream is closed before any other command goes to the terminal: ZK terminals
+        push events at any time while registered, which would interleave with replies.
+        """
+        self._poll_due.clear()
+        try:
+            async for raw in live:
+                if raw is not None:  # None is an idle tick: lets us notice a due poll
+                    await self._commit([raw], source="live", historical=False)
+                if self._poll_due.is_set():
+                    return
+        finally:
+            await live.aclose()
+
+    async def _contact(self) -> DeviceInfo:
+        info = await self.driver.info()
+        drift = self._drift(info)
+        self._check_identity(info)
+        self.health.contact_ok(info, drift_seconds=drift)
+        if drift is not None:
+            limit = self.health.thresholds.clock_drift_seconds
+            self.health.set_fault("clock_drift", abs(drift) > limit, f"terminal clock off by {drift:+.0f} s")
+        if info.clock is not None:
+            invalid = info.clock.year < 2000 or (drift is not None and drift > 86400)
+            self.health.set_fault("clock_invalid", invalid, f"terminal clock reads {info.clock.isoformat()}")
+        return info
+
+    def _drift(self, info: DeviceInfo) -> float | None:
+        if info.clock is None or info.clock.year < 2000:
+            return None
+        try:
+            terminal_utc = info.clock.replace(tzinfo=self.zone).astimezone(dt.UTC)
+        except (OverflowError, ValueError):
+            return None
+        return (terminal_utc - self.clock()).total_seconds()
+
+    def _check_identity(self, info: DeviceInfo) -> None:
+        replaced = bool(self._serial and info.serial_number and info.serial_number != self._serial)
+        self.health.set_fault(
+            "device_replaced", replaced, f"serial number changed from {self._serial} to {info.serial_number}"
+        )
+        if replaced:
+            self._last_count = None  # a new terminal has its own log
+        if info.serial_number:
+            self._serial = info.serial_number
+
+    async def _full_read(self, info: DeviceInfo, *, historical: bool) -> None:
+        started = time.monotonic()
+        if self._due_at is not None:
+            self.poll_lags.append(started - self._due_at)
+            self._due_at = None
+        count = info.record_count
+        reset = self._last_count is not None and count is not None and count < self._last_count
+        self.health.set_fault(
+            "log_reset", reset, f"record count went from {self._last_count} to {count} without a clear"
+        )
+        raws = await self.driver.read_records()
+        new = await self._commit(raws, source="poll", historical=historical)
+        self._last_count = len(raws)
+        self.health.read_done(count=len(raws), new=new)
+        await asyncio.to_thread(
+            self.store.set_device_meta,
+            self.name,
+            {"serial_number": self._serial, "record_count": len(raws)},
+        )
+        log.info("full_read", records=len(raws), new=new, seconds=round(time.monotonic() - started, 3))
+        if self.clear_log and raws:
+            await self._clear_after_commit(len(raws))
+
+    async def _clear_after_commit(self, expected: int) -> None:
+        """Clear only what is durably stored: every record read is in the buffer (just committed)."""
+        await self.driver.clear_records(expected)
+        self._last_count = 0
+        await asyncio.to_thread(
+            self.store.set_device_meta, self.name, {"serial_number": self._serial, "record_count": 0}
+        )
+        log.info("terminal_log_cleared", records=expected)
+
+    async def _commit(self, raws: Sequence[RawPunch], *, source: Source, historical: bool) -> int:
+        if not raws:
+            return 0
+        now = self.clock()
+        punches: list[Punch] = [
+            normalize_punch(
+                raw,
+                device=self.name,
+                serial_number=self._serial,
+                zone=self.zone,
+                source=source,
+                historical=historical,
+                driver_type=self.driver_type,
+                now=now,
+            )
+            for raw in raws
+        ]
+        # Shielded: a shutdown that cancels us mid-commit must still let the commit finish.
+        inserted = await asyncio.shield(asyncio.to_thread(self.store.add_punches, punches))
+        if inserted:
+            self.sink.notify_new_punches()
+            new_ids = set(inserted)
+            bad = [p for p in punches if p.id in new_ids and {FLAG_BEFORE_2000, FLAG_IN_FUTURE} & set(p.flags)]
+            if bad:
+                self.health.set_fault(
+                    "clock_invalid", True, f"{len(bad)} punches with impossible times (e.g. {bad[0].local_time})"
+                )
+        return len(inserted)
