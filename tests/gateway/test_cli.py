@@ -1,0 +1,82 @@
+"""The punchgate command's exit codes and messages, run as a real subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def punchgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args], capture_output=True, text=True, timeout=60, env=env, cwd=REPO
+    )
+
+
+def test_help_lists_commands() -> None:
+    result = punchgate("--help")
+    assert result.returncode == 0
+    for command in ("run", "check-config", "emulate", "probe", "status", "demo"):
+        assert command in result.stdout
+
+
+def test_check_config_ok_prints_summary() -> None:
+    result = punchgate("check-config", str(REPO / "config" / "punchgate.example.toml"))
+    assert result.returncode == 0, result.stderr
+    assert "OK" in result.stdout and "2 terminals (2 zk)" in result.stdout
+
+
+def test_check_config_bad_exits_2_with_key_paths(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        'gateway_id = "gw"\n'
+        "[[terminals]]\ntype='zk'\nname='a'\nhost='h'\n"
+        "[[terminals]]\ntype='zk'\nname='b'\nhost='h'\n"
+        "[[terminals]]\ntype='zk'\nname='c'\nhost='h'\nport=99999\ncolour='red'\n"
+    )
+    result = punchgate("check-config", str(path))
+    assert result.returncode == 2
+    assert "terminals[2].port: must be 1..65535" in result.stderr
+    assert "terminals[2].colour: unknown key" in result.stderr
+    assert result.stdout == ""
+
+
+def test_run_with_bad_config_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text("gateway_id = 'has space'\n")
+    result = punchgate("run", "--config", str(path))
+    assert result.returncode == 2
+    assert "gateway_id:" in result.stderr
+
+
+def test_missing_file_exits_2() -> None:
+    result = punchgate("check-config", "/nonexistent/punchgate.toml")
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr
+
+
+def test_unknown_probe_scheme_is_a_usage_error() -> None:
+    result = punchgate("probe", "ftp://127.0.0.1:21")
+    assert result.returncode == 2
+    assert "unknown terminal type 'ftp'" in result.stderr
+
+
+def test_systemd_unit_verifies(tmp_path: Path) -> None:
+    unit = (REPO / "systemd" / "punchgate.service").read_text()
+    # Point the unit at this checkout's executable so verify can check the command exists.
+    unit = unit.replace("/opt/punchgate/.venv/bin/punchgate", str(Path(sys.executable).parent / "punchgate"))
+    (tmp_path / "punchgate.service").write_text(unit)
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(tmp_path / "punchgate.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    problems = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "punchgate.service" in line and "Failed to" not in line
+    ]
+    assert problems == [], problems
