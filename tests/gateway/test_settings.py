@@ -103,3 +103,10 @@ def test_secrets_from_environment_and_credentials(tmp_path: Path, monkeypatch: p
     assert settings.mqtt.password.get_secret_value() == "from-credential"
     # Secrets never show in the model's repr (which is what ends up in tracebacks).
     assert "from-credential" not in repr(settings)
+
+
+def test_configuration_doc_is_current() -> None:
+    from gateway.config_doc import render
+
+    checked_in = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert checked_in == render(), "docs/configuration.md is stale: run python -m gateway.config_doc"

@@ -1,0 +1,82 @@
+"""Generates docs/configuration.md from the settings models, so the doc cannot drift from the code.
+
+`python -m gateway.config_doc` rewrites the file; a test checks the checked-in copy is current.
+"""
+
+from __future__ import annotations
+
+import sys
+import typing
+from pathlib import Path
+
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+
+
+HEADER = """# Configuration reference
+
+punchgate reads one TOML file (`punchgate run --config FILE`; check it with
+`punchgate check-config FILE`). Unknown keys are errors. Secrets can stay out of the file:
+the MQTT password in `PUNCHGATE_MQTT_PASSWORD` or the systemd credential `mqtt_password`; a
+terminal's comm key in `PUNCHGATE_COMM_KEY_<NAME>` (upper case, `-`/`.` as `_`) or the
+credential `comm_key_<name>`.
+
+This page is generated from the code (`python -m gateway.config_doc`).
+"""
+
+
+def _type_name(annotation: object) -> str:
+    if "discriminator='type'" in str(annotation):
+        return "array of tables, by `type`"
+    text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
+    for prefix in ("<class '", "'>"):
+        text = text.replace(prefix, "")
+    return text.replace("gateway.settings.", "")
+
+
+def _default(field: FieldInfo) -> str:
+    if field.is_required():
+        return "required"
+    if field.default_factory is not None:
+        return "(section)"
+    return f"`{field.default!r}`" if field.default is not None else "—"
+
+
+def _table(title: str, model: type[BaseModel]) -> list[str]:
+    lines = [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        lines.append(
+            f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {field.description or ''} |"
+        )
+    return [*lines, ""]
+
+
+def render() -> str:
+    from gateway import settings as s
+
+    sections: list[tuple[str, type[BaseModel]]] = [
+        ("top level", s.Settings),
+        ("[mqtt]", s.MqttSettings),
+        ("[mqtt.tls]", s.TlsSettings),
+        ("[buffer]", s.BufferSettings),
+        ("[http]", s.HttpSettings),
+        ("[health] (and [terminals.health])", s.HealthSettings),
+        ('[[terminals]] type = "zk"', s.ZkTerminal),
+    ]
+    anviz = getattr(s, "AnvizTerminal", None)
+    if anviz is not None:
+        sections.append(('[[terminals]] type = "anviz"', typing.cast(type[BaseModel], anviz)))
+    out = [HEADER]
+    for title, model in sections:
+        out.extend(_table(title, model))
+    return "\n".join(out)
+
+
+def main() -> None:
+    target = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("docs/configuration.md")
+    target.write_text(render(), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
