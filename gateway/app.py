@@ -16,7 +16,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from apscheduler.schedulers.asyncio import AsyncIOScheduler  # type: ignore[import-untyped]
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from drivers.base import create_driver
 from gateway import __version__
@@ -176,7 +176,9 @@ class Application:
             self.loop_heartbeat = time.monotonic()
             refusal = await asyncio.to_thread(self.store.refusal_reason)
             for code in ("buffer_full", "disk_low"):
-                self.gateway_faults.set(code, refusal is not None and refusal.fault == code, str(refusal or ""))
+                self.gateway_faults.set(
+                    code, refusal is not None and refusal.fault == code, str(refusal or "")
+                )
             self.gateway_faults.set(
                 "broker_unreachable",
                 not self.forwarder.connected,

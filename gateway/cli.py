@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import click
@@ -20,7 +19,11 @@ from gateway import __version__
 from gateway.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
-_DRIVER_PACKAGES = {"zk": "drivers.zk.cli", "anviz": "drivers.anviz.cli"}
+# Where each driver keeps its click commands: (emulate module, probe module).
+_DRIVER_COMMANDS = {
+    "zk": ("drivers.zk.cli", "drivers.zk.probe"),
+    "anviz": ("drivers.anviz.cli", "drivers.anviz.cli"),
+}
 
 
 def _load_or_exit(path: Path) -> Settings:
@@ -56,7 +59,9 @@ def check_config(config: Path) -> None:
 
 @main.command("run")
 @click.option("--config", "-c", "config", required=True, type=click.Path(path_type=Path), help="config file")
-@click.option("--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True)
+@click.option(
+    "--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True
+)
 def run(config: Path, log_format: str) -> None:
     """Run the gateway daemon until SIGTERM or SIGINT."""
     settings = _load_or_exit(config)
@@ -67,12 +72,15 @@ def run(config: Path, log_format: str) -> None:
     sys.exit(run_daemon(settings))
 
 
-def _driver_cli(kind: str) -> Any:
+def _driver_command(kind: str, which: int, attribute: str) -> click.Command:
     try:
-        module_name = _DRIVER_PACKAGES[kind]
+        module_name = _DRIVER_COMMANDS[kind][which]
     except KeyError:
-        raise click.UsageError(f"unknown terminal type {kind!r}; known: {', '.join(_DRIVER_PACKAGES)}") from None
-    return importlib.import_module(module_name)
+        raise click.UsageError(
+            f"unknown terminal type {kind!r}; known: {', '.join(_DRIVER_COMMANDS)}"
+        ) from None
+    command: click.Command = getattr(importlib.import_module(module_name), attribute)
+    return command
 
 
 @main.command(
@@ -83,7 +91,7 @@ def _driver_cli(kind: str) -> Any:
 @click.pass_context
 def emulate(ctx: click.Context, kind: str) -> None:
     """Run emulated terminals of KIND (zk, anviz); `punchgate emulate KIND --help` lists options."""
-    command: click.Command = _driver_cli(kind).emulate_command
+    command = _driver_command(kind, 0, "emulate_command")
     command.main(args=list(ctx.args), prog_name=f"punchgate emulate {kind}")
 
 
@@ -98,7 +106,7 @@ def probe(ctx: click.Context, url: str) -> None:
     kind = urlsplit(url).scheme
     if not kind:
         raise click.UsageError(f"{url!r}: expected a URL such as zk://192.0.2.10:4370")
-    command: click.Command = _driver_cli(kind).probe_command
+    command = _driver_command(kind, 1, "probe_command")
     command.main(args=[url, *ctx.args], prog_name=f"punchgate probe {kind}")
 
 

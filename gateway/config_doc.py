@@ -12,8 +12,6 @@ from pathlib import Path
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-
-
 HEADER = """# Configuration reference
 
 punchgate reads one TOML file (`punchgate run --config FILE`; check it with

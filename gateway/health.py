@@ -56,7 +56,9 @@ CATALOGUE: dict[str, FaultKind] = {
         FaultKind("clock_drift", Severity.WARNING, "terminal clock differs from the gateway's"),
         FaultKind("clock_invalid", Severity.ERROR, "terminal clock or punch times cannot be right"),
         FaultKind("silent", Severity.INFO, "no punches for longer than expected on a working day"),
-        FaultKind("buffer_full", Severity.CRITICAL, "gateway buffer holds its maximum of undelivered punches"),
+        FaultKind(
+            "buffer_full", Severity.CRITICAL, "gateway buffer holds its maximum of undelivered punches"
+        ),
         FaultKind("disk_low", Severity.CRITICAL, "gateway disk below its free-space minimum"),
         FaultKind("broker_unreachable", Severity.ERROR, "MQTT broker cannot be reached"),
     )
@@ -71,7 +73,12 @@ class ActiveFault:
     since: dt.datetime
 
     def as_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "severity": self.severity.value, "detail": self.detail, "since": self.since}
+        return {
+            "code": self.code,
+            "severity": self.severity.value,
+            "detail": self.detail,
+            "since": self.since,
+        }
 
 
 @dataclass(frozen=True, slots=True)

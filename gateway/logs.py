@@ -98,7 +98,10 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None, json
                 redact_secrets,
                 renderer,
             ],
-            foreign_pre_chain=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso")],
+            foreign_pre_chain=[
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso"),
+            ],
         )
     )
     root = logging.getLogger()

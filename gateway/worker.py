@@ -248,9 +248,13 @@ class DeviceWorker:
         if inserted:
             self.sink.notify_new_punches()
             new_ids = set(inserted)
-            bad = [p for p in punches if p.id in new_ids and {FLAG_BEFORE_2000, FLAG_IN_FUTURE} & set(p.flags)]
+            bad = [
+                p for p in punches if p.id in new_ids and {FLAG_BEFORE_2000, FLAG_IN_FUTURE} & set(p.flags)
+            ]
             if bad:
                 self.health.set_fault(
-                    "clock_invalid", True, f"{len(bad)} punches with impossible times (e.g. {bad[0].local_time})"
+                    "clock_invalid",
+                    True,
+                    f"{len(bad)} punches with impossible times (e.g. {bad[0].local_time})",
                 )
         return len(inserted)

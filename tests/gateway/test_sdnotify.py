@@ -73,7 +73,7 @@ async def test_watchdog_pings_from_the_loop_and_stop_when_it_blocks(
     # A blocked event loop sends nothing: that is what lets systemd notice and restart us.
     import time
 
-    time.sleep(0.3)
+    time.sleep(0.3)  # noqa: ASYNC251  (blocking the loop on purpose)
     assert _drain(sock) == []
     task.cancel()
 

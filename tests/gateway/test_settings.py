@@ -36,27 +36,52 @@ def test_defaults_fill_in() -> None:
 @pytest.mark.parametrize(
     ("patch", "expected"),
     [
-        ({"terminals": [{"type": "zk", "name": "a", "host": "h"}] * 2 + [{"type": "zk", "name": "c", "host": "h", "port": 70000}]},
-         "terminals[2].port: must be 1..65535"),
+        (
+            {
+                "terminals": [{"type": "zk", "name": "a", "host": "h"}] * 2
+                + [{"type": "zk", "name": "c", "host": "h", "port": 70000}]
+            },
+            "terminals[2].port: must be 1..65535",
+        ),
         ({"timezone": "Mars/Olympus"}, "timezone: unknown IANA timezone 'Mars/Olympus'"),
         ({"mqtt": {"hots": "x"}}, "mqtt.hots: unknown key"),
         ({"terminals": [{"type": "zk", "name": "t1"}]}, "terminals[0].host: required"),
         ({"terminals": [{"type": "nope", "name": "t1"}]}, "terminals[0]: unknown terminal type 'nope'"),
         ({"terminals": [{"name": "t1", "host": "h"}]}, "terminals[0]: missing 'type' (e.g. type = \"zk\")"),
-        ({"terminals": [{"type": "zk", "name": "t1", "host": "h", "comm_key": "abc"}]},
-         "terminals[0].comm_key: must be a number (0..4294967295)"),
-        ({"terminals": [{"type": "zk", "name": "t1", "host": "h", "encoding": "klingon"}]},
-         "terminals[0].encoding: unknown text encoding 'klingon'"),
-        ({"terminals": [{"type": "zk", "name": "t1", "host": "h", "timezone": "Nowhere/Land"}]},
-         "terminals[0].timezone: unknown IANA timezone 'Nowhere/Land'"),
-        ({"terminals": [{"type": "zk", "name": "bad name", "host": "h"}]},
-         "terminals[0].name: must be 1-64 letters, digits, '_', '.', '-' and start with a letter or digit"),
-        ({"mqtt": {"tls": {"cert_file": "/c.pem"}}}, "mqtt.tls: cert_file and key_file must be given together"),
-        ({"mqtt": {"topic_prefix": "a/#"}},
-         "mqtt.topic_prefix: must be a non-empty topic without wildcards or leading/trailing '/'"),
+        (
+            {"terminals": [{"type": "zk", "name": "t1", "host": "h", "comm_key": "abc"}]},
+            "terminals[0].comm_key: must be a number (0..4294967295)",
+        ),
+        (
+            {"terminals": [{"type": "zk", "name": "t1", "host": "h", "encoding": "klingon"}]},
+            "terminals[0].encoding: unknown text encoding 'klingon'",
+        ),
+        (
+            {"terminals": [{"type": "zk", "name": "t1", "host": "h", "timezone": "Nowhere/Land"}]},
+            "terminals[0].timezone: unknown IANA timezone 'Nowhere/Land'",
+        ),
+        (
+            {"terminals": [{"type": "zk", "name": "bad name", "host": "h"}]},
+            "terminals[0].name: must be 1-64 letters, digits, '_', '.', '-' and start with a letter or digit",
+        ),
+        (
+            {"mqtt": {"tls": {"cert_file": "/c.pem"}}},
+            "mqtt.tls: cert_file and key_file must be given together",
+        ),
+        (
+            {"mqtt": {"topic_prefix": "a/#"}},
+            "mqtt.topic_prefix: must be a non-empty topic without wildcards or leading/trailing '/'",
+        ),
         ({"buffer": {"max_pending": 0}}, "buffer.max_pending: must be >= 1"),
-        ({"terminals": [{"type": "zk", "name": "t1", "host": "h"}, {"type": "zk", "name": "t1", "host": "h"}]},
-         "(top level): terminal name 't1' is used twice"),
+        (
+            {
+                "terminals": [
+                    {"type": "zk", "name": "t1", "host": "h"},
+                    {"type": "zk", "name": "t1", "host": "h"},
+                ]
+            },
+            "(top level): terminal name 't1' is used twice",
+        ),
     ],
 )
 def test_rejected_with_key_path(patch: dict[str, object], expected: str) -> None:
