@@ -1,0 +1,47 @@
+"""Every MQTT topic name the gateway uses, built in one place (DESIGN §5).
+
+Device names are validated by the config (letters, digits, `_`, `.`, `-`), so they never
+contain `/`, `+` or `#` and can be used as a topic level as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic names under `{prefix}/{gateway_id}`."""
+
+    prefix: str
+    gateway_id: str
+
+    @property
+    def base(self) -> str:
+        return f"{self.prefix}/{self.gateway_id}"
+
+    @property
+    def gateway_state(self) -> str:
+        """Retained online/offline state; also the last will's topic."""
+        return f"{self.base}/state"
+
+    def device_state(self, device: str) -> str:
+        """Retained health snapshot of one terminal."""
+        return f"{self.base}/devices/{device}/state"
+
+    def device_punches(self, device: str) -> str:
+        """Batches of punch records from one terminal (QoS 1, not retained)."""
+        return f"{self.base}/devices/{device}/punches"
+
+    def device_events(self, device: str) -> str:
+        """Fault raised/cleared and clock events of one terminal (QoS 1, not retained)."""
+        return f"{self.base}/devices/{device}/events"
+
+    @property
+    def all_devices_wildcard(self) -> str:
+        """A subscription filter matching every device topic of this gateway."""
+        return f"{self.base}/devices/#"
+
+    @property
+    def everything_wildcard(self) -> str:
+        return f"{self.base}/#"
