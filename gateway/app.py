@@ -12,6 +12,7 @@ import contextlib
 import datetime as dt
 import signal
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
@@ -67,6 +68,10 @@ class Application:
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._service_tasks: list[asyncio.Task[Any]] = []
         self.loop_heartbeat = time.monotonic()
+        self.fault_transitions: Counter[tuple[str, str, str]] = Counter()
+
+    def forwarder_alive(self) -> bool:
+        return any(t.get_name() == "forwarder" and not t.done() for t in self._service_tasks)
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -156,6 +161,8 @@ class Application:
             self.forwarder.publish_device_state(health.name, health.snapshot())
 
     def _publish_transition(self, transition: FaultTransition) -> None:
+        direction = "raised" if transition.raised else "cleared"
+        self.fault_transitions[(transition.device or "gateway", transition.code, direction)] += 1
         if self.forwarder is None:
             return
         self.forwarder.publish_event(
@@ -174,17 +181,21 @@ class Application:
         assert self.store is not None and self.forwarder is not None
         while True:
             self.loop_heartbeat = time.monotonic()
-            refusal = await asyncio.to_thread(self.store.refusal_reason)
+            store_faults = await asyncio.to_thread(self.store.active_faults)
             for code in ("buffer_full", "disk_low"):
-                self.gateway_faults.set(
-                    code, refusal is not None and refusal.fault == code, str(refusal or "")
-                )
+                self.gateway_faults.set(code, code in store_faults, self._store_fault_detail(code))
             self.gateway_faults.set(
                 "broker_unreachable",
                 not self.forwarder.connected,
                 self.forwarder.last_error or "not connected",
             )
             await asyncio.sleep(GATEWAY_CHECK_EVERY)
+
+    def _store_fault_detail(self, code: str) -> str:
+        buffer = self.settings.buffer
+        if code == "buffer_full":
+            return f"{buffer.max_pending} undelivered punches; terminals are not read until the buffer drains"
+        return f"less than {buffer.min_free_disk_mb} MB free for {buffer.path}; terminals are not read"
 
     async def _purge_delivered(self) -> None:
         assert self.store is not None

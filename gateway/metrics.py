@@ -1,0 +1,133 @@
+"""Prometheus metrics, collected from the live state at scrape time.
+
+A custom collector instead of counters sprinkled through the code: the health model and the
+forwarder already keep their counts, so a scrape reads them in one place and nothing can
+drift. Labels are terminal names and fault codes, never user ids (unbounded, and personal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+from gateway import __version__
+from gateway.health import CATALOGUE, DeviceStatus
+
+if TYPE_CHECKING:
+    from gateway.app import Application
+
+
+class GatewayCollector(Collector):
+    def __init__(self, app: Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | InfoMetricFamily]:
+        app = self.app
+        yield InfoMetricFamily("punchgate_build", "punchgate version", value={"version": __version__})
+        yield GaugeMetricFamily(
+            "punchgate_start_time_seconds", "when the gateway started", value=app.started_at.timestamp()
+        )
+        yield from self._devices()
+        yield from self._gateway()
+
+    def _devices(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        app = self.app
+        state = GaugeMetricFamily(
+            "punchgate_device_state", "1 for the device's current state", labels=["device", "state"]
+        )
+        fault = GaugeMetricFamily(
+            "punchgate_device_fault_active", "1 while the fault is active", labels=["device", "code"]
+        )
+        contact = GaugeMetricFamily(
+            "punchgate_device_last_contact_timestamp_seconds", "last successful contact", labels=["device"]
+        )
+        drift = GaugeMetricFamily(
+            "punchgate_device_clock_drift_seconds", "terminal clock minus gateway clock", labels=["device"]
+        )
+        records = GaugeMetricFamily(
+            "punchgate_device_records", "records held by the terminal", labels=["device"]
+        )
+        capacity = GaugeMetricFamily(
+            "punchgate_device_record_capacity", "record capacity of the terminal", labels=["device"]
+        )
+        reads = CounterMetricFamily("punchgate_device_reads", "completed full reads", labels=["device"])
+        failures = CounterMetricFamily("punchgate_device_failures", "failed contacts", labels=["device"])
+        new = CounterMetricFamily(
+            "punchgate_device_punches_stored", "new punches committed", labels=["device"]
+        )
+        for name, health in app.devices.items():
+            for status in DeviceStatus:
+                state.add_metric([name, status.value], 1.0 if health.status is status else 0.0)
+            for code in CATALOGUE:
+                if code in ("buffer_full", "disk_low", "broker_unreachable"):
+                    continue
+                fault.add_metric([name, code], 1.0 if code in health.faults.active else 0.0)
+            if health.last_contact is not None:
+                contact.add_metric([name], health.last_contact.timestamp())
+            if health.clock_drift_seconds is not None:
+                drift.add_metric([name], health.clock_drift_seconds)
+            info = health.info
+            if info is not None and info.record_count is not None:
+                records.add_metric([name], info.record_count)
+            if info is not None and info.record_capacity:
+                capacity.add_metric([name], info.record_capacity)
+            reads.add_metric([name], health.reads_total)
+            failures.add_metric([name], health.failures_total)
+            new.add_metric([name], health.punches_new_total)
+        yield from (state, fault, contact, drift, records, capacity, reads, failures, new)
+        transitions = CounterMetricFamily(
+            "punchgate_fault_transitions",
+            "faults raised and cleared",
+            labels=["device", "code", "transition"],
+        )
+        for (device, code, transition), count in sorted(app.fault_transitions.items()):
+            transitions.add_metric([device, code, transition], count)
+        yield transitions
+
+    def _gateway(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        app = self.app
+        fault = GaugeMetricFamily(
+            "punchgate_gateway_fault_active", "1 while the fault is active", labels=["code"]
+        )
+        for code in ("buffer_full", "disk_low", "broker_unreachable"):
+            fault.add_metric([code], 1.0 if code in app.gateway_faults.active else 0.0)
+        yield fault
+        store = app.store
+        if store is not None:
+            pending = GaugeMetricFamily(
+                "punchgate_buffer_pending_punches", "undelivered punches", labels=["device"]
+            )
+            for device, count in store.pending_devices().items():
+                pending.add_metric([device], count)
+            yield pending
+            age = store.oldest_pending_age()
+            yield GaugeMetricFamily(
+                "punchgate_buffer_oldest_pending_age_seconds",
+                "age of the oldest undelivered punch (0 when none)",
+                value=age or 0.0,
+            )
+        forwarder = app.forwarder
+        if forwarder is not None:
+            yield GaugeMetricFamily(
+                "punchgate_mqtt_connected",
+                "1 while connected to the broker",
+                value=1.0 if forwarder.connected else 0.0,
+            )
+            stats = forwarder.stats
+            for key, help_text in (
+                ("punches_published", "punches acknowledged by the broker"),
+                ("messages_published", "punch batches acknowledged by the broker"),
+                ("publish_failures", "publishes that failed or timed out (rows stay pending)"),
+                ("reconnects", "broker connection attempts after the first"),
+            ):
+                yield CounterMetricFamily(f"punchgate_mqtt_{key}", help_text, value=getattr(stats, key))
+
+
+def render_metrics(app: Application) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(GatewayCollector(app))
+    return generate_latest(registry)

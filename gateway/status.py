@@ -1,0 +1,59 @@
+"""The gateway's health as data: shared by /api/devices, the status page, /healthz and `punchgate status`.
+
+These functions run in a worker thread (they query the store); they only read the
+application's state, never change it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.app import Application
+
+LOOP_STALL_SECONDS = 30.0  # the gateway-check task ticks every few seconds; much longer means a stall
+
+
+def gateway_status(app: Application) -> dict[str, Any]:
+    store = app.store
+    pending_by_device = store.pending_devices() if store is not None else {}
+    devices = []
+    for name, health in app.devices.items():
+        snapshot = health.snapshot()
+        snapshot["pending"] = pending_by_device.get(name, 0)
+        devices.append(snapshot)
+    forwarder = app.forwarder
+    return {
+        "gateway": {
+            "gateway_id": app.settings.gateway_id,
+            "site": app.settings.site,
+            "started_at": app.started_at,
+            "broker_connected": bool(forwarder and forwarder.connected),
+            "pending": sum(pending_by_device.values()),
+            "oldest_pending_age_seconds": store.oldest_pending_age() if store is not None else None,
+            "faults": [f.as_dict() for f in app.gateway_faults.active.values()],
+        },
+        "devices": devices,
+    }
+
+
+def health_verdict(app: Application) -> tuple[bool, str]:
+    """(healthy, reason) for /healthz: the loop, the store and the forwarder are alive."""
+    stalled = time.monotonic() - app.loop_heartbeat
+    if stalled > LOOP_STALL_SECONDS:
+        return False, f"event loop stalled: no gateway check for {stalled:.0f} s"
+    if app.store is None or app.forwarder is None:
+        return False, "starting"
+    try:
+        app.store.pending_count()
+    except Exception as exc:
+        return False, f"buffer unusable: {type(exc).__name__}: {exc}"
+    if not app.forwarder_alive():
+        return False, "forwarder task is not running"
+    broker = app.gateway_faults.active.get("broker_unreachable")
+    grace = app.settings.health.broker_grace_seconds
+    if broker is not None and (dt.datetime.now(dt.UTC) - broker.since).total_seconds() > grace:
+        return False, f"broker unreachable for more than {grace:g} s: {broker.detail}"
+    return True, "ok"

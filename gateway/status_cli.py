@@ -1,0 +1,73 @@
+"""`punchgate status`: the running daemon's health as a table; exit 1 when anything is unhealthy."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+STATE_STYLE = {"online": "green", "degraded": "yellow", "offline": "red"}
+
+
+def fetch_status(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
+    with urllib.request.urlopen(base_url.rstrip("/") + "/api/devices", timeout=timeout) as response:
+        data: dict[str, Any] = json.loads(response.read())
+        return data
+
+
+def is_healthy(status: dict[str, Any]) -> bool:
+    gateway = status["gateway"]
+    return (
+        not gateway["faults"]
+        and gateway["broker_connected"]
+        and all(d["state"] == "online" for d in status["devices"])
+    )
+
+
+def _faults(faults: list[dict[str, Any]]) -> str:
+    return "\n".join(f"{f['code']}: {f['detail']}" for f in faults) or "—"
+
+
+def render(status: dict[str, Any], console: Console) -> None:
+    gateway = status["gateway"]
+    table = Table(title=f"punchgate {gateway['gateway_id']} — terminals", title_justify="left")
+    for column in ("terminal", "state", "faults", "last contact", "drift", "records/capacity", "pending"):
+        table.add_column(column)
+    for device in status["devices"]:
+        state = device["state"]
+        drift = device["clock_drift_seconds"]
+        table.add_row(
+            device["device"],
+            f"[{STATE_STYLE.get(state, 'white')}]{state}[/]",
+            _faults(device["faults"]),
+            str(device["last_contact"] or "never")[:19],
+            "—" if drift is None else f"{drift:+.0f} s",
+            f"{device['record_count']}/{device['record_capacity']}" if device["record_capacity"] else "—",
+            str(device["pending"]),
+        )
+    console.print(table)
+    broker = "[green]connected[/]" if gateway["broker_connected"] else "[red]NOT connected[/]"
+    age = gateway["oldest_pending_age_seconds"]
+    console.print(
+        f"gateway: broker {broker} · pending {gateway['pending']}"
+        + (f" (oldest {age:.0f} s)" if age else "")
+        + f" · faults: {_faults(gateway['faults'])}"
+    )
+
+
+def show_status(base_url: str, *, as_json: bool = False) -> int:
+    console = Console()
+    try:
+        status = fetch_status(base_url)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        console.print(f"[red]cannot reach the punchgate daemon at {base_url}: {exc}[/]")
+        return 2
+    if as_json:
+        console.print_json(json.dumps(status))
+    else:
+        render(status, console)
+    return 0 if is_healthy(status) else 1
