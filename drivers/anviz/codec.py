@@ -237,8 +237,9 @@ def decode_frame(frame: bytes) -> Frame:
     decoder = FrameDecoder()
     out = decoder.feed(frame)
     leftover = decoder.flush()
-    if len(out) != 1 or leftover is not None or isinstance(out[0], Garbage):
-        problem = out[0].reason if out and isinstance(out[0], Garbage) else "not exactly one frame"
+    garbage = [g for g in [*out, leftover] if isinstance(g, Garbage)]
+    if garbage or len(out) != 1:
+        problem = garbage[0].reason if garbage else "not exactly one frame"
         raise CodecError(f"{problem}: {frame.hex()}")
     return out[0]
 
