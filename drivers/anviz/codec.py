@@ -238,10 +238,11 @@ def decode_frame(frame: bytes) -> Frame:
     out = decoder.feed(frame)
     leftover = decoder.flush()
     garbage = [g for g in [*out, leftover] if isinstance(g, Garbage)]
-    if garbage or len(out) != 1:
+    frames = [f for f in out if not isinstance(f, Garbage)]
+    if garbage or len(frames) != 1:
         problem = garbage[0].reason if garbage else "not exactly one frame"
         raise CodecError(f"{problem}: {frame.hex()}")
-    return out[0]
+    return frames[0]
 
 
 # ---- payloads -------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ class Faults:
     noise_every: int = 0  # send line noise before the reply
     bad_length_every: int = 0  # send the reply with a LEN field that does not match its data
     drop_every: int = 0  # ignore the request, as if it was lost on the line
+    # carry out the next request with one of these commands, then lose its reply on the line
+    lose_reply_to: set[int] = field(default_factory=set)
     replies: int = 0  # counters that the `*_every` settings count against
     requests: int = 0
 
@@ -82,6 +84,7 @@ class EmulatedTerminal:
         self.config2 = bytearray([1, 0, 0, 0, 0, 1, 0, 5, 0, 0, 0, 0, 0, 5, 0])
         self.clock_offset = dt.timedelta(0)
         self.requests_seen = 0
+        self.pongs = 0  # host answers to our heartbeats
         self.push_listeners: list[Callable[[EmulatedTerminal, bytes], None]] = []
         self._download = _Download()
         self._lock = threading.RLock()
@@ -159,6 +162,9 @@ class EmulatedTerminal:
             if faults.silent or _hits(faults.drop_every, faults.requests):
                 return []
             ret, data = self._answer(request)
+            if request.command in faults.lose_reply_to:
+                faults.lose_reply_to.discard(request.command)
+                return []
             faults.replies += 1
             reply = Response(self.device_id, request.command | 0x80, ret, data).encode()
             if _hits(faults.crc_error_every, faults.replies):
@@ -287,7 +293,10 @@ def _answers(terminals: list[EmulatedTerminal], item: Request | Response | Garba
         log.info("emulator_garbage", where=where, reason=item.reason, raw=item.raw.hex())
         return b""
     if isinstance(item, Response):
-        return b""  # a host's pong to a heartbeat, or our own frame seen again
+        for terminal in terminals:
+            if item.ack == codec.ACK_PONG and item.device_id == terminal.device_id:
+                terminal.pongs += 1
+        return b""
     return b"".join(frame for t in terminals for frame in t.handle(item))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import pytest
 
@@ -122,7 +123,7 @@ def test_text_fields_strip_padding_and_garbage() -> None:
 REPLY = Response(7, 0xBC, 0, codec.RecordInfo(1, 2, 3, 4, 5, 6).encode()).encode()
 
 
-def _frames(items: list[object]) -> list[object]:
+def _frames(items: Sequence[object]) -> list[object]:
     return [i for i in items if not isinstance(i, Garbage)]
 
 
