@@ -17,7 +17,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from drivers.anviz.cli import emulate_command, endpoint_from_probe_url, probe_command
+from drivers.anviz.cli import endpoint_from_probe_url, probe_command
 from drivers.anviz.emulator import EmulatedTerminal, Faults, PtyBus
 from drivers.anviz.endpoint import SerialEndpoint, TcpEndpoint
 
@@ -79,9 +79,9 @@ def emulator_process() -> Iterator[Emulator]:
     found: dict[str, str] = {}
     lines: queue.Queue[str] = queue.Queue()
     # a thread reads stdout, so that waiting for the two lines has a deadline
-    threading.Thread(
-        target=lambda: [lines.put(x) for x in iter(process.stdout.readline, "")], daemon=True
-    ).start()
+    stdout = process.stdout
+    assert stdout is not None
+    threading.Thread(target=lambda: [lines.put(x) for x in iter(stdout.readline, "")], daemon=True).start()
     try:
         deadline = time.monotonic() + 20
         while len(found) < 2 and time.monotonic() < deadline:
@@ -115,5 +115,8 @@ def test_emulate_prints_the_pty_and_serves_until_interrupted(
 
     os.kill(process.pid, signal.SIGINT)
     assert process.wait(timeout=10) == 0
-    rest = [emulator_process.lines.get(timeout=5) for _ in range(emulator_process.lines.qsize())]
+    rest: list[str] = []
+    with contextlib.suppress(queue.Empty):
+        while "stopped\n" not in rest:
+            rest.append(emulator_process.lines.get(timeout=5))
     assert "stopped\n" in rest
