@@ -81,7 +81,12 @@ def emulator_process() -> Iterator[Emulator]:
     # a thread reads stdout, so that waiting for the two lines has a deadline
     stdout = process.stdout
     assert stdout is not None
-    threading.Thread(target=lambda: [lines.put(x) for x in iter(stdout.readline, "")], daemon=True).start()
+
+    def pump() -> None:
+        for line in iter(stdout.readline, ""):
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     try:
         deadline = time.monotonic() + 20
         while len(found) < 2 and time.monotonic() < deadline:
