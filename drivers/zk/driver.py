@@ -399,11 +399,54 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             data = bytes(self._ZK__data or b"")
             self._buffer_total = zp.decode_buffer_ready(data) if len(data) >= 5 else 0
             self._buffer_done = 0
-        chunk: bytes = ZK._ZK__read_chunk(self, start, size)
+        chunk: bytes = (
+            self._read_chunk_tcp(start, size) if self.tcp else ZK._ZK__read_chunk(self, start, size)
+        )
         self._buffer_done += len(chunk)
         if self.on_chunk is not None:
             self.on_chunk(self._buffer_done, max(self._buffer_total, self._buffer_done))
         return chunk
+
+    def _read_chunk_tcp(self, start: int, size: int) -> bytes:
+        """READ_BUFFER over TCP, framed by the envelope lengths whatever the segment boundaries.
+
+        pyzk 0.9 reassembles the PREPARE_DATA / DATA... / ACK_OK burst from the sizes it
+        asked recv() for, and loses its place (then waits forever) when a segment boundary
+        falls inside a packet header, which depends on timing. Here every packet is framed
+        by its envelope length (the codec's reassembler) and matched on its reply number.
+        """
+        reply_no = self.next_reply_number()
+        request = zp.build_packet(
+            zp.CMD_READ_BUFFER, self.session_id, reply_no, zp.encode_read_buffer(start, size)
+        )
+        self.sock.sendall(zp.tcp_wrap(request))
+        self.set_reply_number(reply_no)
+        garbage: list[bytes] = []
+        reassembler = zp.TcpReassembler(on_garbage=garbage.append)
+        data = bytearray()
+        expected: int | None = None
+        while True:
+            received = self.sock.recv(max(65536, size + 64))
+            if not received:
+                raise ConnectionResetError("the terminal closed the connection during a bulk read")
+            if garbage:
+                raise zp.ZkFrameError("bytes outside any ZK frame in a bulk read", garbage[0][:64])
+            for raw in reassembler.feed(received):
+                packet = zp.parse_packet(raw)  # a bad checksum raises: the data cannot be trusted
+                if packet.reply != reply_no:
+                    continue  # a late answer to something earlier; not ours
+                if packet.command == zp.CMD_PREPARE_DATA:
+                    expected = zp.decode_prepare_data(packet.data)[0]
+                elif packet.command == zp.CMD_DATA:
+                    data += packet.data
+                    if expected is None:  # some firmware answers with one CMD_DATA, no burst
+                        return bytes(data)
+                elif packet.command == zp.CMD_ACK_OK and expected is not None:
+                    if len(data) != expected:
+                        raise zp.ZkFrameError(f"bulk read announced {expected} bytes, carried {len(data)}")
+                    return bytes(data)
+                else:
+                    raise ZKErrorResponse(f"READ_BUFFER {start}+{size} answered with code {packet.command}")
 
     def read_table(self, command: int, fct: int) -> bytes:
         """A whole table through pyzk's buffered read (PREPARE_BUFFER / READ_BUFFER)."""
