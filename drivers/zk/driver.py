@@ -510,7 +510,9 @@ def _root_cause(exc: BaseException) -> BaseException:
     return seen
 
 
-def map_error(exc: BaseException, *, device: str, what: str, connecting: bool) -> DriverError:
+def map_error(
+    exc: BaseException, *, device: str, what: str, connecting: bool, udp: bool = False
+) -> DriverError:
     """Turn whatever pyzk or the socket raised into the driver's error hierarchy."""
     if isinstance(exc, DriverError):
         return exc
@@ -520,8 +522,11 @@ def map_error(exc: BaseException, *, device: str, what: str, connecting: bool) -
         return UnsupportedDeviceError(f"{what}: not a ZK terminal: {exc}", device=device)
     cause = _root_cause(exc)
     if isinstance(cause, TimeoutError):
-        if connecting:
+        if connecting and udp:
+            # Silence over UDP is all a missing terminal ever says.
             return UnreachableError(f"{what}: no answer within the timeout", device=device)
+        if connecting:
+            return DriverTimeoutError(f"{what}: connected, but no answer to CONNECT", device=device)
         return DriverTimeoutError(f"{what}: the terminal stopped answering", device=device)
     if isinstance(cause, socket.gaierror):
         return UnreachableError(f"{what}: cannot resolve the address: {cause.strerror}", device=device)
@@ -594,7 +599,13 @@ class ZkDriver:
             except DriverError:
                 raise
             except Exception as exc:
-                raise map_error(exc, device=self.name, what=what, connecting=connecting) from exc
+                raise map_error(
+                    exc,
+                    device=self.name,
+                    what=what,
+                    connecting=connecting,
+                    udp=self.config.transport == "udp",
+                ) from exc
 
         limit = deadline if deadline is not None else self.timeout * 3 + 5
         future = asyncio.get_running_loop().run_in_executor(_executor(), run)
@@ -605,7 +616,7 @@ class ZkDriver:
             self._abort()
             with contextlib.suppress(BaseException):
                 await future
-            cls = UnreachableError if connecting else DriverTimeoutError
+            cls = UnreachableError if connecting and self.config.transport == "udp" else DriverTimeoutError
             raise cls(f"{what}: no answer within {limit:.0f} s", device=self.name) from None
         except asyncio.CancelledError:
             self._abort()
