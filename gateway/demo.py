@@ -1,8 +1,8 @@
 """`punchgate demo`: the whole pipeline on one machine, with nothing but loopback.
 
 It starts a private mosquitto on a free port, three emulated ZK terminals (two TFT over TCP,
-one of them with a comm key, and one BW over UDP), an emulated Anviz terminal on a
-pseudo-terminal when that driver is present, and the real gateway as a child process with its
+one of them with a comm key, and one BW over UDP), two emulated Anviz terminals sharing one
+pseudo-terminal (an RS485 bus), and the real gateway as a child process with its
 buffer in a temporary folder. People punch at random on the terminals; a "central" subscriber
 shows the punches arriving and each terminal's health. Ctrl-C stops everything it started.
 """
@@ -30,6 +30,8 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from drivers.anviz.emulator import EmulatedTerminal as AnvizEmulator
+from drivers.anviz.emulator import PtyBus
 from drivers.zk.emulator import ZkEmulator
 from gateway.mosquitto import PrivateBroker, free_port
 
@@ -61,7 +63,9 @@ class CentralView:
         elif parts[-1] == "state" and "devices" in parts:
             self.devices[parts[-2]] = payload
         elif parts[-1] == "events":
-            self.events.appendleft(f"{payload['time'][11:19]} {parts[-2]}: {payload['event']} {payload['code']}")
+            self.events.appendleft(
+                f"{payload['time'][11:19]} {parts[-2]}: {payload['event']} {payload['code']}"
+            )
         elif parts[-1] == "state":
             self.gateway_state = payload.get("state", "?")
 
@@ -100,7 +104,7 @@ class CentralView:
         return Group(devices, punches, summary, *(f"[dim]{e}[/]" for e in self.events))
 
 
-def _write_config(workdir: Path, broker_port: int, emulators: dict[str, ZkEmulator]) -> Path:
+def _write_config(workdir: Path, broker_port: int, emulators: dict[str, ZkEmulator], anviz_pty: str) -> Path:
     tft_a, tft_b, bw = emulators["gate-north"], emulators["gate-south"], emulators["canteen"]
     config = f"""
 gateway_id = "{GATEWAY_ID}"
@@ -140,6 +144,21 @@ port = {bw.udp_port}
 transport = "udp"
 poll_interval = 20
 timezone = "Asia/Shanghai"
+
+# two Anviz terminals on one RS485 line (a pseudo-terminal here), addressed by device id
+[[terminals]]
+type = "anviz"
+name = "assembly-1"
+endpoint = "serial://{anviz_pty}?baud=9600"
+device_id = 1
+poll_interval = 10
+
+[[terminals]]
+type = "anviz"
+name = "assembly-2"
+endpoint = "serial://{anviz_pty}?baud=9600"
+device_id = 2
+poll_interval = 10
 """
     path = workdir / "punchgate.toml"
     path.write_text(config)
@@ -168,6 +187,16 @@ async def _punch_at_random(emulators: list[ZkEmulator], stop: asyncio.Event, pro
         produced[0] += 1
 
 
+async def _punch_anviz_at_random(
+    terminals: list[AnvizEmulator], stop: asyncio.Event, produced: list[int]
+) -> None:
+    rng = random.Random()
+    while not stop.is_set():
+        await asyncio.sleep(rng.uniform(2.0, 6.0))
+        rng.choice(terminals).punch(rng.randint(1000, 1019), state=rng.choice((0, 1)), backup_code=0x01)
+        produced[0] += 1
+
+
 async def _demo(duration: float) -> int:
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="punchgate-demo-"))
@@ -179,6 +208,11 @@ async def _demo(duration: float) -> int:
         ),
         "canteen": ZkEmulator(profile="bw", serial_number="DEMO-BW-0003", transports=("udp",)),
     }
+    anviz = [
+        AnvizEmulator(1, serial_number="DEMO-ANVIZ-0001"),
+        AnvizEmulator(2, serial_number="DEMO-ANVIZ-0002"),
+    ]
+    anviz_bus = PtyBus(anviz)
     gateway: subprocess.Popen[bytes] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -191,8 +225,11 @@ async def _demo(duration: float) -> int:
         for seed, emulator in enumerate(emulators.values()):
             emulator.generate_log(records=40, days=3, users=25, seed=seed)
             await emulator.start()
-        produced[0] = sum(len(e.records) for e in emulators.values())
-        config = _write_config(workdir, broker.port, emulators)
+        for terminal in anviz:
+            terminal.add_history(30)
+        anviz_bus.start()
+        produced[0] = sum(len(e.records) for e in emulators.values()) + sum(len(t.records) for t in anviz)
+        config = _write_config(workdir, broker.port, emulators, anviz_bus.path)
         env = {**os.environ, "PUNCHGATE_COMM_KEY_GATE_SOUTH": str(COMM_KEY)}
         log_path = workdir / "gateway.log"
         with log_path.open("ab") as gateway_log:
@@ -203,12 +240,13 @@ async def _demo(duration: float) -> int:
                 env=env,
             )
         console.print(
-            f"[bold]punchgate demo[/]: broker 127.0.0.1:{broker.port} · 3 emulated terminals · "
+            f"[bold]punchgate demo[/]: broker 127.0.0.1:{broker.port} · 5 emulated terminals · "
             f"gateway pid {gateway.pid} (log: {log_path})"
         )
         tasks = [
             asyncio.create_task(_subscribe(broker.port, view, stop)),
             asyncio.create_task(_punch_at_random(list(emulators.values()), stop, produced)),
+            asyncio.create_task(_punch_anviz_at_random(anviz, stop, produced)),
         ]
         deadline = time.monotonic() + duration if duration > 0 else None
         with Live(view.render(produced[0]), console=console, refresh_per_second=4) as live:
@@ -238,6 +276,7 @@ async def _demo(duration: float) -> int:
         for emulator in emulators.values():
             with contextlib.suppress(Exception):
                 await emulator.stop()
+        anviz_bus.stop()
         broker.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
