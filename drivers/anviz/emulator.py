@@ -303,11 +303,12 @@ def _answers(terminals: list[EmulatedTerminal], item: Request | Response | Garba
 class PtyBus:
     """Terminals sharing one serial line, reachable at `path` (a pseudo-terminal)."""
 
-    def __init__(self, terminals: list[EmulatedTerminal]) -> None:
+    def __init__(self, terminals: list[EmulatedTerminal], *, echo: bool = False) -> None:
         ids = [t.device_id for t in terminals]
         if len(set(ids)) != len(ids):
             raise ValueError(f"device ids on one bus must differ: {ids}")
         self.terminals = terminals
+        self.echo = echo  # like a 2-wire RS485 adapter that hears its own transmission
         self.path = ""
         self._master = self._slave = -1
         self._stop = threading.Event()
@@ -351,6 +352,9 @@ class PtyBus:
                 chunk = os.read(self._master, 4096)
             except OSError:
                 continue  # no reader on the other side right now
+            if self.echo:
+                with contextlib.suppress(OSError):
+                    os.write(self._master, chunk)
             for item in decoder.feed(chunk):
                 out = _answers(self.terminals, item, self.path)
                 if out:

@@ -252,8 +252,10 @@ class SerialBus:
                     and item.ack == _expected_ack(request)
                 ):
                     return item
+                elif item == request:
+                    continue  # our own request: some 2-wire RS485 adapters echo what they send
                 else:
-                    # another terminal's late reply, or our own request echoed by the line
+                    # another terminal's late reply, or another host's request
                     garbage.append(
                         Garbage(item.raw if isinstance(item, Response) else item.encode(), "unexpected frame")
                     )

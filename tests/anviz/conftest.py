@@ -23,8 +23,8 @@ DriverFactory = Callable[..., AnvizDriver]
 def pty_bus() -> Iterator[PtyFactory]:
     buses: list[PtyBus] = []
 
-    def start(*terminals: EmulatedTerminal) -> PtyBus:
-        bus = PtyBus(list(terminals)).start()
+    def start(*terminals: EmulatedTerminal, echo: bool = False) -> PtyBus:
+        bus = PtyBus(list(terminals), echo=echo).start()
         buses.append(bus)
         return bus
 

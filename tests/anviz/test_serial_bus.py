@@ -200,3 +200,13 @@ async def test_the_bus_is_released_when_the_last_driver_closes(
     assert any(b.endpoint.port == bus.path for b in transport._buses.values())
     await two.close()
     assert not any(b.endpoint.port == bus.path for b in transport._buses.values())
+
+
+async def test_an_adapter_that_echoes_our_requests_is_not_garbage(
+    pty_bus: PtyFactory, make_driver: DriverFactory
+) -> None:
+    terminal = EmulatedTerminal(14)
+    terminal.add_history(30)
+    driver = make_driver(serial_url(pty_bus(terminal, echo=True)), 14)
+    assert await driver.read_records() == expected(terminal)
+    assert driver.link.stats.garbage_frames == 0 and driver.link.stats.retries == 0
