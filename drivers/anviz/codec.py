@@ -207,22 +207,19 @@ class FrameDecoder:
         """Offset of the first complete, CRC-valid frame after offset 0, if one is buffered."""
         start = self._buffer.find(STX, 1)
         while start > 0:
-            size = _complete_frame_size(self._buffer, start)
-            if size is not None:
+            if _is_complete_frame(self._buffer, start):
                 return start
             start = self._buffer.find(STX, start + 1)
         return None
 
 
-def _complete_frame_size(buffer: bytearray, start: int) -> int | None:
+def _is_complete_frame(buffer: bytearray, start: int) -> bool:
     if len(buffer) - start < 9:
-        return None
+        return False
     header = 9 if buffer[start + 5] >= 0x80 else 8
     total = header + int.from_bytes(buffer[start + header - 2 : start + header], "big") + 2
     frame = buffer[start : start + total]
-    if len(frame) < total or crc16(frame[:-2]) != int.from_bytes(frame[-2:], "little"):
-        return None
-    return total
+    return len(frame) == total and crc16(frame[:-2]) == int.from_bytes(frame[-2:], "little")
 
 
 def _parse(frame: bytes, is_reply: bool) -> Frame:

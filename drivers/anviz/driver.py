@@ -176,7 +176,9 @@ class AnvizDriver:
         repeats = 0
         while len(records) < wanted:
             size = min(codec.MAX_RECORDS_PER_PACKET, wanted - len(records))
-            request = codec.download_request(self.device_id, first_mode if previous is None else 0, size)
+            request = codec.download_request(
+                self.device_id, first_mode if previous is None else codec.DOWNLOAD_CONTINUE, size
+            )
             # A first packet is safe to repeat (it restarts); a later one is not (it advances
             # the terminal's cursor), so its retry asks for the last packet again instead.
             retry = (
