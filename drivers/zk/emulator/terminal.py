@@ -107,6 +107,7 @@ class ZkEmulator:
         event_ack_timeout: float = 1.0,
         restart_downtime: float = 1.0,
         tcp_packet_interval: float = 0.0005,
+        session_ids: Iterable[int] = (),
         name: str | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, FirmwareProfile) else get_profile(profile)
@@ -145,6 +146,8 @@ class ZkEmulator:
         self._saved: dict[str, Any] = {}  # what a fault replaced, restored on clear
         self._counters = EmulatorCounters()
         self._rng = random.Random()
+        # Session ids to hand out first (tests replay captured frames); then random ones.
+        self._session_ids = deque(session_ids)
         self._tcp_server: asyncio.Server | None = None
         self._udp_endpoint: asyncio.DatagramTransport | None = None
         self._udp_queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
@@ -689,7 +692,7 @@ class ZkEmulator:
             self._end_session("reconnect")
             self._owner = link
             self._slot_free.clear()
-        session_id = self._rng.randrange(1, 0xFFFF)
+        session_id = self._session_ids.popleft() if self._session_ids else self._rng.randrange(1, 0xFFFF)
         authenticated = self.comm_key == 0
         self._session = _Session(session_id, link, authenticated, time.monotonic())
         self._bump(sessions_served=1)
