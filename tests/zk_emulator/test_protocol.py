@@ -248,7 +248,7 @@ def test_free_sizes_from_captures(vector_id: str, expected: tuple[int, ...]) -> 
     data = p.parse_packet(vector_packet(vector_id)).data
     s = p.decode_free_sizes(data)
     got = (s.users, s.fingers, s.records, s.oplog, s.finger_capacity, s.user_capacity, s.record_capacity)
-    assert got + (s.fingers_free, s.users_free, s.records_free) == expected
+    assert (*got, s.fingers_free, s.users_free, s.records_free) == expected
     assert p.encode_free_sizes(s, len(data)) == data
 
 
