@@ -153,6 +153,7 @@ class ZkEmulator:
         self._udp_queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
         self._udp_links: dict[tuple[str, int], UdpLink] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._udp_worker_task: asyncio.Task[None] | None = None
         self._links: set[Link] = set()
         self._owner: Link | None = None
         self._slot_free = asyncio.Event()
@@ -170,7 +171,7 @@ class ZkEmulator:
         if self._running:
             return
         self._running = True
-        self._spawn(self._udp_worker())
+        self._udp_worker_task = self._spawn(self._udp_worker())
         await self._open_listeners()
         self._log.info(
             "zk_emulator_started",
@@ -191,11 +192,15 @@ class ZkEmulator:
         await self._close_listeners()
         for link in list(self._links):
             link.close()
+        if self._udp_worker_task is not None:
+            self._udp_worker_task.cancel()
         current = asyncio.current_task()
         tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
+        # Closed links end their connection handlers; give them a moment, then cancel.
+        _, stuck = await asyncio.wait(tasks, timeout=1.0) if tasks else (set(), set())
+        for task in stuck:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*stuck, return_exceptions=True)
         self._session = None
         self._owner = None
         self._log.info("zk_emulator_stopped")
@@ -511,6 +516,10 @@ class ZkEmulator:
                         await self._claim(link)
                     await self._serve_packet(link, raw)
         except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # Only stop() cancels a handler; ending quietly keeps asyncio's server callback
+            # from logging the cancellation as an error.
             pass
         finally:
             self._release(link)
