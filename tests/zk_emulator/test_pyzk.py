@@ -123,7 +123,7 @@ async def test_hundred_thousand_records_over_tcp() -> None:
         assert (attendance[-1].user_id, attendance[-1].timestamp) == (last.user_id, last.timestamp)
 
 
-async def test_hundred_thousand_records_over_udp_raw_buffer() -> None:
+async def test_large_log_over_udp_raw_buffer() -> None:
     """Over UDP pyzk reads 16 KiB per READ_BUFFER in 1024-byte datagrams."""
     async with ZkEmulator(profile="tft") as emu:
         emu.generate_log(records=20_000, days=30, users=50, seed=8)
