@@ -26,6 +26,7 @@ from gateway.logs import register_secret
 from gateway.sdnotify import SystemdNotifier
 from gateway.settings import Settings, TerminalBase
 from gateway.worker import DeviceWorker
+from sync.contract import DeviceEvent, DeviceState
 from sync.forwarder import Forwarder
 from sync.store import Store
 
@@ -158,23 +159,25 @@ class Application:
     # --- health publishing ---------------------------------------------------------------
     def _publish_device_state(self, health: DeviceHealth) -> None:
         if self.forwarder is not None:
-            self.forwarder.publish_device_state(health.name, health.snapshot())
+            self.forwarder.publish_device_state(health.name, DeviceState.model_validate(health.snapshot()))
 
     def _publish_transition(self, transition: FaultTransition) -> None:
         direction = "raised" if transition.raised else "cleared"
         self.fault_transitions[(transition.device or "gateway", transition.code, direction)] += 1
         if self.forwarder is None:
             return
-        self.forwarder.publish_event(
-            transition.device,
-            {
-                "event": "fault_raised" if transition.raised else "fault_cleared",
-                "code": transition.code,
-                "severity": transition.severity.value,
-                "detail": transition.detail,
-                "time": transition.at,
-            },
+        event = DeviceEvent(
+            device=transition.device,
+            event="fault_raised" if transition.raised else "fault_cleared",
+            code=transition.code,
+            severity=transition.severity.value,
+            detail=transition.detail,
+            time=transition.at,
         )
+        if transition.device:
+            self.forwarder.publish_event(transition.device, event)
+        else:
+            self.forwarder.publish_gateway_event(event)
 
     async def _gateway_checks(self) -> None:
         """Gateway-level faults: buffer limits and broker reachability, checked periodically."""
@@ -187,7 +190,7 @@ class Application:
             self.gateway_faults.set(
                 "broker_unreachable",
                 not self.forwarder.connected,
-                self.forwarder.last_error or "not connected",
+                self.forwarder.stats.last_error or "not connected",
             )
             await asyncio.sleep(GATEWAY_CHECK_EVERY)
 
@@ -215,6 +218,16 @@ class Application:
             await self.shutdown()
         return 0
 
+    async def _drain_before_exit(self, deadline: float) -> None:
+        """Give the forwarder what is left of the budget to deliver pending punches."""
+        assert self.store is not None and self.forwarder is not None
+        while time.monotonic() < deadline and self.forwarder.connected and self.forwarder_alive():
+            pending = await asyncio.to_thread(self.store.pending_count)
+            if pending == 0:
+                return
+            self.forwarder.notify_new_punches()
+            await asyncio.sleep(0.1)
+
     async def shutdown(self) -> None:
         budget = self.settings.shutdown_timeout
         deadline = time.monotonic() + budget
@@ -228,9 +241,7 @@ class Application:
         if self._worker_tasks:
             await asyncio.wait(self._worker_tasks, timeout=max(0.1, deadline - time.monotonic()))
         if self.forwarder is not None and self.store is not None:
-            # Use what is left of the budget to deliver what is pending.
-            with contextlib.suppress(Exception):
-                await self.forwarder.flush(timeout=max(0.0, deadline - time.monotonic()))
+            await self._drain_before_exit(deadline)
         http = getattr(self, "_http", None)
         if http is not None:
             await http.close()

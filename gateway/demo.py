@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import os
 import random
@@ -24,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 from rich.console import Console, Group
@@ -33,6 +35,7 @@ from rich.table import Table
 from drivers.anviz.emulator import EmulatedTerminal as AnvizEmulator
 from drivers.anviz.emulator import PtyBus
 from drivers.zk.emulator import ZkEmulator
+from gateway.logs import configure_logging
 from gateway.mosquitto import PrivateBroker, free_port
 
 GATEWAY_ID = "demo-gw"
@@ -197,21 +200,55 @@ async def _punch_anviz_at_random(
         produced[0] += 1
 
 
+def _zone_offset(zone: str) -> dt.timedelta:
+    """How far the wall clock in `zone` is from this host's local wall clock."""
+    here = dt.datetime.now()
+    there = dt.datetime.now(ZoneInfo(zone)).replace(tzinfo=None)
+    return dt.timedelta(seconds=round((there - here).total_seconds()))
+
+
+async def _wait_for_last_punches(
+    view: CentralView, produced: int, gateway: subprocess.Popen[bytes], console: Console
+) -> None:
+    """Punching has stopped: give the pipeline a moment to deliver what is in flight."""
+    deadline = time.monotonic() + 10
+    with console.status("waiting for the last punches to arrive…"):
+        while len(view.ids) < produced and time.monotonic() < deadline and gateway.poll() is None:
+            await asyncio.sleep(0.2)
+
+
 async def _demo(duration: float) -> int:
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="punchgate-demo-"))
     broker = PrivateBroker()
+    # Emulator logs go to a file: the screen belongs to the central view. (Before building the
+    # emulators: they bind their loggers when constructed.)
+    emulator_log = (workdir / "emulators.log").open("a", encoding="utf-8")
+    configure_logging("info", stream=emulator_log, json=True)
+    # The emulators' clocks read the host's time; shift them so each terminal shows the wall
+    # time of the zone it is configured in, as a real terminal on site would.
+    berlin, shanghai = _zone_offset("Europe/Berlin"), _zone_offset("Asia/Shanghai")
     emulators = {
-        "gate-north": ZkEmulator(profile="tft", serial_number="DEMO-TFT-0001", transports=("tcp",)),
-        "gate-south": ZkEmulator(
-            profile="tft", serial_number="DEMO-TFT-0002", comm_key=COMM_KEY, transports=("tcp",)
+        "gate-north": ZkEmulator(
+            profile="tft", serial_number="DEMO-TFT-0001", transports=("tcp",), clock_offset=berlin
         ),
-        "canteen": ZkEmulator(profile="bw", serial_number="DEMO-BW-0003", transports=("udp",)),
+        "gate-south": ZkEmulator(
+            profile="tft",
+            serial_number="DEMO-TFT-0002",
+            comm_key=COMM_KEY,
+            transports=("tcp",),
+            clock_offset=berlin,
+        ),
+        "canteen": ZkEmulator(
+            profile="bw", serial_number="DEMO-BW-0003", transports=("udp",), clock_offset=shanghai
+        ),
     }
     anviz = [
         AnvizEmulator(1, serial_number="DEMO-ANVIZ-0001"),
         AnvizEmulator(2, serial_number="DEMO-ANVIZ-0002"),
     ]
+    for terminal in anviz:
+        terminal.clock_offset = berlin
     anviz_bus = PtyBus(anviz)
     gateway: subprocess.Popen[bytes] | None = None
     stop = asyncio.Event()
@@ -259,10 +296,12 @@ async def _demo(duration: float) -> int:
                 live.update(view.render(produced[0]))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.25)
-        stop.set()
-        await asyncio.sleep(0)
-        for task in tasks:
+        punchers, subscriber = tasks[1:], tasks[0]
+        for task in punchers:
             task.cancel()
+        await _wait_for_last_punches(view, produced[0], gateway, console)
+        stop.set()
+        subscriber.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         console.print(f"stopped: {produced[0]} punches on the terminals, {len(view.ids)} unique received.")
         return 0 if gateway.returncode in (None, 0) else 1
@@ -278,6 +317,7 @@ async def _demo(duration: float) -> int:
                 await emulator.stop()
         anviz_bus.stop()
         broker.close()
+        emulator_log.close()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
