@@ -8,7 +8,6 @@ deliver what is pending, then close the store. Whatever is not delivered stays i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import signal
 import time

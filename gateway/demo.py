@@ -270,7 +270,7 @@ async def _demo(duration: float) -> int:
         env = {**os.environ, "PUNCHGATE_COMM_KEY_GATE_SOUTH": str(COMM_KEY)}
         log_path = workdir / "gateway.log"
         with log_path.open("ab") as gateway_log:
-            gateway = subprocess.Popen(
+            gateway = subprocess.Popen(  # noqa: ASYNC220  (spawning returns at once)
                 [sys.executable, "-m", "gateway", "run", "--config", str(config), "--log-format", "json"],
                 stdout=gateway_log,
                 stderr=gateway_log,
