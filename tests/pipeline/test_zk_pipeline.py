@@ -1,0 +1,209 @@
+"""End to end: emulated ZK terminals → the real daemon → SQLite buffer → mosquitto → a subscriber.
+
+Real sockets, a real broker, a real SQLite file, the daemon as its own process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from drivers.zk.emulator import ZkEmulator
+from tests.gateway_process import GatewayProcess
+from tests.pipeline.conftest import buffer_rows, zk_terminal
+from tests.pipeline.expected import expected_ids
+from tests.subscriber import Subscriber
+
+
+async def arrived(subscriber: Subscriber, ids: set[str], *, timeout: float) -> set[str]:
+    """Wait until every id arrived; return the ones still missing at the deadline."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        missing = ids - subscriber.reconciler.seen
+        if not missing:
+            return set()
+        await asyncio.sleep(0.2)
+    return ids - subscriber.reconciler.seen
+
+
+def records_by_id(subscriber: Subscriber) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for message in list(subscriber.messages):
+        if message.topic.endswith("/punches"):
+            for record in message.json()["records"]:
+                out[record["id"]] = record
+    return out
+
+
+async def test_fifty_terminals_with_live_punches_every_punch_once(
+    emulators: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+    tmp_path: Path,
+) -> None:
+    terminals: list[ZkEmulator] = await emulators(50, records=1000)
+    gateway = gateway_factory([zk_terminal(f"t{i:02d}", e) for i, e in enumerate(terminals)])
+    gateway.start()
+    # Two records of one user in the same second with the same state and verify are one punch
+    # by definition (DESIGN §3), so the generated logs hold slightly fewer distinct ids.
+    expected = {i for e in terminals for i in expected_ids(e)}
+    assert len(expected) > 49_000
+    missing = await arrived(subscriber, expected, timeout=180)
+    assert not missing, f"{len(missing)} punches never arrived"
+
+    # Live punches while the daemon listens: they arrive without waiting for the 30 s poll.
+    for emulator in terminals[::5]:
+        emulator.add_punch("7", state=1, verify=15)
+    live = {i for e in terminals[::5] for i in expected_ids(e)[-1:]}
+    assert not await arrived(subscriber, live, timeout=20)
+
+    rows, distinct = buffer_rows(tmp_path / "buffer.db")
+    assert rows == distinct == len(expected) + len(live)
+
+
+async def test_restart_mid_run_loses_nothing_and_duplicates_no_row(
+    emulators: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+    tmp_path: Path,
+) -> None:
+    terminals: list[ZkEmulator] = await emulators(4, records=3000)
+    gateway = gateway_factory([zk_terminal(f"t{i}", e, poll_interval=2) for i, e in enumerate(terminals)])
+    gateway.start()
+    # Crash it as soon as the first punches are flowing.
+    deadline = time.monotonic() + 60
+    while not subscriber.reconciler.seen and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    gateway.kill()
+    for emulator in terminals:
+        emulator.add_punch("3", state=0, verify=1)  # punches while the gateway is down
+    gateway.start()
+    await asyncio.sleep(3)
+    assert gateway.stop() == 0  # a clean stop in the middle of the run
+    gateway.start()
+    expected = {i for e in terminals for i in expected_ids(e)}
+    assert not await arrived(subscriber, expected, timeout=90)
+    rows, distinct = buffer_rows(tmp_path / "buffer.db")
+    assert rows == distinct == len(expected)
+
+
+async def test_faulty_terminals_do_not_hold_up_the_working_ones(
+    emulators: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+) -> None:
+    (healthy,) = await emulators(1, records=500)
+    (dropper,) = await emulators(1, records=3000)
+    await dropper.set_fault("drop_mid_transfer")
+    (hanger,) = await emulators(1, records=100)
+    await hanger.set_fault("hang")
+    (locked,) = await emulators(1, records=100, comm_key=1234)
+    (bw,) = await emulators(1, records=300, profile="bw", transports=("udp",))
+    gateway = gateway_factory(
+        [
+            zk_terminal("healthy", healthy),
+            zk_terminal("dropper", dropper, timeout=3),
+            zk_terminal("hanger", hanger, timeout=2),
+            zk_terminal("locked", locked, comm_key="9999"),
+            zk_terminal("bw", bw, transport="udp"),
+        ]
+    )
+    gateway.start()
+    working = set(expected_ids(healthy)) | set(expected_ids(bw))
+    assert not await arrived(subscriber, working, timeout=60)
+    # The broken ones delivered nothing they could not read completely; nothing from the
+    # locked terminal got in without its key.
+    assert not set(expected_ids(locked)) & subscriber.reconciler.seen
+    assert not set(expected_ids(hanger)) & subscriber.reconciler.seen
+    # Once the fault is gone, the dropper's log arrives in full.
+    await dropper.clear_fault("drop_mid_transfer")
+    assert not await arrived(subscriber, set(expected_ids(dropper)), timeout=90)
+
+
+async def test_one_terminal_with_100000_records_is_read_completely(
+    emulators: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+    tmp_path: Path,
+) -> None:
+    (big,) = await emulators(1, records=100_000, users=300)
+    gateway = gateway_factory([zk_terminal("big", big, live=False, poll_interval=600)])
+    started = time.monotonic()
+    gateway.start()
+    expected = set(expected_ids(big))
+    assert len(expected) > 99_000
+    assert not await arrived(subscriber, expected, timeout=240)
+    elapsed = time.monotonic() - started
+    rows, distinct = buffer_rows(tmp_path / "buffer.db")
+    assert rows == distinct == len(expected)
+    print(f"\n100,000 records: read, committed and delivered in {elapsed:.1f} s")
+
+
+async def test_live_punch_arrives_without_waiting_for_a_poll(
+    emulators: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+) -> None:
+    (tft,) = await emulators(1, records=10)
+    (bw,) = await emulators(1, records=10, profile="bw", transports=("udp",))
+    gateway = gateway_factory(
+        [
+            zk_terminal("tft", tft, poll_interval=3600),
+            zk_terminal("bw", bw, transport="udp", poll_interval=3600),
+        ]
+    )
+    gateway.start()
+    assert not await arrived(subscriber, set(expected_ids(tft)) | set(expected_ids(bw)), timeout=30)
+    await asyncio.sleep(1)  # let the workers register for events after their first read
+    for emulator in (tft, bw):
+        sent = time.monotonic()
+        emulator.add_punch("5", state=0, verify=1)
+        new = expected_ids(emulator)[-1]
+        assert not await arrived(subscriber, {new}, timeout=10)
+        record = records_by_id(subscriber)[new]
+        assert record["source"] == "live" and record["historical"] is False
+        print(
+            f"\nlive punch on {emulator.serial_number}: {1000 * (time.monotonic() - sent):.0f} ms to subscriber"
+        )
+
+
+async def test_timezones_and_dst_give_correct_utc_and_flags(
+    emulators: Callable[..., Any],
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+) -> None:
+    (shanghai,) = await emulators(1)
+    (berlin,) = await emulators(1)
+    shanghai.add_user("1")
+    berlin.add_user("2")
+    berlin.add_user("3")
+    shanghai.add_punch("1", when=dt.datetime(2026, 3, 29, 9, 0, 0), state=0, verify=1)
+    berlin.add_punch(
+        "2", when=dt.datetime(2026, 3, 29, 1, 30, 0), state=0, verify=1
+    )  # before the spring jump
+    berlin.add_punch("2", when=dt.datetime(2026, 3, 29, 2, 30, 0), state=1, verify=1)  # in the gap
+    berlin.add_punch("3", when=dt.datetime(2026, 10, 25, 2, 30, 0), state=0, verify=1)  # in the fold
+    berlin.add_punch("3", when=dt.datetime(2026, 10, 25, 12, 0, 0), state=1, verify=1)  # after: winter time
+    gateway = gateway_factory(
+        [
+            zk_terminal("sh", shanghai, timezone="Asia/Shanghai", live=False),
+            zk_terminal("be", berlin, timezone="Europe/Berlin", live=False),
+        ],
+        top={"timezone": "UTC"},
+    )
+    gateway.start()
+    ids = expected_ids(shanghai) + expected_ids(berlin)
+    assert not await arrived(subscriber, set(ids), timeout=30)
+    got = records_by_id(subscriber)
+    summary = [(got[i]["local_time"], got[i]["utc_time"], got[i]["utc_offset"], got[i]["flags"]) for i in ids]
+    assert summary == [
+        ("2026-03-29T09:00:00", "2026-03-29T01:00:00Z", "+08:00", []),
+        ("2026-03-29T01:30:00", "2026-03-29T00:30:00Z", "+01:00", []),
+        ("2026-03-29T02:30:00", "2026-03-29T01:30:00Z", "+02:00", ["dst_gap"]),
+        ("2026-10-25T02:30:00", "2026-10-25T00:30:00Z", "+02:00", ["dst_fold"]),
+        ("2026-10-25T12:00:00", "2026-10-25T11:00:00Z", "+01:00", []),
+    ]
