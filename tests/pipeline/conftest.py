@@ -25,7 +25,7 @@ async def emulators() -> AsyncIterator[Callable[..., Any]]:
         count: int = 1, *, records: int = 0, users: int = 20, seed: int = 0, **options: Any
     ) -> list[ZkEmulator]:
         batch = []
-        for i in range(count):
+        for _ in range(count):
             emulator = ZkEmulator(
                 serial_number=options.pop("serial_number", None) or f"SN{len(started):05d}", **options
             )
