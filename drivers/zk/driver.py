@@ -92,6 +92,7 @@ READ_SECONDS_PER_RECORD: Final = 0.0005
 # The whole bulk read must also finish within a deadline that grows with the log.
 DEADLINE_SECONDS_PER_RECORD: Final = 0.002
 LIVE_TICK_SECONDS: Final = 1.0
+MAX_STRAY_EVENTS: Final = 64  # events skipped while waiting for one reply before giving up
 # A packed time that is not a date (31 February, month 13) becomes this epoch plus the raw
 # value in seconds: always before 2000 (at most 1936-02-07), so normalisation flags it
 # clock_invalid; distinct raw values stay distinct (stable, unique record ids); the raw
@@ -279,6 +280,9 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
 
     _ZK__sock: socket.socket
     _ZK__address: tuple[Any, ...]
+    _ZK__header: tuple[int, ...]
+    _ZK__tcp_data_recv: bytes
+    _ZK__tcp_length: int
 
     def __init__(
         self, *, host: str, port: int, udp: bool, comm_key: int, timeout: float, encoding: str
@@ -364,6 +368,51 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             raise NotZkError(f"reply code {packet.command} is not a ZK reply", raw)
         return packet
 
+    def _ZK__send_command(self, command: int, command_string: bytes = b"", response_size: int = 8) -> Any:
+        """pyzk's send/receive, but a real-time event is never taken for the reply.
+
+        An event can be on its way when we unregister, or be queued by the terminal after
+        it; pyzk would read it as the answer to its next command and stay one reply behind
+        for the rest of the session. Events (command 500, never a reply) are acknowledged,
+        logged and skipped; the full read that follows picks their punches up.
+        """
+        result = ZK._ZK__send_command(self, command, command_string, response_size)
+        for _ in range(MAX_STRAY_EVENTS):
+            if self._ZK__header[0] != zp.CMD_REG_EVENT:
+                return result
+            result = self._skip_stray_event(response_size)
+        raise ZKNetworkError(f"more than {MAX_STRAY_EVENTS} events arrived instead of a reply")
+
+    def _skip_stray_event(self, response_size: int) -> Any:
+        header = self._ZK__header
+        log.info("zk_stray_event_skipped", event_code=header[2])
+        ack = zp.build_packet(zp.CMD_ACK_OK, self.session_id, header[3])
+        try:
+            if self.tcp:
+                received = bytes(self._ZK__tcp_data_recv)
+                # The reply may have come in the same recv, right behind the event.
+                rest = received[8 + self._ZK__tcp_length :]
+                self.sock.sendall(zp.tcp_wrap(ack))
+                frame = rest or self.sock.recv(response_size + 8)
+                self._ZK__tcp_data_recv = frame
+                self._ZK__tcp_length = self._ZK__test_tcp_top(frame)
+                if self._ZK__tcp_length == 0:
+                    raise ZKNetworkError("TCP packet invalid")
+                packet = frame[8:]
+            else:
+                self.sock.sendall(ack)
+                packet = self.sock.recv(response_size)
+            self._ZK__header = struct.unpack("<4H", packet[:8])
+        except ZKNetworkError:
+            raise
+        except Exception as exc:
+            raise ZKNetworkError(str(exc)) from exc
+        self._ZK__data_recv = packet
+        self._ZK__response = self._ZK__header[0]
+        self._ZK__reply_id = self._ZK__header[3]
+        self._ZK__data = packet[8:]
+        return {"status": self._ZK__response in _ACK_OK_STATUS, "code": self._ZK__response}
+
     def exchange(self, command: int, data: bytes = b"", response_size: int = 1024) -> zp.ZkPacket:
         """Send one command and return the terminal's reply packet (any reply code)."""
         self._ZK__send_command(command, data, response_size)
@@ -433,6 +482,11 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
                 raise zp.ZkFrameError("bytes outside any ZK frame in a bulk read", garbage[0][:64])
             for raw in reassembler.feed(received):
                 packet = zp.parse_packet(raw)  # a bad checksum raises: the data cannot be trusted
+                if packet.command == zp.CMD_REG_EVENT:  # a straggling live event: ack, skip
+                    self.sock.sendall(
+                        zp.tcp_wrap(zp.build_packet(zp.CMD_ACK_OK, self.session_id, packet.reply))
+                    )
+                    continue
                 if packet.reply != reply_no:
                     continue  # a late answer to something earlier; not ours
                 if packet.command == zp.CMD_PREPARE_DATA:
@@ -466,6 +520,16 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         if reply.command != zp.CMD_ACK_OK or b"=" not in reply.data:
             return None
         return zp.decode_option_reply(reply.data)[1]
+
+    def device_enabled(self) -> bool | None:
+        """STATE_RRQ: the state travels in the session field, 0 = disabled (idle, refuses punches).
+
+        None when the firmware does not answer the query (it is optional on older models).
+        """
+        reply = self.exchange(zp.CMD_STATE_RRQ, b"", 8)
+        if reply.command != zp.CMD_ACK_OK:
+            return None
+        return reply.session != 0
 
     def firmware(self) -> str:
         reply = self.exchange(zp.CMD_GET_VERSION, b"", 1024)
@@ -716,6 +780,9 @@ class ZkDriver:
             }
             if sizes.faces is not None:
                 extra.update(faces=sizes.faces, face_capacity=sizes.face_capacity)
+            enabled = zk.device_enabled()  # the health model's stuck_disabled check reads it
+            if enabled is not None:
+                extra["enabled"] = enabled
             device_name = zk.option("~DeviceName") or ""
             return DeviceInfo(
                 serial_number=zk.option("~SerialNumber") or "",
@@ -877,11 +944,12 @@ class ZkDriver:
                     if punch is not None:
                         yield punch
         finally:
+            leftover = b""
             if pending is not None:
                 pending.cancel()
                 with contextlib.suppress(BaseException):
-                    await pending
-            await self._end_live(loop, zk, sock, reassembler)
+                    leftover = await pending  # bytes read just before the cancel still count
+            await self._end_live(loop, zk, sock, reassembler, leftover)
 
     def _garbage(self, raw: bytes) -> None:
         self.garbage_frames += 1
@@ -908,7 +976,7 @@ class ZkDriver:
         # Every event is acknowledged, echoing its reply number, or the terminal resends it.
         await self._send(loop, sock, zp.build_packet(zp.CMD_ACK_OK, zk.session_id, packet.reply), zk.tcp)
         if packet.session != zp.EF_ATTLOG:  # the session field carries the event code
-            log.debug("zk_live_other_event", device=self.name, event=packet.session)
+            log.debug("zk_live_other_event", device=self.name, event_code=packet.session)
             return None
         try:
             event = zp.decode_live_attendance(packet.data)
@@ -930,6 +998,7 @@ class ZkDriver:
         zk: PatchedZK,
         sock: socket.socket,
         reassembler: zp.TcpReassembler | None,
+        leftover: bytes = b"",
     ) -> None:
         """Unregister events (REG_EVENT 0) from asyncio and hand the socket back to pyzk.
 
@@ -941,18 +1010,22 @@ class ZkDriver:
         try:
             if self._zk is not zk or self._desynced or sock.fileno() < 0:
                 return
+            # Out of step until the unregistration's reply is seen (whatever fails meanwhile).
+            self._desynced = True
             reply_no = zk.next_reply_number()
             request = zp.build_packet(zp.CMD_REG_EVENT, zk.session_id, reply_no, struct.pack("<I", 0))
             await self._send(loop, sock, request, zk.tcp)
             deadline = loop.time() + self.timeout
+            chunk = leftover
             while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    raise DriverTimeoutError("live: no answer to unregistering events", device=self.name)
-                try:
-                    chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), remaining)
-                except TimeoutError:
-                    continue
+                if not chunk:
+                    remaining = deadline - loop.time()
+                    if remaining <= 0:
+                        raise DriverTimeoutError("live: no answer to unregistering events", device=self.name)
+                    try:
+                        chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), remaining)
+                    except TimeoutError:
+                        continue
                 if not chunk and zk.tcp:
                     raise UnreachableError("live: the terminal closed the connection", device=self.name)
                 for raw in reassembler.feed(chunk) if reassembler is not None else [chunk]:
@@ -965,15 +1038,15 @@ class ZkDriver:
                         await self._send(
                             loop, sock, zp.build_packet(zp.CMD_ACK_OK, zk.session_id, packet.reply), zk.tcp
                         )
-                        log.info("zk_live_event_left_for_reconcile", device=self.name, event=packet.session)
+                        log.info(
+                            "zk_live_event_left_for_reconcile", device=self.name, event_code=packet.session
+                        )
                     elif packet.reply == reply_no:
                         zk.set_reply_number(reply_no)
+                        self._desynced = False
                         return
-        except DriverError:
-            self._desynced = True
-            raise
+                chunk = b""
         except OSError as exc:
-            self._desynced = True
             raise map_error(exc, device=self.name, what="live", connecting=False) from exc
         finally:
             with contextlib.suppress(OSError):
