@@ -20,7 +20,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from drivers.base import create_driver
 from gateway import __version__
-from gateway.health import DeviceHealth, FaultSet, FaultTransition, Thresholds
+from gateway.clock import ClockCare, CorrectionPolicy, GatewayClock
+from gateway.health import DeviceHealth, FaultSet, FaultTransition, Notice, Thresholds, calendar_for
 from gateway.logs import register_secret
 from gateway.sdnotify import SystemdNotifier
 from gateway.settings import Settings, TerminalBase
@@ -45,13 +46,7 @@ def _register_secrets(settings: Settings) -> None:
 
 
 def thresholds_for(settings: Settings, terminal: TerminalBase) -> Thresholds:
-    health = settings.terminal_health(terminal)
-    return Thresholds(
-        log_full_ratio=health.log_full_ratio,
-        log_full_clear_ratio=max(0.0, health.log_full_ratio - 0.05),
-        clock_drift_seconds=health.clock_drift_seconds,
-        offline_after_failures=health.offline_after_failures,
-    )
+    return Thresholds.from_settings(settings.terminal_health(terminal))
 
 
 class Application:
@@ -62,6 +57,7 @@ class Application:
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
         self.gateway_faults = FaultSet("")
+        self.gateway_clock = GatewayClock(settings.health.gateway_clock)
         self.devices: dict[str, DeviceHealth] = {}
         self.workers: dict[str, DeviceWorker] = {}
         self._stop = asyncio.Event()
@@ -114,9 +110,22 @@ class Application:
 
     def _build_worker(self, terminal: TerminalBase) -> DeviceWorker:
         assert self.store is not None and self.forwarder is not None
-        health = DeviceHealth(terminal.name, thresholds_for(self.settings, terminal))
+        health_settings = self.settings.terminal_health(terminal)
+        timezone = self.settings.terminal_timezone(terminal)
+        health = DeviceHealth(
+            terminal.name,
+            thresholds_for(self.settings, terminal),
+            calendar=calendar_for(health_settings, timezone),
+        )
         health.faults.on_transition.append(self._publish_transition)
         health.on_change.append(self._publish_device_state)
+        health.on_notice.append(self._publish_notice)
+        clock_care = ClockCare(
+            CorrectionPolicy(
+                health_settings.clock_correct_min_seconds, health_settings.clock_correct_max_seconds
+            ),
+            self.gateway_clock,
+        )
         self.devices[terminal.name] = health
         worker = DeviceWorker(
             terminal=terminal,
@@ -124,9 +133,10 @@ class Application:
             store=self.store,
             sink=self.forwarder,
             health=health,
-            timezone=self.settings.terminal_timezone(terminal),
+            timezone=timezone,
             driver_type=str(getattr(terminal, "type", "")),
             clear_log=bool(getattr(terminal, "clear_log", False)),
+            clock_care=clock_care if clock_care.policy.enabled else None,
         )
         self.workers[terminal.name] = worker
         return worker
@@ -178,6 +188,19 @@ class Application:
         else:
             self.forwarder.publish_gateway_event(event)
 
+    def _publish_notice(self, notice: Notice) -> None:
+        if self.forwarder is None:
+            return
+        event = DeviceEvent(
+            device=notice.device,
+            event=notice.event,
+            code=notice.code,
+            severity=notice.severity.value,
+            detail=notice.detail,
+            time=notice.at,
+        )
+        self.forwarder.publish_event(notice.device, event)
+
     async def _gateway_checks(self) -> None:
         """Gateway-level faults: buffer limits and broker reachability, checked periodically."""
         assert self.store is not None and self.forwarder is not None
@@ -191,7 +214,16 @@ class Application:
                 not self.forwarder.connected,
                 self.forwarder.stats.last_error or "not connected",
             )
+            await self._check_delivery_delay()
             await asyncio.sleep(GATEWAY_CHECK_EVERY)
+
+    async def _check_delivery_delay(self) -> None:
+        assert self.store is not None
+        limit = self.settings.health.max_pending_age_seconds
+        age = await asyncio.to_thread(self.store.oldest_pending_age)
+        late = bool(limit) and age is not None and age > limit
+        detail = f"oldest undelivered punch waits {age or 0:.0f} s (limit {limit:g} s)"
+        self.gateway_faults.set("delivery_delayed", late, detail)
 
     def _store_fault_detail(self, code: str) -> str:
         buffer = self.settings.buffer

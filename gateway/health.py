@@ -11,11 +11,13 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
 from drivers.base import DeviceInfo
+from gateway.calendar import WorkingCalendar
+from gateway.settings import HealthSettings
 
 log = structlog.get_logger(__name__)
 
@@ -61,8 +63,12 @@ CATALOGUE: dict[str, FaultKind] = {
         ),
         FaultKind("disk_low", Severity.CRITICAL, "gateway disk below its free-space minimum"),
         FaultKind("broker_unreachable", Severity.ERROR, "MQTT broker cannot be reached"),
+        FaultKind("delivery_delayed", Severity.WARNING, "the oldest undelivered punch waits too long"),
     )
 }
+# Faults of the gateway itself (subject ""); the rest belong to terminals.
+GATEWAY_FAULTS = ("buffer_full", "disk_low", "broker_unreachable", "delivery_delayed")
+DEVICE_FAULTS = tuple(code for code in CATALOGUE if code not in GATEWAY_FAULTS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,9 +96,27 @@ class FaultTransition:
     detail: str
     at: dt.datetime
 
+    @property
+    def event(self) -> str:
+        return "fault_raised" if self.raised else "fault_cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something worth publishing that is not a fault transition (e.g. a clock correction)."""
+
+    device: str
+    event: Literal["clock_corrected"]
+    code: str
+    severity: Severity
+    detail: str
+    at: dt.datetime
+
 
 TransitionListener = Callable[[FaultTransition], None]
+NoticeListener = Callable[[Notice], None]
 ChangeListener = Callable[["DeviceHealth"], None]
+Clock = Callable[[], dt.datetime]
 
 
 def _now() -> dt.datetime:
@@ -101,36 +125,68 @@ def _now() -> dt.datetime:
 
 @dataclass
 class FaultSet:
-    """Active faults of one subject, with raise-once/clear-once semantics."""
+    """Active faults of one subject, with raise-once/clear-once semantics.
+
+    Codes in `hold` are one-off observations (a count that went down, a garbage reply): they
+    stay active until `hold_seconds` have passed since they were last seen, so a dashboard
+    polled every minute still shows them, and a condition that comes and goes does not flap.
+    """
 
     subject: str
     on_transition: list[TransitionListener] = field(default_factory=list)
     active: dict[str, ActiveFault] = field(default_factory=dict)
+    hold: frozenset[str] = frozenset()
+    hold_seconds: float = 0.0
+    clock: Clock = _now
+    last_seen: dict[str, dt.datetime] = field(default_factory=dict)
+    _clear_wanted: set[str] = field(default_factory=set)
 
     def raise_fault(self, code: str, detail: str) -> bool:
         """Activate `code`; True when this is a transition. A changed detail updates silently."""
         kind = CATALOGUE[code]
+        now = self.clock()
+        self.last_seen[code] = now
+        self._clear_wanted.discard(code)
         existing = self.active.get(code)
         if existing is not None:
             if existing.detail != detail:
                 self.active[code] = ActiveFault(code, kind.severity, detail, existing.since)
             return False
-        fault = ActiveFault(code, kind.severity, detail, _now())
+        fault = ActiveFault(code, kind.severity, detail, now)
         self.active[code] = fault
         log.warning("fault_raised", subject=self.subject or "gateway", code=code, detail=detail)
         self._emit(FaultTransition(self.subject, code, True, kind.severity, detail, fault.since))
         return True
 
     def clear_fault(self, code: str, detail: str = "") -> bool:
-        fault = self.active.pop(code, None)
-        if fault is None:
+        """Deactivate `code`; True when this is a transition (a held code may have to wait)."""
+        if code not in self.active:
             return False
+        if code in self.hold and not self._hold_over(code):
+            self._clear_wanted.add(code)
+            return False
+        self._clear_wanted.discard(code)
+        fault = self.active.pop(code)
         log.info("fault_cleared", subject=self.subject or "gateway", code=code)
-        self._emit(FaultTransition(self.subject, code, False, fault.severity, detail or fault.detail, _now()))
+        self._emit(
+            FaultTransition(self.subject, code, False, fault.severity, detail or fault.detail, self.clock())
+        )
         return True
 
     def set(self, code: str, active: bool, detail: str = "") -> bool:
         return self.raise_fault(code, detail) if active else self.clear_fault(code)
+
+    def release_held(self) -> bool:
+        """Clear held faults whose condition is gone and whose hold is over; True if any cleared."""
+        cleared = False
+        for code in sorted(self._clear_wanted):
+            if self._hold_over(code):
+                cleared |= self.clear_fault(code)
+        return cleared
+
+    def _hold_over(self, code: str) -> bool:
+        seen = self.last_seen.get(code)
+        return seen is None or (self.clock() - seen).total_seconds() >= self.hold_seconds
 
     def _emit(self, transition: FaultTransition) -> None:
         for listener in self.on_transition:
@@ -142,6 +198,12 @@ class FaultSet:
 
 # Faults a successful contact proves gone.
 _CONTACT_FAULTS = ("unreachable", "timeout", "auth_failed", "unsupported")
+# One-off observations, kept visible for `fault_hold_seconds` (see FaultSet).
+HELD_FAULTS = frozenset({"protocol_error", "log_reset", "device_replaced", "clock_invalid"})
+# A terminal clock this far from the gateway's is not drifting: it is unset or dead.
+CLOCK_INVALID_SECONDS = 86400.0
+# Hysteresis: a raised clock_drift clears only once the drift is below this share of its threshold.
+DRIFT_CLEAR_SHARE = 0.75
 
 
 @dataclass
@@ -149,28 +211,69 @@ class Thresholds:
     log_full_ratio: float = 0.9
     log_full_clear_ratio: float = 0.85  # hysteresis: clear only well below the raise level
     clock_drift_seconds: float = 60.0
+    clock_drift_clear_seconds: float = 45.0
     offline_after_failures: int = 3
+    silent_hours: float = 0.0  # 0: never silent
+    fault_hold_seconds: float = 600.0
+
+    @classmethod
+    def from_settings(cls, health: HealthSettings) -> Thresholds:
+        return cls(
+            log_full_ratio=health.log_full_ratio,
+            log_full_clear_ratio=max(0.0, health.log_full_ratio - 0.05),
+            clock_drift_seconds=health.clock_drift_seconds,
+            clock_drift_clear_seconds=health.clock_drift_seconds * DRIFT_CLEAR_SHARE,
+            offline_after_failures=health.offline_after_failures,
+            silent_hours=health.silent_hours,
+            fault_hold_seconds=health.fault_hold_seconds,
+        )
+
+
+def calendar_for(health: HealthSettings, zone: str) -> WorkingCalendar:
+    return WorkingCalendar.build(
+        zone=zone,
+        days=health.work_days,
+        start=health.work_start,
+        end=health.work_end,
+        holidays=health.holidays,
+    )
 
 
 class DeviceHealth:
     """One terminal's health, fed by its worker."""
 
-    def __init__(self, name: str, thresholds: Thresholds | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        thresholds: Thresholds | None = None,
+        *,
+        calendar: WorkingCalendar | None = None,
+        clock: Clock = _now,
+    ) -> None:
         self.name = name
         self.thresholds = thresholds or Thresholds()
-        self.faults = FaultSet(name)
+        self.calendar = calendar
+        self.clock = clock
+        self.faults = FaultSet(
+            name, hold=HELD_FAULTS, hold_seconds=self.thresholds.fault_hold_seconds, clock=clock
+        )
         self.on_change: list[ChangeListener] = []
+        self.on_notice: list[NoticeListener] = []
         self.consecutive_failures = 0
         self.ever_contacted = False
+        self.first_contact: dt.datetime | None = None
         self.last_contact: dt.datetime | None = None
         self.last_error: str | None = None
         self.clock_drift_seconds: float | None = None
         self.info: DeviceInfo | None = None
         self.last_read_count: int | None = None
+        self.last_punch_at: dt.datetime | None = None  # UTC time of the newest punch stored
         self.records_read_total = 0
         self.punches_new_total = 0
         self.reads_total = 0
         self.failures_total = 0
+        self.clock_corrections_total = 0
+        self._published: dict[str, Any] | None = None
 
     # --- derived state -------------------------------------------------------------------
     @property
@@ -186,15 +289,21 @@ class DeviceHealth:
 
     # --- what workers report -------------------------------------------------------------
     def contact_ok(self, info: DeviceInfo, *, drift_seconds: float | None) -> None:
+        now = self.clock()
         self.consecutive_failures = 0
         self.ever_contacted = True
-        self.last_contact = _now()
+        self.first_contact = self.first_contact or now
+        self.last_contact = now
         self.last_error = None
         self.info = info
         self.clock_drift_seconds = drift_seconds
         for code in _CONTACT_FAULTS:
             self.faults.clear_fault(code)
         self._check_capacity(info)
+        self._check_clock(info, drift_seconds)
+        self._check_enabled(info)
+        self._check_silent(now)
+        self.faults.release_held()
         self._changed()
 
     def contact_failed(self, fault: str, detail: str) -> None:
@@ -216,12 +325,34 @@ class DeviceHealth:
         self.records_read_total += count
         self.punches_new_total += new
         self.faults.clear_fault("protocol_error")
+        self.faults.release_held()
+        self._changed()
+
+    def punches_stored(self, newest: dt.datetime) -> None:
+        """New punches were committed; `newest` is the UTC time of the latest of them."""
+        now = self.clock()
+        newest = min(newest, now)  # a terminal clock running ahead must not buy silence
+        if self.last_punch_at is None or newest > self.last_punch_at:
+            self.last_punch_at = newest
+        self._check_silent(now)
         self._changed()
 
     def set_fault(self, code: str, active: bool, detail: str = "") -> None:
         if self.faults.set(code, active, detail):
             self._changed()
 
+    def clock_corrected(self, *, drift_seconds: float, detail: str) -> None:
+        """The worker set the terminal's clock; published as a `clock_corrected` event."""
+        self.clock_corrections_total += 1
+        log.info("clock_corrected", device=self.name, drift=round(drift_seconds, 1), detail=detail)
+        notice = Notice(self.name, "clock_corrected", "clock_drift", Severity.INFO, detail, self.clock())
+        for listener in self.on_notice:
+            try:
+                listener(notice)
+            except Exception:
+                log.exception("notice_listener_failed", device=self.name)
+
+    # --- the checks ----------------------------------------------------------------------
     def _check_capacity(self, info: DeviceInfo) -> None:
         if not info.record_capacity or info.record_count is None:
             return
@@ -232,7 +363,65 @@ class DeviceHealth:
         elif ratio < self.thresholds.log_full_clear_ratio:
             self.faults.clear_fault("log_nearly_full")
 
+    def _check_clock(self, info: DeviceInfo, drift: float | None) -> None:
+        if info.clock is None:
+            return  # the terminal does not tell its time: nothing to judge
+        reads = info.clock.isoformat(sep=" ")
+        if info.clock.year < 2000 or drift is None or abs(drift) > CLOCK_INVALID_SECONDS:
+            gap = "" if drift is None else f", {drift:+.0f} s from the gateway's"
+            self.faults.raise_fault("clock_invalid", f"terminal clock reads {reads}{gap}")
+            self.faults.clear_fault("clock_drift")  # not drift: a clock that was never set or died
+            return
+        self.faults.clear_fault("clock_invalid")
+        size = abs(drift)
+        if size > self.thresholds.clock_drift_seconds:
+            self.faults.raise_fault(
+                "clock_drift",
+                f"terminal clock off by {drift:+.0f} s (limit {self.thresholds.clock_drift_seconds:g} s)",
+            )
+        elif size < self.thresholds.clock_drift_clear_seconds:
+            self.faults.clear_fault("clock_drift")
+
+    def _check_enabled(self, info: DeviceInfo) -> None:
+        enabled = info.extra.get("enabled")
+        if enabled is None:
+            return  # the driver cannot tell
+        self.faults.set(
+            "stuck_disabled",
+            enabled is False,
+            "terminal reports itself disabled (it refuses punches) at the start of our contact",
+        )
+
+    def _check_silent(self, now: dt.datetime) -> None:
+        hours = self.thresholds.silent_hours
+        if hours <= 0 or self.calendar is None:
+            return
+        since = self.last_punch_at or self.first_contact
+        if since is None:
+            return
+        worked = self.calendar.working_seconds(since, now)
+        last = "no punch seen yet" if self.last_punch_at is None else f"last punch {since:%Y-%m-%d %H:%M} UTC"
+        self.faults.set(
+            "silent",
+            worked > hours * 3600,
+            f"no punches for {worked / 3600:.1f} working hours (limit {hours:g} h; {last})",
+        )
+
+    def _change_key(self) -> dict[str, Any]:
+        """What counts as a change worth publishing: not every contact's timestamp, not a
+        fault's wording (silent's hour count grows every poll), not drift jitter of a second."""
+        key = self.snapshot()
+        key.pop("last_contact")
+        key["faults"] = sorted(f["code"] for f in key["faults"])
+        drift = key["clock_drift_seconds"]
+        key["clock_drift_seconds"] = None if drift is None else round(drift / 5)
+        return key
+
     def _changed(self) -> None:
+        key = self._change_key()
+        if key == self._published:
+            return  # publish on change only
+        self._published = key
         for listener in self.on_change:
             try:
                 listener(self)
@@ -240,6 +429,7 @@ class DeviceHealth:
                 log.exception("health_listener_failed", device=self.name)
 
     def snapshot(self) -> dict[str, Any]:
+        """The retained `devices/{device}/state` payload (sync.contract.DeviceState)."""
         info = self.info
         return {
             "device": self.name,
@@ -256,4 +446,16 @@ class DeviceHealth:
             "record_capacity": info.record_capacity if info else None,
             "user_count": info.user_count if info else None,
             "user_capacity": info.user_capacity if info else None,
+        }
+
+    def api_view(self) -> dict[str, Any]:
+        """The snapshot plus counters for /api/devices and `punchgate status` (not a contract)."""
+        return {
+            **self.snapshot(),
+            "last_punch_at": self.last_punch_at,
+            "consecutive_failures": self.consecutive_failures,
+            "failures_total": self.failures_total,
+            "reads_total": self.reads_total,
+            "punches_new_total": self.punches_new_total,
+            "clock_corrections_total": self.clock_corrections_total,
         }

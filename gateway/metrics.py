@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from gateway import __version__
-from gateway.health import CATALOGUE, DeviceStatus
+from gateway.health import DEVICE_FAULTS, GATEWAY_FAULTS, DeviceStatus
 
 if TYPE_CHECKING:
     from gateway.app import Application
@@ -59,12 +59,23 @@ class GatewayCollector(Collector):
         new = CounterMetricFamily(
             "punchgate_device_punches_stored", "new punches committed", labels=["device"]
         )
+        corrections = CounterMetricFamily(
+            "punchgate_device_clock_corrections",
+            "times the gateway set the terminal's clock",
+            labels=["device"],
+        )
+        last_punch = GaugeMetricFamily(
+            "punchgate_device_last_punch_timestamp_seconds", "newest punch stored (UTC)", labels=["device"]
+        )
+        failing = GaugeMetricFamily(
+            "punchgate_device_consecutive_failures",
+            "failed contacts since the last good one",
+            labels=["device"],
+        )
         for name, health in app.devices.items():
             for status in DeviceStatus:
                 state.add_metric([name, status.value], 1.0 if health.status is status else 0.0)
-            for code in CATALOGUE:
-                if code in ("buffer_full", "disk_low", "broker_unreachable"):
-                    continue
+            for code in DEVICE_FAULTS:
                 fault.add_metric([name, code], 1.0 if code in health.faults.active else 0.0)
             if health.last_contact is not None:
                 contact.add_metric([name], health.last_contact.timestamp())
@@ -78,7 +89,12 @@ class GatewayCollector(Collector):
             reads.add_metric([name], health.reads_total)
             failures.add_metric([name], health.failures_total)
             new.add_metric([name], health.punches_new_total)
+            corrections.add_metric([name], health.clock_corrections_total)
+            failing.add_metric([name], health.consecutive_failures)
+            if health.last_punch_at is not None:
+                last_punch.add_metric([name], health.last_punch_at.timestamp())
         yield from (state, fault, contact, drift, records, capacity, reads, failures, new)
+        yield from (corrections, last_punch, failing)
         transitions = CounterMetricFamily(
             "punchgate_fault_transitions",
             "faults raised and cleared",
@@ -93,7 +109,7 @@ class GatewayCollector(Collector):
         fault = GaugeMetricFamily(
             "punchgate_gateway_fault_active", "1 while the fault is active", labels=["code"]
         )
-        for code in ("buffer_full", "disk_low", "broker_unreachable"):
+        for code in GATEWAY_FAULTS:
             fault.add_metric([code], 1.0 if code in app.gateway_faults.active else 0.0)
         yield fault
         store = app.store

@@ -6,6 +6,7 @@ depends on this config for payroll). Secrets may stay out of the file: see `gate
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
 import zoneinfo
@@ -104,6 +105,37 @@ class HealthSettings(Strict):
     clock_correct_max_seconds: float = Field(
         0, ge=0, description="correct drift only below this many seconds; 0 disables correction"
     )
+    clock_correct_min_seconds: float = Field(
+        30, ge=1, description="correct drift only above this many seconds (smaller drift is left alone)"
+    )
+    gateway_clock: Literal["check", "trust"] = Field(
+        "check",
+        description="check: correct terminal clocks only while the system reports its own clock "
+        "synchronised (timedatectl, timesyncd, adjtimex); trust: skip that check",
+    )
+    work_days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(
+        ["mon", "tue", "wed", "thu", "fri"], description="working days of the calendar used by silent"
+    )
+    work_start: dt.time = Field(dt.time(8, 0), description="start of the working day, terminal-local")
+    work_end: dt.time = Field(
+        dt.time(18, 0), description="end of the working day, terminal-local (00:00 means midnight)"
+    )
+    holidays: list[dt.date] = Field([], description="dates that are not working days")
+    fault_hold_seconds: float = Field(
+        600,
+        ge=0,
+        description="one-off faults (log_reset, device_replaced, protocol_error) stay active this long "
+        "after they were last seen, so people get to see them",
+    )
+    max_pending_age_seconds: float = Field(
+        3600, ge=0, description="oldest undelivered punch age that raises delivery_delayed; 0 disables"
+    )
+
+    @model_validator(mode="after")
+    def _correction_bounds(self) -> HealthSettings:
+        if self.clock_correct_max_seconds and self.clock_correct_max_seconds <= self.clock_correct_min_seconds:
+            raise ValueError("clock_correct_max_seconds must be above clock_correct_min_seconds (or 0)")
+        return self
 
 
 class TerminalBase(Strict):

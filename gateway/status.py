@@ -21,10 +21,11 @@ def gateway_status(app: Application) -> dict[str, Any]:
     pending_by_device = store.pending_devices() if store is not None else {}
     devices = []
     for name, health in app.devices.items():
-        snapshot = health.snapshot()
-        snapshot["pending"] = pending_by_device.get(name, 0)
-        devices.append(snapshot)
+        view = health.api_view()
+        view["pending"] = pending_by_device.get(name, 0)
+        devices.append(view)
     forwarder = app.forwarder
+    clock = app.gateway_clock.status()
     return {
         "gateway": {
             "gateway_id": app.settings.gateway_id,
@@ -34,6 +35,9 @@ def gateway_status(app: Application) -> dict[str, Any]:
             "pending": sum(pending_by_device.values()),
             "oldest_pending_age_seconds": store.oldest_pending_age() if store is not None else None,
             "faults": [f.as_dict() for f in app.gateway_faults.active.values()],
+            "clock_synchronised": clock.synchronised,
+            "clock_sync_source": clock.source,
+            "healthy": health_verdict(app)[0],
         },
         "devices": devices,
     }

@@ -20,9 +20,11 @@ def fetch_status(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
 
 
 def is_healthy(status: dict[str, Any]) -> bool:
+    """Healthy: the daemon's own verdict is good, no gateway fault, every terminal online."""
     gateway = status["gateway"]
     return (
-        not gateway["faults"]
+        gateway.get("healthy", True)
+        and not gateway["faults"]
         and gateway["broker_connected"]
         and all(d["state"] == "online" for d in status["devices"])
     )
@@ -35,7 +37,16 @@ def _faults(faults: list[dict[str, Any]]) -> str:
 def render(status: dict[str, Any], console: Console) -> None:
     gateway = status["gateway"]
     table = Table(title=f"punchgate {gateway['gateway_id']} — terminals", title_justify="left")
-    for column in ("terminal", "state", "faults", "last contact", "drift", "records/capacity", "pending"):
+    for column in (
+        "terminal",
+        "state",
+        "faults",
+        "last contact",
+        "last punch",
+        "drift",
+        "records/capacity",
+        "pending",
+    ):
         table.add_column(column)
     for device in status["devices"]:
         state = device["state"]
@@ -45,6 +56,7 @@ def render(status: dict[str, Any], console: Console) -> None:
             f"[{STATE_STYLE.get(state, 'white')}]{state}[/]",
             _faults(device["faults"]),
             str(device["last_contact"] or "never")[:19],
+            str(device.get("last_punch_at") or "—")[:19],
             "—" if drift is None else f"{drift:+.0f} s",
             f"{device['record_count']}/{device['record_capacity']}" if device["record_capacity"] else "—",
             str(device["pending"]),
@@ -57,6 +69,11 @@ def render(status: dict[str, Any], console: Console) -> None:
         + (f" (oldest {age:.0f} s)" if age else "")
         + f" · faults: {_faults(gateway['faults'])}"
     )
+    synced = gateway.get("clock_synchronised")
+    clock = {True: "[green]synchronised[/]", False: "[red]NOT synchronised[/]"}.get(
+        synced, "[yellow]unknown[/]"
+    )
+    console.print(f"gateway clock: {clock} ({gateway.get('clock_sync_source', '?')})")
 
 
 def show_status(base_url: str, *, as_json: bool = False) -> int:

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from drivers.base import DeviceInfo, Driver, DriverError, RawPunch
+from gateway.clock import ClockCare
 from gateway.health import DeviceHealth
 from gateway.logs import bind_device
 from gateway.normalize import normalize_punch
@@ -65,6 +66,7 @@ class DeviceWorker:
         clear_log: bool = False,
         backoff: Backoff | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        clock_care: ClockCare | None = None,
     ) -> None:
         self.terminal = terminal
         self.name = terminal.name
@@ -77,6 +79,7 @@ class DeviceWorker:
         self.clear_log = clear_log
         self.backoff = backoff or Backoff(1.0, min(60.0, max(5.0, terminal.poll_interval)))
         self.clock = clock
+        self.clock_care = clock_care
         self._poll_due = asyncio.Event()
         self._serial = ""
         self._last_count: int | None = None
@@ -163,17 +166,40 @@ class DeviceWorker:
             await live.aclose()
 
     async def _contact(self) -> DeviceInfo:
+        """Ask who the terminal is; measure (and maybe correct) its clock; report to health.
+
+        The health model judges the clock (clock_drift, clock_invalid), the counts and the
+        enabled flag; the worker only measures.
+        """
         info = await self.driver.info()
         drift = self._drift(info)
+        if self.clock_care is not None:
+            info, drift = await self._maybe_correct_clock(info, drift)
         self._check_identity(info)
         self.health.contact_ok(info, drift_seconds=drift)
-        if drift is not None:
-            limit = self.health.thresholds.clock_drift_seconds
-            self.health.set_fault("clock_drift", abs(drift) > limit, f"terminal clock off by {drift:+.0f} s")
-        if info.clock is not None:
-            invalid = info.clock.year < 2000 or (drift is not None and drift > 86400)
-            self.health.set_fault("clock_invalid", invalid, f"terminal clock reads {info.clock.isoformat()}")
         return info
+
+    async def _maybe_correct_clock(
+        self, info: DeviceInfo, drift: float | None
+    ) -> tuple[DeviceInfo, float | None]:
+        assert self.clock_care is not None
+        correct, why = await self.clock_care.should_correct(drift)
+        if not correct:
+            if drift is not None and self.clock_care.policy.enabled:
+                log.debug("clock_not_corrected", drift=round(drift, 1), reason=why)
+            return info, drift
+        assert drift is not None and info.clock is not None
+        target = self.clock().astimezone(self.zone).replace(tzinfo=None)
+        await self.driver.set_time(target)
+        after = await self.driver.info()  # measure again: the terminal may have ignored us
+        new_drift = self._drift(after)
+        shown = "unknown" if new_drift is None else f"{new_drift:+.0f} s"
+        detail = (
+            f"terminal clock set from {info.clock:%Y-%m-%d %H:%M:%S} to {target:%Y-%m-%d %H:%M:%S} "
+            f"(drift was {drift:+.0f} s, now {shown}; {why})"
+        )
+        self.health.clock_corrected(drift_seconds=drift, detail=detail)
+        return after, new_drift
 
     def _drift(self, info: DeviceInfo) -> float | None:
         if info.clock is None or info.clock.year < 2000:
@@ -248,6 +274,7 @@ class DeviceWorker:
         if inserted:
             self.sink.notify_new_punches()
             new_ids = set(inserted)
+            self.health.punches_stored(max(p.utc_time for p in punches if p.id in new_ids))
             bad = [
                 p for p in punches if p.id in new_ids and {FLAG_BEFORE_2000, FLAG_IN_FUTURE} & set(p.flags)
             ]

@@ -38,6 +38,11 @@ class Topics:
         return f"{self.base}/devices/{device}/events"
 
     @property
+    def gateway_events(self) -> str:
+        """Fault raised/cleared events of the gateway itself (broker, buffer, disk; QoS 1, not retained)."""
+        return f"{self.base}/events"
+
+    @property
     def all_devices_wildcard(self) -> str:
         """A subscription filter matching every device topic of this gateway."""
         return f"{self.base}/devices/#"
