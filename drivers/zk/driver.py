@@ -531,16 +531,6 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             return None
         return reply.session != 0
 
-    def device_enabled(self) -> bool | None:
-        """STATE_RRQ: the state travels in the session field, 0 = disabled (idle, refuses punches).
-
-        None when the firmware does not answer the query (it is optional on older models).
-        """
-        reply = self.exchange(zp.CMD_STATE_RRQ, b"", 8)
-        if reply.command != zp.CMD_ACK_OK:
-            return None
-        return reply.session != 0
-
     def firmware(self) -> str:
         reply = self.exchange(zp.CMD_GET_VERSION, b"", 1024)
         if reply.command != zp.CMD_ACK_OK:
@@ -790,9 +780,6 @@ class ZkDriver:
             }
             if sizes.faces is not None:
                 extra.update(faces=sizes.faces, face_capacity=sizes.face_capacity)
-            enabled = zk.device_enabled()  # the health model's stuck_disabled check reads it
-            if enabled is not None:
-                extra["enabled"] = enabled
             enabled = zk.device_enabled()  # the health model's stuck_disabled check reads it
             if enabled is not None:
                 extra["enabled"] = enabled
