@@ -1,0 +1,462 @@
+"""The chaos harness: does the gateway ever lose a punch while everything around it fails?
+
+    python -m bench.chaos --minutes 2          # ./dev chaos --minutes 30 for the long run
+
+Emulated ZK terminals (in this process, so they survive the gateway's deaths) punch at a
+steady rate. The gateway runs as a child process, a real mosquitto as another, and a real
+subscriber plays the central system. At random intervals the harness crashes (SIGKILL) or
+restarts (SIGTERM) the broker, SIGKILLs and restarts the gateway, and makes terminals drop
+connections mid-transfer, hang, reboot or answer garbage. When the time is up it lifts every
+fault, lets the gateway catch up, and reconciles every punch the terminals hold against
+every id the subscriber received: produced, received, lost (must be 0), duplicates.
+
+A punch missing at the subscriber is looked up in the gateway's buffer to say where it
+stopped. MQTT QoS 1 hands a message over at PUBACK: one the broker acknowledged and then lost
+in its own SIGKILL (mosquitto cannot both ack and persist atomically) is the broker's loss,
+reported on its own line (`lost_in_broker_crash`) with the evidence, and never hidden in
+`received`. Everything else missing is `lost`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import random
+import shutil
+import sqlite3
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.collector import PunchCollector
+from bench.gwconfig import ZkTarget, write_config
+from bench.procs import Broker, GatewayProcess, scratch_dir
+from bench.truth import produced_ids
+from drivers.zk.emulator import ZkEmulator
+from gateway.logs import configure_logging
+
+GATEWAY_ID = "chaos-gw"
+# A broker crash can only take messages it acknowledged shortly before: the gateway marks a
+# batch delivered right after its PUBACK, so delivered_at sits just before (or, for the last
+# marks flushed on disconnect, just after) the crash.
+CRASH_WINDOW_BEFORE = 10.0
+CRASH_WINDOW_AFTER = 3.0
+
+
+@dataclass(frozen=True)
+class ChaosOptions:
+    minutes: float = 2.0
+    tcp_terminals: int = 6
+    udp_terminals: int = 2
+    punches_per_second: float = 8.0  # across all terminals
+    history_records: int = 300  # each terminal's log before the run (several bulk packets)
+    mean_action_interval: float = 6.0  # seconds between chaos actions, on average
+    poll_interval: float = 5.0
+    drain_timeout: float = 120.0
+    seed: int | None = None
+    workdir: Path | None = None
+    keep_workdir: bool = False
+
+
+@dataclass
+class ChaosReport:
+    produced: int = 0
+    received: int = 0
+    lost: int = 0
+    lost_in_broker_crash: int = 0
+    duplicates: int = 0
+    unexpected: int = 0  # ids received that no terminal produced
+    refused_by_terminal: int = 0  # punches a terminal refused (disabled during a read): not produced
+    actions: Counter[str] = field(default_factory=Counter)
+    gateway_starts: int = 0
+    unexpected_gateway_exits: int = 0
+    clean_exit_code: int | None = None
+    drain_seconds: float = 0.0
+    seconds: float = 0.0
+    lost_detail: dict[str, str] = field(default_factory=dict)  # id -> where it stopped
+    workdir: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.lost == 0 and self.unexpected == 0
+
+    def lines(self) -> list[str]:
+        actions = ", ".join(f"{name} {count}" for name, count in sorted(self.actions.items())) or "none"
+        out = [
+            f"produced:   {self.produced}",
+            f"received:   {self.received}",
+            f"lost:       {self.lost}",
+            f"duplicates: {self.duplicates}",
+            f"unexpected ids (never produced): {self.unexpected}",
+            f"lost_in_broker_crash (acknowledged by mosquitto, then it was SIGKILLed): {self.lost_in_broker_crash}",
+            f"punches refused by a terminal (not produced): {self.refused_by_terminal}",
+            f"chaos actions: {actions}",
+            f"gateway starts: {self.gateway_starts}, unexpected exits: {self.unexpected_gateway_exits}, "
+            f"exit code at the end: {self.clean_exit_code}",
+            f"run {self.seconds:.0f} s, final drain {self.drain_seconds:.1f} s",
+        ]
+        for record_id, where in list(self.lost_detail.items())[:20]:
+            out.append(f"  missing {record_id}: {where}")
+        return out
+
+
+@dataclass
+class _Timeline:
+    """What the harness did and when (wall clock, to compare with the buffer's timestamps)."""
+
+    broker_crashes: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def note(self, action: str, detail: str = "") -> None:
+        elapsed = time.monotonic() - self.started
+        print(f"[chaos {elapsed:7.1f}s] {action} {detail}".rstrip(), flush=True)
+
+
+class ChaosRun:
+    def __init__(self, options: ChaosOptions) -> None:
+        self.options = options
+        self.rng = random.Random(options.seed)
+        self.workdir = options.workdir or scratch_dir("punchgate-chaos-")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.broker = Broker(self.workdir / "broker", persistent=True)
+        self.emulators: dict[str, ZkEmulator] = {}
+        self.gateway: GatewayProcess | None = None
+        self.collector: PunchCollector | None = None
+        self.report = ChaosReport(workdir=str(self.workdir))
+        self.timeline = _Timeline()
+        self._broker_lock = asyncio.Lock()
+        self._gateway_lock = asyncio.Lock()
+
+    # --- set-up ----------------------------------------------------------------------------
+    async def _start_emulators(self) -> None:
+        opts = self.options
+        kinds = ["tcp"] * opts.tcp_terminals + ["udp"] * opts.udp_terminals
+        for n, kind in enumerate(kinds, start=1):
+            name = f"t{n:02d}-{kind}"
+            emulator = ZkEmulator(
+                profile="tft" if kind == "tcp" else "bw",
+                serial_number=f"CHAOS{n:05d}",
+                transports=(kind,),  # type: ignore[arg-type]
+                session_timeout=5.0,  # a UDP session of a SIGKILLed gateway frees the slot soon
+                restart_downtime=1.0,
+                name=name,
+            )
+            emulator.generate_log(records=opts.history_records, days=5, users=300, seed=n)
+            await emulator.start()
+            self.emulators[name] = emulator
+
+    def _targets(self) -> list[ZkTarget]:
+        targets = []
+        for name, emulator in self.emulators.items():
+            kind = "tcp" if "tcp" in emulator.transports else "udp"
+            port = emulator.tcp_port if kind == "tcp" else emulator.udp_port
+            assert port is not None
+            targets.append(ZkTarget(name=name, port=port, transport=kind))
+        return targets
+
+    def _write_config(self) -> Path:
+        return write_config(
+            self.workdir / "punchgate.toml",
+            gateway_id=GATEWAY_ID,
+            broker_port=self.broker.port,
+            buffer=self.workdir / "buffer.db",
+            terminals=self._targets(),
+            poll_interval=self.options.poll_interval,
+            live=True,
+            terminal_timeout=3.0,
+            mqtt_extra="reconnect_min = 0.3\nreconnect_max = 2.0\npublish_timeout = 5.0\nkeepalive = 5",
+        )
+
+    # --- the steady load ---------------------------------------------------------------------
+    async def _punch(self, stop: asyncio.Event) -> None:
+        """Round-robin over the terminals at a steady total rate; each user in turn (no repeats)."""
+        interval = 1.0 / self.options.punches_per_second
+        terminals = list(self.emulators.values())
+        turn = 0
+        next_at = time.monotonic()
+        while not stop.is_set():
+            emulator = terminals[turn % len(terminals)]
+            user = str(1 + (turn // len(terminals)) % 300)
+            if emulator.add_punch(user, state=turn % 2, verify=(1, 15, 2)[turn % 3]) is None:
+                self.report.refused_by_terminal += 1
+            turn += 1
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    # --- chaos -------------------------------------------------------------------------------
+    async def _chaos(self, stop: asyncio.Event) -> None:
+        actions = (
+            (self._broker_crash, 2),
+            (self._broker_restart, 2),
+            (self._gateway_kill, 3),
+            (self._terminal_drop_mid_transfer, 2),
+            (self._terminal_hang, 2),
+            (self._terminal_reboot, 2),
+            (self._terminal_garbage, 1),
+        )
+        # Every kind once first (in random order), so even a short run exercises them all.
+        deck = [a for a, _ in actions]
+        self.rng.shuffle(deck)
+        pending: set[asyncio.Task[None]] = set()
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    delay = self.rng.expovariate(1.0 / self.options.mean_action_interval)
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    break
+                if deck:
+                    action = deck.pop()
+                else:
+                    action = self.rng.choices([a for a, _ in actions], [w for _, w in actions])[0]
+                task = asyncio.create_task(action())  # actions overlap, as real failures do
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+        finally:
+            # Outages in progress finish (the broker and gateway come back), then faults lift.
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _broker_crash(self) -> None:
+        await self._broker_outage(kill=True)
+
+    async def _broker_restart(self) -> None:
+        await self._broker_outage(kill=False)
+
+    async def _broker_outage(self, *, kill: bool) -> None:
+        async with self._broker_lock:  # outages queue up rather than overlap
+            downtime = self.rng.uniform(0.5, 6.0)
+            name = "broker_crash" if kill else "broker_restart"
+            self.report.actions[name] += 1
+            self.timeline.note(
+                name, f"(SIGKILL, down {downtime:.1f} s)" if kill else f"(down {downtime:.1f} s)"
+            )
+            if kill:
+                self.timeline.broker_crashes.append(time.time())
+            await asyncio.to_thread(self.broker.stop, kill=kill)
+            await asyncio.sleep(downtime)
+            await asyncio.to_thread(self.broker.start)
+
+    async def _gateway_kill(self) -> None:
+        assert self.gateway is not None
+        async with self._gateway_lock:
+            downtime = self.rng.uniform(0.2, 4.0)
+            self.report.actions["gateway_sigkill"] += 1
+            self.timeline.note("gateway_sigkill", f"(down {downtime:.1f} s)")
+            await asyncio.to_thread(self.gateway.kill)
+            await asyncio.sleep(downtime)
+            self.gateway.start()
+
+    def _pick_terminal(self) -> ZkEmulator:
+        # One fault at a time per terminal keeps the timeline readable.
+        healthy = [name for name, e in sorted(self.emulators.items()) if not e.active_faults]
+        return self.emulators[self.rng.choice(healthy or sorted(self.emulators))]
+
+    async def _terminal_fault(self, fault: str, seconds: float, **params: object) -> None:
+        emulator = self._pick_terminal()
+        self.report.actions[f"terminal_{fault}"] += 1
+        self.timeline.note(f"terminal_{fault}", f"{emulator.name} for {seconds:.1f} s {params or ''}")
+        await emulator.set_fault(fault, **params)  # type: ignore[arg-type]
+        await asyncio.sleep(seconds)
+        await emulator.clear_fault(fault)  # type: ignore[arg-type]
+
+    async def _terminal_drop_mid_transfer(self) -> None:
+        await self._terminal_fault(
+            "drop_mid_transfer", self.rng.uniform(4, 15), after_packets=self.rng.randint(1, 3)
+        )
+
+    async def _terminal_hang(self) -> None:
+        await self._terminal_fault("hang", self.rng.uniform(3, 10))
+
+    async def _terminal_garbage(self) -> None:
+        await self._terminal_fault("garbage_replies", self.rng.uniform(2, 6), count=self.rng.randint(1, 3))
+
+    async def _terminal_reboot(self) -> None:
+        emulator = self._pick_terminal()
+        silent = self.rng.random() < 0.5
+        downtime = self.rng.uniform(0, 3)
+        self.report.actions["terminal_reboot"] += 1
+        how = "TCP left half-open" if silent else "connection dropped"
+        self.timeline.note("terminal_reboot", f"{emulator.name} ({how}, down {downtime:.1f} s)")
+        await emulator.set_fault("restart", silent=silent, downtime=downtime)
+
+    async def _watch_gateway(self, stop: asyncio.Event) -> None:
+        """A gateway that dies without being killed is a finding: count it, restart it."""
+        assert self.gateway is not None
+        while not stop.is_set():
+            await asyncio.sleep(0.5)
+            if self._gateway_lock.locked():
+                continue
+            code = self.gateway.exited()
+            if code is not None:
+                self.report.unexpected_gateway_exits += 1
+                self.timeline.note("gateway_exited_by_itself", f"code {code}; restarting")
+                self.gateway.start()
+
+    # --- the run -------------------------------------------------------------------------------
+    async def run(self) -> ChaosReport:
+        opts = self.options
+        started = time.monotonic()
+        try:
+            await self._start_emulators()
+            await asyncio.to_thread(self.broker.start)
+            self.collector = await asyncio.to_thread(
+                PunchCollector(self.broker.port, GATEWAY_ID, persistent=True).start
+            )
+            self.gateway = GatewayProcess(self._write_config(), self.workdir / "gateway.log")
+            self.gateway.start()
+            self.timeline.note(
+                "started",
+                f"{len(self.emulators)} terminals, {opts.punches_per_second}/s, {opts.minutes} min, "
+                f"workdir {self.workdir}",
+            )
+            stop = asyncio.Event()
+            tasks = [
+                asyncio.create_task(self._punch(stop)),
+                asyncio.create_task(self._chaos(stop)),
+                asyncio.create_task(self._watch_gateway(stop)),
+            ]
+            await asyncio.sleep(opts.minutes * 60)
+            stop.set()
+            await asyncio.gather(*tasks)
+            self.timeline.note("chaos_over", "faults lifted; waiting for the gateway to catch up")
+            await self._drain()
+            self.report.gateway_starts = self.gateway.starts
+            self.report.clean_exit_code = await asyncio.to_thread(self.gateway.stop)
+            self._reconcile()
+        finally:
+            self.report.seconds = time.monotonic() - started
+            await self._teardown()
+        return self.report
+
+    def _expected(self) -> set[str]:
+        expected: set[str] = set()
+        for emulator in self.emulators.values():
+            expected |= produced_ids(emulator)
+        return expected
+
+    async def _drain(self) -> None:
+        assert self.collector is not None
+        expected = self._expected()
+        began = time.monotonic()
+        deadline = began + self.options.drain_timeout
+        while time.monotonic() < deadline:
+            if expected <= self.collector.snapshot().keys():
+                break
+            await asyncio.sleep(0.2)
+        self.report.drain_seconds = time.monotonic() - began
+
+    def _reconcile(self) -> None:
+        assert self.collector is not None
+        expected = self._expected()
+        received = self.collector.snapshot()
+        report = self.report
+        report.produced = len(expected)
+        report.received = len(expected & received.keys())
+        report.unexpected = len(received.keys() - expected)
+        report.duplicates = self.collector.duplicates
+        missing = expected - received.keys()
+        buffered = _buffer_rows(self.workdir / "buffer.db", missing)
+        for record_id in sorted(missing):
+            where = _where_it_stopped(
+                record_id in buffered, buffered.get(record_id), self.timeline.broker_crashes
+            )
+            if where.startswith("acknowledged by the broker"):
+                report.lost_in_broker_crash += 1
+            else:
+                report.lost += 1
+            report.lost_detail[record_id] = where
+
+    async def _teardown(self) -> None:
+        if self.collector is not None:
+            await asyncio.to_thread(self.collector.stop)
+        if self.gateway is not None:
+            await asyncio.to_thread(self.gateway.kill)
+        await asyncio.to_thread(self.broker.stop)
+        for emulator in self.emulators.values():
+            with contextlib.suppress(Exception):
+                await emulator.stop()
+        if not self.options.keep_workdir and self.report.ok:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _buffer_rows(path: Path, ids: Iterable[str]) -> dict[str, float | None]:
+    """delivered_at (None: still pending) of these ids in the gateway's buffer."""
+    wanted = list(ids)
+    if not wanted or not path.exists():
+        return {}
+    found: dict[str, float | None] = {}
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for record_id, delivered_at in db.execute(
+                f"SELECT id, delivered_at FROM punches WHERE id IN ({marks})", chunk
+            ):
+                found[record_id] = delivered_at
+    return found
+
+
+def _where_it_stopped(stored: bool, delivered_at: float | None, crashes: list[float]) -> str:
+    if not stored:
+        return "never stored by the gateway"
+    if delivered_at is None:
+        return "stored, still pending in the buffer at the end"
+    for crash in crashes:
+        if crash - CRASH_WINDOW_BEFORE <= delivered_at <= crash + CRASH_WINDOW_AFTER:
+            return f"acknowledged by the broker {crash - delivered_at:.2f} s before it was SIGKILLed"
+    return "acknowledged by the broker, never reached the subscriber (no broker crash near)"
+
+
+async def run_chaos(options: ChaosOptions) -> ChaosReport:
+    return await ChaosRun(options).run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=2.0, help="how long the chaos lasts (default 2)")
+    parser.add_argument("--rate", type=float, default=8.0, help="punches per second, all terminals")
+    parser.add_argument("--tcp-terminals", type=int, default=6)
+    parser.add_argument("--udp-terminals", type=int, default=2)
+    parser.add_argument("--interval", type=float, default=6.0, help="mean seconds between chaos actions")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--workdir", type=Path, default=None, help="keep files here (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or scratch_dir("punchgate-chaos-")
+    workdir.mkdir(parents=True, exist_ok=True)
+    # The emulators' session logs go to a file: the screen is for the timeline and the report.
+    emulator_log = (workdir / "emulators.log").open("a", encoding="utf-8")
+    configure_logging("info", stream=emulator_log, json=True)
+    options = ChaosOptions(
+        minutes=args.minutes,
+        punches_per_second=args.rate,
+        tcp_terminals=args.tcp_terminals,
+        udp_terminals=args.udp_terminals,
+        mean_action_interval=args.interval,
+        seed=args.seed,
+        workdir=workdir,
+        keep_workdir=args.workdir is not None,
+    )
+    try:
+        report = asyncio.run(run_chaos(options))
+    finally:
+        emulator_log.close()
+    print("\n".join(report.lines()))
+    if args.json is not None:
+        data = dataclasses.asdict(report)
+        data["actions"] = dict(report.actions)
+        args.json.write_text(json.dumps(data, indent=2) + "\n")
+    if not report.ok:
+        print(f"FAILED: punches lost or unexpected; files kept in {report.workdir}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
