@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+import structlog
 
 from drivers.base import (
     AuthError,
@@ -176,6 +177,7 @@ async def test_every_session_reenables_the_terminal(
     await emulator.set_fault("stays_disabled")
     emulator.enabled = False  # left disabled by an earlier crash or another tool
     driver = await open_driver(terminal_config(emulator))
+    assert (await driver.info()).extra["enabled"] is False  # for the stuck_disabled fault
     await driver.close()
     assert emulator.enabled
 
@@ -217,8 +219,13 @@ async def test_live_ticks_when_idle_and_close_during_a_burst(
     first = await anext(live)
     while first is None:
         first = await anext(live)
-    await live.aclose()  # events still queued at the terminal are left for the full read
-    assert len(await driver.read_records()) == 15
+    with structlog.testing.capture_logs() as logs:
+        await live.aclose()  # events still queued at the terminal are left for the full read
+        assert len(await driver.read_records()) == 15
+        assert (await driver.info()).record_count == 15
+    # The terminal kept sending its queued events after the unregistration: they were
+    # acknowledged and skipped, never taken for a command's reply.
+    assert any(entry["event"] == "zk_stray_event_skipped" for entry in logs)
 
 
 async def test_live_disabled_by_config(start_emulator: EmulatorFactory) -> None:
