@@ -319,7 +319,9 @@ class Store:
             .limit(limit)
         )
         with self._engine.connect() as conn:
-            return [PendingRow(*row) for row in conn.execute(query).tuples()]
+            return [
+                PendingRow(pk, device, source, payload) for pk, device, source, payload in conn.execute(query)
+            ]
 
     def mark_delivered(self, pks: Sequence[int]) -> int:
         """Mark exactly these rows delivered, in one transaction; returns how many changed."""

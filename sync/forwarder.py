@@ -1,0 +1,436 @@
+"""The MQTT forwarder: the single owner of the broker connection (DESIGN §1, §5, §7).
+
+One task runs a reconnect loop (aiomqtt does not reconnect by itself) with exponential
+backoff and jitter. Each connection is a *session*:
+
+1. publish the retained `{"state": "online", ...}` (the last will says `offline`),
+2. republish every device's latest retained state,
+3. drain the buffer: read pending rows oldest first in large batches, group them per device
+   into messages of `batch_size` records (a live punch goes alone), publish at QoS 1 with
+   several messages in flight, and mark exactly the acknowledged rows delivered,
+4. publish queued device events.
+
+Any failure (a lost connection, a publish that is not acknowledged in time) ends the session:
+rows that were not acknowledged stay pending and go out again on the next connection, so the
+subscriber may see a few duplicates (ids make them harmless) but never a gap. The buffer is
+the only source of truth: a fresh MQTT client is built for every session, so nothing is
+ever held only in the client's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import random
+import ssl
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiomqtt
+import structlog
+from aiomqtt.exceptions import MqttConnectError
+from paho.mqtt import client as paho_client
+from paho.mqtt.reasoncodes import ReasonCode
+
+from gateway.settings import MqttSettings, Settings
+from sync.contract import DeviceEvent, DeviceState, batch_json, gateway_offline, gateway_online
+from sync.store import PendingRow, Store
+from sync.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+# How long the drain sleeps when nothing is pending and nobody calls notify_new_punches;
+# a safety net only (e.g. punches added by another process), not the normal wake-up path.
+IDLE_POLL_SECONDS = 5.0
+# Reading ahead several messages' worth per query keeps SQLite round trips off the hot path.
+READ_AHEAD_BATCHES = 10
+# CONNACK reason codes (MQTT 3.1.1 codes 4/5 arrive from paho as their MQTT 5 equivalents).
+_AUTH_REFUSED = {4, 5, 134, 135}
+
+
+class SessionEnded(Exception):
+    """Internal: the current broker session cannot go on (the reason is the cause)."""
+
+
+@dataclass
+class ForwarderStats:
+    """Counters for /metrics and the status page. Monotonic except the `last_*` fields."""
+
+    connects: int = 0
+    reconnects: int = 0  # connects after the first one
+    connect_failures: int = 0
+    disconnects: int = 0
+    messages_published: int = 0  # every acknowledged message (batches, states, events)
+    batches_published: int = 0
+    punches_published: int = 0
+    publish_failures: int = 0
+    # Punches whose publish was started but never confirmed (connection lost, timeout), plus
+    # acknowledged ones whose delivery mark failed. They stay pending and are sent again, so
+    # the subscriber may see up to this many duplicates. Never a loss.
+    possible_duplicates: int = 0
+    events_dropped: int = 0  # device events dropped from the full in-memory queue (oldest first)
+    last_error: str = ""
+    last_connected_at: float | None = None
+    last_publish_at: float | None = None
+    history: list[str] = field(default_factory=list)  # recent connection errors, newest last
+
+
+def describe_error(exc: BaseException) -> str:
+    """A short, operator-readable reason for a failed connection or publish."""
+    if isinstance(exc, MqttConnectError):
+        code = exc.rc.value if isinstance(exc.rc, ReasonCode) else exc.rc
+        reason = str(exc.rc) if isinstance(exc.rc, ReasonCode) else str(exc)
+        if code in _AUTH_REFUSED:
+            return f"broker refused the connection: not authorised ({reason})"
+        return f"broker refused the connection: {reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc}"
+    if isinstance(exc, aiomqtt.MqttError):
+        cause = exc.__cause__
+        text = str(exc)
+        if cause is not None and str(cause) and str(cause) not in text:
+            text = f"{text}: {cause}"
+        return f"MQTT: {text}"
+    if isinstance(exc, OSError):
+        return f"network: {exc.strerror or exc}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside (nested) exception groups and SessionEnded wrappers."""
+    while True:
+        if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+            exc = exc.exceptions[0]
+        elif isinstance(exc, SessionEnded) and exc.__cause__ is not None:
+            exc = exc.__cause__
+        else:
+            return exc
+
+
+def tls_context(tls_settings: MqttSettings) -> ssl.SSLContext | None:
+    """The client's TLS context from settings (reads the files: call off the event loop)."""
+    tls = tls_settings.tls
+    if tls is None:
+        return None
+    context = ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca_file) if tls.ca_file else None
+    )
+    if tls.cert_file is not None and tls.key_file is not None:
+        context.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    if tls.insecure:
+        context.check_hostname = False
+    return context
+
+
+def group_batches(rows: Sequence[PendingRow], batch_size: int) -> list[tuple[str, list[PendingRow]]]:
+    """Split rows (oldest first, mixed devices) into per-device messages, keeping order per device.
+
+    Backlog rows of one device are packed `batch_size` to a message; a live row goes alone,
+    at once, so a punch seen as it happens is never held back waiting for company.
+    """
+    batches: list[tuple[str, list[PendingRow]]] = []
+    open_chunks: dict[str, list[PendingRow]] = {}
+    for row in rows:
+        if row.source == "live":
+            chunk = open_chunks.pop(row.device, None)
+            if chunk:
+                batches.append((row.device, chunk))
+            batches.append((row.device, [row]))
+            continue
+        chunk = open_chunks.setdefault(row.device, [])
+        chunk.append(row)
+        if len(chunk) >= batch_size:
+            batches.append((row.device, chunk))
+            del open_chunks[row.device]
+    # Partial chunks last, oldest first; each device's own order is already preserved.
+    batches.extend(sorted(open_chunks.items(), key=lambda item: item[1][0].pk))
+    return batches
+
+
+class Forwarder:
+    """Publishes the buffer to the broker. Run `await run()` in one task; cancel it to stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        *,
+        version: str,
+        max_in_flight: int = 16,
+        event_queue_size: int = 1000,
+    ) -> None:
+        self.settings = settings
+        self.mqtt = settings.mqtt
+        self.store = store
+        self.version = version
+        self.topics = Topics(settings.mqtt.topic_prefix, settings.gateway_id)
+        self.max_in_flight = max_in_flight
+        self.stats = ForwarderStats()
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.on_connection_change: list[Callable[[bool, str], None]] = []
+        self._connected = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()  # new punches committed
+        self._side_wake = asyncio.Event()  # a device state or event to publish
+        self._device_states: dict[str, bytes] = {}
+        self._dirty_states: set[str] = set()
+        self._events: deque[tuple[str, bytes]] = deque()
+        self._event_queue_size = event_queue_size
+        self._acked: list[int] = []  # acknowledged pks not yet marked delivered
+        self._acked_ready = asyncio.Event()
+
+    # --- public API -----------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._connected
+
+    def notify_new_punches(self) -> None:
+        """Wake the drain at once (call after a commit). Safe from any thread."""
+        loop = self._loop
+        if loop is None:
+            return  # not running yet: the first drain reads everything pending anyway
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    def publish_device_state(self, device: str, payload: DeviceState) -> None:
+        """Publish a device's retained state now if connected; it is republished on every connect.
+
+        Only the latest state per device is kept (an older one is superseded, not queued).
+        """
+        self._device_states[device] = payload.model_dump_json().encode()
+        self._dirty_states.add(device)
+        self._poke_side()
+
+    def publish_event(self, device: str, payload: DeviceEvent) -> None:
+        """Queue a device event for QoS 1 delivery; the queue is bounded (oldest dropped, counted)."""
+        if len(self._events) >= self._event_queue_size:
+            self._events.popleft()
+            self.stats.events_dropped += 1
+            log.warning("mqtt_event_dropped", device=device, queue=self._event_queue_size)
+        self._events.append((device, payload.model_dump_json().encode()))
+        self._poke_side()
+
+    def publish_gateway_event(self, payload: DeviceEvent) -> None:
+        """Queue an event of the gateway itself (on `{base}/events`) in the same bounded queue."""
+        self.publish_event("", payload)  # "" is never a device name (the config forbids it)
+
+    def _poke_side(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._side_wake.set()
+        else:
+            loop.call_soon_threadsafe(self._side_wake.set)
+
+    # --- the reconnect loop ---------------------------------------------------------------
+    async def run(self) -> None:
+        """Forward until cancelled. Broker trouble never escapes: it is logged, counted, retried."""
+        self._loop = asyncio.get_running_loop()
+        attempt = 0
+        while True:
+            try:
+                context = await asyncio.to_thread(tls_context, self.mqtt)
+                client = self._client(context)
+                async with client:
+                    attempt = 0
+                    await self._session(client)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._session_failed(exc)
+            finally:
+                await self._flush_acked()
+                self._set_connected(False, self.stats.last_error)
+            delay = self._backoff(attempt)
+            attempt += 1
+            log.info("mqtt_reconnect_wait", seconds=round(delay, 2), attempt=attempt)
+            await asyncio.sleep(delay)
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with 'equal jitter': half fixed, half random, capped."""
+        ceiling = min(self.mqtt.reconnect_max, self.mqtt.reconnect_min * (2.0 ** min(attempt, 30)))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    def _client(self, context: ssl.SSLContext | None) -> aiomqtt.Client:
+        v5 = self.mqtt.protocol == "5"
+        password = self.mqtt.password.get_secret_value() if self.mqtt.password else None
+        return aiomqtt.Client(
+            self.mqtt.host,
+            self.mqtt.port,
+            identifier=self.mqtt.client_id or f"punchgate-{self.settings.gateway_id}",
+            username=self.mqtt.username,
+            password=password,
+            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
+            # The buffer is the truth; a broker-side session would only replay stale copies.
+            clean_session=None if v5 else True,
+            clean_start=True if v5 else paho_client.MQTT_CLEAN_START_FIRST_ONLY,
+            will=aiomqtt.Will(self.topics.gateway_state, gateway_offline(), qos=1, retain=True),
+            keepalive=self.mqtt.keepalive,
+            timeout=self.mqtt.publish_timeout,
+            tls_context=context,
+            # Room for our drain window plus state/event messages, so paho never queues them.
+            max_inflight_messages=self.max_in_flight + 8,
+        )
+
+    def _session_failed(self, exc: BaseException) -> None:
+        leaf = _first_leaf(exc)
+        reason = describe_error(leaf)
+        self.stats.last_error = reason
+        self.stats.history = [*self.stats.history[-9:], reason]
+        if self._connected:
+            self.stats.disconnects += 1
+            log.warning("mqtt_session_ended", error=reason)
+        else:
+            self.stats.connect_failures += 1
+            if reason.startswith("broker refused the connection: not authorised"):
+                log.error("mqtt_not_authorised", error=reason, username=self.mqtt.username)
+            else:
+                log.warning("mqtt_connect_failed", error=reason, host=self.mqtt.host, port=self.mqtt.port)
+        if not isinstance(leaf, aiomqtt.MqttError | OSError | SessionEnded | TimeoutError):
+            # Not broker trouble: a bug or a buffer problem. Log loudly, keep the daemon alive.
+            log.error("mqtt_session_crashed", error=reason, exc_info=leaf)
+
+    def _set_connected(self, connected: bool, reason: str = "") -> None:
+        if connected == self._connected:
+            return
+        self._connected = connected
+        for listener in self.on_connection_change:
+            try:
+                listener(connected, reason)
+            except Exception:
+                log.exception("mqtt_connection_listener_failed")
+
+    # --- one session ----------------------------------------------------------------------
+    async def _session(self, client: aiomqtt.Client) -> None:
+        self.stats.connects += 1
+        if self.stats.last_connected_at is not None:
+            self.stats.reconnects += 1
+        self.stats.last_connected_at = time.time()
+        online = gateway_online(version=self.version, started_at=self.started_at)
+        await self._publish(client, self.topics.gateway_state, online, retain=True)
+        self._set_connected(True)
+        log.info("mqtt_connected", host=self.mqtt.host, port=self.mqtt.port, protocol=self.mqtt.protocol)
+        self._dirty_states.update(self._device_states)  # retained states go out again on every connect
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._watch_connection(client))
+                group.create_task(self._mark_acked())
+                group.create_task(self._side_messages(client))
+                group.create_task(self._drain(client, group))
+        except asyncio.CancelledError:
+            # Shutting down: say goodbye ourselves (a clean disconnect suppresses the will).
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(
+                    self._publish(client, self.topics.gateway_state, gateway_offline(), retain=True), 2.0
+                )
+            raise
+
+    async def _publish(
+        self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool = False
+    ) -> None:
+        try:
+            await client.publish(topic, payload, qos=1, retain=retain, timeout=self.mqtt.publish_timeout)
+        except aiomqtt.MqttError as exc:
+            self.stats.publish_failures += 1
+            raise SessionEnded(f"publish to {topic} failed") from exc
+        self.stats.messages_published += 1
+        self.stats.last_publish_at = time.time()
+
+    async def _watch_connection(self, client: aiomqtt.Client) -> None:
+        """Ends the session the moment the connection drops (pending publishes never would)."""
+        async for _message in client.messages:  # we subscribe to nothing; this only waits
+            pass
+
+    async def _drain(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
+        window = asyncio.Semaphore(self.max_in_flight)
+        batch_size = self.mqtt.batch_size
+        after = 0  # pks up to here are in flight or done in this session
+        while True:
+            self._wake.clear()
+            rows = await asyncio.to_thread(
+                self.store.pending_batch, batch_size * READ_AHEAD_BATCHES, after=after
+            )
+            if not rows:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                continue
+            after = rows[-1].pk
+            for device, chunk in group_batches(rows, batch_size):
+                seq = await asyncio.to_thread(self.store.next_batch_seq, device)
+                payload = batch_json(
+                    gateway=self.settings.gateway_id,
+                    device=device,
+                    seq=seq,
+                    records=[r.payload for r in chunk],
+                )
+                await window.acquire()
+                group.create_task(self._publish_batch(client, device, payload, [r.pk for r in chunk], window))
+
+    async def _publish_batch(
+        self, client: aiomqtt.Client, device: str, payload: bytes, pks: list[int], window: asyncio.Semaphore
+    ) -> None:
+        confirmed = False
+        try:
+            await self._publish(client, self.topics.device_punches(device), payload)
+            confirmed = True
+        finally:
+            window.release()
+            if not confirmed:
+                self.stats.possible_duplicates += len(pks)
+        self.stats.batches_published += 1
+        self.stats.punches_published += len(pks)
+        self._acked.extend(pks)
+        self._acked_ready.set()
+
+    async def _mark_acked(self) -> None:
+        """Mark acknowledged rows delivered, several batches per transaction when they pile up."""
+        while True:
+            await self._acked_ready.wait()
+            await self._flush_acked()
+
+    async def _flush_acked(self) -> None:
+        self._acked_ready.clear()
+        if not self._acked:
+            return
+        pks, self._acked = self._acked, []
+        try:
+            # Shielded: once the rows are handed to the buffer, let the commit finish.
+            await asyncio.shield(asyncio.to_thread(self.store.mark_delivered, pks))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # They stay pending and are sent again: a duplicate, never a loss.
+            self.stats.possible_duplicates += len(pks)
+            log.error("buffer_mark_delivered_failed", rows=len(pks), error=str(exc))
+
+    async def _side_messages(self, client: aiomqtt.Client) -> None:
+        """Retained device states (latest only) and queued device events."""
+        while True:
+            self._side_wake.clear()
+            for device in sorted(self._dirty_states):
+                payload = self._device_states[device]
+                await self._publish(client, self.topics.device_state(device), payload, retain=True)
+                if self._device_states.get(device) is payload:
+                    self._dirty_states.discard(device)
+            while self._events:
+                device, payload = self._events[0]
+                topic = self.topics.device_events(device) if device else self.topics.gateway_events
+                await self._publish(client, topic, payload)
+                if self._events and self._events[0][1] is payload:
+                    self._events.popleft()
+            if not self._dirty_states and not self._events:
+                await self._side_wake.wait()

@@ -1,0 +1,57 @@
+"""Helpers for the sync tests: settings pointing at a test broker, a forwarder task, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import Settings
+from sync.forwarder import Forwarder
+from sync.store import Store
+
+GATEWAY_ID = "gw-test"
+
+
+def make_settings(tmp_path: Path, port: int, *, buffer: dict[str, Any] | None = None, **mqtt: Any) -> Settings:
+    mqtt_config: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "reconnect_min": 0.2,
+        "reconnect_max": 1.0,
+        "publish_timeout": 5.0,
+        "keepalive": 10,
+    }
+    mqtt_config.update(mqtt)
+    buffer_config: dict[str, Any] = {"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0}
+    buffer_config.update(buffer or {})
+    return Settings.model_validate({"gateway_id": GATEWAY_ID, "mqtt": mqtt_config, "buffer": buffer_config})
+
+
+@contextlib.asynccontextmanager
+async def running(forwarder: Forwarder) -> AsyncIterator[asyncio.Task[None]]:
+    """Run the forwarder in a task for the duration of the block; cancel and await it after."""
+    task = asyncio.create_task(forwarder.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def eventually(condition: Callable[[], bool], *, timeout: float, interval: float = 0.02) -> bool:
+    """Poll a condition without blocking the event loop; True as soon as it holds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(interval)
+    return condition()
+
+
+def open_store(settings: Settings) -> Store:
+    return Store.open(settings.buffer)
