@@ -194,9 +194,10 @@ class DeviceWorker:
         after = await self.driver.info()  # measure again: the terminal may have ignored us
         new_drift = self._drift(after)
         shown = "unknown" if new_drift is None else f"{new_drift:+.0f} s"
+        sync = why.rsplit("; ", 1)[-1]  # the policy's reason ends with the clock sync verdict
         detail = (
             f"terminal clock set from {info.clock:%Y-%m-%d %H:%M:%S} to {target:%Y-%m-%d %H:%M:%S} "
-            f"(drift was {drift:+.0f} s, now {shown}; {why})"
+            f"(drift was {drift:+.0f} s, now {shown}; {sync})"
         )
         self.health.clock_corrected(drift_seconds=drift, detail=detail)
         return after, new_drift
