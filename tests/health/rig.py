@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import jsonschema
+import jsonschema  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.zk.emulator import ZkEmulator

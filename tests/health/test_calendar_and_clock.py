@@ -13,8 +13,8 @@ from gateway.clock import CorrectionPolicy, GatewayClock, SyncStatus, system_clo
 UTC = dt.UTC
 
 
-def at(*args: int, zone: dt.tzinfo = UTC) -> dt.datetime:
-    return dt.datetime(*args, tzinfo=zone)  # type: ignore[misc]
+def at(year: int, month: int, day: int, hour: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, tzinfo=UTC)
 
 
 def office(zone: str = "UTC", **kwargs: object) -> WorkingCalendar:

@@ -57,7 +57,10 @@ def set_enabled(value: bool) -> Step:
 
 
 def punch() -> Step:
-    return lambda farm, emu: farm.do(lambda: emu.add_punch(PUNCHER))
+    def step(farm: EmulatorFarm, emu: ZkEmulator) -> None:
+        farm.do(lambda: emu.add_punch(PUNCHER))
+
+    return step
 
 
 def nothing() -> Step:
