@@ -23,8 +23,8 @@ def test_demo_runs_and_punches_arrive() -> None:
     assert match, result.stdout[-2000:]
     produced, received = int(match[1]), int(match[2])
     assert produced > 150
-    # Generated logs may hold the same punch twice (one id), and a serial terminal's newest
-    # punch can still be waiting for its next poll; everything else has arrived.
-    assert received >= produced * 0.97
+    # A serial terminal's newest punch can still be waiting for its next poll (10 s);
+    # everything else has arrived.
+    assert received >= produced - 2
     for terminal in ("gate-north", "gate-south", "canteen", "assembly-1", "assembly-2"):
         assert terminal in result.stdout

@@ -218,14 +218,19 @@ class TerminalData:
         slot_weights = [w for *_, w in _DAY_PATTERN]
         first_day = (end - dt.timedelta(days=days - 1)).replace(hour=0, minute=0, second=0)
         horizon = int((end - first_day).total_seconds())
-        stamps: list[tuple[int, int, int, int]] = []
-        for _ in range(records):
+        # Punches after `end` are drawn again rather than clamped (clamping piled them onto one
+        # second), and so is an exact repeat: a real terminal does not log one person's same
+        # punch twice in a second, and the gateway would rightly treat it as one punch.
+        seen: set[tuple[int, int, int, int]] = set()
+        while len(seen) < records:
             state, mean, spread = rng.choices(slots, slot_weights)[0]
             day = rng.randrange(days)
             minute = min(max(int(rng.gauss(mean, spread)), 0), 24 * 60 - 1)
-            second = min(day * 86400 + minute * 60 + rng.randrange(60), horizon)
-            stamps.append((second, rng.randrange(users), state, rng.choices(verifies, verify_weights)[0]))
-        stamps.sort()
+            second = day * 86400 + minute * 60 + rng.randrange(60)
+            if second > horizon:
+                second = rng.randrange(max(1, horizon))
+            seen.add((second, rng.randrange(users), state, rng.choices(verifies, verify_weights)[0]))
+        stamps = sorted(seen)
         for second, person, state, verify in stamps:
             when = first_day + dt.timedelta(seconds=second)
             self.append_record(people[person], when, state=state, verify=verify, work_code=0)
