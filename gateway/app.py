@@ -33,7 +33,8 @@ from sync.store import Store
 log = structlog.get_logger(__name__)
 
 RETENTION_EVERY = dt.timedelta(hours=1)
-GATEWAY_CHECK_EVERY = 5.0  # seconds between checks of the buffer and broker
+GATEWAY_CHECK_EVERY = 1.0  # seconds between checks of the buffer and broker
+BROKER_FAULT_AFTER = 3.0  # seconds without a broker connection before broker_unreachable
 
 
 def _register_secrets(settings: Settings) -> None:
@@ -64,6 +65,7 @@ class Application:
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._service_tasks: list[asyncio.Task[Any]] = []
         self.loop_heartbeat = time.monotonic()
+        self._broker_lost_at: float | None = None
         self.fault_transitions: Counter[tuple[str, str, str]] = Counter()
 
     def forwarder_alive(self) -> bool:
@@ -209,13 +211,21 @@ class Application:
             store_faults = await asyncio.to_thread(self.store.active_faults)
             for code in ("buffer_full", "disk_low"):
                 self.gateway_faults.set(code, code in store_faults, self._store_fault_detail(code))
-            self.gateway_faults.set(
-                "broker_unreachable",
-                not self.forwarder.connected,
-                self.forwarder.stats.last_error or "not connected",
-            )
+            self._check_broker()
             await self._check_delivery_delay()
             await asyncio.sleep(GATEWAY_CHECK_EVERY)
+
+    def _check_broker(self) -> None:
+        """broker_unreachable once the broker has been away for a moment, not at every blip
+        (and not in the first instant after start, before the first connect completes)."""
+        assert self.forwarder is not None
+        now = time.monotonic()
+        if self.forwarder.connected:
+            self._broker_lost_at = None
+        elif self._broker_lost_at is None:
+            self._broker_lost_at = now
+        away = self._broker_lost_at is not None and now - self._broker_lost_at >= BROKER_FAULT_AFTER
+        self.gateway_faults.set("broker_unreachable", away, self.forwarder.stats.last_error or "not connected")
 
     async def _check_delivery_delay(self) -> None:
         assert self.store is not None
