@@ -12,6 +12,7 @@ again once it is back. All payloads are validated against the JSON Schemas in do
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from drivers.zk.emulator import ZkEmulator
 from tests.broker import Broker, free_port
@@ -400,3 +402,32 @@ def test_healthz_turns_503_while_the_broker_is_down_beyond_grace(rig: Rig) -> No
         validate("device-event", payload)
         assert payload["device"] == "" and payload["code"] == "broker_unreachable"
     assert api_devices(rig.url)["healthy"]["state"] == "online"
+
+
+def test_metrics_follow_conventions_and_the_dashboard_uses_real_names(rig: Rig) -> None:
+    status, body = http_get(rig.url + "/metrics")
+    text = body.decode()
+    assert status == 200
+    families = {
+        family.name: family.type
+        for family in text_string_to_metric_families(text)  # parses, or raises on bad format
+    }
+    assert all(name.startswith("punchgate_") for name in families), sorted(families)
+    assert 'punchgate_build_info{version="' in text
+    for name, kind in families.items():
+        if kind == "counter":
+            assert f"{name}_total" in text, name  # counters are exposed with _total
+    # Per-device labels are terminal names (never user ids).
+    devices = {
+        sample.labels["device"]
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if "device" in sample.labels
+    }
+    assert devices <= {*rig.farm.terminals, "gateway"}
+    # Every metric the Grafana dashboard queries exists.
+    dashboard = json.loads((REPO / "docs" / "grafana-dashboard.json").read_text())
+    queried = set(re.findall(r"punchgate_[a-z_]+", json.dumps(dashboard)))
+    assert queried, "the dashboard queries nothing"
+    missing = {name for name in queried if name not in text}
+    assert not missing, missing
