@@ -1,0 +1,147 @@
+"""The HTTP server's routing and the status CLI's verdict, against a small stand-in application.
+
+The end-to-end tests drive the real daemon; these cover what it rarely shows: unknown paths,
+methods, HEAD, an unreachable daemon, and the exit code of a healthy gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from drivers.base import DeviceInfo
+from gateway.clock import GatewayClock
+from gateway.health import DeviceHealth, FaultSet
+from gateway.http import HttpServer
+from gateway.settings import Settings
+from gateway.status_cli import is_healthy, show_status
+from tests.broker import free_port
+
+
+@dataclass
+class FakeStore:
+    def pending_devices(self) -> dict[str, int]:
+        return {"gate-1": 3}
+
+    def pending_count(self) -> int:
+        return 3
+
+    def oldest_pending_age(self) -> float | None:
+        return 12.0
+
+
+@dataclass
+class FakeStats:
+    punches_published: int = 5
+    messages_published: int = 2
+    publish_failures: int = 0
+    reconnects: int = 0
+    last_error: str = ""
+
+
+@dataclass
+class FakeForwarder:
+    connected: bool = True
+    stats: FakeStats = field(default_factory=FakeStats)
+
+
+class FakeApp:
+    """Just the attributes gateway.status / gateway.metrics read from the Application."""
+
+    def __init__(self) -> None:
+        self.settings = Settings.model_validate({"gateway_id": "gw-unit"})
+        self.started_at = dt.datetime.now(dt.UTC)
+        self.store: Any = FakeStore()
+        self.forwarder: Any = FakeForwarder()
+        self.gateway_faults = FaultSet("")
+        self.gateway_clock = GatewayClock("trust")
+        self.loop_heartbeat = time.monotonic()
+        self.fault_transitions: dict[tuple[str, str, str], int] = {}
+        health = DeviceHealth("gate-1")
+        health.contact_ok(
+            DeviceInfo(serial_number="S1", record_count=10, record_capacity=100, clock=None),
+            drift_seconds=None,
+        )
+        self.devices = {"gate-1": health}
+        self.forwarder_running = True
+
+    def forwarder_alive(self) -> bool:
+        return self.forwarder_running
+
+
+async def _request(port: int, raw: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    await writer.drain()
+    data = await reader.read()
+    writer.close()
+    return data
+
+
+@pytest.fixture
+async def served() -> Any:
+    app = FakeApp()
+    server = HttpServer(app)  # type: ignore[arg-type]
+    await server.start("127.0.0.1", 0)
+    try:
+        yield app, server
+    finally:
+        await server.close()
+
+
+async def test_routes_methods_and_head(served: Any) -> None:
+    _app, server = served
+    ok = await _request(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert ok.startswith(b"HTTP/1.1 200 OK") and ok.endswith(b"ok\n")
+    missing = await _request(server.port, b"GET /nope HTTP/1.1\r\n\r\n")
+    assert missing.startswith(b"HTTP/1.1 404")
+    post = await _request(server.port, b"POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    assert post.startswith(b"HTTP/1.1 405")
+    head = await _request(server.port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")  # headers only
+    page = await _request(server.port, b"GET / HTTP/1.1\r\n\r\n")
+    assert b"gate-1" in page and b"<table>" in page
+
+
+async def test_healthz_reasons(served: Any) -> None:
+    app, server = served
+    app.forwarder_running = False
+    dead = await _request(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert dead.startswith(b"HTTP/1.1 503") and b"forwarder task is not running" in dead
+    app.forwarder_running = True
+    app.gateway_faults.raise_fault("broker_unreachable", "connection refused")
+    within_grace = await _request(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert within_grace.startswith(b"HTTP/1.1 200")  # 60 s of grace by default
+    app.loop_heartbeat -= 60
+    stalled = await _request(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    assert stalled.startswith(b"HTTP/1.1 503") and b"event loop stalled" in stalled
+
+
+async def test_status_cli_exit_codes(served: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    app, server = served
+    url = f"http://127.0.0.1:{server.port}"
+    assert await asyncio.to_thread(show_status, url) == 0
+    out = capsys.readouterr().out
+    assert "gate-1" in out and "online" in out and "10/100" in out
+    app.devices["gate-1"].contact_failed("timeout", "no answer")
+    assert await asyncio.to_thread(show_status, url) == 1
+    assert "timeout" in capsys.readouterr().out  # (narrow test terminal: the detail wraps)
+    assert await asyncio.to_thread(show_status, f"http://127.0.0.1:{free_port()}") == 2
+    assert "cannot reach" in capsys.readouterr().out
+
+
+def test_is_healthy_needs_everything_good() -> None:
+    good: dict[str, Any] = {
+        "gateway": {"faults": [], "broker_connected": True, "healthy": True},
+        "devices": [{"state": "online"}],
+    }
+    assert is_healthy(good)
+    assert not is_healthy({**good, "devices": [{"state": "degraded"}]})
+    assert not is_healthy({**good, "gateway": {**good["gateway"], "broker_connected": False}})
+    assert not is_healthy({**good, "gateway": {**good["gateway"], "faults": [{"code": "disk_low"}]}})
+    assert not is_healthy({**good, "gateway": {**good["gateway"], "healthy": False}})
