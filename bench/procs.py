@@ -55,7 +55,7 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for pid {pid}")
 
 
-def _end(process: subprocess.Popen[bytes] | None, sig: signal.Signals, wait: float = 10.0) -> None:
+def end_process(process: subprocess.Popen[bytes] | None, sig: signal.Signals, wait: float = 10.0) -> None:
     if process is None or process.poll() is not None:
         return
     process.send_signal(sig)
@@ -126,7 +126,7 @@ class Broker:
     def stop(self, *, kill: bool = False) -> None:
         """SIGTERM (a clean stop: persistent state saved) or SIGKILL (a crash)."""
         process, self._process = self._process, None
-        _end(process, signal.SIGKILL if kill else signal.SIGTERM)
+        end_process(process, signal.SIGKILL if kill else signal.SIGTERM)
 
 
 class GatewayProcess:
@@ -174,14 +174,14 @@ class GatewayProcess:
     def kill(self) -> None:
         """SIGKILL: the gateway dies mid-whatever, as in a power cut or an OOM kill."""
         process, self._process = self._process, None
-        _end(process, signal.SIGKILL)
+        end_process(process, signal.SIGKILL)
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait for a clean exit (SIGKILL after `timeout`); the exit code."""
         process, self._process = self._process, None
         if process is None:
             return None
-        _end(process, signal.SIGTERM, wait=timeout)
+        end_process(process, signal.SIGTERM, wait=timeout)
         return process.returncode
 
     def exited(self) -> int | None:

@@ -1,0 +1,120 @@
+"""Emulated ZK terminals in a child process, so they never share the gateway's (or pyzk's) CPU.
+
+    python -m bench.emulator_host --count 500 --records 200 --ready-file PATH
+
+Binds every terminal on a free loopback port, writes {"ports": [...], "serials": [...]} to
+the ready file (atomically: written whole, then renamed), and serves until SIGTERM.
+`EmulatorHost` is the parent's handle on it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.procs import end_process
+from drivers.zk.emulator import ZkEmulator
+
+
+async def _serve(count: int, records: int, profile: str, ready_file: Path) -> None:
+    emulators = []
+    for n in range(count):
+        emulator = ZkEmulator(
+            profile=profile,
+            serial_number=f"HOST{n:05d}",
+            transports=("tcp",),
+            record_capacity=max(100_000, records),
+            name=f"e{n:03d}",
+        )
+        if records:
+            emulator.generate_log(records=records, days=30, users=200, seed=n)
+        await emulator.start()
+        emulators.append(emulator)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    partial = ready_file.with_suffix(".partial")
+    partial.write_text(
+        json.dumps(
+            {"ports": [e.tcp_port for e in emulators], "serials": [e.serial_number for e in emulators]}
+        )
+    )
+    partial.rename(ready_file)
+    await stop.wait()
+    for emulator in emulators:
+        await emulator.stop()
+
+
+class EmulatorHost:
+    """Start the child, wait for its ports, stop it by pid."""
+
+    def __init__(self, workdir: Path, *, count: int, records: int, profile: str = "tft") -> None:
+        self.ready_file = workdir / f"emulators-{count}-{records}.json"
+        self.log_path = workdir / "emulators.log"
+        self.args = ["--count", str(count), "--records", str(records), "--profile", profile]
+        self.ports: list[int] = []
+        self.serials: list[str] = []
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
+    def start(self, timeout: float = 300.0) -> EmulatorHost:
+        self.ready_file.unlink(missing_ok=True)
+        with self.log_path.open("ab") as log_file:
+            self._process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "bench.emulator_host",
+                    *self.args,
+                    "--ready-file",
+                    str(self.ready_file),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not self.ready_file.exists():
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the emulator host did not come up; see {self.log_path}")
+            time.sleep(0.1)
+        data = json.loads(self.ready_file.read_text())
+        self.ports, self.serials = list(data["ports"]), list(data["serials"])
+        return self
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        end_process(process, signal.SIGTERM)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.emulator_host")
+    parser.add_argument("--count", type=int, required=True)
+    parser.add_argument("--records", type=int, default=0)
+    parser.add_argument("--profile", default="tft")
+    parser.add_argument("--ready-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from gateway.logs import configure_logging
+
+    configure_logging("warning")  # 500 terminals' session logs would cost more than they serve
+    asyncio.run(_serve(args.count, args.records, args.profile, args.ready_file))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
