@@ -98,6 +98,7 @@ MAX_STRAY_EVENTS: Final = 64  # events skipped while waiting for one reply befor
 # clock_invalid; distinct raw values stay distinct (stable, unique record ids); the raw
 # bytes travel with the punch.
 INVALID_TIME_EPOCH: Final = dt.datetime(1800, 1, 1)
+_NOT_RECEIVED: Final = b"(nothing received yet)"
 _ACK_OK_STATUS: Final = frozenset({zp.CMD_ACK_OK, zp.CMD_PREPARE_DATA, zp.CMD_DATA})
 
 
@@ -376,7 +377,15 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         for the rest of the session. Events (command 500, never a reply) are acknowledged,
         logged and skipped; the full read that follows picks their punches up.
         """
-        result = ZK._ZK__send_command(self, command, command_string, response_size)
+        self._ZK__tcp_data_recv = _NOT_RECEIVED  # tells "the recv got nothing" apart from a failed send
+        try:
+            result = ZK._ZK__send_command(self, command, command_string, response_size)
+        except ZKNetworkError as exc:
+            if self.tcp and self._ZK__tcp_data_recv == b"":
+                # pyzk calls an empty recv "TCP packet invalid"; it is the terminal closing the
+                # connection (a reboot, a dropped session), which is unreachable, not garbage.
+                raise ConnectionResetError("the terminal closed the connection") from exc
+            raise
         for _ in range(MAX_STRAY_EVENTS):
             if self._ZK__header[0] != zp.CMD_REG_EVENT:
                 return result
