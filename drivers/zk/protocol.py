@@ -334,8 +334,8 @@ def _ascii_field(raw: bytes) -> str:
     return raw.split(b"\x00", 1)[0].decode("utf-8", errors="replace")
 
 
-def _ascii_pad(text: str, size: int, what: str) -> bytes:
-    encoded = text.encode("utf-8")
+def _ascii_pad(text: str, size: int, what: str, encoding: str = "utf-8") -> bytes:
+    encoded = text.encode(encoding)
     if len(encoded) > size:
         raise ValueError(f"{what} {text!r} longer than {size} bytes")
     return encoded.ljust(size, b"\x00")
@@ -502,15 +502,16 @@ class UserRecord:
     timezones: tuple[int, int, int] = (0, 0, 0)
 
 
-def encode_user(user: UserRecord, record_size: int) -> bytes:
-    """Encode a user in the 28-byte (BW) or 72-byte (TFT) layout."""
+def encode_user(user: UserRecord, record_size: int, *, encoding: str = "utf-8") -> bytes:
+    """Encode a user in the 28-byte (BW) or 72-byte (TFT) layout; the name in `encoding`
+    (terminals sold in China store GBK, others a legacy code page)."""
     if record_size == 72:
         return struct.pack(
             "<HB8s24sIBH3H24s",
             user.uid,
             user.privilege,
             _ascii_pad(user.password, 8, "password"),
-            _ascii_pad(user.name, 24, "name"),
+            _ascii_pad(user.name, 24, "name", encoding),
             user.card,
             user.group,
             user.timezone_flag,
@@ -525,7 +526,7 @@ def encode_user(user: UserRecord, record_size: int) -> bytes:
             user.uid,
             user.privilege,
             _ascii_pad(user.password, 5, "password"),
-            _ascii_pad(user.name, 8, "name"),
+            _ascii_pad(user.name, 8, "name", encoding),
             user.card,
             user.group,
             user.timezone_flag,

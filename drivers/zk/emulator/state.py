@@ -87,8 +87,9 @@ _DAY_PATTERN = (
 class TerminalData:
     """Users and attendance log of one terminal, in the profile's layouts."""
 
-    def __init__(self, profile: FirmwareProfile) -> None:
+    def __init__(self, profile: FirmwareProfile, *, text_encoding: str = "utf-8") -> None:
         self.profile = profile
+        self.text_encoding = text_encoding  # how user names are stored (e.g. gbk)
         self.record_size = profile.attendance_record_size
         self.user_capacity = profile.user_capacity
         self.record_capacity = profile.record_capacity
@@ -113,7 +114,9 @@ class TerminalData:
 
     def put_user(self, user: UserRecord) -> None:
         """Add or replace a user (matched on uid), checking it fits the profile's layout."""
-        encode_user(user, self.profile.user_record_size)  # raises ValueError when it cannot be stored
+        encode_user(
+            user, self.profile.user_record_size, encoding=self.text_encoding
+        )  # raises ValueError when it cannot be stored
         if user.uid not in self._users and len(self._users) >= self.user_capacity:
             raise ValueError(f"user table full ({self.user_capacity} users)")
         holder = self._uid_by_user_id.get(user.user_id)
@@ -147,7 +150,7 @@ class TerminalData:
 
     def user_data_set(self) -> bytes:
         size = self.profile.user_record_size
-        return encode_data_set(encode_user(u, size) for u in self.users)
+        return encode_data_set(encode_user(u, size, encoding=self.text_encoding) for u in self.users)
 
     # -- attendance log ------------------------------------------------------------------
 

@@ -108,6 +108,7 @@ class ZkEmulator:
         restart_downtime: float = 1.0,
         tcp_packet_interval: float = 0.0005,
         session_ids: Iterable[int] = (),
+        text_encoding: str = "utf-8",
         name: str | None = None,
     ) -> None:
         self.profile = profile if isinstance(profile, FirmwareProfile) else get_profile(profile)
@@ -130,7 +131,7 @@ class ZkEmulator:
         self.mac = mac
         self._comm_key = comm_key
         self._wanted_ports = {"tcp": tcp_port, "udp": udp_port}
-        self.data = TerminalData(self.profile)
+        self.data = TerminalData(self.profile, text_encoding=text_encoding)
         if record_capacity is not None:
             self.data.record_capacity = record_capacity
         if user_capacity is not None:
