@@ -349,6 +349,9 @@ def test_every_fault_is_raised_published_visible_and_cleared(rig: Rig) -> None:
         if case.code != "silent":
             assert len(raised) == len(cleared) == 1, (case.device, raised, cleared)
         assert raised[0]["severity"] in ("info", "warning", "error", "critical") and raised[0]["detail"]
+        if case.code != "protocol_error":
+            # The right code, not a misleading one (a dropped connection is not garbage).
+            assert not rig.events(case.device, "protocol_error", "fault_raised"), case.device
     for message in rig.subscriber.on("/events"):
         validate("device-event", message.json())
     for message in rig.subscriber.messages:
