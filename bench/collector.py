@@ -20,7 +20,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 class PunchCollector:
     def __init__(
-        self, port: int, gateway_id: str, *, persistent: bool = False, host: str = "127.0.0.1"
+        self,
+        port: int,
+        gateway_id: str,
+        *,
+        persistent: bool = False,
+        client_id: str | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.topic = f"punchgate/{gateway_id}/devices/+/punches"
         self._lock = threading.Lock()
@@ -33,7 +39,8 @@ class PunchCollector:
         self.subscribed = threading.Event()
         self._client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"bench-central-{uuid.uuid4().hex[:8]}",
+            # A persistent session is found again by its client id.
+            client_id=client_id or f"bench-central-{uuid.uuid4().hex[:8]}",
             clean_session=not persistent,
         )
         self._client.reconnect_delay_set(min_delay=1, max_delay=1)

@@ -23,7 +23,7 @@ from bench.procs import end_process
 from drivers.zk.emulator import ZkEmulator
 
 
-async def _serve(count: int, records: int, profile: str, ready_file: Path) -> None:
+async def _serve(count: int, records: int, users: int, profile: str, ready_file: Path) -> None:
     emulators = []
     for n in range(count):
         emulator = ZkEmulator(
@@ -34,7 +34,7 @@ async def _serve(count: int, records: int, profile: str, ready_file: Path) -> No
             name=f"e{n:03d}",
         )
         if records:
-            emulator.generate_log(records=records, days=30, users=200, seed=n)
+            emulator.generate_log(records=records, days=30, users=users, seed=n)
         await emulator.start()
         emulators.append(emulator)
     stop = asyncio.Event()
@@ -56,10 +56,21 @@ async def _serve(count: int, records: int, profile: str, ready_file: Path) -> No
 class EmulatorHost:
     """Start the child, wait for its ports, stop it by pid."""
 
-    def __init__(self, workdir: Path, *, count: int, records: int, profile: str = "tft") -> None:
+    def __init__(
+        self, workdir: Path, *, count: int, records: int, users: int = 200, profile: str = "tft"
+    ) -> None:
         self.ready_file = workdir / f"emulators-{count}-{records}.json"
         self.log_path = workdir / "emulators.log"
-        self.args = ["--count", str(count), "--records", str(records), "--profile", profile]
+        self.args = [
+            "--count",
+            str(count),
+            "--records",
+            str(records),
+            "--users",
+            str(users),
+            "--profile",
+            profile,
+        ]
         self.ports: list[int] = []
         self.serials: list[str] = []
         self._process: subprocess.Popen[bytes] | None = None
@@ -106,13 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.emulator_host")
     parser.add_argument("--count", type=int, required=True)
     parser.add_argument("--records", type=int, default=0)
+    parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--profile", default="tft")
     parser.add_argument("--ready-file", type=Path, required=True)
     args = parser.parse_args(argv)
     from gateway.logs import configure_logging
 
     configure_logging("warning")  # 500 terminals' session logs would cost more than they serve
-    asyncio.run(_serve(args.count, args.records, args.profile, args.ready_file))
+    asyncio.run(_serve(args.count, args.records, args.users, args.profile, args.ready_file))
     return 0
 
 

@@ -1,0 +1,137 @@
+"""fleet: 500 terminals polled every 30 s for 5 minutes: gateway CPU, peak memory, poll lag.
+
+The 500 emulated terminals (200 records each, TCP) run in a child process of their own, so
+the gateway's CPU figure is its own. The gateway is the real daemon (`punchgate run`), live
+mode off (pure polling), a broker attached. After a warm-up in which every terminal has had
+its first full read, the window starts: CPU % is the daemon's user+system time over the
+window's wall time (100 % = one core); peak RSS is the kernel's high-water mark (VmHWM);
+poll lag is the worker's own figure (logged as `poll_lag` with each scheduled full read):
+seconds from the scheduler firing to the read starting. Goals are absolute, so the same
+run also shows the comparison: the idle cost of the same daemon with no terminals.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+from bench.emulator_host import EmulatorHost
+from bench.gwconfig import ZkTarget, write_config
+from bench.gwlog import events
+from bench.procs import Broker, GatewayProcess, cpu_seconds, peak_rss_mb, wait_for
+from bench.results import BenchResult, Figure
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) by nearest rank: an observed value, not an interpolation."""
+    ordered = sorted(values)
+    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def _idle_gateway(workdir: Path, broker_port: int, seconds: float) -> tuple[float, float]:
+    """CPU % and peak RSS of the daemon with no terminals, over `seconds` after start-up."""
+    config = write_config(
+        workdir / "idle.toml",
+        gateway_id="bench-idle",
+        broker_port=broker_port,
+        buffer=workdir / "idle.db",
+        terminals=[],
+    )
+    gateway = GatewayProcess(config, workdir / "gateway-idle.log")
+    gateway.start()
+    try:
+        time.sleep(5)
+        cpu0, t0 = cpu_seconds(gateway.pid), time.monotonic()
+        time.sleep(seconds)
+        cpu = (cpu_seconds(gateway.pid) - cpu0) / (time.monotonic() - t0) * 100
+        return cpu, peak_rss_mb(gateway.pid)
+    finally:
+        gateway.stop()
+
+
+def run(workdir: Path, *, quick: bool) -> BenchResult:
+    terminals = 100 if quick else 500
+    window = 60.0 if quick else 300.0
+    interval = 30.0
+    result = BenchResult(
+        name="fleet",
+        title=f"fleet: {terminals} terminals polled every {interval:.0f} s for {window / 60:.0f} min",
+        command="python -m bench --only fleet" + (" --quick" if quick else ""),
+        quick=quick,
+    )
+    host = EmulatorHost(workdir, count=terminals, records=200).start()
+    broker = Broker(workdir / "broker")
+    broker.start()
+    log_path = workdir / "gateway-fleet.log"
+    try:
+        idle_cpu, idle_rss = _idle_gateway(workdir, broker.port, 20.0)
+        config = write_config(
+            workdir / "fleet.toml",
+            gateway_id="bench-fleet",
+            broker_port=broker.port,
+            buffer=workdir / "fleet.db",
+            terminals=[ZkTarget(name=f"t{n:03d}", port=port) for n, port in enumerate(host.ports)],
+            poll_interval=interval,
+            live=False,
+        )
+        gateway = GatewayProcess(config, log_path)
+        gateway.start()
+        try:
+            warmed = wait_for(lambda: len(events(log_path, "full_read")) >= terminals, 180, 1.0)
+            first_reads = len(events(log_path, "full_read"))
+            skip = len(events(log_path, "full_read"))
+            host_cpu0 = cpu_seconds(host.pid)
+            cpu0, t0 = cpu_seconds(gateway.pid), time.monotonic()
+            time.sleep(window)
+            wall = time.monotonic() - t0
+            cpu = (cpu_seconds(gateway.pid) - cpu0) / wall * 100
+            host_cpu = (cpu_seconds(host.pid) - host_cpu0) / wall * 100
+            rss = peak_rss_mb(gateway.pid)
+        finally:
+            gateway.stop()
+    finally:
+        broker.stop()
+        host.stop()
+    reads = events(log_path, "full_read")[skip:]
+    lags = [float(r["poll_lag"]) for r in reads if "poll_lag" in r]
+    failures = len(events(log_path, "session_failed"))
+    result.note(
+        f"warm-up: {first_reads} first full reads ({'all' if warmed else 'NOT all'} terminals); window {wall:.0f} s: "
+        f"{len(reads)} full reads ({len(reads) / wall:.1f}/s), {len(lags)} with a scheduled due time, "
+        f"{failures} failed sessions in the whole run; emulator process used {host_cpu:.0f} % of a core"
+    )
+    if not lags:
+        raise RuntimeError(f"no poll lags logged; see {log_path}")
+    p50, p99 = percentile(lags, 50), percentile(lags, 99)
+    result.note(
+        f"poll lag: p50 {p50:.3f} s, p99 {p99:.3f} s, max {max(lags):.3f} s, mean {statistics.fmean(lags):.3f} s"
+    )
+    result.add(
+        Figure(
+            "gateway CPU (100 % = one core)",
+            cpu,
+            "%",
+            goal="≤ 30 %",
+            met=cpu <= 30,
+            versus="same daemon idle, no terminals",
+            versus_value=idle_cpu,
+            ratio=cpu / idle_cpu if idle_cpu > 0 else None,
+        )
+    )
+    result.add(
+        Figure(
+            "gateway peak RSS",
+            rss,
+            "MiB",
+            goal="≤ 150 MB",
+            met=rss * 1.048576 <= 150,
+            versus="same daemon idle",
+            versus_value=idle_rss,
+            ratio=rss / idle_rss,
+        )
+    )
+    result.add(Figure("poll lag p50", p50, "s"))
+    result.add(Figure("poll lag p99", p99, "s", goal="≤ 5 s", met=p99 <= 5.0))
+    return result
