@@ -80,7 +80,7 @@ class Subscriber:
         self.topic_filter = topic_filter
         self.qos = qos
         self.host, self.port = host, port
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # conditions passed to wait_for may call on()
         self.messages: list[Received] = []
         self.reconciler = Reconciler()
         self.subscriptions = 0  # SUBACKs received (one per (re)connect)

@@ -16,7 +16,9 @@ from sync.store import Store
 GATEWAY_ID = "gw-test"
 
 
-def make_settings(tmp_path: Path, port: int, *, buffer: dict[str, Any] | None = None, **mqtt: Any) -> Settings:
+def make_settings(
+    tmp_path: Path, port: int, *, buffer: dict[str, Any] | None = None, **mqtt: Any
+) -> Settings:
     mqtt_config: dict[str, Any] = {
         "host": "127.0.0.1",
         "port": port,
