@@ -60,7 +60,7 @@ class BrokerTls:
 
 
 @dataclass(frozen=True)
-class TestPki:
+class BrokerPki:
     ca_file: Path
     server_cert: Path
     server_key: Path
@@ -71,7 +71,7 @@ class TestPki:
         return BrokerTls(self.ca_file, self.server_cert, self.server_key, require_certificate)
 
 
-def make_test_pki(directory: Path) -> TestPki:
+def make_test_pki(directory: Path) -> BrokerPki:
     """A throwaway CA, a server cert for 127.0.0.1/localhost and a client cert (openssl CLI)."""
     directory.mkdir(parents=True, exist_ok=True)
 
@@ -87,7 +87,7 @@ def make_test_pki(directory: Path) -> TestPki:
             "-out", f"{name}.csr")  # fmt: skip
         run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
             "-days", "2", "-out", f"{name}.crt", *ext)  # fmt: skip
-    return TestPki(
+    return BrokerPki(
         ca_file=directory / "ca.crt",
         server_cert=directory / "server.crt",
         server_key=directory / "server.key",
