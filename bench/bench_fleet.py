@@ -12,6 +12,7 @@ run also shows the comparison: the idle cost of the same daemon with no terminal
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from pathlib import Path
@@ -26,7 +27,7 @@ from bench.results import BenchResult, Figure
 def percentile(values: list[float], q: float) -> float:
     """The q-th percentile (0..100) by nearest rank: an observed value, not an interpolation."""
     ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
+    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
     return ordered[rank - 1]
 
 

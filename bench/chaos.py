@@ -414,6 +414,61 @@ def _where_it_stopped(stored: bool, delivered_at: float | None, crashes: list[fl
     return "acknowledged by the broker, never reached the subscriber (no broker crash near)"
 
 
+def record_result(report: ChaosReport, *, minutes: float, command: str) -> None:
+    """Keep this run's figures in bench/results.json and refresh docs/performance.md."""
+    from bench.results import BenchResult, Figure, save_result, write_doc
+
+    result = BenchResult(name="chaos", title=f"chaos: {minutes:g} minutes", command=command)
+    actions = ", ".join(f"{name} {count}" for name, count in sorted(report.actions.items()))
+    result.details = [
+        f"chaos actions: {actions}",
+        f"gateway started {report.gateway_starts} times (unexpected exits: {report.unexpected_gateway_exits}); "
+        f"exit code on the final SIGTERM: {report.clean_exit_code}; final drain {report.drain_seconds:.1f} s",
+        f"lost in a broker crash (acknowledged by mosquitto just before its SIGKILL): {report.lost_in_broker_crash}; "
+        f"ids received that no terminal produced: {report.unexpected}; "
+        f"punches refused by a terminal: {report.refused_by_terminal}",
+    ]
+    result.seconds = report.seconds
+    produced = max(report.produced, 1)
+    result.figures = [
+        Figure("punches produced on the terminals", report.produced, "punches"),
+        Figure(
+            "received by the subscriber",
+            report.received,
+            "punches",
+            versus="produced",
+            versus_value=report.produced,
+            ratio=report.received / produced,
+        ),
+        Figure(
+            "lost",
+            report.lost,
+            "punches",
+            goal="0",
+            met=report.lost == 0,
+            versus="produced",
+            versus_value=report.produced,
+            ratio=report.lost / produced,
+        ),
+        Figure(
+            "duplicates received",
+            report.duplicates,
+            "records",
+            versus="produced",
+            versus_value=report.produced,
+            ratio=report.duplicates / produced,
+        ),
+    ]
+    save_result(result)
+    write_doc()
+
+
+def report_from_json(path: Path) -> ChaosReport:
+    data = json.loads(path.read_text())
+    data["actions"] = Counter(data.get("actions", {}))
+    return ChaosReport(**data)
+
+
 async def run_chaos(options: ChaosOptions) -> ChaosReport:
     return await ChaosRun(options).run()
 
@@ -428,7 +483,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    parser.add_argument("--record", action="store_true", help="record the result in docs/performance.md")
+    parser.add_argument(
+        "--record-from", type=Path, default=None, help="record a finished run's --json report, run nothing"
+    )
     args = parser.parse_args(argv)
+    if args.record_from is not None:
+        report = report_from_json(args.record_from)
+        record_result(
+            report, minutes=round(report.seconds / 60), command="python -m bench.chaos --minutes 30"
+        )
+        print("\n".join(report.lines()))
+        return 0 if report.ok else 1
     workdir = args.workdir or scratch_dir("punchgate-chaos-")
     workdir.mkdir(parents=True, exist_ok=True)
     # The emulators' session logs go to a file: the screen is for the timeline and the report.
@@ -449,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         emulator_log.close()
     print("\n".join(report.lines()))
+    if args.record:
+        record_result(
+            report, minutes=args.minutes, command=f"python -m bench.chaos --minutes {args.minutes:g}"
+        )
     if args.json is not None:
         data = dataclasses.asdict(report)
         data["actions"] = dict(report.actions)
