@@ -147,7 +147,14 @@ class DeviceWorker:
             await self._full_read(info, historical=True)
 
     async def _wait_for_poll(self) -> None:
-        await self._sleep(self.terminal.poll_interval)
+        # The scheduler says when a poll is due (request_poll). A poll that fell due while the
+        # previous read ran is served at once rather than cleared away (that cost a whole
+        # interval of lag). The timeout is only a safety net should no scheduler call us; it is
+        # long enough never to add reads of its own between the scheduler's.
+        if self._poll_due.is_set():
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._poll_due.wait(), timeout=2 * self.terminal.poll_interval)
 
     async def _listen(self, live: AsyncGenerator[RawPunch | None, None]) -> None:
         """Commit live punches one by one until a poll falls due (then return to reconcile).
@@ -155,7 +162,6 @@ class DeviceWorker:
         The stream is closed before any other command goes to the terminal: ZK terminals
         push events at any time while registered, which would interleave with replies.
         """
-        self._poll_due.clear()
         try:
             async for raw in live:
                 if raw is not None:  # None is an idle tick: lets us notice a due poll
@@ -223,6 +229,7 @@ class DeviceWorker:
 
     async def _full_read(self, info: DeviceInfo, *, historical: bool) -> None:
         started = time.monotonic()
+        self._poll_due.clear()  # this read serves any poll that fell due before it
         poll_lag: float | None = None
         if self._due_at is not None:
             poll_lag = started - self._due_at
