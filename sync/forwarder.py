@@ -125,29 +125,45 @@ def tls_context(tls_settings: MqttSettings) -> ssl.SSLContext | None:
     return context
 
 
-def group_batches(rows: Sequence[PendingRow], batch_size: int) -> list[tuple[str, list[PendingRow]]]:
-    """Split rows (oldest first, mixed devices) into per-device messages, keeping order per device.
+class BatchAssembler:
+    """Packs pending rows (oldest first, mixed devices) into per-device messages, in order.
 
-    Backlog rows of one device are packed `batch_size` to a message; a live row goes alone,
-    at once, so a punch seen as it happens is never held back waiting for company.
+    Backlog rows of one device are packed `batch_size` to a message; `flush()` returns the
+    partial batches (the caller decides when half-full messages should go). A live row goes alone, at once (after that device's older rows), so a punch
+    seen as it happens is never held back waiting for company.
     """
-    batches: list[tuple[str, list[PendingRow]]] = []
-    open_chunks: dict[str, list[PendingRow]] = {}
-    for row in rows:
-        if row.source == "live":
-            chunk = open_chunks.pop(row.device, None)
-            if chunk:
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._open: dict[str, list[PendingRow]] = {}
+
+    def add(self, rows: Sequence[PendingRow]) -> list[tuple[str, list[PendingRow]]]:
+        batches: list[tuple[str, list[PendingRow]]] = []
+        for row in rows:
+            if row.source == "live":
+                chunk = self._open.pop(row.device, None)
+                if chunk:
+                    batches.append((row.device, chunk))
+                batches.append((row.device, [row]))
+                continue
+            chunk = self._open.setdefault(row.device, [])
+            chunk.append(row)
+            if len(chunk) >= self.batch_size:
                 batches.append((row.device, chunk))
-            batches.append((row.device, [row]))
-            continue
-        chunk = open_chunks.setdefault(row.device, [])
-        chunk.append(row)
-        if len(chunk) >= batch_size:
-            batches.append((row.device, chunk))
-            del open_chunks[row.device]
-    # Partial chunks last, oldest first; each device's own order is already preserved.
-    batches.extend(sorted(open_chunks.items(), key=lambda item: item[1][0].pk))
-    return batches
+                del self._open[row.device]
+        return batches
+
+    def flush(self) -> list[tuple[str, list[PendingRow]]]:
+        """Every partial batch, oldest first (each device's own order is already kept)."""
+        batches = sorted(self._open.items(), key=lambda item: item[1][0].pk)
+        self._open.clear()
+        return batches
+
+
+def group_batches(rows: Sequence[PendingRow], batch_size: int) -> list[tuple[str, list[PendingRow]]]:
+    """All of `rows` as per-device messages (see `BatchAssembler`)."""
+    assembler = BatchAssembler(batch_size)
+    return [*assembler.add(rows), *assembler.flush()]
 
 
 class Forwarder:
@@ -268,7 +284,7 @@ class Forwarder:
     def _client(self, context: ssl.SSLContext | None) -> aiomqtt.Client:
         v5 = self.mqtt.protocol == "5"
         password = self.mqtt.password.get_secret_value() if self.mqtt.password else None
-        return aiomqtt.Client(
+        client = aiomqtt.Client(
             self.mqtt.host,
             self.mqtt.port,
             identifier=self.mqtt.client_id or f"punchgate-{self.settings.gateway_id}",
@@ -285,6 +301,9 @@ class Forwarder:
             # Room for our drain window plus state/event messages, so paho never queues them.
             max_inflight_messages=self.max_in_flight + 8,
         )
+        # aiomqtt warns above this many awaited publishes; our window is deliberate.
+        client.pending_calls_threshold = self.max_in_flight + 16
+        return client
 
     def _session_failed(self, exc: BaseException) -> None:
         leaf = _first_leaf(exc)
@@ -357,20 +376,21 @@ class Forwarder:
 
     async def _drain(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
         window = asyncio.Semaphore(self.max_in_flight)
-        batch_size = self.mqtt.batch_size
+        read_limit = self.mqtt.batch_size * READ_AHEAD_BATCHES
         after = 0  # pks up to here are in flight or done in this session
         while True:
             self._wake.clear()
-            rows = await asyncio.to_thread(
-                self.store.pending_batch, batch_size * READ_AHEAD_BATCHES, after=after
-            )
+            rows = await asyncio.to_thread(self.store.pending_batch, read_limit, after=after)
             if not rows:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
                 continue
             after = rows[-1].pk
-            for device, chunk in group_batches(rows, batch_size):
-                seq = await asyncio.to_thread(self.store.next_batch_seq, device)
+            # Each read is sent as soon as it is grouped, so the broker is never idle while
+            # the next read runs (carrying partial batches over would starve the pipeline).
+            batches = group_batches(rows, self.mqtt.batch_size)
+            seqs = await asyncio.to_thread(self.store.next_batch_seqs, [device for device, _ in batches])
+            for (device, chunk), seq in zip(batches, seqs, strict=True):
                 payload = batch_json(
                     gateway=self.settings.gateway_id,
                     device=device,

@@ -311,33 +311,30 @@ class Store:
 
     def pending_batch(self, limit: int, *, after: int = 0) -> list[PendingRow]:
         """Up to `limit` undelivered punches with pk > `after`, oldest first (all devices)."""
-        t = punches_table
         query = (
-            select(t.c.pk, t.c.device, t.c.source, t.c.payload)
-            .where(t.c.delivered_at.is_(None), t.c.pk > after)
-            .order_by(t.c.pk)
-            .limit(limit)
+            "SELECT pk, device, source, payload FROM punches"
+            " WHERE delivered_at IS NULL AND pk > ? ORDER BY pk LIMIT ?"
         )
         with self._engine.connect() as conn:
-            return [
-                PendingRow(pk, device, source, payload) for pk, device, source, payload in conn.execute(query)
-            ]
+            result = conn.exec_driver_sql(query, (after, limit))
+            return [PendingRow(pk, device, source, payload) for pk, device, source, payload in result]
 
     def mark_delivered(self, pks: Sequence[int]) -> int:
         """Mark exactly these rows delivered, in one transaction; returns how many changed."""
         if not pks:
             return 0
-        t = punches_table
-        query = (
-            t.update()
-            .where(t.c.pk.in_(bindparam("pks", expanding=True)), t.c.delivered_at.is_(None))
-            .values(delivered_at=time.time())
-        )
+        now = time.time()
         changed = 0
         with self._write_lock:
             with self._writer.begin() as conn:
+                # Hot path: plain SQL with one placeholder per row, no statement compilation.
                 for start in range(0, len(pks), 30000):
-                    changed += conn.execute(query, {"pks": list(pks[start : start + 30000])}).rowcount
+                    part = list(pks[start : start + 30000])
+                    marks = ",".join("?" * len(part))
+                    sql = (
+                        f"UPDATE punches SET delivered_at = ? WHERE delivered_at IS NULL AND pk IN ({marks})"
+                    )
+                    changed += conn.exec_driver_sql(sql, (now, *part)).rowcount
             self._pending -= changed
             self._update_full()
         return changed
@@ -351,6 +348,11 @@ class Store:
             seq, reserved = current
             self._seq[device] = (seq + 1, reserved)
             return seq
+
+    def next_batch_seqs(self, devices: Sequence[str]) -> list[int]:
+        """`next_batch_seq` for each entry in order (one call per read window, not per batch)."""
+        with self._write_lock:
+            return [self.next_batch_seq(device) for device in devices]
 
     def _reserve_seq_block(self, device: str) -> tuple[int, int]:
         t = batch_seq_table
