@@ -283,10 +283,12 @@ class DeviceWorker:
         ]
         # Shielded: a shutdown that cancels us mid-commit must still let the commit finish.
         inserted = await asyncio.shield(asyncio.to_thread(self.store.add_punches, punches))
+        # Every punch the terminal holds happened, new to us or not (after a restart none is):
+        # the newest one tells the health model when the terminal was last used.
+        self.health.punches_stored(max(p.utc_time for p in punches))
         if inserted:
             self.sink.notify_new_punches()
             new_ids = set(inserted)
-            self.health.punches_stored(max(p.utc_time for p in punches if p.id in new_ids))
             bad = [
                 p for p in punches if p.id in new_ids and {FLAG_BEFORE_2000, FLAG_IN_FUTURE} & set(p.flags)
             ]
