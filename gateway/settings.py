@@ -133,7 +133,8 @@ class HealthSettings(Strict):
 
     @model_validator(mode="after")
     def _correction_bounds(self) -> HealthSettings:
-        if self.clock_correct_max_seconds and self.clock_correct_max_seconds <= self.clock_correct_min_seconds:
+        bounded = self.clock_correct_max_seconds
+        if bounded and bounded <= self.clock_correct_min_seconds:
             raise ValueError("clock_correct_max_seconds must be above clock_correct_min_seconds (or 0)")
         return self
 
