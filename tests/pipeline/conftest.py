@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ async def emulators() -> AsyncIterator[Callable[..., Any]]:
 
 
 @pytest.fixture
-def gateway_factory(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., GatewayProcess]]:
+async def gateway_factory(tmp_path: Path, broker: Broker) -> AsyncIterator[Callable[..., GatewayProcess]]:
     """Write a config for these terminals and return a (not started) daemon process."""
     processes: list[GatewayProcess] = []
 
@@ -70,7 +71,9 @@ def gateway_factory(tmp_path: Path, broker: Broker) -> Iterator[Callable[..., Ga
 
     yield make
     for process in processes:
-        process.stop(timeout=20)
+        # In a thread: the emulators live on this event loop and must answer the gateway's
+        # goodbye (re-enable, disconnect) while it shuts down.
+        await asyncio.to_thread(process.stop, timeout=20)
 
 
 def zk_terminal(name: str, emulator: ZkEmulator, **options: Any) -> dict[str, Any]:

@@ -76,12 +76,12 @@ async def test_restart_mid_run_loses_nothing_and_duplicates_no_row(
     deadline = time.monotonic() + 60
     while not subscriber.reconciler.seen and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    gateway.kill()
+    await asyncio.to_thread(gateway.kill)
     for emulator in terminals:
         emulator.add_punch("3", state=0, verify=1)  # punches while the gateway is down
     gateway.start()
     await asyncio.sleep(3)
-    assert gateway.stop() == 0  # a clean stop in the middle of the run
+    assert await asyncio.to_thread(gateway.stop) == 0  # a clean stop in the middle of the run
     gateway.start()
     expected = {i for e in terminals for i in expected_ids(e)}
     assert not await arrived(subscriber, expected, timeout=90)
