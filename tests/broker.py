@@ -278,6 +278,10 @@ class Gate:
             await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
         except (OSError, asyncio.IncompleteReadError):
             pass
+        except asyncio.CancelledError:
+            # Only `close()` cancels relays; ending quietly keeps asyncio's stream callback
+            # from logging the cancellation as an error.
+            pass
         finally:
             self._relays.discard(task)
             for w in (writer, upstream_writer):

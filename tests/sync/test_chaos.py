@@ -24,8 +24,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 async def test_broker_killed_three_times_during_drain_loses_nothing(
-    tmp_path: Path, broker: Broker, subscriber: Subscriber
+    tmp_path: Path, broker: Broker, subscriber_factory: Callable[..., Subscriber]
 ) -> None:
+    # The subscriber takes QoS 0: a broker without persistence that is SIGKILLed loses whatever
+    # it still holds for a subscriber (QoS 1 messages beyond the subscriber's in-flight window,
+    # and unread bytes when the dying broker resets a connection that sent it PUBACKs). That
+    # would be the broker's loss, not the gateway's; with QoS 0 the broker hands every message
+    # to the subscriber's socket at once, so the subscriber sees what the broker accepted.
+    subscriber = subscriber_factory(broker.host, broker.port, qos=0)
     punches = list(interleaved(DEVICES, 12_500))  # 50,000
     expected = {p.id for p in punches}
     # Small batches make the drain long enough to crash the broker in the middle of it.
@@ -48,8 +54,11 @@ async def test_broker_killed_three_times_during_drain_loses_nothing(
                 await asyncio.to_thread(broker.start)
                 await asyncio.to_thread(subscriber.wait_subscribed, crash + 1, timeout=30)
                 await gate.open()
-            assert await asyncio.to_thread(subscriber.wait_records, len(expected), timeout=180)
-            assert await eventually(lambda: store.pending_count() == 0, timeout=60)
+            assert await eventually(lambda: store.pending_count() == 0, timeout=180)
+            # Everything is acknowledged; what has not arrived within a grace period is lost.
+            assert await asyncio.to_thread(subscriber.wait_records, len(expected), timeout=15), (
+                f"{len(rec.missing(expected))} punches acknowledged but never received"
+            )
     finally:
         await gate.close()
     # Each crash really happened mid-drain.
