@@ -246,6 +246,8 @@ class Gate:
         self.port = port or free_port()
         self._server: asyncio.Server | None = None
         self._relays: set[asyncio.Task[None]] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.accepted = 0
 
     @property
@@ -255,6 +257,14 @@ class Gate:
     async def open(self) -> None:
         if self._server is None:
             self._server = await asyncio.start_server(self._relay, self.host, self.port, reuse_address=True)
+
+    def freeze(self) -> None:
+        """Hold every byte in both directions while connections stay up (a silent partition)."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        """Let held and new bytes flow again."""
+        self._flowing.set()
 
     async def close(self) -> None:
         server, self._server = self._server, None
@@ -275,7 +285,9 @@ class Gate:
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             upstream_reader, upstream_writer = await asyncio.open_connection(*self.target)
-            await asyncio.gather(_pump(reader, upstream_writer), _pump(upstream_reader, writer))
+            await asyncio.gather(
+                _pump(reader, upstream_writer, self._flowing), _pump(upstream_reader, writer, self._flowing)
+            )
         except (OSError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
@@ -289,10 +301,11 @@ class Gate:
                     w.close()
 
 
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, flowing: asyncio.Event) -> None:
     """Copy until EOF, then close the other side (so a dying broker looks like one to the client)."""
     try:
         while data := await reader.read(65536):
+            await flowing.wait()
             writer.write(data)
             await writer.drain()
     finally:

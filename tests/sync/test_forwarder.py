@@ -202,3 +202,31 @@ async def test_more_punches_than_one_read(tmp_path: Path, broker: Broker, subscr
         assert await eventually(lambda: store.pending_count() == 0, timeout=20)
     assert subscriber.reconciler.in_order("door-1", [p.id for p in punches])
     store.close()
+
+
+async def test_unacknowledged_publish_times_out_and_rows_stay_pending(
+    tmp_path: Path, broker: Broker, subscriber: Subscriber
+) -> None:
+    gate = Gate(broker.host, broker.port)
+    await gate.open()
+    settings = make_settings(tmp_path, gate.port, publish_timeout=1.0, reconnect_min=0.2, reconnect_max=0.5)
+    store = open_store(settings)
+    forwarder = Forwarder(settings, store, version="1.0")
+    punches = make_punches("door-1", 100)
+    try:
+        async with running(forwarder):
+            assert await eventually(lambda: forwarder.connected, timeout=20)
+            gate.freeze()  # the TCP connection stays up, but no PUBACK will come back
+            store.add_punches(punches)
+            forwarder.notify_new_punches()
+            assert await eventually(lambda: forwarder.stats.publish_failures >= 1, timeout=20)
+            assert store.pending_count() == 100  # nothing marked without a PUBACK
+            assert forwarder.stats.possible_duplicates >= 100
+            gate.thaw()
+            assert await eventually(lambda: store.pending_count() == 0, timeout=30)
+            assert await asyncio.to_thread(subscriber.wait_records, 100, timeout=15)
+    finally:
+        await gate.close()
+    assert subscriber.reconciler.missing({p.id for p in punches}) == set()
+    assert subscriber.reconciler.duplicates <= forwarder.stats.possible_duplicates
+    store.close()
