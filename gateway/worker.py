@@ -282,7 +282,12 @@ class DeviceWorker:
             for raw in raws
         ]
         # Shielded: a shutdown that cancels us mid-commit must still let the commit finish.
-        inserted = await asyncio.shield(asyncio.to_thread(self.store.add_punches, punches))
+        try:
+            inserted = await asyncio.shield(asyncio.to_thread(self.store.add_punches, punches))
+        except StoreRefusedError as exc:
+            if exc.stored:  # the part that fit under the limit is stored: send it on
+                self.sink.notify_new_punches()
+            raise
         # Every punch the terminal holds happened, new to us or not (after a restart none is):
         # the newest one tells the health model when the terminal was last used.
         self.health.punches_stored(max(p.utc_time for p in punches))

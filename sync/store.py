@@ -102,9 +102,14 @@ class StoreError(Exception):
 
 
 class StoreRefusedError(StoreError):
-    """New punches are refused; nothing from the refused call was stored. `fault` is the code."""
+    """New punches are refused. `fault` is the code; `stored` lists the ids of the call's
+    punches that did fit under the limit and were stored before the refusal (oldest first)."""
 
     fault = "buffer_full"
+
+    def __init__(self, message: str, *, stored: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.stored = list(stored)
 
 
 class BufferFullError(StoreRefusedError):
@@ -212,8 +217,10 @@ class Store:
     def add_punches(self, punches: Sequence[Punch]) -> list[str]:
         """Store new punches durably; returns the ids actually inserted (known ids are a no-op).
 
-        All or nothing: when the new punches would cross `max_pending`, or the disk is below
-        its minimum, nothing is stored and `BufferFullError` / `DiskLowError` is raised.
+        Below the disk minimum nothing is stored (`DiskLowError`). Near `max_pending` the
+        punches that fit are stored, in the order given (oldest first), and `BufferFullError`
+        reports the rest refused, with `.stored` naming what did go in: the buffer fills up to
+        its limit, and a terminal read larger than the limit still makes progress as it drains.
         """
         if not punches:
             return []
@@ -224,15 +231,19 @@ class Store:
             if not new:
                 return []
             self._check_disk()
-            self._check_capacity(len(new))
-            now = time.time()
-            rows = [_punch_row(p, now) for p in new]
-            with self._writer.begin() as conn:
-                # Plain executemany on the driver: SQLAlchemy's per-row parameter processing
-                # costs more than SQLite itself at thousands of rows per commit.
-                conn.exec_driver_sql(_INSERT_SQL, rows)
-            self._pending += len(new)
-        return [p.id for p in new]
+            room = self._room_for(len(new))
+            fits, refused = new[:room], new[room:]
+            if fits:
+                now = time.time()
+                rows = [_punch_row(p, now) for p in fits]
+                with self._writer.begin() as conn:
+                    # Plain executemany on the driver: SQLAlchemy's per-row parameter
+                    # processing costs more than SQLite itself at thousands of rows per commit.
+                    conn.exec_driver_sql(_INSERT_SQL, rows)
+                self._pending += len(fits)
+            if refused:
+                self._refuse(len(refused), stored=[p.id for p in fits])
+        return [p.id for p in fits]
 
     def _check_disk(self) -> None:
         free_mb = shutil.disk_usage(self.path.parent).free // (1024 * 1024)
@@ -246,17 +257,23 @@ class Store:
                 f"minimum is {self.settings.min_free_disk_mb} MB"
             )
 
-    def _check_capacity(self, incoming: int) -> None:
-        limit = self.settings.max_pending
+    def _room_for(self, incoming: int) -> int:
+        """How many of `incoming` new punches may be stored now (0 while full)."""
         self._update_full()
-        if not self._full and self._pending + incoming > limit:
+        if self._full:
+            return 0
+        return max(0, min(incoming, self.settings.max_pending - self._pending))
+
+    def _refuse(self, refused: int, *, stored: list[str]) -> None:
+        limit = self.settings.max_pending
+        if not self._full:
             self._full = True
             log.warning("buffer_full", pending=self._pending, max_pending=limit)
-        if self._full:
-            raise BufferFullError(
-                f"refusing {incoming} new punches: {self._pending} undelivered punches, "
-                f"limit is {limit}; accepting again below {self._resume_mark()}"
-            )
+        raise BufferFullError(
+            f"refusing {refused} new punches: {self._pending} undelivered punches, "
+            f"limit is {limit}; accepting again below {self._resume_mark()}",
+            stored=stored,
+        )
 
     def _resume_mark(self) -> int:
         return int(self.settings.max_pending * _RESUME_RATIO)

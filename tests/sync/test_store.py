@@ -214,3 +214,17 @@ def test_a_later_migration_step_upgrades_an_existing_file(tmp_path: Path) -> Non
         assert migrations.migrate(conn, [*migrations.STEPS, v2]) == (1, 2)
         assert conn.exec_driver_sql("SELECT note FROM device_meta").scalar() == "x"
     engine.dispose()
+
+
+def test_a_batch_larger_than_the_room_left_fills_the_buffer_to_its_limit(tmp_path: Path) -> None:
+    store = open_store(tmp_path, max_pending=100)
+    store.add_punches(make_punches("a", 60))
+    batch = make_punches("b", 70)
+    with pytest.raises(BufferFullError) as refused:
+        store.add_punches(batch)
+    # The oldest 40 fit and are stored (and named); the newest 30 stay on the terminal.
+    assert refused.value.stored == [p.id for p in batch[:40]]
+    assert store.pending_count() == 100 and store.active_faults() == {"buffer_full"}
+    store.mark_delivered([r.pk for r in store.pending_batch(50)])
+    assert store.add_punches(batch) == [p.id for p in batch[40:]]
+    store.close()
