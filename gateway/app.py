@@ -66,6 +66,7 @@ class Application:
         self._service_tasks: list[asyncio.Task[Any]] = []
         self.loop_heartbeat = time.monotonic()
         self._broker_lost_at: float | None = None
+        self._last_status = ""
         self.fault_transitions: Counter[tuple[str, str, str]] = Counter()
 
     def forwarder_alive(self) -> bool:
@@ -213,7 +214,20 @@ class Application:
                 self.gateway_faults.set(code, code in store_faults, self._store_fault_detail(code))
             self._check_broker()
             await self._check_delivery_delay()
+            self._report_status()
             await asyncio.sleep(GATEWAY_CHECK_EVERY)
+
+    def _report_status(self) -> None:
+        """A one-line summary for `systemctl status`, sent to systemd when it changes."""
+        assert self.store is not None and self.forwarder is not None
+        states = Counter(health.status.value for health in self.devices.values())
+        terminals = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no terminals"
+        broker = "broker connected" if self.forwarder.connected else "broker NOT connected"
+        faults = ", ".join(sorted(self.gateway_faults.active)) or "no gateway faults"
+        line = f"{terminals}; {broker}; {self.store.pending_count()} pending; {faults}"
+        if line != self._last_status:
+            self._last_status = line
+            self.notifier.status(line)
 
     def _check_broker(self) -> None:
         """broker_unreachable once the broker has been away for a moment, not at every blip

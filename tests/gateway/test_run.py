@@ -37,6 +37,8 @@ def test_ready_watchdog_and_clean_stop(tmp_path: Path, broker: Broker, sig: sign
     time.sleep(1.0)
     pings = [m for m in gateway.read_notifications() if m == "WATCHDOG=1"]
     assert len(pings) >= 3  # every 0.2 s from the event loop
+    statuses = [m for m in gateway.read_notifications() if m.startswith("STATUS=")]
+    assert any("broker connected" in m and "0 pending" in m for m in statuses), statuses
     process = gateway.process
     assert process is not None
     started = time.monotonic()
