@@ -30,7 +30,7 @@ def test_help_lists_commands() -> None:
 def test_check_config_ok_prints_summary() -> None:
     result = punchgate("check-config", str(REPO / "config" / "punchgate.example.toml"))
     assert result.returncode == 0, result.stderr
-    assert "OK" in result.stdout and "2 terminals (2 zk)" in result.stdout
+    assert "OK" in result.stdout and "4 terminals (2 anviz, 2 zk)" in result.stdout
 
 
 def test_check_config_bad_exits_2_with_key_paths(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ def problems(data: dict[str, object]) -> list[str]:
 def test_example_config_is_valid() -> None:
     settings = load_settings(REPO / "config" / "punchgate.example.toml")
     assert settings.gateway_id == "plant-a-gw1"
-    assert [t.name for t in settings.terminals] == ["gate-north", "canteen"]
+    assert [t.name for t in settings.terminals] == ["gate-north", "canteen", "assembly-1", "assembly-2"]
     assert settings.http.bind == "127.0.0.1"
 
 
