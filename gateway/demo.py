@@ -36,7 +36,7 @@ from drivers.anviz.emulator import EmulatedTerminal as AnvizEmulator
 from drivers.anviz.emulator import PtyBus
 from drivers.zk.emulator import ZkEmulator
 from gateway.logs import configure_logging
-from gateway.mosquitto import PrivateBroker, free_port
+from gateway.mosquitto import MosquittoBroker, free_port
 
 GATEWAY_ID = "demo-gw"
 COMM_KEY = 1234
@@ -220,7 +220,7 @@ async def _wait_for_last_punches(
 async def _demo(duration: float) -> int:
     console = Console()
     workdir = Path(tempfile.mkdtemp(prefix="punchgate-demo-"))
-    broker = PrivateBroker()
+    broker = MosquittoBroker()
     # Emulator logs go to a file: the screen belongs to the central view. (Before building the
     # emulators: they bind their loggers when constructed.)
     emulator_log = (workdir / "emulators.log").open("a", encoding="utf-8")

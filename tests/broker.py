@@ -5,8 +5,8 @@
     broker.stop()
 
 Optional password file (`users={"name": "password"}`) and TLS (`tls=BrokerTls(...)`; see
-`make_test_pki`). The process is started and stopped by pid; `stop()` is idempotent and the
-pytest fixtures in tests/conftest.py always call it.
+`make_test_pki`); the class lives in gateway/mosquitto.py. The process is started and stopped
+by pid; `stop()` is idempotent and the pytest fixtures in tests/conftest.py always call it.
 
 `Gate` is a small TCP relay in front of the broker that a test can close to hold one client
 off (e.g. keep the gateway away until a subscriber has resubscribed after a broker restart).
@@ -16,47 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MOSQUITTO = os.environ.get("PUNCHGATE_MOSQUITTO", "/usr/sbin/mosquitto")
-MOSQUITTO_PASSWD = os.environ.get("PUNCHGATE_MOSQUITTO_PASSWD", "/usr/bin/mosquitto_passwd")
+from gateway.mosquitto import BrokerTls, MosquittoBroker, free_port
+
 LOOPBACK = "127.0.0.1"
-
-
-def free_port(host: str = LOOPBACK) -> int:
-    """A TCP port nobody listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_port(host: str, port: int, *, timeout: float, up: bool = True) -> bool:
-    """Poll until the port accepts (up=True) or refuses (up=False) connections."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                accepting = True
-        except OSError:
-            accepting = False
-        if accepting == up:
-            return True
-        time.sleep(0.02)
-    return False
-
-
-@dataclass(frozen=True)
-class BrokerTls:
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-    require_certificate: bool = True  # mutual TLS: clients must present a cert signed by the CA
+__all__ = ["LOOPBACK", "Broker", "BrokerPki", "BrokerTls", "Gate", "free_port", "make_test_pki"]
 
 
 @dataclass(frozen=True)
@@ -96,141 +63,8 @@ def make_test_pki(directory: Path) -> BrokerPki:
     )
 
 
-class Broker:
-    """One mosquitto process bound to loopback; restartable on the same port."""
-
-    def __init__(
-        self,
-        workdir: Path,
-        *,
-        port: int | None = None,
-        users: dict[str, str] | None = None,
-        tls: BrokerTls | None = None,
-        extra_config: str = "",
-    ) -> None:
-        self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.host = LOOPBACK
-        self.port = port or free_port()
-        self.users = users
-        self.tls = tls
-        self.extra_config = extra_config
-        self.config_file = self.workdir / f"mosquitto-{self.port}.conf"
-        self.log_file = self.workdir / f"mosquitto-{self.port}.log"
-        self._process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def _write_config(self) -> None:
-        lines = [
-            f"listener {self.port} {self.host}",
-            "persistence false",
-            "set_tcp_nodelay true",
-            # Like a production broker sized for a backlog: never drop queued QoS 1 messages.
-            "max_queued_messages 0",
-            "user root" if os.geteuid() == 0 else "",
-            f"log_dest file {self.log_file}",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "log_type information",
-            "connection_messages true",
-        ]
-        if self.users is not None:
-            password_file = self.workdir / f"passwords-{self.port}"
-            password_file.write_text("")
-            for name, password in self.users.items():
-                subprocess.run(
-                    [MOSQUITTO_PASSWD, "-b", str(password_file), name, password],
-                    check=True,
-                    capture_output=True,
-                    timeout=30,
-                )
-            password_file.chmod(0o600)
-            lines += ["allow_anonymous false", f"password_file {password_file}"]
-        else:
-            lines.append("allow_anonymous true")
-        if self.tls is not None:
-            lines += [
-                f"cafile {self.tls.ca_file}",
-                f"certfile {self.tls.cert_file}",
-                f"keyfile {self.tls.key_file}",
-                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
-            ]
-        lines.append(self.extra_config)
-        self.config_file.write_text("\n".join(line for line in lines if line) + "\n")
-
-    def start(self, *, timeout: float = 15.0) -> None:
-        """Start mosquitto and wait until its port accepts connections."""
-        if self.running:
-            return
-        self._write_config()
-        # The port may still be held for a moment by the previous (killed) process.
-        wait_port(self.host, self.port, timeout=5.0, up=False)
-        self._process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        self.starts += 1
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                err = self._process.stderr.read().decode(errors="replace") if self._process.stderr else ""
-                raise RuntimeError(
-                    f"mosquitto exited with {self._process.returncode}: {err}\n{self.log_tail()}"
-                )
-            if wait_port(self.host, self.port, timeout=0.2):
-                return
-        self.stop()
-        raise RuntimeError(f"mosquitto did not listen on {self.host}:{self.port} within {timeout}s")
-
-    def kill(self) -> None:
-        """SIGKILL: the broker vanishes without a clean disconnect (a crash, a power cut)."""
-        self._end(signal.SIGKILL)
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time. Safe to call when not running."""
-        self._end(signal.SIGTERM)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def _end(self, sig: signal.Signals) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.poll() is None:
-            process.send_signal(sig)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if process.stderr:
-            process.stderr.close()
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def __enter__(self) -> Broker:
-        self.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.stop()
+# The broker itself is product code (the demo and benchmarks start one too).
+Broker = MosquittoBroker
 
 
 class Gate:
