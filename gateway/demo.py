@@ -303,6 +303,7 @@ async def _demo(duration: float) -> int:
         stop.set()
         subscriber.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        console.print()
         console.print(f"stopped: {produced[0]} punches on the terminals, {len(view.ids)} unique received.")
         return 0 if gateway.returncode in (None, 0) else 1
     finally:
