@@ -239,7 +239,9 @@ class Application:
         elif self._broker_lost_at is None:
             self._broker_lost_at = now
         away = self._broker_lost_at is not None and now - self._broker_lost_at >= BROKER_FAULT_AFTER
-        self.gateway_faults.set("broker_unreachable", away, self.forwarder.stats.last_error or "not connected")
+        self.gateway_faults.set(
+            "broker_unreachable", away, self.forwarder.stats.last_error or "not connected"
+        )
 
     async def _check_delivery_delay(self) -> None:
         assert self.store is not None
