@@ -12,6 +12,7 @@ run also shows the comparison: the idle cost of the same daemon with no terminal
 
 from __future__ import annotations
 
+import contextlib
 import math
 import statistics
 import time
@@ -62,11 +63,13 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         command="python -m bench --only fleet" + (" --quick" if quick else ""),
         quick=quick,
     )
-    host = EmulatorHost(workdir, count=terminals, records=200).start()
-    broker = Broker(workdir / "broker")
-    broker.start()
     log_path = workdir / "gateway-fleet.log"
-    try:
+    with contextlib.ExitStack() as cleanup:  # every process started is stopped, whatever fails
+        host = EmulatorHost(workdir, count=terminals, records=200).start()
+        cleanup.callback(host.stop)
+        broker = Broker(workdir / "broker")
+        cleanup.callback(broker.stop)
+        broker.start()
         idle_cpu, idle_rss = _idle_gateway(workdir, broker.port, 20.0)
         config = write_config(
             workdir / "fleet.toml",
@@ -78,23 +81,18 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
             live=False,
         )
         gateway = GatewayProcess(config, log_path)
+        cleanup.callback(gateway.stop)
         gateway.start()
-        try:
-            warmed = wait_for(lambda: len(events(log_path, "full_read")) >= terminals, 180, 1.0)
-            first_reads = len(events(log_path, "full_read"))
-            skip = len(events(log_path, "full_read"))
-            host_cpu0 = cpu_seconds(host.pid)
-            cpu0, t0 = cpu_seconds(gateway.pid), time.monotonic()
-            time.sleep(window)
-            wall = time.monotonic() - t0
-            cpu = (cpu_seconds(gateway.pid) - cpu0) / wall * 100
-            host_cpu = (cpu_seconds(host.pid) - host_cpu0) / wall * 100
-            rss = peak_rss_mb(gateway.pid)
-        finally:
-            gateway.stop()
-    finally:
-        broker.stop()
-        host.stop()
+        warmed = wait_for(lambda: len(events(log_path, "full_read")) >= terminals, 180, 1.0)
+        first_reads = len(events(log_path, "full_read"))
+        skip = first_reads
+        host_cpu0 = cpu_seconds(host.pid)
+        cpu0, t0 = cpu_seconds(gateway.pid), time.monotonic()
+        time.sleep(window)
+        wall = time.monotonic() - t0
+        cpu = (cpu_seconds(gateway.pid) - cpu0) / wall * 100
+        host_cpu = (cpu_seconds(host.pid) - host_cpu0) / wall * 100
+        rss = peak_rss_mb(gateway.pid)
     reads = events(log_path, "full_read")[skip:]
     lags = [float(r["poll_lag"]) for r in reads if "poll_lag" in r]
     failures = len(events(log_path, "session_failed"))

@@ -8,6 +8,7 @@ punch is normalised and committed (fsynced) to a fresh buffer. Each is run twice
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -72,18 +73,17 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         command="python -m bench --only ingest" + (" --quick" if quick else ""),
         quick=quick,
     )
-    host = EmulatorHost(workdir, count=1, records=records).start()
-    broker = Broker(workdir / "broker")
-    broker.start()
-    try:
+    with contextlib.ExitStack() as cleanup:  # every process started is stopped, whatever fails
+        host = EmulatorHost(workdir, count=1, records=records).start()
+        cleanup.callback(host.stop)
+        broker = Broker(workdir / "broker")
+        cleanup.callback(broker.stop)
+        broker.start()
         port = host.ports[0]
         pyzk_runs, gateway_runs = [], []
         for n in range(2):
             pyzk_runs.append(_pyzk_read(port, records))
             gateway_runs.append(_gateway_read(workdir, n, port, broker.port, records))
-    finally:
-        broker.stop()
-        host.stop()
     pyzk_s, gateway_s = min(pyzk_runs), min(gateway_runs)
     result.note(
         f"TFT profile (40-byte records) over TCP; runs: pyzk {', '.join(f'{s:.2f}' for s in pyzk_runs)} s, "

@@ -50,29 +50,31 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         command="python -m bench --only recovery" + (" --quick" if quick else ""),
         quick=quick,
     )
-    host = EmulatorHost(workdir, count=terminals, records=per_terminal, users=1000).start()
-    broker = Broker(workdir / "broker", persistent=True)
-    # Register the central subscriber's persistent session, then take the broker down.
-    broker.start()
-    collector = PunchCollector(broker.port, GATEWAY_ID, persistent=True, client_id="recovery-central").start()
-    collector.stop()
-    broker.stop()
-    buffer = workdir / "recovery.db"
-    log_path = workdir / "gateway-recovery.log"
-    config = write_config(
-        workdir / "recovery.toml",
-        gateway_id=GATEWAY_ID,
-        broker_port=broker.port,
-        buffer=buffer,
-        terminals=[ZkTarget(name=f"t{n:03d}", port=port) for n, port in enumerate(host.ports)],
-        poll_interval=3600,
-        live=False,
-        terminal_timeout=60,
-        mqtt_extra="reconnect_min = 0.5\nreconnect_max = 5.0",
-    )
-    gateway = GatewayProcess(config, log_path)
-    collector = PunchCollector(broker.port, GATEWAY_ID, persistent=True, client_id="recovery-central")
-    try:
+    with contextlib.ExitStack() as cleanup:  # every process started is stopped, whatever fails
+        host = EmulatorHost(workdir, count=terminals, records=per_terminal, users=1000).start()
+        cleanup.callback(host.stop)
+        broker = Broker(workdir / "broker", persistent=True)
+        cleanup.callback(broker.stop)
+        # Register the central subscriber's persistent session, then take the broker down.
+        broker.start()
+        PunchCollector(broker.port, GATEWAY_ID, persistent=True, client_id="recovery-central").start().stop()
+        broker.stop()
+        buffer = workdir / "recovery.db"
+        log_path = workdir / "gateway-recovery.log"
+        config = write_config(
+            workdir / "recovery.toml",
+            gateway_id=GATEWAY_ID,
+            broker_port=broker.port,
+            buffer=buffer,
+            terminals=[ZkTarget(name=f"t{n:03d}", port=port) for n, port in enumerate(host.ports)],
+            poll_interval=3600,
+            live=False,
+            terminal_timeout=60,
+            mqtt_extra="reconnect_min = 0.5\nreconnect_max = 5.0",
+        )
+        gateway = GatewayProcess(config, log_path)
+        cleanup.callback(gateway.stop)
+        collector = PunchCollector(broker.port, GATEWAY_ID, persistent=True, client_id="recovery-central")
         gateway.start()
         began = time.monotonic()
         if not wait_for(lambda: len(events(log_path, "full_read")) >= terminals, 900, 1.0):
@@ -86,6 +88,7 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         broker.start()
         back = time.monotonic()
         collector.start()
+        cleanup.callback(collector.stop)
         drained = wait_for(lambda: _pending(buffer) == 0, 300, 0.05)
         drain_s = time.monotonic() - back
         if not drained:
@@ -95,14 +98,8 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         central_s = time.monotonic() - back
         received = collector.unique
         gateway.stop()
-    finally:
-        gateway.stop()
-        collector.stop()
         host.stop()
-    try:
         probe_s = asyncio.run(_probe_drain(workdir / "probe.db", broker.port))
-    finally:
-        broker.stop()
     result.note(
         f"subscriber held {received:,} of {pending:,} ids {central_s:.1f} s after the broker returned; "
         f"gateway connected {len(connected)} time(s); the limit probe drained the same snapshot in {probe_s:.1f} s"
