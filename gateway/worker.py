@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import random
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -30,6 +31,25 @@ from sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Source
 from sync.store import Store, StoreRefusedError
 
 log = structlog.get_logger(__name__)
+
+# How many full reads (read + normalise + commit) run at once across all workers. Commits are
+# serialised by the store anyway; without a bound, a fleet's reads (e.g. 500 terminals at
+# start-up) all sit in memory at once waiting for the store: ~60 MB of punch objects for
+# 500 × 200 records. Matches the ZK driver's thread pool, so reads never wait on each other
+# for longer than they would for a pool thread.
+FULL_READ_SLOTS = 32
+_read_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _full_read_slot() -> asyncio.Semaphore:
+    """The gateway-wide full-read limiter of the running event loop (one per loop: tests run many)."""
+    loop = asyncio.get_running_loop()
+    slot = _read_slots.get(loop)
+    if slot is None:
+        slot = _read_slots[loop] = asyncio.Semaphore(FULL_READ_SLOTS)
+    return slot
 
 
 class PunchSink(Protocol):
@@ -228,6 +248,10 @@ class DeviceWorker:
             self._serial = info.serial_number
 
     async def _full_read(self, info: DeviceInfo, *, historical: bool) -> None:
+        async with _full_read_slot():
+            await self._full_read_now(info, historical=historical)
+
+    async def _full_read_now(self, info: DeviceInfo, *, historical: bool) -> None:
         started = time.monotonic()
         self._poll_due.clear()  # this read serves any poll that fell due before it
         poll_lag: float | None = None
