@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench import machine
 from bench.collector import PunchCollector
 from bench.gwconfig import ZkTarget, write_config
 from bench.procs import Broker, GatewayProcess, scratch_dir
@@ -81,6 +82,9 @@ class ChaosReport:
     seconds: float = 0.0
     lost_detail: dict[str, str] = field(default_factory=dict)  # id -> where it stopped
     workdir: str = ""
+    started_at: str = ""  # wall-clock start, UTC
+    load_before: float = -1.0  # 1-minute load average (-1: not recorded)
+    load_after: float = -1.0
 
     @property
     def ok(self) -> bool:
@@ -303,6 +307,8 @@ class ChaosRun:
     async def run(self) -> ChaosReport:
         opts = self.options
         started = time.monotonic()
+        self.report.started_at = machine.describe()["date"]
+        self.report.load_before = machine.load_average()
         try:
             await self._start_emulators()
             await asyncio.to_thread(self.broker.start)
@@ -332,6 +338,7 @@ class ChaosRun:
             self._reconcile()
         finally:
             self.report.seconds = time.monotonic() - started
+            self.report.load_after = machine.load_average()
             await self._teardown()
         return self.report
 
@@ -429,6 +436,9 @@ def record_result(report: ChaosReport, *, minutes: float, command: str) -> None:
         f"punches refused by a terminal: {report.refused_by_terminal}",
     ]
     result.seconds = report.seconds
+    result.load_before, result.load_after = report.load_before, report.load_after
+    if report.started_at:
+        result.machine["date"] = report.started_at
     produced = max(report.produced, 1)
     result.figures = [
         Figure("punches produced on the terminals", report.produced, "punches"),
@@ -491,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.record_from is not None:
         report = report_from_json(args.record_from)
         record_result(
-            report, minutes=round(report.seconds / 60), command="python -m bench.chaos --minutes 30"
+            report, minutes=args.minutes, command=f"python -m bench.chaos --minutes {args.minutes:g}"
         )
         print("\n".join(report.lines()))
         return 0 if report.ok else 1

@@ -98,8 +98,12 @@ def _section(entry: dict[str, Any]) -> list[str]:
     lines.append(
         f"Measured {m['date']}{scale} on {m['cpu']}, {m['cores']} cores, {m['ram']} RAM, "
         f"Python {m['python']}, {m['os']}, mosquitto {m['mosquitto']}; "
-        f"load average {entry['load_before']:.2f} before, {entry['load_after']:.2f} after; "
-        f"took {entry['seconds']:.0f} s. Command: `{entry['command']}`."
+        + (
+            f"load average {entry['load_before']:.2f} before, {entry['load_after']:.2f} after; "
+            if entry["load_before"] >= 0
+            else "load average not recorded; "
+        )
+        + f"took {entry['seconds']:.0f} s. Command: `{entry['command']}`."
     )
     lines += ["", "| figure | value | compared with | ratio | goal | |", "|---|---|---|---|---|---|"]
     for f in entry["figures"]:
