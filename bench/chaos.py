@@ -353,10 +353,25 @@ class ChaosRun:
         expected = self._expected()
         began = time.monotonic()
         deadline = began + self.options.drain_timeout
+        settled_since: float | None = None
         while time.monotonic() < deadline:
-            if expected <= self.collector.snapshot().keys():
+            missing = expected - self.collector.snapshot().keys()
+            if not missing:
                 break
-            await asyncio.sleep(0.2)
+            # Missing ids the gateway has already handed over (marked delivered) will not come
+            # again: once that holds for a few seconds, waiting longer proves nothing.
+            try:
+                rows = await asyncio.to_thread(_buffer_rows, self.workdir / "buffer.db", missing)
+            except sqlite3.Error:
+                rows = {}  # busy for a moment: ask again next round
+            handed_over = len(rows) == len(missing) and all(at is not None for at in rows.values())
+            if not handed_over:
+                settled_since = None
+            elif settled_since is None:
+                settled_since = time.monotonic()
+            elif time.monotonic() - settled_since > 5.0:
+                break
+            await asyncio.sleep(0.5)
         self.report.drain_seconds = time.monotonic() - began
 
     def _reconcile(self) -> None:
