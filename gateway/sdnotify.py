@@ -50,7 +50,14 @@ class SystemdNotifier:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                # Never block: this runs on the event loop, and a listener that stops reading
+                # (its queue full) must not freeze the daemon. A dropped STATUS is harmless;
+                # a dropped WATCHDOG means the listener is not watching anyway.
+                sock.setblocking(False)
                 sock.sendto(message.encode("utf-8"), self._address)
+        except BlockingIOError:
+            log.debug("sd_notify_dropped", reason="listener queue full", message=message)
+            return False
         except OSError as exc:
             # systemd gone or socket unreadable: worth a log line, never worth a crash.
             log.warning("sd_notify_failed", error=str(exc), message=message)

@@ -85,3 +85,14 @@ def _drain(sock: socket.socket) -> list[bytes]:
             out.append(sock.recv(100))
         except BlockingIOError:
             return out
+
+
+def test_a_listener_that_stops_reading_never_blocks_the_sender(
+    notify_socket: tuple[socket.socket, str],
+) -> None:
+    _, path = notify_socket
+    notifier = SystemdNotifier({"NOTIFY_SOCKET": path})
+    # Nobody reads: the socket's queue fills up. Every call still returns at once.
+    results = [notifier.status(f"line {i}") for i in range(2000)]
+    assert results[0] is True
+    assert results[-1] is False  # dropped, not blocked
