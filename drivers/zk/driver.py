@@ -388,9 +388,35 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             raise
         for _ in range(MAX_STRAY_EVENTS):
             if self._ZK__header[0] != zp.CMD_REG_EVENT:
+                if self.tcp:
+                    self._trim_to_envelope()
                 return result
             result = self._skip_stray_event(response_size)
         raise ZKNetworkError(f"more than {MAX_STRAY_EVENTS} events arrived instead of a reply")
+
+    def _trim_to_envelope(self) -> None:
+        """Keep only the reply's own bytes when more arrived in the same recv.
+
+        pyzk takes everything one recv returned as the reply's data. A live event queued just
+        before we unregistered can land right behind the reply in the same segment, and
+        would then be read as part of (say) a small attendance set. The envelope says where
+        the reply ends; a trailing event is acknowledged and skipped like any stray event.
+        """
+        received = bytes(self._ZK__tcp_data_recv or b"")
+        end = 8 + int(self._ZK__tcp_length or 0)
+        if self._ZK__tcp_length <= 0 or len(received) <= end:
+            return
+        self._ZK__data_recv = received[8:end]
+        self._ZK__data = received[16:end]
+        for raw in zp.TcpReassembler().feed(received[end:]):
+            try:
+                packet = zp.parse_packet(raw)
+            except zp.ZkFrameError:
+                log.warning("zk_trailing_bytes_dropped", raw=raw[:64].hex())
+                continue
+            if packet.command == zp.CMD_REG_EVENT:
+                log.info("zk_stray_event_skipped", event_code=packet.session)
+                self.sock.sendall(zp.tcp_wrap(zp.build_packet(zp.CMD_ACK_OK, self.session_id, packet.reply)))
 
     def _skip_stray_event(self, response_size: int) -> Any:
         header = self._ZK__header
