@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 import signal
 import time
 from collections import Counter
@@ -88,6 +89,7 @@ class Application:
         await self._start_http()
 
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
+        now = dt.datetime.now(dt.UTC)
         scheduler.add_job(self._purge_delivered, "interval", seconds=RETENTION_EVERY.total_seconds())
         for terminal in settings.terminals:
             if not terminal.enabled:
@@ -100,8 +102,9 @@ class Application:
                 "interval",
                 seconds=terminal.poll_interval,
                 id=f"poll:{terminal.name}",
-                # Spread the fleet's polls so 500 terminals do not all fire in the same second.
-                jitter=min(5.0, terminal.poll_interval / 10),
+                # Each terminal gets its own phase within the interval, so a fleet started
+                # together does not poll together (every worker reads at connect anyway).
+                start_date=now + dt.timedelta(seconds=random.uniform(0, terminal.poll_interval)),
                 misfire_grace_time=None,
                 coalesce=True,
             )
