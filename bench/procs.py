@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.mosquitto import find_mosquitto, free_port
+from gateway.mosquitto import MosquittoBroker
 
 LOOPBACK = "127.0.0.1"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -66,67 +66,15 @@ def end_process(process: subprocess.Popen[bytes] | None, sig: signal.Signals, wa
         process.wait(wait)
 
 
-class Broker:
-    """mosquitto on a fixed loopback port; restartable; optionally persistent across restarts.
-
-    With `persistent=True` the broker saves its sessions (and messages queued for an offline
-    persistent subscriber) on a clean stop and reloads them on start, like a production broker.
-    """
-
-    def __init__(self, workdir: Path, *, port: int | None = None, persistent: bool = False) -> None:
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port(LOOPBACK)
-        self.persistent = persistent
-        self.log_path = workdir / "mosquitto.log"
-        self._process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
-    @property
-    def running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
-
-    def start(self, timeout: float = 15.0) -> None:
-        if self.running:
-            return
-        lines = [
-            f"listener {self.port} {LOOPBACK}",
-            "allow_anonymous true",
-            "set_tcp_nodelay true",
-            "max_inflight_messages 0",
-            "max_queued_messages 0",
-            f"log_dest file {self.log_path}",
-            "log_type error",
-            "log_type warning",
-        ]
-        if os.geteuid() == 0:
-            lines.append("user root")  # as root mosquitto would switch user and lose our files
-        if self.persistent:
-            lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 60"]
-        else:
-            lines.append("persistence false")
-        config = self.workdir / "mosquitto.conf"
-        config.write_text("\n".join(lines) + "\n")
-        # A killed broker's port may linger for a moment.
-        wait_for(lambda: not port_accepts(self.port), 5.0)
-        self._process = subprocess.Popen(
-            [find_mosquitto(), "-c", str(config)],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        if not wait_for(lambda: port_accepts(self.port) or not self.running, timeout) or not self.running:
-            self.stop(kill=True)
-            raise RuntimeError(f"mosquitto did not start on port {self.port}; see {self.log_path}")
+class Broker(MosquittoBroker):
+    """The project's mosquitto launcher, with the stop the harnesses use: `stop(kill=True)` is
+    a crash (SIGKILL), a plain stop a clean shutdown (persistent state saved)."""
 
     def stop(self, *, kill: bool = False) -> None:
-        """SIGTERM (a clean stop: persistent state saved) or SIGKILL (a crash)."""
-        process, self._process = self._process, None
-        end_process(process, signal.SIGKILL if kill else signal.SIGTERM)
+        if kill:
+            self.kill()
+        else:
+            super().stop()
 
 
 class GatewayProcess:

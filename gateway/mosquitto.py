@@ -110,8 +110,10 @@ class MosquittoBroker:
         lines = [
             f"listener {self.port} {self.host}",
             "set_tcp_nodelay true",
-            # Like a production broker sized for a backlog: never drop queued QoS 1 messages.
+            # Like a production broker sized for a backlog: never drop queued QoS 1 messages,
+            # and no cap on messages in flight to one client.
             "max_queued_messages 0",
+            "max_inflight_messages 0",
             # As root, mosquitto switches to its own user and could no longer read our files.
             "user root" if os.geteuid() == 0 else "",
             f"log_dest file {self.log_file}",
@@ -122,7 +124,8 @@ class MosquittoBroker:
             "connection_messages true",
         ]
         if self.persistent:
-            lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 1"]
+            # Saved on a clean stop and every minute; a SIGKILL loses what came since.
+            lines += ["persistence true", f"persistence_location {self.workdir}/", "autosave_interval 60"]
         else:
             lines.append("persistence false")
         if self.users is not None:

@@ -333,8 +333,9 @@ class Store:
             " WHERE delivered_at IS NULL AND pk > ? ORDER BY pk LIMIT ?"
         )
         with self._engine.connect() as conn:
-            result = conn.exec_driver_sql(query, (after, limit))
-            return [PendingRow(pk, device, source, payload) for pk, device, source, payload in result]
+            # One fetchall: iterating the result costs a DB-API fetchone per row (py-spy).
+            rows = conn.exec_driver_sql(query, (after, limit)).fetchall()
+        return [PendingRow(pk, device, source, payload) for pk, device, source, payload in rows]
 
     def mark_delivered(self, pks: Sequence[int]) -> int:
         """Mark exactly these rows delivered, in one transaction; returns how many changed."""
