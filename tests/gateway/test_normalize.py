@@ -95,3 +95,12 @@ def test_names_with_raw_codes_kept() -> None:
 def test_to_utc_gap_and_fold_round_trip() -> None:
     utc, offset, flags = to_utc(dt.datetime(2026, 1, 15, 9, 0), BERLIN)
     assert (utc.hour, offset, flags) == (8, 3600, ())
+
+
+def test_id_follows_the_recipe_published_for_integrators() -> None:
+    # docs/mqtt-contract.md: sha256("1␟serial␟user␟local_time␟state␟verify")[:32]
+    import hashlib
+
+    when = dt.datetime(2026, 3, 29, 8, 0, 5)
+    text = "\x1f".join(["1", "SN1", "42", "2026-03-29T08:00:05", "1", "15"])
+    assert record_id("SN1", raw(when, state=1, verify=15)) == hashlib.sha256(text.encode()).hexdigest()[:32]
