@@ -124,6 +124,46 @@ def status(config: Path | None, url: str | None, as_json: bool) -> None:
     sys.exit(show_status(url, as_json=as_json))
 
 
+@main.command("replay")
+@click.option(
+    "--since", required=True, help="resend punches delivered since this time (ISO 8601, UTC if no offset)"
+)
+@click.option("--device", default=None, help="only this terminal's punches")
+@click.option("--config", "-c", "config", type=click.Path(path_type=Path), help="read the API address here")
+@click.option("--url", default=None, help="status API base URL (default from config or 127.0.0.1:9108)")
+def replay(since: str, device: str | None, config: Path | None, url: str | None) -> None:
+    """Send already-delivered punches again (e.g. after a broker lost what it acknowledged)."""
+    import datetime as dt
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    try:
+        when = dt.datetime.fromisoformat(since)
+    except ValueError:
+        raise click.BadParameter(f"{since!r} is not an ISO 8601 time", param_hint="--since") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    if url is None:
+        http = _load_or_exit(config).http if config else None
+        url = f"http://{http.bind}:{http.port}" if http else "http://127.0.0.1:9108"
+    query = {"since": f"{when.timestamp():.3f}", **({"device": device} if device else {})}
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/api/replay?{urllib.parse.urlencode(query)}", method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            count = json.loads(response.read())["requeued"]
+    except urllib.error.HTTPError as exc:
+        click.echo(f"replay refused: {exc.read().decode(errors='replace').strip()}", err=True)
+        sys.exit(1)
+    except (urllib.error.URLError, OSError) as exc:
+        click.echo(f"cannot reach the punchgate daemon at {url}: {exc}", err=True)
+        sys.exit(2)
+    click.echo(f"{count} punches queued to be sent again (delivered since {when.isoformat()})")
+
+
 @main.command("demo")
 @click.option("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
 def demo(duration: float) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import html
 import json
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,26 @@ body{{font-family:sans-serif;margin:2em}} td,th{{padding:.3em .8em;text-align:le
     return 200, "text/html; charset=utf-8", body.encode()
 
 
+async def _replay(app: Application, query: dict[str, list[str]]) -> Response:
+    """POST /api/replay?since=UNIX_TIME[&device=NAME]: send delivered punches again."""
+    try:
+        since = float(query["since"][0])
+    except (KeyError, ValueError):
+        return 400, "text/plain; charset=utf-8", b"since=UNIX_TIME is required\n"
+    device = query.get("device", [None])[0]
+    if device is not None and device not in app.devices:
+        return 404, "text/plain; charset=utf-8", f"no terminal named {device!r}\n".encode()
+    if app.store is None or app.forwarder is None:
+        return 503, "text/plain; charset=utf-8", b"starting\n"
+    count = await asyncio.to_thread(app.store.requeue_delivered, since=since, device=device)
+    app.forwarder.rewind()
+    return 200, "application/json", json.dumps({"requeued": count}).encode()
+
+
+POST_ROUTES: dict[str, Callable[[Application, dict[str, list[str]]], Awaitable[Response]]] = {
+    "/api/replay": _replay,
+}
+
 ROUTES: dict[str, Handler] = {
     "/metrics": _metrics,
     "/healthz": _healthz,
@@ -105,15 +126,23 @@ class HttpServer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             method, target, *_ = head[:MAX_REQUEST].decode("latin-1").split(" ", 2)
-            path = target.split("?", 1)[0]
+            path, _, query = target.partition("?")
             handler = ROUTES.get(path)
-            if method not in ("GET", "HEAD"):
+            if method == "POST" and path in POST_ROUTES:
+                status, ctype, body = await POST_ROUTES[path](self.app, urllib.parse.parse_qs(query))
+            elif method not in ("GET", "HEAD"):
                 status, ctype, body = 405, "text/plain", b"method not allowed\n"
             elif handler is None:
                 status, ctype, body = 404, "text/plain", b"not found\n"
             else:
                 status, ctype, body = await handler(self.app)
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+            reason = {
+                200: "OK",
+                400: "Bad Request",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                503: "Service Unavailable",
+            }
             writer.write(
                 f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()

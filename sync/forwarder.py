@@ -190,6 +190,7 @@ class Forwarder:
         self._connected = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()  # new punches committed
+        self._rewind = False  # set by a replay: restart the drain cursor
         self._side_wake = asyncio.Event()  # a device state or event to publish
         self._device_states: dict[str, bytes] = {}
         self._dirty_states: set[str] = set()
@@ -216,6 +217,12 @@ class Forwarder:
             self._wake.set()
         else:
             loop.call_soon_threadsafe(self._wake.set)
+
+    def rewind(self) -> None:
+        """Punches older than the drain's cursor are pending again (a replay): read them too.
+        Rows in flight at that moment may go out twice, which ids make harmless."""
+        self._rewind = True
+        self.notify_new_punches()
 
     def publish_device_state(self, device: str, payload: DeviceState) -> None:
         """Publish a device's retained state now if connected; it is republished on every connect.
@@ -380,6 +387,10 @@ class Forwarder:
         after = 0  # pks up to here are in flight or done in this session
         while True:
             self._wake.clear()
+            if self._rewind:
+                # Rows went back to pending behind our cursor (a replay): read from the start.
+                self._rewind = False
+                after = 0
             rows = await asyncio.to_thread(self.store.pending_batch, read_limit, after=after)
             if not rows:
                 with contextlib.suppress(TimeoutError):

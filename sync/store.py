@@ -357,6 +357,22 @@ class Store:
             self._update_full()
         return changed
 
+    def requeue_delivered(self, *, since: float, device: str | None = None) -> int:
+        """Make punches delivered at or after `since` (unix time) pending again, to send them
+        once more (replay after a broker lost what it had acknowledged). Ids make the
+        repeats harmless at central. Returns how many rows went back to pending."""
+        sql = "UPDATE punches SET delivered_at = NULL WHERE delivered_at >= ?"
+        params: tuple[Any, ...] = (since,)
+        if device is not None:
+            sql += " AND device = ?"
+            params += (device,)
+        with self._write_lock:
+            with self._writer.begin() as conn:
+                changed = int(conn.exec_driver_sql(sql, params).rowcount)
+            self._pending += changed
+        log.info("buffer_requeued", punches=changed, since=since, device=device)
+        return changed
+
     def next_batch_seq(self, device: str) -> int:
         """The next per-device batch number: strictly increasing across restarts, gaps allowed."""
         with self._write_lock:
