@@ -7,13 +7,14 @@ goes out in one write, because clients such as pyzk read each reply with one rec
 from __future__ import annotations
 
 import asyncio
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from drivers.zk.emulator.profiles import Transport
 from drivers.zk.protocol import TCP_DATA_CHUNK, UDP_DATA_CHUNK, tcp_wrap
 
 
-class Link:
+class Link(ABC):
     """Base of the two transports."""
 
     transport: Transport
@@ -26,18 +27,19 @@ class Link:
         # a TCP connection to a rebooted terminal just goes quiet.
         self.abandoned = False
 
+    @abstractmethod
     def wire_units(self, packets: Sequence[bytes]) -> list[bytes]:
         """The writes (TCP) or datagrams (UDP) that carry these packets."""
-        raise NotImplementedError
 
+    @abstractmethod
     def send_units(self, units: Sequence[bytes]) -> None:
-        raise NotImplementedError
+        """Put these writes or datagrams on the wire."""
 
     def send(self, packets: Sequence[bytes]) -> None:
         if packets:
             self.send_units(self.wire_units(packets))
 
-    async def drain(self) -> None:
+    async def drain(self) -> None:  # noqa: B027  (UDP has no flow control: nothing to wait for)
         """Wait until the transport's buffer has room again (flow control)."""
 
     def close(self) -> None:
