@@ -82,6 +82,9 @@ async def test_cli_runs_consecutive_terminals_and_stops_on_sigterm() -> None:
                 await asyncio.sleep(0.2)
         assert serial == "CLI00002"
         assert records >= 120  # generated, plus live punches at 20/s
+        # Give the punch generator time to log (at 20/s per terminal, ~20 punches in 0.5 s):
+        # the query above can succeed before the first punch falls due.
+        await asyncio.sleep(0.5)
     finally:
         proc.terminate()
         output, _ = await asyncio.wait_for(proc.communicate(), 15)
