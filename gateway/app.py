@@ -47,10 +47,6 @@ def _register_secrets(settings: Settings) -> None:
             register_secret(key.get_secret_value())
 
 
-def thresholds_for(settings: Settings, terminal: TerminalBase) -> Thresholds:
-    return Thresholds.from_settings(settings.terminal_health(terminal))
-
-
 class Application:
     def __init__(self, settings: Settings, *, notifier: SystemdNotifier | None = None) -> None:
         self.settings = settings
@@ -120,7 +116,7 @@ class Application:
         timezone = self.settings.terminal_timezone(terminal)
         health = DeviceHealth(
             terminal.name,
-            thresholds_for(self.settings, terminal),
+            Thresholds.from_settings(self.settings.terminal_health(terminal)),
             calendar=calendar_for(health_settings, timezone),
         )
         health.faults.on_transition.append(self._publish_transition)
