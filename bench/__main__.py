@@ -18,7 +18,7 @@ from pathlib import Path
 from bench import machine
 from bench.procs import scratch_dir
 from bench.results import BenchResult, save_result, write_doc
-from gateway.logs import configure_logging
+from punchgate.gateway.logs import configure_logging
 
 BENCHMARKS = ("drain", "ingest", "fleet", "live", "recovery")
 

@@ -23,10 +23,10 @@ import aiomqtt
 
 from bench.buffer_fill import buffer_settings, copy_buffer, fill_buffer
 from bench.results import BenchResult, Figure
-from gateway.mosquitto import PrivateBroker
-from gateway.settings import Settings
-from sync.forwarder import Forwarder
-from sync.store import Store
+from punchgate.gateway.mosquitto import PrivateBroker
+from punchgate.gateway.settings import Settings
+from punchgate.sync.forwarder import Forwarder
+from punchgate.sync.store import Store
 
 GATEWAY_ID = "bench-gw"
 BATCH = 500

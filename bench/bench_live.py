@@ -26,9 +26,9 @@ from bench.gwlog import events
 from bench.procs import Broker, GatewayProcess, wait_for
 from bench.results import BenchResult, Figure
 from bench.truth import produced_ids
-from drivers.zk.driver import raw_punch_from_record
-from drivers.zk.emulator import ZkEmulator
-from gateway.normalize import record_id
+from punchgate.drivers.zk.driver import raw_punch_from_record
+from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.gateway.normalize import record_id
 
 GATEWAY_ID = "bench-live"
 

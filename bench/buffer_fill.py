@@ -13,11 +13,11 @@ import shutil
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from drivers.base import RawPunch
-from gateway.normalize import normalize_punch
-from gateway.settings import BufferSettings
-from sync.records import Punch
-from sync.store import Store
+from punchgate.drivers.base import RawPunch
+from punchgate.gateway.normalize import normalize_punch
+from punchgate.gateway.settings import BufferSettings
+from punchgate.sync.records import Punch
+from punchgate.sync.store import Store
 
 _START = dt.datetime(2024, 3, 4, 6, 0, 0)
 _ZONE = ZoneInfo("Europe/Berlin")

@@ -39,8 +39,8 @@ from bench.collector import PunchCollector
 from bench.gwconfig import ZkTarget, write_config
 from bench.procs import Broker, GatewayProcess, scratch_dir
 from bench.truth import produced_ids
-from drivers.zk.emulator import ZkEmulator
-from gateway.logs import configure_logging
+from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.gateway.logs import configure_logging
 
 GATEWAY_ID = "chaos-gw"
 # A broker crash can only take messages it acknowledged shortly before: the gateway marks a

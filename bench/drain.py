@@ -19,9 +19,9 @@ from pathlib import Path
 import aiomqtt
 import structlog
 
-from gateway.settings import Settings
-from sync.forwarder import Forwarder
-from sync.store import Store
+from punchgate.gateway.settings import Settings
+from punchgate.sync.forwarder import Forwarder
+from punchgate.sync.store import Store
 from tests.broker import Broker
 from tests.sync.punches import make_punch
 

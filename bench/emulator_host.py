@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.procs import end_process
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk.emulator import ZkEmulator
 
 
 async def _serve(count: int, records: int, users: int, profile: str, ready_file: Path) -> None:
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default="tft")
     parser.add_argument("--ready-file", type=Path, required=True)
     args = parser.parse_args(argv)
-    from gateway.logs import configure_logging
+    from punchgate.gateway.logs import configure_logging
 
     configure_logging("warning")  # 500 terminals' session logs would cost more than they serve
     asyncio.run(_serve(args.count, args.records, args.users, args.profile, args.ready_file))

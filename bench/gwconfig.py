@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.settings import load_settings
+from punchgate.gateway.settings import load_settings
 
 
 @dataclass(frozen=True)

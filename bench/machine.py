@@ -30,7 +30,7 @@ def _ram_gib() -> float:
 
 
 def _mosquitto_version() -> str:
-    from gateway.mosquitto import find_mosquitto
+    from punchgate.gateway.mosquitto import find_mosquitto
 
     try:
         out = subprocess.run([find_mosquitto(), "-h"], capture_output=True, text=True, timeout=10).stdout

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway.mosquitto import MosquittoBroker
+from punchgate.gateway.mosquitto import MosquittoBroker
 
 LOOPBACK = "127.0.0.1"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -78,7 +78,7 @@ class Broker(MosquittoBroker):
 
 
 class GatewayProcess:
-    """`python -m gateway run --config FILE` as a child, its JSON log lines in a file."""
+    """`python -m punchgate.gateway run --config FILE` as a child, its JSON log lines in a file."""
 
     def __init__(self, config: Path, log_path: Path) -> None:
         self.config = config
@@ -104,7 +104,7 @@ class GatewayProcess:
                 [
                     sys.executable,
                     "-m",
-                    "gateway",
+                    "punchgate.gateway",
                     "run",
                     "--config",
                     str(self.config),

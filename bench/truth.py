@@ -7,9 +7,9 @@ so a central system that received an id received that very punch.
 
 from __future__ import annotations
 
-from drivers.zk.driver import raw_punch_from_record
-from drivers.zk.emulator import ZkEmulator
-from gateway.normalize import record_id
+from punchgate.drivers.zk.driver import raw_punch_from_record
+from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.gateway.normalize import record_id
 
 
 def produced_ids(emulator: ZkEmulator) -> set[str]:

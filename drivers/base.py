@@ -143,7 +143,7 @@ def load_builtin_drivers() -> None:
     """Import the bundled driver packages so their `register` calls run."""
     import importlib
 
-    for module in ("drivers.zk.driver", "drivers.anviz.driver"):
+    for module in ("punchgate.drivers.zk.driver", "punchgate.drivers.anviz.driver"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

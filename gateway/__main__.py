@@ -1,5 +1,5 @@
-"""`python -m gateway` runs the punchgate command."""
+"""`python -m punchgate.gateway` runs the punchgate command."""
 
-from gateway.cli import main
+from punchgate.gateway.cli import main
 
 main()

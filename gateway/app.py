@@ -19,17 +19,17 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from drivers.base import create_driver
-from gateway import __version__
-from gateway.clock import ClockCare, CorrectionPolicy, GatewayClock
-from gateway.health import DeviceHealth, FaultSet, FaultTransition, Notice, Thresholds, calendar_for
-from gateway.logs import register_secret
-from gateway.sdnotify import SystemdNotifier
-from gateway.settings import Settings, TerminalBase
-from gateway.worker import DeviceWorker
-from sync.contract import DeviceEvent, DeviceState
-from sync.forwarder import Forwarder
-from sync.store import Store
+from punchgate.drivers.base import create_driver
+from punchgate.gateway import __version__
+from punchgate.gateway.clock import ClockCare, CorrectionPolicy, GatewayClock
+from punchgate.gateway.health import DeviceHealth, FaultSet, FaultTransition, Notice, Thresholds, calendar_for
+from punchgate.gateway.logs import register_secret
+from punchgate.gateway.sdnotify import SystemdNotifier
+from punchgate.gateway.settings import Settings, TerminalBase
+from punchgate.gateway.worker import DeviceWorker
+from punchgate.sync.contract import DeviceEvent, DeviceState
+from punchgate.sync.forwarder import Forwarder
+from punchgate.sync.store import Store
 
 log = structlog.get_logger(__name__)
 
@@ -147,7 +147,7 @@ class Application:
         if not self.settings.http.enabled:
             return
         try:
-            from gateway.http import start_http_server
+            from punchgate.gateway.http import start_http_server
         except ModuleNotFoundError:
             log.warning("http_unavailable")
             return

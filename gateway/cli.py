@@ -15,14 +15,14 @@ from urllib.parse import urlsplit
 
 import click
 
-from gateway import __version__
-from gateway.settings import ConfigError, Settings, load_settings
+from punchgate.gateway import __version__
+from punchgate.gateway.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
 # Where each driver keeps its click commands: (emulate module, probe module).
 _DRIVER_COMMANDS = {
-    "zk": ("drivers.zk.cli", "drivers.zk.probe"),
-    "anviz": ("drivers.anviz.cli", "drivers.anviz.cli"),
+    "zk": ("punchgate.drivers.zk.cli", "punchgate.drivers.zk.probe"),
+    "anviz": ("punchgate.drivers.anviz.cli", "punchgate.drivers.anviz.cli"),
 }
 
 
@@ -65,8 +65,8 @@ def check_config(config: Path) -> None:
 def run(config: Path, log_format: str) -> None:
     """Run the gateway daemon until SIGTERM or SIGINT."""
     settings = _load_or_exit(config)
-    from gateway.app import run_daemon
-    from gateway.logs import configure_logging
+    from punchgate.gateway.app import run_daemon
+    from punchgate.gateway.logs import configure_logging
 
     configure_logging(settings.log_level, json=None if log_format == "auto" else log_format == "json")
     sys.exit(run_daemon(settings))
@@ -116,7 +116,7 @@ def probe(ctx: click.Context, url: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
 def status(config: Path | None, url: str | None, as_json: bool) -> None:
     """Show terminals' and the gateway's health from the running daemon; exit 1 when unhealthy."""
-    from gateway.status_cli import show_status
+    from punchgate.gateway.status_cli import show_status
 
     if url is None:
         http = _load_or_exit(config).http if config else None
@@ -168,6 +168,6 @@ def replay(since: str, device: str | None, config: Path | None, url: str | None)
 @click.option("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
 def demo(duration: float) -> None:
     """Start a private broker, emulated terminals and the gateway, and show punches flowing."""
-    from gateway.demo import run_demo
+    from punchgate.gateway.demo import run_demo
 
     sys.exit(run_demo(duration=duration))

@@ -1,6 +1,6 @@
 """Generates docs/configuration.md from the settings models, so the doc cannot drift from the code.
 
-`python -m gateway.config_doc` rewrites the file; a test checks the checked-in copy is current.
+`python -m punchgate.gateway.config_doc` rewrites the file; a test checks the checked-in copy is current.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ the MQTT password in `PUNCHGATE_MQTT_PASSWORD` or the systemd credential `mqtt_p
 terminal's comm key in `PUNCHGATE_COMM_KEY_<NAME>` (upper case, `-`/`.` as `_`) or the
 credential `comm_key_<name>`.
 
-This page is generated from the code (`python -m gateway.config_doc`).
+This page is generated from the code (`python -m punchgate.gateway.config_doc`).
 """
 
 
@@ -30,7 +30,7 @@ def _type_name(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
     for prefix in ("<class '", "'>"):
         text = text.replace(prefix, "")
-    return text.replace("gateway.settings.", "")
+    return text.replace("punchgate.gateway.settings.", "")
 
 
 def _default(field: FieldInfo) -> str:
@@ -51,7 +51,7 @@ def _table(title: str, model: type[BaseModel]) -> list[str]:
 
 
 def render() -> str:
-    from gateway import settings as s
+    from punchgate.gateway import settings as s
 
     sections: list[tuple[str, type[BaseModel]]] = [
         ("top level", s.Settings),

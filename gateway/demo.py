@@ -32,11 +32,11 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from drivers.anviz.emulator import EmulatedTerminal as AnvizEmulator
-from drivers.anviz.emulator import PtyBus
-from drivers.zk.emulator import ZkEmulator
-from gateway.logs import configure_logging
-from gateway.mosquitto import MosquittoBroker, free_port
+from punchgate.drivers.anviz.emulator import EmulatedTerminal as AnvizEmulator
+from punchgate.drivers.anviz.emulator import PtyBus
+from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.gateway.logs import configure_logging
+from punchgate.gateway.mosquitto import MosquittoBroker, free_port
 
 GATEWAY_ID = "demo-gw"
 COMM_KEY = 1234
@@ -271,7 +271,16 @@ async def _demo(duration: float) -> int:
         log_path = workdir / "gateway.log"
         with log_path.open("ab") as gateway_log:
             gateway = subprocess.Popen(  # noqa: ASYNC220  (spawning returns at once)
-                [sys.executable, "-m", "gateway", "run", "--config", str(config), "--log-format", "json"],
+                [
+                    sys.executable,
+                    "-m",
+                    "punchgate.gateway",
+                    "run",
+                    "--config",
+                    str(config),
+                    "--log-format",
+                    "json",
+                ],
                 stdout=gateway_log,
                 stderr=gateway_log,
                 env=env,

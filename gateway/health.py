@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import structlog
 
-from drivers.base import DeviceInfo
-from gateway.calendar import WorkingCalendar
-from gateway.settings import HealthSettings
+from punchgate.drivers.base import DeviceInfo
+from punchgate.gateway.calendar import WorkingCalendar
+from punchgate.gateway.settings import HealthSettings
 
 log = structlog.get_logger(__name__)
 

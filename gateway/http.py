@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from gateway.metrics import render_metrics
-from gateway.status import gateway_status, health_verdict
+from punchgate.gateway.metrics import render_metrics
+from punchgate.gateway.status import gateway_status, health_verdict
 
 if TYPE_CHECKING:
-    from gateway.app import Application
+    from punchgate.gateway.app import Application
 
 log = structlog.get_logger(__name__)
 MAX_REQUEST = 8192

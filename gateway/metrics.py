@@ -14,11 +14,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
-from gateway import __version__
-from gateway.health import DEVICE_FAULTS, GATEWAY_FAULTS, DeviceStatus
+from punchgate.gateway import __version__
+from punchgate.gateway.health import DEVICE_FAULTS, GATEWAY_FAULTS, DeviceStatus
 
 if TYPE_CHECKING:
-    from gateway.app import Application
+    from punchgate.gateway.app import Application
 
 
 class GatewayCollector(Collector):

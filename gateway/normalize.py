@@ -16,8 +16,15 @@ import hashlib
 from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
-from drivers.base import RawPunch
-from sync.records import FLAG_BEFORE_2000, FLAG_DST_FOLD, FLAG_DST_GAP, FLAG_IN_FUTURE, Punch, Source
+from punchgate.drivers.base import RawPunch
+from punchgate.sync.records import (
+    FLAG_BEFORE_2000,
+    FLAG_DST_FOLD,
+    FLAG_DST_GAP,
+    FLAG_IN_FUTURE,
+    Punch,
+    Source,
+)
 
 ID_VERSION = "1"
 STATE_NAMES: Mapping[int, str] = {

@@ -206,7 +206,7 @@ class AnvizTerminal(TerminalBase):
     @field_validator("endpoint")
     @classmethod
     def _valid_endpoint(cls, value: str) -> str:
-        from drivers.anviz.endpoint import parse_endpoint
+        from punchgate.drivers.anviz.endpoint import parse_endpoint
 
         parse_endpoint(value)  # raises ValueError saying what is wrong
         return value.strip()
@@ -306,7 +306,7 @@ def _message(error: Any) -> str:
 
 
 def settings_from_dict(data: dict[str, Any], *, source: str = "<config>") -> Settings:
-    from gateway.secrets import apply_secrets
+    from punchgate.gateway.secrets import apply_secrets
 
     data = apply_secrets(data)
     try:

@@ -11,7 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.app import Application
+    from punchgate.gateway.app import Application
 
 LOOP_STALL_SECONDS = 30.0  # the gateway-check task ticks every few seconds; much longer means a stall
 

@@ -21,14 +21,14 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from drivers.base import DeviceInfo, Driver, DriverError, RawPunch
-from gateway.clock import ClockCare
-from gateway.health import DeviceHealth
-from gateway.logs import bind_device
-from gateway.normalize import normalize_punch
-from gateway.settings import TerminalBase
-from sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Source
-from sync.store import Store, StoreRefusedError
+from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch
+from punchgate.gateway.clock import ClockCare
+from punchgate.gateway.health import DeviceHealth
+from punchgate.gateway.logs import bind_device
+from punchgate.gateway.normalize import normalize_punch
+from punchgate.gateway.settings import TerminalBase
+from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Source
+from punchgate.sync.store import Store, StoreRefusedError
 
 log = structlog.get_logger(__name__)
 

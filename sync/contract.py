@@ -1,7 +1,7 @@
 """The MQTT payload contract, v1 (DESIGN §5): pydantic models and their JSON Schemas.
 
 The models are the single definition of every payload. `docs/schemas/*.json` is generated
-from them (`python -m sync.contract`) and a test keeps the checked-in files in step.
+from them (`python -m punchgate.sync.contract`) and a test keeps the checked-in files in step.
 
 The forwarder's hot path does not build pydantic objects: a record's JSON is rendered once,
 when the punch is stored (`record_json`), and batch envelopes are assembled around those
@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sync.records import Punch, Source
+from punchgate.sync.records import Punch, Source
 
 SCHEMA_NAME = "punchgate.punches"
 SCHEMA_VERSION = 1

@@ -35,10 +35,10 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt import client as paho_client
 from paho.mqtt.reasoncodes import ReasonCode
 
-from gateway.settings import MqttSettings, Settings
-from sync.contract import DeviceEvent, DeviceState, batch_json, gateway_offline, gateway_online
-from sync.store import PendingRow, Store
-from sync.topics import Topics
+from punchgate.gateway.settings import MqttSettings, Settings
+from punchgate.sync.contract import DeviceEvent, DeviceState, batch_json, gateway_offline, gateway_online
+from punchgate.sync.store import PendingRow, Store
+from punchgate.sync.topics import Topics
 
 log = structlog.get_logger(__name__)
 

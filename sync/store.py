@@ -41,10 +41,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from gateway.settings import BufferSettings
-from sync import migrations
-from sync.contract import record_json
-from sync.records import Punch
+from punchgate.gateway.settings import BufferSettings
+from punchgate.sync import migrations
+from punchgate.sync.contract import record_json
+from punchgate.sync.records import Punch
 
 log = structlog.get_logger(__name__)
 

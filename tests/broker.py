@@ -20,7 +20,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.mosquitto import BrokerTls, MosquittoBroker, free_port
+from punchgate.gateway.mosquitto import BrokerTls, MosquittoBroker, free_port
 
 LOOPBACK = "127.0.0.1"
 __all__ = ["LOOPBACK", "Broker", "BrokerPki", "BrokerTls", "Gate", "free_port", "make_test_pki"]

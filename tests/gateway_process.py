@@ -1,4 +1,4 @@
-"""Run the real daemon (`python -m gateway run`) as a child process, for end-to-end tests.
+"""Run the real daemon (`python -m punchgate.gateway run`) as a child process, for end-to-end tests.
 
 Readiness comes the way systemd learns it: the test listens on a real NOTIFY_SOCKET and
 waits for READY=1. The process is stopped by its pid (SIGTERM, or SIGKILL to simulate a crash).
@@ -75,7 +75,7 @@ class GatewayProcess:
                 [
                     sys.executable,
                     "-m",
-                    "gateway",
+                    "punchgate.gateway",
                     "run",
                     "--config",
                     str(self.config_path),

@@ -18,11 +18,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from drivers.anviz import codec
-from drivers.anviz.driver import AnvizDriver, raw_punch
-from drivers.anviz.emulator import EmulatedTerminal, Faults, PtyBus, TcpServer
-from drivers.anviz.endpoint import Endpoint, parse_endpoint
-from drivers.base import DriverError
+from punchgate.drivers.anviz import codec
+from punchgate.drivers.anviz.driver import AnvizDriver, raw_punch
+from punchgate.drivers.anviz.emulator import EmulatedTerminal, Faults, PtyBus, TcpServer
+from punchgate.drivers.anviz.endpoint import Endpoint, parse_endpoint
+from punchgate.drivers.base import DriverError
 
 
 def endpoint_from_probe_url(url: str) -> Endpoint:

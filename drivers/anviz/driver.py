@@ -17,14 +17,21 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from drivers.anviz import codec
-from drivers.anviz.codec import Record, RecordInfo, Request
-from drivers.anviz.endpoint import Endpoint, parse_endpoint
-from drivers.anviz.transport import Link, TcpLink, make_link
-from drivers.base import DeviceInfo, DriverError, ProtocolError, RawPunch, UnreachableError, register
+from punchgate.drivers.anviz import codec
+from punchgate.drivers.anviz.codec import Record, RecordInfo, Request
+from punchgate.drivers.anviz.endpoint import Endpoint, parse_endpoint
+from punchgate.drivers.anviz.transport import Link, TcpLink, make_link
+from punchgate.drivers.base import (
+    DeviceInfo,
+    DriverError,
+    ProtocolError,
+    RawPunch,
+    UnreachableError,
+    register,
+)
 
 if TYPE_CHECKING:
-    from gateway.settings import AnvizTerminal
+    from punchgate.gateway.settings import AnvizTerminal
 
 log = structlog.get_logger(__name__)
 

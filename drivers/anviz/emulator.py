@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from drivers.anviz import codec
-from drivers.anviz.codec import FrameDecoder, Garbage, Record, Request, Response
+from punchgate.drivers.anviz import codec
+from punchgate.drivers.anviz.codec import FrameDecoder, Garbage, Record, Request, Response
 
 log = structlog.get_logger(__name__)
 

@@ -26,7 +26,7 @@ import serial
 import serial.rs485
 import structlog
 
-from drivers.anviz.codec import (
+from punchgate.drivers.anviz.codec import (
     ACK_PONG,
     ACK_REALTIME_RECORD,
     CMD_HEARTBEAT,
@@ -36,8 +36,8 @@ from drivers.anviz.codec import (
     Request,
     Response,
 )
-from drivers.anviz.endpoint import Endpoint, SerialEndpoint, TcpEndpoint
-from drivers.base import ProtocolError, UnreachableError
+from punchgate.drivers.anviz.endpoint import Endpoint, SerialEndpoint, TcpEndpoint
+from punchgate.drivers.base import ProtocolError, UnreachableError
 
 log = structlog.get_logger(__name__)
 

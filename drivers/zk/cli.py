@@ -1,6 +1,6 @@
 """`punchgate emulate zk …`: run one or many emulated ZK terminals until Ctrl-C.
 
-The gateway CLI attaches `emulate_command`; it can also run alone with `python -m drivers.zk.cli`.
+The gateway CLI attaches `emulate_command`; it can also run alone with `python -m punchgate.drivers.zk.cli`.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import signal
 import click
 import structlog
 
-from drivers.zk.emulator import PROFILES, ZkEmulator
-from drivers.zk.emulator.faults import FAULTS
+from punchgate.drivers.zk.emulator import PROFILES, ZkEmulator
+from punchgate.drivers.zk.emulator.faults import FAULTS
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +139,7 @@ def emulate_command(
     log_level: str,
 ) -> None:
     """Emulate ZK attendance terminals (TCP/UDP) for trying punchgate without hardware."""
-    from gateway.logs import configure_logging
+    from punchgate.gateway.logs import configure_logging
 
     configure_logging(log_level)
     rate = parse_rate(punch_rate)

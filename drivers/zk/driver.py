@@ -35,7 +35,7 @@ import structlog
 from zk import ZK
 from zk.exception import ZKErrorConnection, ZKErrorResponse, ZKNetworkError
 
-from drivers.base import (
+from punchgate.drivers.base import (
     AuthError,
     DeviceInfo,
     DriverError,
@@ -46,8 +46,8 @@ from drivers.base import (
     UnsupportedDeviceError,
     register,
 )
-from drivers.zk import protocol as zp
-from gateway.settings import ZkTerminal
+from punchgate.drivers.zk import protocol as zp
+from punchgate.gateway.settings import ZkTerminal
 
 log = structlog.get_logger(__name__)
 

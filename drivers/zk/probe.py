@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from drivers.base import (
+from punchgate.drivers.base import (
     AuthError,
     DeviceInfo,
     DriverError,
@@ -30,11 +30,11 @@ from drivers.base import (
     UnreachableError,
     UnsupportedDeviceError,
 )
-from drivers.zk.driver import INVALID_TIME_EPOCH, CountMismatchError, ZkDriver
-from drivers.zk.protocol import UserRecord
-from gateway.logs import configure_logging
-from gateway.normalize import STATE_NAMES, VERIFY_NAMES
-from gateway.settings import ZkTerminal
+from punchgate.drivers.zk.driver import INVALID_TIME_EPOCH, CountMismatchError, ZkDriver
+from punchgate.drivers.zk.protocol import UserRecord
+from punchgate.gateway.logs import configure_logging
+from punchgate.gateway.normalize import STATE_NAMES, VERIFY_NAMES
+from punchgate.gateway.settings import ZkTerminal
 
 DEFAULT_PORT = 4370
 PROGRESS_FROM_RECORDS = 2000  # smaller logs download too fast for a bar to mean anything

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
-from drivers.anviz.driver import AnvizDriver
-from drivers.anviz.emulator import EmulatedTerminal, PtyBus, TcpServer
-from drivers.anviz.endpoint import parse_endpoint
+from punchgate.drivers.anviz.driver import AnvizDriver
+from punchgate.drivers.anviz.emulator import EmulatedTerminal, PtyBus, TcpServer
+from punchgate.drivers.anviz.endpoint import parse_endpoint
 
 # Short timings keep the suite fast; a pty delivers bytes at once, like an idle line.
 SERIAL_OPTIONS = "gap_ms=0&quiet_ms=40"

@@ -17,9 +17,9 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from drivers.anviz.cli import endpoint_from_probe_url, probe_command
-from drivers.anviz.emulator import EmulatedTerminal, Faults, PtyBus
-from drivers.anviz.endpoint import SerialEndpoint, TcpEndpoint
+from punchgate.drivers.anviz.cli import endpoint_from_probe_url, probe_command
+from punchgate.drivers.anviz.emulator import EmulatedTerminal, Faults, PtyBus
+from punchgate.drivers.anviz.endpoint import SerialEndpoint, TcpEndpoint
 
 
 def test_probe_urls() -> None:

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from drivers.anviz import codec
-from drivers.anviz.codec import FrameDecoder, Garbage, Record, Request, Response
+from punchgate.drivers.anviz import codec
+from punchgate.drivers.anviz.codec import FrameDecoder, Garbage, Record, Request, Response
 
 # (hex frame, what it is) — anviz.md §3.1: captured CrossChex frames, then computed ones.
 VECTORS = [

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from drivers.anviz.endpoint import SerialEndpoint, TcpEndpoint, parse_endpoint
-from gateway.settings import AnvizTerminal, ConfigError, settings_from_dict
+from punchgate.drivers.anviz.endpoint import SerialEndpoint, TcpEndpoint, parse_endpoint
+from punchgate.gateway.settings import AnvizTerminal, ConfigError, settings_from_dict
 
 
 def _settings(**terminal: Any) -> Any:

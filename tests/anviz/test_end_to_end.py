@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 
 import jsonschema  # type: ignore[import-untyped]
 
-from drivers.anviz.driver import raw_punch
-from drivers.anviz.emulator import EmulatedTerminal, Faults, PtyBus
-from gateway.normalize import record_id, to_utc
+from punchgate.drivers.anviz.driver import raw_punch
+from punchgate.drivers.anviz.emulator import EmulatedTerminal, Faults, PtyBus
+from punchgate.gateway.normalize import record_id, to_utc
 from tests.broker import Broker
 from tests.subscriber import Subscriber
 
@@ -92,7 +92,14 @@ def test_anviz_punches_reach_the_broker_with_the_zk_contract(
     log_path = tmp_path / "gateway.log"
     with PtyBus([line_a, line_b]) as bus, log_path.open("wb") as log_file:
         gateway = subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(_config(tmp_path, broker, bus.path))],
+            [
+                sys.executable,
+                "-m",
+                "punchgate.gateway",
+                "run",
+                "--config",
+                str(_config(tmp_path, broker, bus.path)),
+            ],
             cwd=ROOT,
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -8,10 +8,10 @@ import datetime as dt
 import pytest
 from structlog.testing import capture_logs
 
-from drivers.anviz import codec, transport
-from drivers.anviz.driver import VERIFY_CARD, VERIFY_FINGERPRINT, VERIFY_PASSWORD, raw_punch
-from drivers.anviz.emulator import EmulatedTerminal, Faults
-from drivers.base import ProtocolError, RawPunch, UnreachableError
+from punchgate.drivers.anviz import codec, transport
+from punchgate.drivers.anviz.driver import VERIFY_CARD, VERIFY_FINGERPRINT, VERIFY_PASSWORD, raw_punch
+from punchgate.drivers.anviz.emulator import EmulatedTerminal, Faults
+from punchgate.drivers.base import ProtocolError, RawPunch, UnreachableError
 from tests.anviz.conftest import DriverFactory, PtyFactory, serial_url
 
 

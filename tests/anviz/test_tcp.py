@@ -8,11 +8,11 @@ from collections.abc import Callable
 
 import pytest
 
-from drivers.anviz import codec
-from drivers.anviz.driver import raw_punch
-from drivers.anviz.emulator import EmulatedTerminal, Faults, TcpServer
-from drivers.anviz.transport import TcpLink
-from drivers.base import RawPunch, UnreachableError
+from punchgate.drivers.anviz import codec
+from punchgate.drivers.anviz.driver import raw_punch
+from punchgate.drivers.anviz.emulator import EmulatedTerminal, Faults, TcpServer
+from punchgate.drivers.anviz.transport import TcpLink
+from punchgate.drivers.base import RawPunch, UnreachableError
 from tests.anviz.conftest import DriverFactory
 
 ServerFactory = Callable[..., TcpServer]

@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def punchgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
+        [sys.executable, "-m", "punchgate.gateway", *args],
         capture_output=True,
         text=True,
         timeout=60,

@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_demo_runs_and_punches_arrive() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--duration", "20"],
+        [sys.executable, "-m", "punchgate.gateway", "demo", "--duration", "20"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-from gateway.logs import bind_device, configure_logging, register_secret
+from punchgate.gateway.logs import bind_device, configure_logging, register_secret
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from drivers.base import RawPunch
-from gateway.normalize import normalize_punch, record_id, to_utc
+from punchgate.drivers.base import RawPunch
+from punchgate.gateway.normalize import normalize_punch, record_id, to_utc
 
 NOW = dt.datetime(2026, 11, 22, 12, 0, tzinfo=dt.UTC)
 BERLIN = ZoneInfo("Europe/Berlin")

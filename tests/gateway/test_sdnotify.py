@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.sdnotify import SystemdNotifier
+from punchgate.gateway.sdnotify import SystemdNotifier
 
 
 @pytest.fixture

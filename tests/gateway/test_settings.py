@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import ConfigError, load_settings, settings_from_dict
+from punchgate.gateway.settings import ConfigError, load_settings, settings_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 MINIMAL = {"gateway_id": "gw1", "terminals": [{"type": "zk", "name": "t1", "host": "127.0.0.1"}]}
@@ -131,7 +131,9 @@ def test_secrets_from_environment_and_credentials(tmp_path: Path, monkeypatch: p
 
 
 def test_configuration_doc_is_current() -> None:
-    from gateway.config_doc import render
+    from punchgate.gateway.config_doc import render
 
     checked_in = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
-    assert checked_in == render(), "docs/configuration.md is stale: run python -m gateway.config_doc"
+    assert checked_in == render(), (
+        "docs/configuration.md is stale: run python -m punchgate.gateway.config_doc"
+    )

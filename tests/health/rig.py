@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import jsonschema  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk.emulator import ZkEmulator
 
 T = TypeVar("T")
 PUNCHER = "77"

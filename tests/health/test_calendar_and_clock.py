@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.calendar import WorkingCalendar
-from gateway.clock import CorrectionPolicy, GatewayClock, SyncStatus, system_clock_status
+from punchgate.gateway.calendar import WorkingCalendar
+from punchgate.gateway.clock import CorrectionPolicy, GatewayClock, SyncStatus, system_clock_status
 
 UTC = dt.UTC
 

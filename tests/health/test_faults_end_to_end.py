@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk.emulator import ZkEmulator
 from tests.broker import Broker, free_port
 from tests.gateway_process import REPO, GatewayProcess
 from tests.health.rig import PUNCHER, EmulatorFarm, api_devices, fault_metrics, http_get, validate
@@ -223,7 +223,7 @@ def _retained_state(rig: Rig, device: str) -> dict[str, Any]:
 
 def _status_cli(rig: Rig) -> tuple[int, str]:
     done = subprocess.run(
-        [sys.executable, "-m", "gateway", "status", "--url", rig.url],
+        [sys.executable, "-m", "punchgate.gateway", "status", "--url", rig.url],
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 
-from drivers.base import DeviceInfo
-from gateway.calendar import WorkingCalendar
-from gateway.health import DeviceHealth, DeviceStatus, FaultTransition, Notice, Thresholds
+from punchgate.drivers.base import DeviceInfo
+from punchgate.gateway.calendar import WorkingCalendar
+from punchgate.gateway.health import DeviceHealth, DeviceStatus, FaultTransition, Notice, Thresholds
 
 T0 = dt.datetime(2024, 3, 4, 9, 0, tzinfo=dt.UTC)  # a Monday
 

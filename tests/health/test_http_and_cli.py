@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from drivers.base import DeviceInfo
-from gateway.clock import GatewayClock
-from gateway.health import DeviceHealth, FaultSet
-from gateway.http import HttpServer
-from gateway.settings import Settings
-from gateway.status_cli import is_healthy, show_status
+from punchgate.drivers.base import DeviceInfo
+from punchgate.gateway.clock import GatewayClock
+from punchgate.gateway.health import DeviceHealth, FaultSet
+from punchgate.gateway.http import HttpServer
+from punchgate.gateway.settings import Settings
+from punchgate.gateway.status_cli import is_healthy, show_status
 from tests.broker import free_port
 
 

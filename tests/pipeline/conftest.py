@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk.emulator import ZkEmulator
 from tests.broker import Broker
 from tests.gateway_process import GatewayProcess, render_config
 

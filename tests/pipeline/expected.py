@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from drivers.base import RawPunch
-from drivers.zk.emulator import ZkEmulator
-from gateway.normalize import record_id
+from punchgate.drivers.base import RawPunch
+from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.gateway.normalize import record_id
 
 
 def expected_ids(emulator: ZkEmulator) -> list[str]:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from gateway.mosquitto import free_port
+from punchgate.gateway.mosquitto import free_port
 from tests.gateway_process import REPO, GatewayProcess
 from tests.pipeline.conftest import zk_terminal
 from tests.pipeline.expected import expected_ids
@@ -19,7 +19,7 @@ from tests.subscriber import Subscriber
 
 def replay(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "replay", *args],
+        [sys.executable, "-m", "punchgate.gateway", "replay", *args],
         capture_output=True,
         text=True,
         timeout=60,

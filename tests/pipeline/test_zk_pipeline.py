@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk.emulator import ZkEmulator
 from tests.gateway_process import GatewayProcess
 from tests.pipeline.conftest import buffer_rows, zk_terminal
 from tests.pipeline.expected import expected_ids

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from gateway.settings import Settings
-from sync.forwarder import Forwarder
-from sync.store import Store
+from punchgate.gateway.settings import Settings
+from punchgate.sync.forwarder import Forwarder
+from punchgate.sync.store import Store
 
 GATEWAY_ID = "gw-test"
 

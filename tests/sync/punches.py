@@ -6,7 +6,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterator
 
-from sync.records import Punch, Source
+from punchgate.sync.records import Punch, Source
 
 _STATES = {0: "check-in", 1: "check-out", 2: "break-out", 3: "break-in", 4: "overtime-in", 5: "overtime-out"}
 _VERIFY = {0: "password", 1: "fingerprint", 2: "card", 15: "face"}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sync.forwarder import Forwarder
+from punchgate.sync.forwarder import Forwarder
 from tests.broker import Broker, Gate
 from tests.subscriber import Subscriber
 from tests.sync.helpers import GATEWAY_ID, eventually, make_settings, open_store, running
@@ -103,7 +103,7 @@ enabled = false
 def _start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "gateway", "run", "--config", str(config)],
+            [sys.executable, "-m", "punchgate.gateway", "run", "--config", str(config)],
             cwd=REPO,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from sync.forwarder import Forwarder
+from punchgate.sync.forwarder import Forwarder
 from tests.broker import Broker, Gate
 from tests.subscriber import Subscriber
 from tests.sync.helpers import GATEWAY_ID, eventually, make_settings, open_store, running
@@ -149,7 +149,7 @@ async def test_will_marks_gateway_offline_when_connection_dies(
 async def test_device_state_retained_and_republished_after_reconnect(
     tmp_path: Path, broker: Broker, subscriber: Subscriber
 ) -> None:
-    from sync.contract import DeviceEvent, DeviceState
+    from punchgate.sync.contract import DeviceEvent, DeviceState
 
     settings = make_settings(tmp_path, broker.port)
     store = open_store(settings)

@@ -9,9 +9,9 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 
-from sync.forwarder import BatchAssembler, Forwarder, describe_error, group_batches
-from sync.store import PendingRow
-from sync.topics import Topics
+from punchgate.sync.forwarder import BatchAssembler, Forwarder, describe_error, group_batches
+from punchgate.sync.store import PendingRow
+from punchgate.sync.topics import Topics
 from tests.sync.helpers import make_settings
 
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from sync import contract
-from sync.contract import DeviceEvent, DeviceState, Fault
-from sync.forwarder import Forwarder
-from sync.records import FLAG_BEFORE_2000, FLAG_DST_FOLD
-from sync.store import BufferFullError
+from punchgate.sync import contract
+from punchgate.sync.contract import DeviceEvent, DeviceState, Fault
+from punchgate.sync.forwarder import Forwarder
+from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_DST_FOLD
+from punchgate.sync.store import BufferFullError
 from tests.broker import Broker, BrokerPki, Gate, make_test_pki
 from tests.subscriber import Subscriber
 from tests.sync.helpers import eventually, make_settings, open_store, running
@@ -177,7 +177,7 @@ def test_checked_in_schemas_match_the_models(tmp_path: Path) -> None:
     assert sorted(p.name for p in generated) == sorted(p.name for p in contract.SCHEMA_DIR.glob("*.json"))
     for path in generated:
         assert path.read_text() == (contract.SCHEMA_DIR / path.name).read_text(), (
-            f"{path.name} is stale: run `python -m sync.contract`"
+            f"{path.name} is stale: run `python -m punchgate.sync.contract`"
         )
 
 

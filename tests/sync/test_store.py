@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import BufferSettings
-from sync import migrations
-from sync.store import BufferFullError, DiskLowError, Store, StoreError, StoreRefusedError
+from punchgate.gateway.settings import BufferSettings
+from punchgate.sync import migrations
+from punchgate.sync.store import BufferFullError, DiskLowError, Store, StoreError, StoreRefusedError
 from tests.sync.punches import make_punch, make_punches
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import structlog
 
-from drivers.base import (
+from punchgate.drivers.base import (
     AuthError,
     DriverError,
     DriverTimeoutError,
@@ -20,8 +20,8 @@ from drivers.base import (
     UnsupportedDeviceError,
     create_driver,
 )
-from drivers.zk import driver as zk_driver
-from drivers.zk.driver import ClearRefusedError, CountMismatchError, ZkDriver
+from punchgate.drivers.zk import driver as zk_driver
+from punchgate.drivers.zk.driver import ClearRefusedError, CountMismatchError, ZkDriver
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 from tests.zk_driver.test_pyzk_bugs import as_tuples, expected_punches, live_punches
 
@@ -87,7 +87,7 @@ async def test_unreachable_port_fails_fast(open_driver: Any) -> None:
 
 
 def terminal_config_for(port: int, transport: str, **overrides: Any) -> Any:
-    from gateway.settings import ZkTerminal
+    from punchgate.gateway.settings import ZkTerminal
 
     return ZkTerminal.model_validate(
         {"name": "zk1", "type": "zk", "host": "127.0.0.1", "port": port, "transport": transport, **overrides}

@@ -9,9 +9,9 @@ import struct
 import pytest
 from zk.exception import ZKErrorResponse, ZKNetworkError
 
-from drivers.base import DriverTimeoutError, ProtocolError, UnreachableError
-from drivers.zk import protocol as zp
-from drivers.zk.driver import (
+from punchgate.drivers.base import DriverTimeoutError, ProtocolError, UnreachableError
+from punchgate.drivers.zk import protocol as zp
+from punchgate.drivers.zk.driver import (
     detect_eight_byte_variant,
     invalid_time_sentinel,
     map_error,
@@ -19,7 +19,7 @@ from drivers.zk.driver import (
     parse_users,
     raw_punch_from_record,
 )
-from gateway.normalize import EARLIEST_VALID
+from punchgate.gateway.normalize import EARLIEST_VALID
 
 WHEN = dt.datetime(2024, 3, 5, 8, 1, 2)
 FEB_31 = ((((24 * 12 + 1) * 31 + 30) * 24 + 9) * 60 + 15) * 60  # 2024-02-31 09:15:00, not a date

@@ -13,11 +13,11 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 async def probe(*args: str, timeout: float = 60) -> tuple[int, str, str]:
-    """Run `python -m gateway probe ARGS…`; (exit status, stdout, stderr). Never left running."""
+    """Run `python -m punchgate.gateway probe ARGS…`; (exit status, stdout, stderr). Never left running."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "gateway",
+        "punchgate.gateway",
         "probe",
         *args,
         cwd=REPO,

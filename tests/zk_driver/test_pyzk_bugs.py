@@ -17,11 +17,11 @@ import pytest
 from zk import ZK
 from zk.exception import ZKNetworkError
 
-from drivers.base import RawPunch
-from drivers.zk import protocol as zp
-from drivers.zk.driver import INVALID_TIME_EPOCH, PatchedZK, ZkDriver
-from drivers.zk.emulator import ZkEmulator
-from drivers.zk.emulator.profiles import TFT
+from punchgate.drivers.base import RawPunch
+from punchgate.drivers.zk import protocol as zp
+from punchgate.drivers.zk.driver import INVALID_TIME_EPOCH, PatchedZK, ZkDriver
+from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk.emulator.profiles import TFT
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 
 # Newer (SpeedFace-style) firmware: 49-byte records and 37-byte live events.

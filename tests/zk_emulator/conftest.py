@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from drivers.zk import protocol as p
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk import protocol as p
+from punchgate.drivers.zk.emulator import ZkEmulator
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "data" / "zk_vectors.json"
 

@@ -11,7 +11,7 @@ import click
 import pytest
 from zk import ZK
 
-from drivers.zk.cli import parse_rate
+from punchgate.drivers.zk.cli import parse_rate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -46,7 +46,7 @@ async def test_cli_runs_consecutive_terminals_and_stops_on_sigterm() -> None:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "drivers.zk.cli",
+        "punchgate.drivers.zk.cli",
         "--port",
         str(port),
         "--count",

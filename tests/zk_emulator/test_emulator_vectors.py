@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
-from drivers.zk import protocol as p
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk import protocol as p
+from punchgate.drivers.zk.emulator import ZkEmulator
 from tests.zk_emulator.conftest import RawTcpClient, vector_bytes, vector_packet, wait_for
 
 

@@ -8,8 +8,8 @@ import struct
 
 import pytest
 
-from drivers.zk import protocol as p
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk import protocol as p
+from punchgate.drivers.zk.emulator import ZkEmulator
 from tests.zk_emulator.conftest import RawTcpClient, wait_for
 
 ATTLOG = p.BufferRequest(p.CMD_ATTLOG_RRQ, 0)

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from drivers.zk import protocol as p
+from punchgate.drivers.zk import protocol as p
 from tests.zk_emulator.conftest import VECTORS, vector_bytes, vector_packet
 
 FRAMED = [vid for vid, v in VECTORS.items() if v["framing"] in ("tcp-envelope", "bare-packet")]

@@ -11,7 +11,7 @@ import pytest
 from zk import ZK
 from zk.exception import ZKErrorResponse, ZKNetworkError
 
-from drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk.emulator import ZkEmulator
 from tests.zk_emulator.conftest import wait_for
 
 

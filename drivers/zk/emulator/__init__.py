@@ -9,8 +9,8 @@
 See docs/emulator.md for profiles, faults and the one-session policy.
 """
 
-from drivers.zk.emulator.faults import FAULTS, Fault
-from drivers.zk.emulator.profiles import PROFILES, FirmwareProfile, get_profile
-from drivers.zk.emulator.terminal import EmulatorCounters, ZkEmulator
+from punchgate.drivers.zk.emulator.faults import FAULTS, Fault
+from punchgate.drivers.zk.emulator.profiles import PROFILES, FirmwareProfile, get_profile
+from punchgate.drivers.zk.emulator.terminal import EmulatorCounters, ZkEmulator
 
 __all__ = ["FAULTS", "PROFILES", "EmulatorCounters", "Fault", "FirmwareProfile", "ZkEmulator", "get_profile"]

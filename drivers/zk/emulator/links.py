@@ -10,8 +10,8 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
-from drivers.zk.emulator.profiles import Transport
-from drivers.zk.protocol import TCP_DATA_CHUNK, UDP_DATA_CHUNK, tcp_wrap
+from punchgate.drivers.zk.emulator.profiles import Transport
+from punchgate.drivers.zk.protocol import TCP_DATA_CHUNK, UDP_DATA_CHUNK, tcp_wrap
 
 
 class Link(ABC):

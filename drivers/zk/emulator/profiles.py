@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from drivers.zk.protocol import EightByteVariant
+from punchgate.drivers.zk.protocol import EightByteVariant
 
 Transport = Literal["tcp", "udp"]
 

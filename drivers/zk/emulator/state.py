@@ -11,8 +11,8 @@ import random
 import time
 from collections.abc import Callable
 
-from drivers.zk.emulator.profiles import FirmwareProfile
-from drivers.zk.protocol import (
+from punchgate.drivers.zk.emulator.profiles import FirmwareProfile
+from punchgate.drivers.zk.protocol import (
     AttendanceRecord,
     UserRecord,
     decode_attendance,

@@ -27,12 +27,12 @@ from typing import Any, ClassVar, Literal
 
 import structlog
 
-from drivers.zk import protocol as p
-from drivers.zk.emulator.faults import ONE_SHOT_FAULTS, Fault, check_fault
-from drivers.zk.emulator.links import Link, TcpLink, UdpLink
-from drivers.zk.emulator.profiles import FirmwareProfile, Transport, get_profile
-from drivers.zk.emulator.state import TerminalClock, TerminalData
-from drivers.zk.protocol import AttendanceRecord, UserRecord
+from punchgate.drivers.zk import protocol as p
+from punchgate.drivers.zk.emulator.faults import ONE_SHOT_FAULTS, Fault, check_fault
+from punchgate.drivers.zk.emulator.links import Link, TcpLink, UdpLink
+from punchgate.drivers.zk.emulator.profiles import FirmwareProfile, Transport, get_profile
+from punchgate.drivers.zk.emulator.state import TerminalClock, TerminalData
+from punchgate.drivers.zk.protocol import AttendanceRecord, UserRecord
 
 log = structlog.get_logger(__name__)
 
