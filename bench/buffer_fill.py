@@ -15,8 +15,8 @@ from zoneinfo import ZoneInfo
 
 from punchgate.drivers.base import RawPunch
 from punchgate.gateway.normalize import normalize_punch
-from punchgate.gateway.settings import BufferSettings
 from punchgate.sync.records import Punch
+from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import Store
 
 _START = dt.datetime(2024, 3, 4, 6, 0, 0)

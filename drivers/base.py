@@ -3,15 +3,30 @@
 A driver owns one connection to one terminal. The gateway's worker is its only caller and
 serialises every operation on it, so drivers need not be safe for concurrent use.
 Raw punches keep the terminal's own fields; normalisation (ids, UTC, names) happens once,
-in `gateway.normalize`.
+in `punchgate.gateway.normalize`, using the code names each driver's description declares.
+
+This module and `punchgate.drivers.config` are the drivers' shared base: drivers import them,
+never `punchgate.gateway` or `punchgate.sync` (import-linter enforces it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
+
+from punchgate.drivers.faults import DeviceFault
+
+# The punch-state codes that ZK and Anviz terminals share, with the contract's names for them.
+COMMON_STATE_NAMES: Mapping[int, str] = {
+    0: "check_in",
+    1: "check_out",
+    2: "break_out",
+    3: "break_in",
+    4: "overtime_in",
+    5: "overtime_out",
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,7 +62,7 @@ class DeviceInfo:
 class DriverError(Exception):
     """Base of every error a driver raises. `fault` is the health fault code it maps to."""
 
-    fault = "protocol_error"
+    fault: DeviceFault = DeviceFault.PROTOCOL_ERROR
 
     def __init__(self, message: str, *, device: str = "") -> None:
         self.device = device
@@ -57,31 +72,31 @@ class DriverError(Exception):
 class UnreachableError(DriverError):
     """No answer at the network or line level (refused, no route, nothing on the bus)."""
 
-    fault = "unreachable"
+    fault: DeviceFault = DeviceFault.UNREACHABLE
 
 
 class DriverTimeoutError(DriverError):
     """The terminal accepted the session but stopped answering."""
 
-    fault = "timeout"
+    fault: DeviceFault = DeviceFault.TIMEOUT
 
 
 class AuthError(DriverError):
     """The terminal refused our comm key / password."""
 
-    fault = "auth_failed"
+    fault: DeviceFault = DeviceFault.AUTH_FAILED
 
 
 class ProtocolError(DriverError):
     """Garbage, a truncated frame, an unexpected reply, or counts that do not add up."""
 
-    fault = "protocol_error"
+    fault: DeviceFault = DeviceFault.PROTOCOL_ERROR
 
 
 class UnsupportedDeviceError(DriverError):
     """Something answered, but it does not speak this protocol."""
 
-    fault = "unsupported"
+    fault: DeviceFault = DeviceFault.UNSUPPORTED
 
 
 @runtime_checkable
@@ -114,38 +129,3 @@ class Driver(Protocol):
 
 
 DriverFactory = Callable[[Any], Driver]
-_REGISTRY: dict[str, DriverFactory] = {}
-
-
-def register(type_name: str) -> Callable[[DriverFactory], DriverFactory]:
-    """Register a driver factory under the config's terminal `type`."""
-
-    def wrap(factory: DriverFactory) -> DriverFactory:
-        if type_name in _REGISTRY:
-            raise ValueError(f"driver type {type_name!r} registered twice")
-        _REGISTRY[type_name] = factory
-        return factory
-
-    return wrap
-
-
-def create_driver(terminal_config: Any) -> Driver:
-    """Build the driver for one terminal's config entry (its `type` picks the factory)."""
-    load_builtin_drivers()
-    try:
-        factory = _REGISTRY[terminal_config.type]
-    except KeyError:
-        raise ValueError(f"no driver registered for terminal type {terminal_config.type!r}") from None
-    return factory(terminal_config)
-
-
-def load_builtin_drivers() -> None:
-    """Import the bundled driver packages so their `register` calls run."""
-    import importlib
-
-    for module in ("punchgate.drivers.zk.driver", "punchgate.drivers.anviz.driver"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise

@@ -19,15 +19,17 @@ from typing import Any
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from punchgate.drivers.base import create_driver
+from punchgate.drivers.config import TerminalConfig
+from punchgate.drivers.registry import create_driver
 from punchgate.gateway import __version__
 from punchgate.gateway.clock import ClockCare, CorrectionPolicy, GatewayClock
 from punchgate.gateway.health import DeviceHealth, FaultSet, FaultTransition, Notice, Thresholds, calendar_for
 from punchgate.gateway.logs import register_secret
 from punchgate.gateway.sdnotify import SystemdNotifier
-from punchgate.gateway.settings import Settings, TerminalBase
+from punchgate.gateway.settings import Settings
 from punchgate.gateway.worker import DeviceWorker
 from punchgate.sync.contract import DeviceEvent, DeviceState
+from punchgate.sync.faults import GatewayFault
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import Store
 
@@ -110,7 +112,7 @@ class Application:
         self.notifier.ready(status)
         log.info("gateway_started", gateway=settings.gateway_id, terminals=len(self._worker_tasks))
 
-    def _build_worker(self, terminal: TerminalBase) -> DeviceWorker:
+    def _build_worker(self, terminal: TerminalConfig) -> DeviceWorker:
         assert self.store is not None and self.forwarder is not None
         health_settings = self.settings.terminal_health(terminal)
         timezone = self.settings.terminal_timezone(terminal)
@@ -146,11 +148,9 @@ class Application:
     async def _start_http(self) -> None:
         if not self.settings.http.enabled:
             return
-        try:
-            from punchgate.gateway.http import start_http_server
-        except ModuleNotFoundError:
-            log.warning("http_unavailable")
-            return
+        # Imported here, so CLI commands that never serve HTTP do not load aiohttp.
+        from punchgate.gateway.http import start_http_server
+
         self._http = await start_http_server(self)
 
     def _spawn_service(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
@@ -209,7 +209,7 @@ class Application:
         while True:
             self.loop_heartbeat = time.monotonic()
             store_faults = await asyncio.to_thread(self.store.active_faults)
-            for code in ("buffer_full", "disk_low"):
+            for code in (GatewayFault.BUFFER_FULL, GatewayFault.DISK_LOW):
                 self.gateway_faults.set(code, code in store_faults, self._store_fault_detail(code))
             self._check_broker()
             await self._check_delivery_delay()
@@ -239,7 +239,7 @@ class Application:
             self._broker_lost_at = now
         away = self._broker_lost_at is not None and now - self._broker_lost_at >= BROKER_FAULT_AFTER
         self.gateway_faults.set(
-            "broker_unreachable", away, self.forwarder.stats.last_error or "not connected"
+            GatewayFault.BROKER_UNREACHABLE, away, self.forwarder.stats.last_error or "not connected"
         )
 
     async def _check_delivery_delay(self) -> None:
@@ -248,11 +248,11 @@ class Application:
         age = await asyncio.to_thread(self.store.oldest_pending_age)
         late = bool(limit) and age is not None and age > limit
         detail = f"oldest undelivered punch waits {age or 0:.0f} s (limit {limit:g} s)"
-        self.gateway_faults.set("delivery_delayed", late, detail)
+        self.gateway_faults.set(GatewayFault.DELIVERY_DELAYED, late, detail)
 
     def _store_fault_detail(self, code: str) -> str:
         buffer = self.settings.buffer
-        if code == "buffer_full":
+        if code == GatewayFault.BUFFER_FULL:
             return f"{buffer.max_pending} undelivered punches; terminals are not read until the buffer drains"
         return f"less than {buffer.min_free_disk_mb} MB free for {buffer.path}; terminals are not read"
 

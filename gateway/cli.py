@@ -8,7 +8,6 @@ never breaks the others.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,11 +18,6 @@ from punchgate.gateway import __version__
 from punchgate.gateway.settings import ConfigError, Settings, load_settings
 
 EXIT_CONFIG = 2
-# Where each driver keeps its click commands: (emulate module, probe module).
-_DRIVER_COMMANDS = {
-    "zk": ("punchgate.drivers.zk.cli", "punchgate.drivers.zk.probe"),
-    "anviz": ("punchgate.drivers.anviz.cli", "punchgate.drivers.anviz.cli"),
-}
 
 
 def _load_or_exit(path: Path) -> Settings:
@@ -72,15 +66,25 @@ def run(config: Path, log_format: str) -> None:
     sys.exit(run_daemon(settings))
 
 
-def _driver_command(kind: str, which: int, attribute: str) -> click.Command:
-    try:
-        module_name = _DRIVER_COMMANDS[kind][which]
-    except KeyError:
-        raise click.UsageError(
-            f"unknown terminal type {kind!r}; known: {', '.join(_DRIVER_COMMANDS)}"
-        ) from None
-    command: click.Command = getattr(importlib.import_module(module_name), attribute)
+def _driver_command(kind: str, which: str) -> click.Command:
+    """A driver's own `probe` or `emulate` command, as its description names it."""
+    from punchgate.drivers.registry import BY_TYPE
+
+    description = BY_TYPE.get(kind)
+    if description is None:
+        raise click.UsageError(f"unknown terminal type {kind!r}; known: {', '.join(BY_TYPE)}")
+    command = description.load_command(which)
+    if command is None:
+        raise click.UsageError(f"terminal type {kind!r} has no {which} command")
     return command
+
+
+def _logging_hook(*, json: bool | None) -> object:
+    """Lets a driver's command log the gateway's way without importing the gateway."""
+    from punchgate.drivers.description import LoggingHook
+    from punchgate.gateway.logs import configure_logging
+
+    return LoggingHook(lambda level: configure_logging(level, json=json))
 
 
 @main.command(
@@ -91,8 +95,8 @@ def _driver_command(kind: str, which: int, attribute: str) -> click.Command:
 @click.pass_context
 def emulate(ctx: click.Context, kind: str) -> None:
     """Run emulated terminals of KIND (zk, anviz); `punchgate emulate KIND --help` lists options."""
-    command = _driver_command(kind, 0, "emulate_command")
-    command.main(args=list(ctx.args), prog_name=f"punchgate emulate {kind}")
+    command = _driver_command(kind, "emulate")
+    command.main(args=list(ctx.args), prog_name=f"punchgate emulate {kind}", obj=_logging_hook(json=None))
 
 
 @main.command(
@@ -106,8 +110,8 @@ def probe(ctx: click.Context, url: str) -> None:
     kind = urlsplit(url).scheme
     if not kind:
         raise click.UsageError(f"{url!r}: expected a URL such as zk://192.0.2.10:4370")
-    command = _driver_command(kind, 1, "probe_command")
-    command.main(args=[url, *ctx.args], prog_name=f"punchgate probe {kind}")
+    command = _driver_command(kind, "probe")
+    command.main(args=[url, *ctx.args], prog_name=f"punchgate probe {kind}", obj=_logging_hook(json=False))
 
 
 @main.command("status")

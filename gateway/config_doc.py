@@ -5,8 +5,8 @@
 
 from __future__ import annotations
 
+import re
 import sys
-import typing
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -30,7 +30,7 @@ def _type_name(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
     for prefix in ("<class '", "'>"):
         text = text.replace(prefix, "")
-    return text.replace("punchgate.gateway.settings.", "")
+    return re.sub(r"punchgate\.[a-z_.]+\.([A-Z])", r"\1", text)
 
 
 def _default(field: FieldInfo) -> str:
@@ -52,19 +52,17 @@ def _table(title: str, model: type[BaseModel]) -> list[str]:
 
 def render() -> str:
     from punchgate.gateway import settings as s
+    from punchgate.sync import settings as sync_settings
 
     sections: list[tuple[str, type[BaseModel]]] = [
         ("top level", s.Settings),
-        ("[mqtt]", s.MqttSettings),
-        ("[mqtt.tls]", s.TlsSettings),
-        ("[buffer]", s.BufferSettings),
+        ("[mqtt]", sync_settings.MqttSettings),
+        ("[mqtt.tls]", sync_settings.TlsSettings),
+        ("[buffer]", sync_settings.BufferSettings),
         ("[http]", s.HttpSettings),
         ("[health] (and [terminals.health])", s.HealthSettings),
-        ('[[terminals]] type = "zk"', s.ZkTerminal),
     ]
-    anviz = getattr(s, "AnvizTerminal", None)
-    if anviz is not None:
-        sections.append(('[[terminals]] type = "anviz"', typing.cast(type[BaseModel], anviz)))
+    sections += [(f'[[terminals]] type = "{kind}"', model) for kind, model in s.TERMINAL_MODELS.items()]
     out = [HEADER]
     for title, model in sections:
         out.extend(_table(title, model))

@@ -16,8 +16,10 @@ from typing import Any, Literal
 import structlog
 
 from punchgate.drivers.base import DeviceInfo
+from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.calendar import WorkingCalendar
 from punchgate.gateway.settings import HealthSettings
+from punchgate.sync.faults import GatewayFault
 
 log = structlog.get_logger(__name__)
 
@@ -46,29 +48,39 @@ class FaultKind:
 CATALOGUE: dict[str, FaultKind] = {
     kind.code: kind
     for kind in (
-        FaultKind("unreachable", Severity.ERROR, "terminal does not answer on the network/line", True),
-        FaultKind("timeout", Severity.ERROR, "terminal accepted the session but stopped answering", True),
-        FaultKind("auth_failed", Severity.ERROR, "terminal refused the comm key", True),
-        FaultKind("protocol_error", Severity.WARNING, "garbage or unexpected reply from the terminal"),
-        FaultKind("unsupported", Severity.ERROR, "device does not speak this protocol", True),
-        FaultKind("stuck_disabled", Severity.WARNING, "terminal stays disabled after our session"),
-        FaultKind("log_nearly_full", Severity.WARNING, "attendance log close to its capacity"),
-        FaultKind("log_reset", Severity.WARNING, "record count went down without us clearing it"),
-        FaultKind("device_replaced", Severity.WARNING, "serial number changed"),
-        FaultKind("clock_drift", Severity.WARNING, "terminal clock differs from the gateway's"),
-        FaultKind("clock_invalid", Severity.ERROR, "terminal clock or punch times cannot be right"),
-        FaultKind("silent", Severity.INFO, "no punches for longer than expected on a working day"),
         FaultKind(
-            "buffer_full", Severity.CRITICAL, "gateway buffer holds its maximum of undelivered punches"
+            DeviceFault.UNREACHABLE, Severity.ERROR, "terminal does not answer on the network/line", True
         ),
-        FaultKind("disk_low", Severity.CRITICAL, "gateway disk below its free-space minimum"),
-        FaultKind("broker_unreachable", Severity.ERROR, "MQTT broker cannot be reached"),
-        FaultKind("delivery_delayed", Severity.WARNING, "the oldest undelivered punch waits too long"),
+        FaultKind(
+            DeviceFault.TIMEOUT, Severity.ERROR, "terminal accepted the session but stopped answering", True
+        ),
+        FaultKind(DeviceFault.AUTH_FAILED, Severity.ERROR, "terminal refused the comm key", True),
+        FaultKind(
+            DeviceFault.PROTOCOL_ERROR, Severity.WARNING, "garbage or unexpected reply from the terminal"
+        ),
+        FaultKind(DeviceFault.UNSUPPORTED, Severity.ERROR, "device does not speak this protocol", True),
+        FaultKind(DeviceFault.STUCK_DISABLED, Severity.WARNING, "terminal stays disabled after our session"),
+        FaultKind(DeviceFault.LOG_NEARLY_FULL, Severity.WARNING, "attendance log close to its capacity"),
+        FaultKind(DeviceFault.LOG_RESET, Severity.WARNING, "record count went down without us clearing it"),
+        FaultKind(DeviceFault.DEVICE_REPLACED, Severity.WARNING, "serial number changed"),
+        FaultKind(DeviceFault.CLOCK_DRIFT, Severity.WARNING, "terminal clock differs from the gateway's"),
+        FaultKind(DeviceFault.CLOCK_INVALID, Severity.ERROR, "terminal clock or punch times cannot be right"),
+        FaultKind(DeviceFault.SILENT, Severity.INFO, "no punches for longer than expected on a working day"),
+        FaultKind(
+            GatewayFault.BUFFER_FULL,
+            Severity.CRITICAL,
+            "gateway buffer holds its maximum of undelivered punches",
+        ),
+        FaultKind(GatewayFault.DISK_LOW, Severity.CRITICAL, "gateway disk below its free-space minimum"),
+        FaultKind(GatewayFault.BROKER_UNREACHABLE, Severity.ERROR, "MQTT broker cannot be reached"),
+        FaultKind(
+            GatewayFault.DELIVERY_DELAYED, Severity.WARNING, "the oldest undelivered punch waits too long"
+        ),
     )
 }
 # Faults of the gateway itself (subject ""); the rest belong to terminals.
-GATEWAY_FAULTS = ("buffer_full", "disk_low", "broker_unreachable", "delivery_delayed")
-DEVICE_FAULTS = tuple(code for code in CATALOGUE if code not in GATEWAY_FAULTS)
+GATEWAY_FAULTS: tuple[str, ...] = tuple(GatewayFault)
+DEVICE_FAULTS: tuple[str, ...] = tuple(DeviceFault)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,9 +209,21 @@ class FaultSet:
 
 
 # Faults a successful contact proves gone.
-_CONTACT_FAULTS = ("unreachable", "timeout", "auth_failed", "unsupported")
+_CONTACT_FAULTS = (
+    DeviceFault.UNREACHABLE,
+    DeviceFault.TIMEOUT,
+    DeviceFault.AUTH_FAILED,
+    DeviceFault.UNSUPPORTED,
+)
 # One-off observations, kept visible for `fault_hold_seconds` (see FaultSet).
-HELD_FAULTS = frozenset({"protocol_error", "log_reset", "device_replaced", "clock_invalid"})
+HELD_FAULTS = frozenset(
+    {
+        DeviceFault.PROTOCOL_ERROR,
+        DeviceFault.LOG_RESET,
+        DeviceFault.DEVICE_REPLACED,
+        DeviceFault.CLOCK_INVALID,
+    }
+)
 # A terminal clock this far from the gateway's is not drifting: it is unset or dead.
 CLOCK_INVALID_SECONDS = 86400.0
 # Hysteresis: a raised clock_drift clears only once the drift is below this share of its threshold.
@@ -310,7 +334,7 @@ class DeviceHealth:
         self.consecutive_failures += 1
         self.failures_total += 1
         self.last_error = detail
-        code = fault if fault in CATALOGUE else "protocol_error"
+        code = fault if fault in CATALOGUE else DeviceFault.PROTOCOL_ERROR
         # A contact failure replaces the previous one: a terminal is unreachable OR refuses
         # our key, not both at once.
         for other in _CONTACT_FAULTS:
@@ -324,7 +348,7 @@ class DeviceHealth:
         self.last_read_count = count
         self.records_read_total += count
         self.punches_new_total += new
-        self.faults.clear_fault("protocol_error")
+        self.faults.clear_fault(DeviceFault.PROTOCOL_ERROR)
         self.faults.release_held()
         self._changed()
 
@@ -359,9 +383,9 @@ class DeviceHealth:
         ratio = info.record_count / info.record_capacity
         detail = f"{info.record_count} of {info.record_capacity} records ({ratio:.0%})"
         if ratio >= self.thresholds.log_full_ratio:
-            self.faults.raise_fault("log_nearly_full", detail)
+            self.faults.raise_fault(DeviceFault.LOG_NEARLY_FULL, detail)
         elif ratio < self.thresholds.log_full_clear_ratio:
-            self.faults.clear_fault("log_nearly_full")
+            self.faults.clear_fault(DeviceFault.LOG_NEARLY_FULL)
 
     def _check_clock(self, info: DeviceInfo, drift: float | None) -> None:
         if info.clock is None:
@@ -369,25 +393,25 @@ class DeviceHealth:
         reads = info.clock.isoformat(sep=" ")
         if info.clock.year < 2000 or drift is None or abs(drift) > CLOCK_INVALID_SECONDS:
             gap = "" if drift is None else f", {drift:+.0f} s from the gateway's"
-            self.faults.raise_fault("clock_invalid", f"terminal clock reads {reads}{gap}")
-            self.faults.clear_fault("clock_drift")  # not drift: a clock that was never set or died
+            self.faults.raise_fault(DeviceFault.CLOCK_INVALID, f"terminal clock reads {reads}{gap}")
+            self.faults.clear_fault(DeviceFault.CLOCK_DRIFT)  # not drift: a clock that was never set or died
             return
-        self.faults.clear_fault("clock_invalid")
+        self.faults.clear_fault(DeviceFault.CLOCK_INVALID)
         size = abs(drift)
         if size > self.thresholds.clock_drift_seconds:
             self.faults.raise_fault(
-                "clock_drift",
+                DeviceFault.CLOCK_DRIFT,
                 f"terminal clock off by {drift:+.0f} s (limit {self.thresholds.clock_drift_seconds:g} s)",
             )
         elif size < self.thresholds.clock_drift_clear_seconds:
-            self.faults.clear_fault("clock_drift")
+            self.faults.clear_fault(DeviceFault.CLOCK_DRIFT)
 
     def _check_enabled(self, info: DeviceInfo) -> None:
         enabled = info.extra.get("enabled")
         if enabled is None:
             return  # the driver cannot tell
         self.faults.set(
-            "stuck_disabled",
+            DeviceFault.STUCK_DISABLED,
             enabled is False,
             "terminal reports itself disabled (it refuses punches) at the start of our contact",
         )
@@ -402,7 +426,7 @@ class DeviceHealth:
         worked = self.calendar.working_seconds(since, now)
         last = "no punch seen yet" if self.last_punch_at is None else f"last punch {since:%Y-%m-%d %H:%M} UTC"
         self.faults.set(
-            "silent",
+            DeviceFault.SILENT,
             worked > hours * 3600,
             f"no punches for {worked / 3600:.1f} working hours (limit {hours:g} h; {last})",
         )

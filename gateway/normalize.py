@@ -1,9 +1,9 @@
 """Turning a terminal's raw punch into the normalised, identified Punch — in this one place.
 
-* Identity (DESIGN §3): `record_id` hashes what the terminal itself said about the punch
+* Identity (docs/mqtt-contract.md, "Record ids"): `record_id` hashes what the terminal itself said about the punch
   (serial, user, terminal-local time, state, verify). Never the log index, never arrival time,
   so re-reads, restarts and a second gateway all produce the same id.
-* Time (DESIGN §4): the terminal's naive local time is interpreted in its IANA zone. A time
+* Time (docs/mqtt-contract.md, "Time"): the terminal's naive local time is interpreted in its IANA zone. A time
   that happens twice (DST fold) takes the earlier instant and is flagged; a time that never
   happened (DST gap) is shifted forward by the gap and flagged. Times before 2000 or more than
   a day ahead of the gateway are flagged as invalid: stored and forwarded, never dropped.
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Mapping
 from zoneinfo import ZoneInfo
 
 from punchgate.drivers.base import RawPunch
+from punchgate.drivers.registry import describe
 from punchgate.sync.records import (
     FLAG_BEFORE_2000,
     FLAG_DST_FOLD,
@@ -27,19 +27,6 @@ from punchgate.sync.records import (
 )
 
 ID_VERSION = "1"
-STATE_NAMES: Mapping[int, str] = {
-    0: "check_in",
-    1: "check_out",
-    2: "break_out",
-    3: "break_in",
-    4: "overtime_in",
-    5: "overtime_out",
-}
-# Verify-type vocabularies differ between protocols; each maps onto the same names.
-VERIFY_NAMES: Mapping[str, Mapping[int, str]] = {
-    "zk": {0: "password", 1: "fingerprint", 2: "card", 3: "password", 4: "card", 15: "face", 25: "palm"},
-    "anviz": {1: "fingerprint", 2: "password", 3: "card", 4: "face", 5: "fingerprint_card"},
-}
 EARLIEST_VALID = dt.datetime(2000, 1, 1, 0, 0, 1)
 FUTURE_TOLERANCE = dt.timedelta(days=1)
 
@@ -102,6 +89,7 @@ def normalize_punch(
     now: dt.datetime | None = None,
 ) -> Punch:
     now = now or dt.datetime.now(dt.UTC)
+    names = describe(driver_type)  # each driver names its own state and verify codes
     local = raw.timestamp.replace(microsecond=0, tzinfo=None)
     try:
         utc, offset, dst_flags = to_utc(local, zone)
@@ -117,9 +105,9 @@ def normalize_punch(
         utc_time=utc,
         utc_offset_seconds=offset,
         state=raw.state,
-        state_name=STATE_NAMES.get(raw.state),
+        state_name=names.state_names.get(raw.state),
         verify=raw.verify,
-        verify_name=VERIFY_NAMES.get(driver_type, {}).get(raw.verify),
+        verify_name=names.verify_names.get(raw.verify),
         work_code=raw.work_code,
         source=source,
         historical=historical,

@@ -1,89 +1,24 @@
-"""The configuration file's schema: strict pydantic models, one TOML file.
+"""The configuration file's schema: one TOML file, composed from the components' own models.
 
-Unknown keys are rejected everywhere (a typo must never be silently ignored on a site that
-depends on this config for payroll). Secrets may stay out of the file: see `gateway.secrets`.
+Each component owns its settings: every driver its `[[terminals]]` entry (see
+`punchgate.drivers.registry`), the buffer and the forwarder theirs (`punchgate.sync.settings`).
+This module adds the gateway's own sections (http, health) and composes the whole. Unknown
+keys are rejected everywhere (a typo must never be silently ignored on a site that depends on
+this config for payroll). Secrets may stay out of the file: see `punchgate.gateway.secrets`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 import tomllib
-import zoneinfo
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    SecretStr,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-def _check_timezone(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown IANA timezone {value!r}") from None
-    return value
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class TlsSettings(Strict):
-    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate")
-    cert_file: Path | None = Field(None, description="client certificate for mutual TLS")
-    key_file: Path | None = Field(None, description="private key of the client certificate")
-    insecure: bool = Field(False, description="skip hostname verification (testing only)")
-
-    @model_validator(mode="after")
-    def _cert_and_key_together(self) -> TlsSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file must be given together")
-        return self
-
-
-class MqttSettings(Strict):
-    host: str = Field("127.0.0.1", description="broker host name or address")
-    port: Port = Field(1883, description="broker port")
-    protocol: Literal["3.1.1", "5"] = Field("3.1.1", description="MQTT protocol version")
-    client_id: str | None = Field(None, description="MQTT client id; defaults to punchgate-{gateway_id}")
-    topic_prefix: str = Field("punchgate", description="first level of every topic")
-    username: str | None = Field(None, description="broker user name")
-    password: SecretStr | None = Field(
-        None, description="broker password; prefer PUNCHGATE_MQTT_PASSWORD or a systemd credential"
-    )
-    tls: TlsSettings | None = Field(None, description="TLS settings; absent means plain TCP")
-    keepalive: int = Field(30, ge=5, le=3600, description="MQTT keepalive in seconds")
-    batch_size: int = Field(500, ge=1, le=10000, description="punches per backlog message")
-    publish_timeout: float = Field(10.0, gt=0, description="seconds to wait for a PUBACK")
-    reconnect_min: float = Field(1.0, gt=0, description="first reconnect delay in seconds")
-    reconnect_max: float = Field(60.0, gt=0, description="longest reconnect delay in seconds")
-
-    @field_validator("topic_prefix")
-    @classmethod
-    def _prefix_is_a_topic(cls, value: str) -> str:
-        if not value or any(c in value for c in "#+\0") or value.startswith("/") or value.endswith("/"):
-            raise ValueError("must be a non-empty topic without wildcards or leading/trailing '/'")
-        return value
-
-
-class BufferSettings(Strict):
-    path: Path = Field(Path("/var/lib/punchgate/buffer.db"), description="SQLite buffer file")
-    max_pending: int = Field(5_000_000, ge=1, description="undelivered punches before buffer_full")
-    min_free_disk_mb: int = Field(200, ge=0, description="free disk below which new punches are refused")
-    retention_days: int = Field(90, ge=0, description="days delivered punches are kept for replay")
+from punchgate.drivers.config import NAME_PATTERN, Port, Strict, TerminalConfig, check_timezone
+from punchgate.drivers.registry import DRIVERS
+from punchgate.sync.settings import BufferSettings, MqttSettings
 
 
 class HttpSettings(Strict):
@@ -139,85 +74,32 @@ class HealthSettings(Strict):
         return self
 
 
-class TerminalBase(Strict):
-    name: str = Field(pattern=NAME_PATTERN, description="unique terminal name, used in topics and logs")
-    timezone: str | None = Field(None, description="IANA timezone of the terminal's clock; default: site's")
-    poll_interval: float = Field(60.0, ge=1, le=86400, description="seconds between full reads")
-    enabled: bool = Field(True, description="set false to keep a terminal in the file but not read it")
+class TerminalHealth(Strict):
+    """The gateway's own keys on every `[[terminals]]` entry, beside the driver's."""
+
     health: HealthSettings | None = Field(None, description="per-terminal health thresholds")
 
-    @field_validator("timezone")
-    @classmethod
-    def _known_timezone(cls, value: str | None) -> str | None:
-        return _check_timezone(value)
+
+def _with_gateway_keys(model: type[TerminalConfig]) -> type[TerminalConfig]:
+    """The driver's terminal model plus the gateway's per-terminal keys, under the same name."""
+    bases: tuple[type[Any], ...] = (model, TerminalHealth)
+    composed = create_model(model.__name__, __base__=bases, __module__=model.__module__)
+    return cast(type[TerminalConfig], composed)
 
 
-class ZkTerminal(TerminalBase):
-    type: Literal["zk"] = Field(description="ZKTeco-style terminal, ZK protocol")
-    host: str = Field(min_length=1, description="terminal address")
-    port: Port = Field(4370, description="terminal port")
-    transport: Literal["tcp", "udp"] = Field("tcp", description="tcp for TFT firmware, udp for BW firmware")
-    comm_key: SecretStr | None = Field(None, description="numeric comm key (password); 0 or absent: none")
-    live: bool = Field(True, description="listen for real-time punches between polls")
-    encoding: str = Field("utf-8", description="text encoding of user names (e.g. gbk)")
-    timeout: float = Field(10.0, gt=0, le=300, description="base socket timeout in seconds")
-    clear_log: bool = Field(False, description="clear the terminal's log after a verified durable read")
-
-    @field_validator("comm_key")
-    @classmethod
-    def _numeric_key(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not re.fullmatch(r"\d{1,10}", value.get_secret_value()):
-            raise ValueError("must be a number (0..4294967295)")
-        if value is not None and int(value.get_secret_value()) > 0xFFFFFFFF:
-            raise ValueError("must be a number (0..4294967295)")
-        return value
-
-    @field_validator("encoding")
-    @classmethod
-    def _known_encoding(cls, value: str) -> str:
-        import codecs
-
-        try:
-            codecs.lookup(value)
-        except LookupError:
-            raise ValueError(f"unknown text encoding {value!r}") from None
-        return value
+# The `[[terminals]]` union, built from the drivers' descriptions: one entry per family.
+TERMINAL_MODELS: dict[str, type[TerminalConfig]] = {
+    d.type_name: _with_gateway_keys(d.config_model) for d in DRIVERS
+}
+if TYPE_CHECKING:
+    Terminal = TerminalConfig
+else:
+    Terminal = Annotated[Union[tuple(TERMINAL_MODELS.values())], Field(discriminator="type")]  # noqa: UP007
 
 
-class AnvizTerminal(TerminalBase):
-    type: Literal["anviz"] = Field(description="Anviz TC_B terminal over RS232/RS485 or TCP")
-    endpoint: str = Field(
-        description="serial:///dev/ttyUSB0?baud=9600&parity=N (RS232/RS485) or tcp://host:5010; see docs/anviz.md"
-    )
-    device_id: int = Field(
-        1, ge=1, le=0xFFFFFFFF, description="the terminal's communication device id (its address on the bus)"
-    )
-    live: bool = Field(True, description="listen for real-time punches between polls (TCP endpoints only)")
-    timeout: float = Field(2.0, gt=0, le=300, description="seconds to wait for each reply")
-    retries: int = Field(2, ge=0, le=10, description="resends after a lost or corrupted reply")
-    epoch: Literal["2000-01-02", "2000-01-01"] = Field(
-        "2000-01-02", description="day the record clock counts from (most firmware: 2000-01-02)"
-    )
-    mark_read: bool = Field(
-        True,
-        description="clear the terminal's new-record flags after a durable commit (records stay in its log)",
-    )
-
-    @field_validator("endpoint")
-    @classmethod
-    def _valid_endpoint(cls, value: str) -> str:
-        from punchgate.drivers.anviz.endpoint import parse_endpoint
-
-        parse_endpoint(value)  # raises ValueError saying what is wrong
-        return value.strip()
-
-    @property
-    def clear_log(self) -> bool:
-        """What the worker asks: Anviz reads only new records, so marking them read is the clear."""
-        return self.mark_read
-
-
-Terminal = Annotated[ZkTerminal | AnvizTerminal, Field(discriminator="type")]
+def terminal_health_override(terminal: TerminalConfig) -> HealthSettings | None:
+    override: HealthSettings | None = getattr(terminal, "health", None)
+    return override
 
 
 class Settings(Strict):
@@ -235,7 +117,7 @@ class Settings(Strict):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        return _check_timezone(value) or value
+        return check_timezone(value) or value
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:
@@ -246,11 +128,11 @@ class Settings(Strict):
             seen.add(terminal.name)
         return self
 
-    def terminal_timezone(self, terminal: TerminalBase) -> str:
+    def terminal_timezone(self, terminal: TerminalConfig) -> str:
         return terminal.timezone or self.timezone
 
-    def terminal_health(self, terminal: TerminalBase) -> HealthSettings:
-        return terminal.health or self.health
+    def terminal_health(self, terminal: TerminalConfig) -> HealthSettings:
+        return terminal_health_override(terminal) or self.health
 
 
 class ConfigError(Exception):
@@ -268,7 +150,7 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("zk", "anviz") and out.endswith("]"):
+        elif part in TERMINAL_MODELS and out.endswith("]"):
             continue  # the discriminated union adds the tag as a path segment
         else:
             out += f".{part}" if out else str(part)

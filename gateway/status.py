@@ -10,6 +10,8 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 
+from punchgate.sync.faults import GatewayFault
+
 if TYPE_CHECKING:
     from punchgate.gateway.app import Application
 
@@ -56,7 +58,7 @@ def health_verdict(app: Application) -> tuple[bool, str]:
         return False, f"buffer unusable: {type(exc).__name__}: {exc}"
     if not app.forwarder_alive():
         return False, "forwarder task is not running"
-    broker = app.gateway_faults.active.get("broker_unreachable")
+    broker = app.gateway_faults.active.get(GatewayFault.BROKER_UNREACHABLE)
     grace = app.settings.health.broker_grace_seconds
     if broker is not None and (dt.datetime.now(dt.UTC) - broker.since).total_seconds() > grace:
         return False, f"broker unreachable for more than {grace:g} s: {broker.detail}"

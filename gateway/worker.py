@@ -22,11 +22,12 @@ from zoneinfo import ZoneInfo
 import structlog
 
 from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch
+from punchgate.drivers.config import TerminalConfig
+from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.clock import ClockCare
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.logs import bind_device
 from punchgate.gateway.normalize import normalize_punch
-from punchgate.gateway.settings import TerminalBase
 from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Source
 from punchgate.sync.store import Store, StoreRefusedError
 
@@ -76,7 +77,7 @@ class DeviceWorker:
     def __init__(
         self,
         *,
-        terminal: TerminalBase,
+        terminal: TerminalConfig,
         driver: Driver,
         store: Store,
         sink: PunchSink,
@@ -133,7 +134,7 @@ class DeviceWorker:
                     self.health.contact_failed(exc.fault, str(exc))
                     log.warning("session_failed", fault=exc.fault, error=str(exc))
                 except Exception as exc:  # a bug in one worker must not take down the daemon
-                    self.health.contact_failed("protocol_error", f"{type(exc).__name__}: {exc}")
+                    self.health.contact_failed(DeviceFault.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}")
                     log.exception("session_crashed")
                 finally:
                     await self._close_quietly()
@@ -240,7 +241,9 @@ class DeviceWorker:
     def _check_identity(self, info: DeviceInfo) -> None:
         replaced = bool(self._serial and info.serial_number and info.serial_number != self._serial)
         self.health.set_fault(
-            "device_replaced", replaced, f"serial number changed from {self._serial} to {info.serial_number}"
+            DeviceFault.DEVICE_REPLACED,
+            replaced,
+            f"serial number changed from {self._serial} to {info.serial_number}",
         )
         if replaced:
             self._last_count = None  # a new terminal has its own log
@@ -262,7 +265,9 @@ class DeviceWorker:
         count = info.record_count
         reset = self._last_count is not None and count is not None and count < self._last_count
         self.health.set_fault(
-            "log_reset", reset, f"record count went from {self._last_count} to {count} without a clear"
+            DeviceFault.LOG_RESET,
+            reset,
+            f"record count went from {self._last_count} to {count} without a clear",
         )
         raws = await self.driver.read_records()
         new = await self._commit(raws, source="poll", historical=historical)
@@ -323,7 +328,7 @@ class DeviceWorker:
             ]
             if bad:
                 self.health.set_fault(
-                    "clock_invalid",
+                    DeviceFault.CLOCK_INVALID,
                     True,
                     f"{len(bad)} punches with impossible times (e.g. {bad[0].local_time})",
                 )

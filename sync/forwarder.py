@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiomqtt
 import structlog
@@ -35,8 +36,8 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt import client as paho_client
 from paho.mqtt.reasoncodes import ReasonCode
 
-from punchgate.gateway.settings import MqttSettings, Settings
 from punchgate.sync.contract import DeviceEvent, DeviceState, batch_json, gateway_offline, gateway_online
+from punchgate.sync.settings import MqttSettings
 from punchgate.sync.store import PendingRow, Store
 from punchgate.sync.topics import Topics
 
@@ -166,12 +167,22 @@ def group_batches(rows: Sequence[PendingRow], batch_size: int) -> list[tuple[str
     return [*assembler.add(rows), *assembler.flush()]
 
 
+class ForwarderConfig(Protocol):
+    """What the forwarder reads of the gateway's settings (the composed Settings has both)."""
+
+    @property
+    def gateway_id(self) -> str: ...
+
+    @property
+    def mqtt(self) -> MqttSettings: ...
+
+
 class Forwarder:
     """Publishes the buffer to the broker. Run `await run()` in one task; cancel it to stop."""
 
     def __init__(
         self,
-        settings: Settings,
+        settings: ForwarderConfig,
         store: Store,
         *,
         version: str,

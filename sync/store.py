@@ -41,10 +41,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry
 
-from punchgate.gateway.settings import BufferSettings
 from punchgate.sync import migrations
 from punchgate.sync.contract import record_json
+from punchgate.sync.faults import GatewayFault
 from punchgate.sync.records import Punch
+from punchgate.sync.settings import BufferSettings
 
 log = structlog.get_logger(__name__)
 
@@ -105,7 +106,7 @@ class StoreRefusedError(StoreError):
     """New punches are refused. `fault` is the code; `stored` lists the ids of the call's
     punches that did fit under the limit and were stored before the refusal (oldest first)."""
 
-    fault = "buffer_full"
+    fault = GatewayFault.BUFFER_FULL
 
     def __init__(self, message: str, *, stored: Sequence[str] = ()) -> None:
         super().__init__(message)
@@ -113,11 +114,11 @@ class StoreRefusedError(StoreError):
 
 
 class BufferFullError(StoreRefusedError):
-    fault = "buffer_full"
+    fault = GatewayFault.BUFFER_FULL
 
 
 class DiskLowError(StoreRefusedError):
-    fault = "disk_low"
+    fault = GatewayFault.DISK_LOW
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,9 +290,9 @@ class Store:
             self._update_full()
             faults = set()
             if self._full:
-                faults.add("buffer_full")
+                faults.add(GatewayFault.BUFFER_FULL)
             if self._disk_low:
-                faults.add("disk_low")
+                faults.add(GatewayFault.DISK_LOW)
             return frozenset(faults)
 
     # --- the outbox ---------------------------------------------------------------------------

@@ -27,15 +27,14 @@ from punchgate.drivers.base import (
     ProtocolError,
     RawPunch,
     UnreachableError,
-    register,
 )
 
 if TYPE_CHECKING:
-    from punchgate.gateway.settings import AnvizTerminal
+    from punchgate.drivers.anviz.config import AnvizTerminal
 
 log = structlog.get_logger(__name__)
 
-# Verify codes in the gateway's "anviz" vocabulary (gateway/normalize.py VERIFY_NAMES).
+# Verify codes in the Anviz vocabulary (drivers/anviz/names.py VERIFY_NAMES).
 VERIFY_UNKNOWN = 0
 VERIFY_FINGERPRINT = 1
 VERIFY_PASSWORD = 2
@@ -296,8 +295,3 @@ class AnvizDriver:
         change[codec.CONFIG2_REALTIME_INDEX] = 1
         await self._ask(codec.CMD_SET_CONFIG2, bytes(change))
         log.info("anviz_realtime_enabled", device=self.name)
-
-
-@register("anviz")
-def create_anviz_driver(config: AnvizTerminal) -> AnvizDriver:
-    return AnvizDriver.from_config(config)

@@ -14,6 +14,7 @@ import signal
 import click
 import structlog
 
+from punchgate.drivers.description import configure_command_logging
 from punchgate.drivers.zk.emulator import PROFILES, ZkEmulator
 from punchgate.drivers.zk.emulator.faults import FAULTS
 
@@ -139,9 +140,7 @@ def emulate_command(
     log_level: str,
 ) -> None:
     """Emulate ZK attendance terminals (TCP/UDP) for trying punchgate without hardware."""
-    from punchgate.gateway.logs import configure_logging
-
-    configure_logging(log_level)
+    configure_command_logging(log_level)
     rate = parse_rate(punch_rate)
     if count < 1:
         raise click.BadParameter("--count must be at least 1")

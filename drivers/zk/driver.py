@@ -44,10 +44,10 @@ from punchgate.drivers.base import (
     RawPunch,
     UnreachableError,
     UnsupportedDeviceError,
-    register,
 )
+from punchgate.drivers.faults import DeviceFault
 from punchgate.drivers.zk import protocol as zp
-from punchgate.gateway.settings import ZkTerminal
+from punchgate.drivers.zk.config import ZkTerminal
 
 log = structlog.get_logger(__name__)
 
@@ -132,7 +132,7 @@ class ClearRefusedError(DriverError):
     full read picks them up and the following clear can go ahead.
     """
 
-    fault = "protocol_error"
+    fault = DeviceFault.PROTOCOL_ERROR
 
 
 # ---------------------------------------------------------------------------------------
@@ -1087,9 +1087,3 @@ class ZkDriver:
             with contextlib.suppress(OSError):
                 if sock.fileno() >= 0:
                     sock.settimeout(self.timeout)  # blocking again, for pyzk
-
-
-@register("zk")
-def create_zk_driver(config: ZkTerminal) -> ZkDriver:
-    """The registry's factory for `type = "zk"` terminals."""
-    return ZkDriver(config)

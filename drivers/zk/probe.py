@@ -30,11 +30,11 @@ from punchgate.drivers.base import (
     UnreachableError,
     UnsupportedDeviceError,
 )
+from punchgate.drivers.description import configure_command_logging
+from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.driver import INVALID_TIME_EPOCH, CountMismatchError, ZkDriver
+from punchgate.drivers.zk.names import STATE_NAMES, VERIFY_NAMES
 from punchgate.drivers.zk.protocol import UserRecord
-from punchgate.gateway.logs import configure_logging
-from punchgate.gateway.normalize import STATE_NAMES, VERIFY_NAMES
-from punchgate.gateway.settings import ZkTerminal
 
 DEFAULT_PORT = 4370
 PROGRESS_FROM_RECORDS = 2000  # smaller logs download too fast for a bar to mean anything
@@ -136,7 +136,7 @@ def _punch_table(punches: list[RawPunch], names: dict[str, str], total: int) -> 
     table = Table(title=f"Last {len(punches)} of {total:,} punches")
     for column in ("user id", "name", "terminal time", "state", "verify"):
         table.add_column(column)
-    verify_names = VERIFY_NAMES["zk"]
+    verify_names = VERIFY_NAMES
     for punch in punches:
         table.add_row(
             punch.user_id,
@@ -215,7 +215,7 @@ def probe_command(
     """Connect to one ZK terminal at zk://HOST[:PORT] and print what it says about itself."""
     host, port = parse_zk_url(url)
     # The driver's own log lines would clutter the report; the diagnosis line says it all.
-    configure_logging("error", json=False)
+    configure_command_logging("error")
     try:
         config = ZkTerminal.model_validate(
             {

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
+from punchgate.drivers.anviz.config import AnvizTerminal
 from punchgate.drivers.anviz.endpoint import SerialEndpoint, TcpEndpoint, parse_endpoint
-from punchgate.gateway.settings import AnvizTerminal, ConfigError, settings_from_dict
+from punchgate.gateway.settings import ConfigError, settings_from_dict
 
 
 def _settings(**terminal: Any) -> Any:

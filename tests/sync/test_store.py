@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from punchgate.gateway.settings import BufferSettings
 from punchgate.sync import migrations
+from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import BufferFullError, DiskLowError, Store, StoreError, StoreRefusedError
 from tests.sync.punches import make_punch, make_punches
 

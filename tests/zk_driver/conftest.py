@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.driver import ZkDriver
 from punchgate.drivers.zk.emulator import ZkEmulator
-from punchgate.gateway.settings import ZkTerminal
 
 EmulatorFactory = Callable[..., Awaitable[ZkEmulator]]
 

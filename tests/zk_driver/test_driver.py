@@ -18,8 +18,8 @@ from punchgate.drivers.base import (
     ProtocolError,
     UnreachableError,
     UnsupportedDeviceError,
-    create_driver,
 )
+from punchgate.drivers.registry import create_driver
 from punchgate.drivers.zk import driver as zk_driver
 from punchgate.drivers.zk.driver import ClearRefusedError, CountMismatchError, ZkDriver
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
@@ -87,7 +87,7 @@ async def test_unreachable_port_fails_fast(open_driver: Any) -> None:
 
 
 def terminal_config_for(port: int, transport: str, **overrides: Any) -> Any:
-    from punchgate.gateway.settings import ZkTerminal
+    from punchgate.drivers.zk.config import ZkTerminal
 
     return ZkTerminal.model_validate(
         {"name": "zk1", "type": "zk", "host": "127.0.0.1", "port": port, "transport": transport, **overrides}

@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.driver import ZkDriver
 from punchgate.drivers.zk.emulator import ZkEmulator
-from punchgate.gateway.settings import ZkTerminal
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 
 NAMES = {"1": "张三", "2": "李小龙", "3": "Müller"}
