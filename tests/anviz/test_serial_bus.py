@@ -8,7 +8,7 @@ import datetime as dt
 import pytest
 from structlog.testing import capture_logs
 
-from punchgate.drivers.anviz import codec, transport
+from punchgate.drivers.anviz import codec, serial_bus
 from punchgate.drivers.anviz.driver import VERIFY_CARD, VERIFY_FINGERPRINT, VERIFY_PASSWORD, raw_punch
 from punchgate.drivers.anviz.emulator import EmulatedTerminal, Faults
 from punchgate.drivers.base import ProtocolError, RawPunch, UnreachableError
@@ -38,7 +38,7 @@ async def test_two_terminals_on_one_bus_are_read_completely_and_correctly(
     assert got_one[1].user_id == "1001" and got_one[1].state == 1 and got_one[1].work_code == 1
     assert got_one[0].timestamp == first.records[0].local_time()
     # both drivers go through the one owner of that port
-    buses = [b for b in transport._buses.values() if b.endpoint.port == bus.path]
+    buses = [b for b in serial_bus._buses.values() if b.endpoint.port == bus.path]
     assert len(buses) == 1 and buses[0].users == 2
     info_one, info_two = await asyncio.gather(one.info(), two.info())
     assert (info_one.serial_number, info_two.serial_number) == ("AZ0000000001", "LINE2-SN")
@@ -197,9 +197,9 @@ async def test_the_bus_is_released_when_the_last_driver_closes(
     await one.connect()
     await two.connect()
     await one.close()
-    assert any(b.endpoint.port == bus.path for b in transport._buses.values())
+    assert any(b.endpoint.port == bus.path for b in serial_bus._buses.values())
     await two.close()
-    assert not any(b.endpoint.port == bus.path for b in transport._buses.values())
+    assert not any(b.endpoint.port == bus.path for b in serial_bus._buses.values())
 
 
 async def test_an_adapter_that_echoes_our_requests_is_not_garbage(
