@@ -1,21 +1,35 @@
-"""A small read-only HTTP server: /metrics, /healthz, /api/devices and a status page.
+"""The daemon's HTTP server: /metrics, /healthz, /api/devices, the status page and POST /api/replay.
 
-Plain asyncio streams rather than a web framework: four GET routes on loopback do not justify
-a dependency, and it runs on the daemon's own loop, so /healthz answering at all proves the
-loop is alive.
+Built on aiohttp.web. It serves from the daemon's own asyncio loop, not from a thread or a second
+loop, so /healthz answering at all still proves that loop is alive. One maintained library gives
+both the server and a client (for what the gateway will call over HTTP), and its middlewares are
+where the authentication and size limits go that the coming console and the LAN-facing ZK push
+receiver need. It bounds the request line, headers and body (`client_max_size`) itself. Starlette
+would have needed uvicorn on top, which runs its own server loop.
+
+What the pin does not guarantee: older aiohttp (3.9 still satisfies it) never times out a
+client that connects and never completes its request; the hand-written server gave up after
+10 s. Recent aiohttp (3.14 here) closes such a connection after `IDLE_TIMEOUT`. Harmless on
+loopback; anything that listens on the LAN should raise the lower bound first.
+
+Every route is in `ROUTES` and every middleware in `MIDDLEWARES`. The answers are the old
+server's: the same status codes, content types and bodies, one request per connection
+(`Connection: close`) and plain-text errors. Where they differ: a wrong method on a known path is
+405 and an unknown path is 404, whatever the method (before, GET /api/replay gave 404 and
+POST /nope 405). An HTTP/1.1 request without Host, or a malformed one, gets 400, and a handler that
+fails gets 500; the old server just closed the connection in those cases.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import html
 import json
-import urllib.parse
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from punchgate.gateway.metrics import render_metrics
 from punchgate.gateway.status import gateway_status, health_verdict
@@ -24,29 +38,37 @@ if TYPE_CHECKING:
     from punchgate.gateway.app import Application
 
 log = structlog.get_logger(__name__)
-MAX_REQUEST = 8192
 
-Response = tuple[int, str, bytes]
-Handler = Callable[["Application"], Awaitable[Response]]
+MAX_BODY = 64 * 1024  # bytes; nothing served today takes a body at all
+IDLE_TIMEOUT = 10.0  # seconds a connection may stay open without a complete request (see above)
+SHUTDOWN_TIMEOUT = 2.0  # seconds close() waits for requests already being answered
 
-
-async def _metrics(app: Application) -> Response:
-    body = await asyncio.to_thread(render_metrics, app)
-    return 200, "text/plain; version=0.0.4; charset=utf-8", body
+GATEWAY: web.AppKey[Application] = web.AppKey("gateway")
+TEXT = "text/plain; charset=utf-8"
 
 
-async def _healthz(app: Application) -> Response:
-    healthy, reason = await asyncio.to_thread(health_verdict, app)
-    return (200 if healthy else 503), "text/plain; charset=utf-8", (reason + "\n").encode()
+def _reply(status: int, content_type: str, body: bytes) -> web.Response:
+    # The header is set directly: aiohttp's content_type= argument refuses a charset.
+    return web.Response(status=status, body=body, headers={"Content-Type": content_type})
 
 
-async def _api_devices(app: Application) -> Response:
-    status = await asyncio.to_thread(gateway_status, app)
-    return 200, "application/json", json.dumps(status, default=str).encode()
+async def _metrics(request: web.Request) -> web.Response:
+    body = await asyncio.to_thread(render_metrics, request.app[GATEWAY])
+    return _reply(200, "text/plain; version=0.0.4; charset=utf-8", body)
 
 
-async def _page(app: Application) -> Response:
-    status = await asyncio.to_thread(gateway_status, app)
+async def _healthz(request: web.Request) -> web.Response:
+    healthy, reason = await asyncio.to_thread(health_verdict, request.app[GATEWAY])
+    return _reply(200 if healthy else 503, TEXT, (reason + "\n").encode())
+
+
+async def _api_devices(request: web.Request) -> web.Response:
+    status = await asyncio.to_thread(gateway_status, request.app[GATEWAY])
+    return _reply(200, "application/json", json.dumps(status, default=str).encode())
+
+
+async def _page(request: web.Request) -> web.Response:
+    status = await asyncio.to_thread(gateway_status, request.app[GATEWAY])
     rows = "".join(
         "<tr class='{s}'><td>{n}</td><td>{s}</td><td>{f}</td><td>{c}</td><td>{d}</td><td>{r}</td><td>{p}</td></tr>".format(
             n=html.escape(d["device"]),
@@ -70,92 +92,112 @@ body{{font-family:sans-serif;margin:2em}} td,th{{padding:.3em .8em;text-align:le
 · gateway faults: {html.escape(faults)}</p>
 <table><tr><th>terminal</th><th>state</th><th>faults</th><th>last contact</th><th>drift</th>
 <th>records</th><th>pending</th></tr>{rows}</table></body></html>"""
-    return 200, "text/html; charset=utf-8", body.encode()
+    return _reply(200, "text/html; charset=utf-8", body.encode())
 
 
-async def _replay(app: Application, query: dict[str, list[str]]) -> Response:
+async def _replay(request: web.Request) -> web.Response:
     """POST /api/replay?since=UNIX_TIME[&device=NAME]: send delivered punches again."""
+    app = request.app[GATEWAY]
     try:
-        since = float(query["since"][0])
+        since = float(request.query["since"])
     except (KeyError, ValueError):
-        return 400, "text/plain; charset=utf-8", b"since=UNIX_TIME is required\n"
-    device = query.get("device", [None])[0]
+        return _reply(400, TEXT, b"since=UNIX_TIME is required\n")
+    device = request.query.get("device") or None  # an empty device= means every terminal, as before
     if device is not None and device not in app.devices:
-        return 404, "text/plain; charset=utf-8", f"no terminal named {device!r}\n".encode()
+        return _reply(404, TEXT, f"no terminal named {device!r}\n".encode())
     if app.store is None or app.forwarder is None:
-        return 503, "text/plain; charset=utf-8", b"starting\n"
+        return _reply(503, TEXT, b"starting\n")
     count = await asyncio.to_thread(app.store.requeue_delivered, since=since, device=device)
     app.forwarder.rewind()
-    return 200, "application/json", json.dumps({"requeued": count}).encode()
+    return _reply(200, "application/json", json.dumps({"requeued": count}).encode())
 
 
-POST_ROUTES: dict[str, Callable[[Application, dict[str, list[str]]], Awaitable[Response]]] = {
-    "/api/replay": _replay,
-}
+# GET routes answer HEAD too (headers only).
+ROUTES = [
+    web.get("/metrics", _metrics),
+    web.get("/healthz", _healthz),
+    web.get("/api/devices", _api_devices),
+    web.get("/", _page),
+    web.post("/api/replay", _replay),
+]
 
-ROUTES: dict[str, Handler] = {
-    "/metrics": _metrics,
-    "/healthz": _healthz,
-    "/api/devices": _api_devices,
-    "/": _page,
-}
+
+@web.middleware
+async def _plain_answers(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Errors as a short text line (`not found`) and one request per connection, as before."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _reply(exc.status, "text/plain", f"{exc.reason.lower()}\n".encode())
+        if "Allow" in exc.headers:
+            response.headers["Allow"] = exc.headers["Allow"]
+    except Exception:
+        log.exception("http_handler_failed", path=request.path)
+        response = _reply(500, "text/plain", b"internal error\n")
+    response.force_close()
+    return response
+
+
+@web.middleware
+async def _bounded_body(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """413 for a body over client_max_size. aiohttp checks that size only when a handler reads
+    the body, so read it here, before any handler runs. It stays cached for request.read()."""
+    if request.body_exists:
+        limit = request.client_max_size
+        declared = request.content_length
+        if declared is not None and declared > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, declared)
+        await request.read()  # raises the 413 itself for a chunked body that runs over
+    return await handler(request)
+
+
+MIDDLEWARES = [_plain_answers, _bounded_body]  # outermost first
+
+
+def build_app(gateway: Application) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=MIDDLEWARES)
+    app[GATEWAY] = gateway
+    app.add_routes(ROUTES)
+    return app
 
 
 class HttpServer:
+    """The running server as the daemon and the tests use it: start(), port, close()."""
+
     def __init__(self, app: Application) -> None:
         self.app = app
-        self._server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
 
     @property
     def port(self) -> int:
-        assert self._server is not None
-        port: int = self._server.sockets[0].getsockname()[1]
+        """The port actually bound (the one the OS picked when settings ask for 0)."""
+        assert self._runner is not None
+        port: int = self._runner.addresses[0][1]
         return port
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._serve, host, port)
+        runner = web.AppRunner(
+            build_app(self.app),
+            handle_signals=False,
+            access_log=None,
+            keepalive_timeout=IDLE_TIMEOUT,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+        )
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
         log.info("http_listening", bind=host, port=self.port)
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            method, target, *_ = head[:MAX_REQUEST].decode("latin-1").split(" ", 2)
-            path, _, query = target.partition("?")
-            handler = ROUTES.get(path)
-            if method == "POST" and path in POST_ROUTES:
-                status, ctype, body = await POST_ROUTES[path](self.app, urllib.parse.parse_qs(query))
-            elif method not in ("GET", "HEAD"):
-                status, ctype, body = 405, "text/plain", b"method not allowed\n"
-            elif handler is None:
-                status, ctype, body = 404, "text/plain", b"not found\n"
-            else:
-                status, ctype, body = await handler(self.app)
-            reason = {
-                200: "OK",
-                400: "Bad Request",
-                404: "Not Found",
-                405: "Method Not Allowed",
-                503: "Service Unavailable",
-            }
-            writer.write(
-                f"HTTP/1.1 {status} {reason.get(status, 'Error')}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-            )
-            if method != "HEAD":
-                writer.write(body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError, OSError):
-            pass  # a broken or slow client: nothing to answer
-        except Exception:
-            log.exception("http_handler_failed")
-        finally:
-            writer.close()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
 
 
 async def start_http_server(app: Application) -> HttpServer:

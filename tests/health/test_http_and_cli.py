@@ -75,6 +75,7 @@ class FakeApp:
 
 
 async def _request(port: int, raw: bytes) -> bytes:
+    """One raw request; the server answers and closes. (aiohttp refuses HTTP/1.1 without Host: 400.)"""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)
     await writer.drain()
@@ -98,27 +99,27 @@ async def test_routes_methods_and_head(served: Any) -> None:
     _app, server = served
     ok = await _request(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert ok.startswith(b"HTTP/1.1 200 OK") and ok.endswith(b"ok\n")
-    missing = await _request(server.port, b"GET /nope HTTP/1.1\r\n\r\n")
+    missing = await _request(server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n")
     assert missing.startswith(b"HTTP/1.1 404")
-    post = await _request(server.port, b"POST /healthz HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+    post = await _request(server.port, b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
     assert post.startswith(b"HTTP/1.1 405")
-    head = await _request(server.port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+    head = await _request(server.port, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200") and head.endswith(b"\r\n\r\n")  # headers only
-    page = await _request(server.port, b"GET / HTTP/1.1\r\n\r\n")
+    page = await _request(server.port, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
     assert b"gate-1" in page and b"<table>" in page
 
 
 async def test_healthz_reasons(served: Any) -> None:
     app, server = served
     app.forwarder_running = False
-    dead = await _request(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    dead = await _request(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert dead.startswith(b"HTTP/1.1 503") and b"forwarder task is not running" in dead
     app.forwarder_running = True
     app.gateway_faults.raise_fault("broker_unreachable", "connection refused")
-    within_grace = await _request(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    within_grace = await _request(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert within_grace.startswith(b"HTTP/1.1 200")  # 60 s of grace by default
     app.loop_heartbeat -= 60
-    stalled = await _request(server.port, b"GET /healthz HTTP/1.1\r\n\r\n")
+    stalled = await _request(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert stalled.startswith(b"HTTP/1.1 503") and b"event loop stalled" in stalled
 
 
