@@ -23,7 +23,8 @@ from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.registry import create_driver
 from punchgate.gateway import __version__
 from punchgate.gateway.clock import ClockCare, CorrectionPolicy, GatewayClock
-from punchgate.gateway.health import DeviceHealth, FaultSet, FaultTransition, Notice, Thresholds, calendar_for
+from punchgate.gateway.faults import FaultSet, FaultTransition, Notice
+from punchgate.gateway.health import DeviceHealth, Thresholds, calendar_for
 from punchgate.gateway.logs import register_secret
 from punchgate.gateway.sdnotify import SystemdNotifier
 from punchgate.gateway.settings import Settings

@@ -15,7 +15,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from punchgate.gateway import __version__
-from punchgate.gateway.health import DEVICE_FAULTS, GATEWAY_FAULTS, DeviceStatus
+from punchgate.gateway.faults import DEVICE_FAULTS, GATEWAY_FAULTS, DeviceStatus
 
 if TYPE_CHECKING:
     from punchgate.gateway.app import Application

@@ -6,7 +6,8 @@ import datetime as dt
 
 from punchgate.drivers.base import DeviceInfo
 from punchgate.gateway.calendar import WorkingCalendar
-from punchgate.gateway.health import DeviceHealth, DeviceStatus, FaultTransition, Notice, Thresholds
+from punchgate.gateway.faults import DeviceStatus, FaultTransition, Notice
+from punchgate.gateway.health import DeviceHealth, Thresholds
 
 T0 = dt.datetime(2024, 3, 4, 9, 0, tzinfo=dt.UTC)  # a Monday
 

@@ -16,7 +16,8 @@ import pytest
 
 from punchgate.drivers.base import DeviceInfo
 from punchgate.gateway.clock import GatewayClock
-from punchgate.gateway.health import DeviceHealth, FaultSet
+from punchgate.gateway.faults import FaultSet
+from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.http import HttpServer
 from punchgate.gateway.settings import Settings
 from punchgate.gateway.status_cli import is_healthy, show_status
