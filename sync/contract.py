@@ -1,4 +1,4 @@
-"""The MQTT payload contract, v1 (DESIGN §5): pydantic models and their JSON Schemas.
+"""The MQTT payload contract, v1 (docs/mqtt-contract.md): pydantic models and their JSON Schemas.
 
 The models are the single definition of every payload. `docs/schemas/*.json` is generated
 from them (`python -m punchgate.sync.contract`) and a test keeps the checked-in files in step.
@@ -88,7 +88,7 @@ class GatewayState(_Payload):
 
 
 class Fault(_Payload):
-    code: str = Field(description="stable fault code from the catalogue (DESIGN §6)")
+    code: str = Field(description="stable fault code from the catalogue (docs/health.md)")
     severity: Severity = Field(description="info, warning, error or critical")
     detail: str = Field(description="human-readable detail")
     since: dt.datetime = Field(description="when the fault was raised")

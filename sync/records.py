@@ -12,7 +12,7 @@ from typing import Literal
 
 Source = Literal["poll", "live", "manual"]
 
-# Time flags (DESIGN §4). A punch may carry several.
+# Time flags (docs/mqtt-contract.md, "Punch batches"). A punch may carry several.
 FLAG_DST_FOLD = "dst_fold"  # local time happened twice; the first (earlier) instant was chosen
 FLAG_DST_GAP = "dst_gap"  # local time never happened; shifted forward by the gap
 FLAG_BEFORE_2000 = "before_2000"  # clock_invalid: dead clock battery or unset clock
@@ -21,7 +21,7 @@ FLAG_IN_FUTURE = "in_future"  # clock_invalid: more than a day ahead of the gate
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Punch:
-    """One attendance record, normalised, with its stable id (DESIGN §3)."""
+    """One attendance record, normalised, with its stable id (docs/mqtt-contract.md)."""
 
     id: str
     device: str  # the terminal's configured name

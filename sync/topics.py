@@ -1,4 +1,4 @@
-"""Every MQTT topic name the gateway uses, built in one place (DESIGN §5).
+"""Every MQTT topic name the gateway uses, built in one place (docs/mqtt-contract.md, "Topics").
 
 Device names are validated by the config (letters, digits, `_`, `.`, `-`), so they never
 contain `/`, `+` or `#` and can be used as a topic level as they are.

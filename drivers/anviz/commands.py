@@ -1,7 +1,7 @@
 """The Anviz TC_B protocol's numbers: command codes, ACK/RET values, download modes, clear types.
 
 Plain constants and nothing else, so that the frame codec, the payload layouts, the driver and
-the emulator all name a command the same way. Values follow ../shared/protocols/anviz.md.
+the emulator all name a command the same way. Values follow docs/protocols/anviz.md.
 """
 
 from __future__ import annotations

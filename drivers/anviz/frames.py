@@ -2,7 +2,7 @@
 
 Encoding lives here; turning a byte stream back into frames is frame_decoder.py's job. Pure
 values, no I/O, shared by the host side and the emulated device side.
-Facts and errata are in ../shared/protocols/anviz.md; the byte offsets below follow it.
+Facts and errata are in docs/protocols/anviz.md; the byte offsets below follow it.
 
 Frame layout (all integers big-endian except the CRC, which goes low byte first):
   request  A5 | CH(4) | CMD | LEN(2) | DATA | CRC(2)         -> 10 + LEN bytes

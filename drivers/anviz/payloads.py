@@ -2,7 +2,7 @@
 
 Each layout is a frozen value with `encode`/`decode`, or a pair of functions, so that the
 driver and the emulator read and write the same bytes. Frames around these payloads are in
-frames.py; the byte offsets follow ../shared/protocols/anviz.md.
+frames.py; the byte offsets follow docs/protocols/anviz.md.
 """
 
 from __future__ import annotations

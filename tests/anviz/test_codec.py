@@ -1,4 +1,4 @@
-"""The Anviz codec against the frames in ../shared/protocols/anviz.md (captured and computed)."""
+"""The Anviz codec against the frames in docs/protocols/anviz.md (captured and computed)."""
 
 from __future__ import annotations
 

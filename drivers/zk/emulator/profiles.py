@@ -1,6 +1,6 @@
 """Firmware profiles: what differs between ZK terminal families on the wire.
 
-Each emulated terminal runs one profile. The numbers follow /work/shared/protocols/zk.md
+Each emulated terminal runs one profile. The numbers follow docs/protocols/zk.md
 ("Firmware families a gateway meets").
 """
 
