@@ -1,4 +1,4 @@
-"""The MQTT forwarder: the single owner of the broker connection (DESIGN §1, §5, §7).
+"""The MQTT forwarder: the single owner of the broker connection (docs/architecture.md, mqtt-contract.md).
 
 One task runs a reconnect loop (aiomqtt does not reconnect by itself) with exponential
 backoff and jitter. Each connection is a *session*:

@@ -22,7 +22,7 @@ def _v1_initial(conn: Connection) -> None:
         """
         CREATE TABLE punches (
             pk INTEGER PRIMARY KEY,           -- insertion order: 'oldest first' means lowest pk
-            id TEXT NOT NULL,                 -- stable record id (DESIGN §3)
+            id TEXT NOT NULL,                 -- stable record id (docs/mqtt-contract.md)
             device TEXT NOT NULL,
             device_serial TEXT NOT NULL,
             user_id TEXT NOT NULL,
