@@ -1,11 +1,23 @@
-"""Versioned schema steps for the SQLite buffer.
+"""Versioned schema steps for the SQLite buffer: the one definition of its schema.
 
 Why not alembic: the buffer is one embedded file owned by one daemon, its schema is a few
 tables, and every site upgrades in place unattended. A list of plain SQL steps, numbered by
 SQLite's own `PRAGMA user_version` and each applied inside the same transaction as the
 version bump (SQLite DDL is transactional), gives the same guarantees without a migration
-environment, script directory or extra dependency. The steps are frozen SQL, never derived
-from the current table definitions, so an old file always goes through the same path.
+environment, script directory or extra dependency.
+
+Invariants:
+
+* These steps are the only place the schema is written down. The store names the tables and
+  columns it uses through `punchgate.sync.buffer_schema` (names only, no types or DDL) and
+  checks them against the migrated file at every open; nothing else creates or alters a table.
+* Steps are frozen SQL, never derived from the current code, so an old file always goes
+  through the same path as it did when the step was released. Append only: a released step
+  is never edited; a change is a new step.
+* `migrate` runs every pending step and its version bump in the caller's one transaction: a
+  file is either fully at the new version or untouched (a failed step rolls back all).
+* A step never loses a punch: a table rebuild copies every row (same pk, same payload, same
+  delivery state) and checks the count before it replaces the old table.
 """
 
 from __future__ import annotations
@@ -72,8 +84,88 @@ def _v1_initial(conn: Connection) -> None:
     )
 
 
+class MigrationError(Exception):
+    """A step found the file in a state it must not commit (the transaction is rolled back)."""
+
+
+def _v2_keep_only_what_is_read(conn: Connection) -> None:
+    """Rebuild `punches` with only the columns something reads (or may soon search by).
+
+    Kept: pk (insertion order, drain cursor), id (dedupe, unique index), device (per-device
+    counts, batches, replay filter; indexed), user_id and utc_time (nothing reads them yet,
+    but they are what a search for a person's punches in a time range needs, and a dropped
+    column cannot come back for rows already stored; an index can be added later), source
+    (live punches are sent without waiting to fill a batch), payload (the contract record,
+    sent verbatim), stored_at (oldest pending age), delivered_at (pending/delivered, replay
+    since a time, purge; indexed).
+
+    Dropped, each written at insert and read by nothing (not the store, gateway/, bench/ or
+    any test); all but `raw` are carried in `payload`, which is what the broker receives:
+
+    * device_serial: in the payload as `serial`; the worker keeps a terminal's serial in
+      device_meta.
+    * local_time: in the payload as `local_time`.
+    * utc_offset_seconds: in the payload as `utc_offset` (+HH:MM).
+    * state, state_name: in the payload as `state.code` / `state.name`.
+    * verify, verify_name: in the payload as `verify.code` / `verify.name`.
+    * work_code: in the payload as `work_code`.
+    * historical: in the payload as `historical`.
+    * flags: in the payload as `flags`.
+    * raw: the terminal's raw record bytes. Not part of the contract and not in the payload;
+      no code, test or documented procedure reads them back from the buffer. This one is a
+      real loss for rows already stored: what the driver did not decode (e.g. the Anviz
+      door-opened bit that docs/anviz.md says "stays in the raw record bytes") is kept
+      nowhere once the terminal's log is cleared.
+
+    A rebuild (the "generalized ALTER TABLE" procedure of the SQLite docs) rather than ALTER
+    TABLE DROP COLUMN: it works on any SQLite (DROP COLUMN needs 3.35, newer than some
+    supported systems ship) and leaves a clean CREATE TABLE in sqlite_schema. Every row is
+    copied with its pk, so the drain order, delivery state and replay window are unchanged;
+    the copy is counted before the old table is dropped. No foreign keys, triggers or views
+    refer to `punches`. Cost: the whole table is rewritten once in this transaction (the WAL
+    and the file grow by about the new table's size until the next checkpoint; freed pages
+    are reused by later inserts).
+    """
+    conn.exec_driver_sql(
+        """
+        CREATE TABLE punches_v2 (
+            pk INTEGER PRIMARY KEY,           -- insertion order: 'oldest first' means lowest pk
+            id TEXT NOT NULL,                 -- stable record id (docs/mqtt-contract.md)
+            device TEXT NOT NULL,             -- configured terminal name
+            user_id TEXT NOT NULL,
+            utc_time TEXT NOT NULL,           -- ISO 8601 UTC instant
+            source TEXT NOT NULL,             -- poll, live or manual
+            payload TEXT NOT NULL,            -- the contract record as JSON, rendered once at insert
+            stored_at REAL NOT NULL,          -- unix time of the durable commit
+            delivered_at REAL                 -- unix time of the PUBACK; NULL while pending
+        )
+        """
+    )
+    conn.exec_driver_sql(
+        """
+        INSERT INTO punches_v2 (pk, id, device, user_id, utc_time, source, payload, stored_at, delivered_at)
+        SELECT pk, id, device, user_id, utc_time, source, payload, stored_at, delivered_at
+        FROM punches ORDER BY pk
+        """
+    )
+    before = int(conn.exec_driver_sql("SELECT count(*) FROM punches").scalar_one())
+    copied = int(conn.exec_driver_sql("SELECT count(*) FROM punches_v2").scalar_one())
+    if copied != before:
+        raise MigrationError(f"punches rebuild copied {copied} of {before} rows; nothing changed")
+    conn.exec_driver_sql("DROP TABLE punches")  # its indexes go with it
+    conn.exec_driver_sql("ALTER TABLE punches_v2 RENAME TO punches")
+    conn.exec_driver_sql("CREATE UNIQUE INDEX ux_punches_id ON punches (id)")
+    conn.exec_driver_sql("CREATE INDEX ix_punches_pending ON punches (pk) WHERE delivered_at IS NULL")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_punches_pending_device ON punches (device) WHERE delivered_at IS NULL"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_punches_delivered ON punches (delivered_at) WHERE delivered_at IS NOT NULL"
+    )
+
+
 # Index i holds the step that takes the schema from version i to i + 1. Append only.
-STEPS: list[Step] = [_v1_initial]
+STEPS: list[Step] = [_v1_initial, _v2_keep_only_what_is_read]
 LATEST_VERSION = len(STEPS)
 
 

@@ -13,7 +13,7 @@ import pytest
 from punchgate.sync import migrations
 from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import BufferFullError, DiskLowError, Store, StoreError, StoreRefusedError
-from tests.sync.punches import make_punch, make_punches
+from tests.support.factories import make_punch, make_punches
 
 
 def open_store(tmp_path: Path, **options: object) -> Store:
@@ -203,15 +203,16 @@ def test_a_later_migration_step_upgrades_an_existing_file(tmp_path: Path) -> Non
     from sqlalchemy import create_engine
 
     engine = create_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    latest = migrations.LATEST_VERSION
     with engine.begin() as conn:
-        assert migrations.migrate(conn) == (0, 1)
+        assert migrations.migrate(conn) == (0, latest)
         conn.exec_driver_sql("INSERT INTO device_meta VALUES ('a', '{}', 0)")
 
-    def v2(conn: object) -> None:
+    def later(conn: object) -> None:
         conn.exec_driver_sql("ALTER TABLE device_meta ADD COLUMN note TEXT DEFAULT 'x'")  # type: ignore[attr-defined]
 
     with engine.begin() as conn:
-        assert migrations.migrate(conn, [*migrations.STEPS, v2]) == (1, 2)
+        assert migrations.migrate(conn, [*migrations.STEPS, later]) == (latest, latest + 1)
         assert conn.exec_driver_sql("SELECT note FROM device_meta").scalar() == "x"
     engine.dispose()
 

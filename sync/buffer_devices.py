@@ -1,0 +1,65 @@
+"""Per-device memory in the buffer: batch sequence numbers and what is known about a terminal.
+
+Functions take the caller's connection; the store owns transactions and the write lock.
+
+Batch sequence design: each MQTT batch of a device carries `seq`, strictly increasing across
+restarts, gaps allowed (the contract says it is not a loss detector). Numbers are reserved
+`SEQ_BLOCK` at a time in `batch_seq.reserved_until` and handed out from memory, so a publish
+costs no extra commit. Invariant: a number is handed out only after a committed reservation
+covers it, so after a crash the next number starts past the whole reserved block and never
+repeats one already used.
+
+Device meta: one JSON object per terminal (last serial number, last record count, ...) that the
+worker reads at start and replaces as it goes; `{}` when nothing is known.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.dialects.sqlite import insert
+
+from punchgate.sync import buffer_schema
+
+SEQ_BLOCK = 1000
+
+_SEQ = buffer_schema.batch_seq
+_META = buffer_schema.device_meta
+
+
+def reserve_seq_block(conn: Connection, device: str) -> tuple[int, int]:
+    """Commit-ready reservation of the next block: returns (first seq, last seq reserved).
+
+    Run it in a write (IMMEDIATE) transaction and hand numbers out only after it commits.
+    """
+    t = _SEQ.c
+    previous = conn.execute(select(t.reserved_until).where(t.device == device)).scalar_one_or_none()
+    start = int(previous or 0) + 1
+    reserved = start + SEQ_BLOCK - 1
+    if previous is None:
+        conn.execute(_SEQ.insert().values(device=device, reserved_until=reserved))
+    else:
+        conn.execute(_SEQ.update().where(t.device == device).values(reserved_until=reserved))
+    return start, reserved
+
+
+def get_device_meta(conn: Connection, device: str) -> dict[str, Any]:
+    """What is remembered about a terminal; {} if nothing (or not a JSON object)."""
+    t = _META.c
+    text = conn.execute(select(t.data).where(t.device == device)).scalar_one_or_none()
+    if text is None:
+        return {}
+    value = json.loads(text)
+    return value if isinstance(value, dict) else {}
+
+
+def set_device_meta(conn: Connection, device: str, data: dict[str, Any], now: float) -> None:
+    """Replace what is remembered about a terminal (JSON-serialisable values only)."""
+    text = json.dumps(data, sort_keys=True, default=str)
+    statement = insert(_META).values(device=device, data=text, updated_at=now)
+    statement = statement.on_conflict_do_update(
+        index_elements=[_META.c.device], set_={"data": text, "updated_at": now}
+    )
+    conn.execute(statement)

@@ -1,0 +1,61 @@
+"""The buffer's tables as the store sees them: names, never a definition.
+
+The single definition of the buffer's schema is `punchgate.sync.migrations`: frozen SQL steps,
+numbered by `PRAGMA user_version`, that every file (new or years old) goes through in order.
+The store still wants SQLAlchemy objects to build its queries, so this module names the tables
+and only the columns the store reads or writes, as lightweight `table()` / `column()` clauses.
+They carry no types, constraints, defaults or indexes and belong to no `MetaData`, so nothing
+can `create_all` from them: there is no second CREATE path, and no second place where a column
+could be added, renamed or typed differently from what the migrations built.
+
+Invariants (checked by `missing_columns` at every open, inside the migration transaction, and
+by tests/sync/test_buffer_schema.py against freshly migrated and upgraded files):
+
+* every column named here exists in the schema the migrations produce;
+* every column of the migrated schema is named here: the buffer stores nothing the store
+  does not write, and the store writes nothing it does not need (see the v2 migration);
+* raw SQL in the store names columns through these handles (`{P.device}` in an f-string),
+  so a column the store uses cannot be spelled outside this module.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Connection, TableClause, column, table
+
+# The punches waiting for (or kept after) delivery. `payload` is the contract record as JSON,
+# rendered once at insert; everything the broker receives comes from it.
+punches = table(
+    "punches",
+    column("pk"),  # insertion order: "oldest first" is lowest pk; the forwarder's drain cursor
+    column("id"),  # stable record id: dedupe (unique index)
+    column("device"),  # configured terminal name: per-device counts, batches, replay filter
+    column("user_id"),  # kept for searches by user and time (no reader yet; see migration v2)
+    column("utc_time"),  # ISO 8601 UTC instant; kept with user_id
+    column("source"),  # poll / live / manual: live punches are sent without waiting for a batch
+    column("payload"),  # the contract record (JSON)
+    column("stored_at"),  # unix time of the durable commit: oldest pending age
+    column("delivered_at"),  # unix time of the PUBACK, NULL while pending: delivery, replay, purge
+)
+
+# Per-device batch sequence numbers, reserved in blocks.
+batch_seq = table("batch_seq", column("device"), column("reserved_until"))
+
+# What the gateway remembers about a terminal between restarts (JSON object).
+device_meta = table("device_meta", column("device"), column("data"), column("updated_at"))
+
+TABLES: tuple[TableClause, ...] = (punches, batch_seq, device_meta)
+
+
+def file_columns(conn: Connection, name: str) -> list[str]:
+    """The columns table `name` has in the open file, in order ([] when there is no such table)."""
+    # PRAGMA takes no bound parameters; `name` is one of our own table names.
+    return [str(row[1]) for row in conn.exec_driver_sql(f"PRAGMA table_info({name})")]
+
+
+def missing_columns(conn: Connection) -> list[str]:
+    """`table.column` for every column named here that the open file lacks ([] when in step)."""
+    missing = []
+    for handle in TABLES:
+        present = set(file_columns(conn, handle.name))
+        missing += [f"{handle.name}.{c.name}" for c in handle.columns if c.name not in present]
+    return missing
