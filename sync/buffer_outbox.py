@@ -42,7 +42,7 @@ P = _T.c
 
 # The columns an insert writes (pk is SQLite's rowid, delivered_at starts NULL), in the order
 # `punch_row` gives their values.
-INSERT_COLUMNS = (P.id, P.device, P.user_id, P.utc_time, P.source, P.payload, P.stored_at)
+INSERT_COLUMNS = (P.id, P.device, P.user_id, P.utc_time, P.source, P.payload, P.raw, P.stored_at)
 _INSERT_SQL = (
     f"INSERT INTO {_T.name} ({', '.join(c.name for c in INSERT_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
@@ -75,6 +75,7 @@ def punch_row(punch: Punch, now: float) -> tuple[Any, ...]:
         punch.utc_time.isoformat(),
         punch.source,
         record_json(punch),
+        punch.raw,
         now,
     )
 

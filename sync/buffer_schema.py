@@ -33,6 +33,7 @@ punches = table(
     column("utc_time"),  # ISO 8601 UTC instant; kept with user_id
     column("source"),  # poll / live / manual: live punches are sent without waiting for a batch
     column("payload"),  # the contract record (JSON)
+    column("raw"),  # the terminal's own record bytes: evidence for audits (see migration v2)
     column("stored_at"),  # unix time of the durable commit: oldest pending age
     column("delivered_at"),  # unix time of the PUBACK, NULL while pending: delivery, replay, purge
 )

@@ -100,7 +100,7 @@ def _v2_keep_only_what_is_read(conn: Connection) -> None:
     since a time, purge; indexed).
 
     Dropped, each written at insert and read by nothing (not the store, gateway/, bench/ or
-    any test); all but `raw` are carried in `payload`, which is what the broker receives:
+    any test); each is carried in `payload`, which is what the broker receives:
 
     * device_serial: in the payload as `serial`; the worker keeps a terminal's serial in
       device_meta.
@@ -111,11 +111,11 @@ def _v2_keep_only_what_is_read(conn: Connection) -> None:
     * work_code: in the payload as `work_code`.
     * historical: in the payload as `historical`.
     * flags: in the payload as `flags`.
-    * raw: the terminal's raw record bytes. Not part of the contract and not in the payload;
-      no code, test or documented procedure reads them back from the buffer. This one is a
-      real loss for rows already stored: what the driver did not decode (e.g. the Anviz
-      door-opened bit that docs/anviz.md says "stays in the raw record bytes") is kept
-      nowhere once the terminal's log is cleared.
+
+    Kept although nothing reads it yet: `raw`, the terminal's own record bytes. It is the only
+    evidence of what the terminal said (what the driver did not decode, e.g. the Anviz
+    door-opened bit, lives nowhere else once a terminal's log is cleared), and the audit work
+    needs it; a dropped column cannot come back for rows already stored.
 
     A rebuild (the "generalized ALTER TABLE" procedure of the SQLite docs) rather than ALTER
     TABLE DROP COLUMN: it works on any SQLite (DROP COLUMN needs 3.35, newer than some
@@ -136,6 +136,7 @@ def _v2_keep_only_what_is_read(conn: Connection) -> None:
             utc_time TEXT NOT NULL,           -- ISO 8601 UTC instant
             source TEXT NOT NULL,             -- poll, live or manual
             payload TEXT NOT NULL,            -- the contract record as JSON, rendered once at insert
+            raw BLOB NOT NULL,                -- the terminal's own record bytes, kept as evidence
             stored_at REAL NOT NULL,          -- unix time of the durable commit
             delivered_at REAL                 -- unix time of the PUBACK; NULL while pending
         )
@@ -143,8 +144,8 @@ def _v2_keep_only_what_is_read(conn: Connection) -> None:
     )
     conn.exec_driver_sql(
         """
-        INSERT INTO punches_v2 (pk, id, device, user_id, utc_time, source, payload, stored_at, delivered_at)
-        SELECT pk, id, device, user_id, utc_time, source, payload, stored_at, delivered_at
+        INSERT INTO punches_v2 (pk, id, device, user_id, utc_time, source, payload, raw, stored_at, delivered_at)
+        SELECT pk, id, device, user_id, utc_time, source, payload, raw, stored_at, delivered_at
         FROM punches ORDER BY pk
         """
     )

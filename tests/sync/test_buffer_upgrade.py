@@ -42,7 +42,7 @@ _V1_META_SQL = (
 )
 
 V1_COLUMNS = [c.strip() for c in _V1_INSERT_COLUMNS.split(",")]
-KEPT = ["pk", "id", "device", "user_id", "utc_time", "source", "payload", "stored_at", "delivered_at"]
+KEPT = ["pk", "id", "device", "user_id", "utc_time", "source", "payload", "raw", "stored_at", "delivered_at"]
 DROPPED = [
     "device_serial",
     "local_time",
@@ -54,7 +54,6 @@ DROPPED = [
     "work_code",
     "historical",
     "flags",
-    "raw",
 ]
 DEVICES = ["door-1", "Tür Süd", "gate-3"]  # one name not ASCII: payload and device are TEXT
 PER_DEVICE = 1200
