@@ -11,12 +11,12 @@ import argparse
 import importlib
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from bench import machine
-from bench.procs import scratch_dir
 from bench.results import BenchResult, save_result, write_doc
 from punchgate.gateway.logs import configure_logging
 
@@ -48,11 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     missed = 0
     for name in names:
         print(f"\n== {name} ==", flush=True)
-        workdir = scratch_dir(f"punchgate-bench-{name}-")
+        workdir = Path(tempfile.mkdtemp(prefix=f"punchgate-bench-{name}-"))
         load_before = machine.load_average()
         started = time.monotonic()
         try:
-            result = _runner(name)(Path(workdir), quick=args.quick)
+            result = _runner(name)(workdir, quick=args.quick)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         result.seconds = time.monotonic() - started

@@ -23,10 +23,10 @@ import aiomqtt
 
 from bench.buffer_fill import buffer_settings, copy_buffer, fill_buffer
 from bench.results import BenchResult, Figure
-from punchgate.gateway.mosquitto import PrivateBroker
 from punchgate.gateway.settings import Settings
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import Store
+from tests.support.broker import Broker
 
 GATEWAY_ID = "bench-gw"
 BATCH = 500
@@ -179,8 +179,8 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         f"{time.perf_counter() - began:.0f} s (one terminal's log per commit, as full reads store them)"
     )
 
-    def contender(name: str) -> tuple[Path, PrivateBroker]:
-        broker = PrivateBroker()
+    def contender(name: str) -> tuple[Path, Broker]:
+        broker = Broker()
         broker.start()
         return copy_buffer(source, workdir / f"drain-{name}.db"), broker
 

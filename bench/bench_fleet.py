@@ -13,23 +13,17 @@ run also shows the comparison: the idle cost of the same daemon with no terminal
 from __future__ import annotations
 
 import contextlib
-import math
 import statistics
 import time
 from pathlib import Path
 
 from bench.emulator_host import EmulatorHost
-from bench.gwconfig import ZkTarget, write_config
-from bench.gwlog import events
-from bench.procs import Broker, GatewayProcess, cpu_seconds, peak_rss_mb, wait_for
 from bench.results import BenchResult, Figure
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) by nearest rank: an observed value, not an interpolation."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), math.ceil(q / 100 * len(ordered))))
-    return ordered[rank - 1]
+from tests.support.broker import Broker
+from tests.support.config import write_config, zk_terminal
+from tests.support.gateway import GatewayProcess, log_events
+from tests.support.measure import cpu_seconds, percentile
+from tests.support.waiting import wait_for
 
 
 def _idle_gateway(workdir: Path, broker_port: int, seconds: float) -> tuple[float, float]:
@@ -38,17 +32,16 @@ def _idle_gateway(workdir: Path, broker_port: int, seconds: float) -> tuple[floa
         workdir / "idle.toml",
         gateway_id="bench-idle",
         broker_port=broker_port,
-        buffer=workdir / "idle.db",
-        terminals=[],
+        buffer_path=workdir / "idle.db",
     )
-    gateway = GatewayProcess(config, workdir / "gateway-idle.log")
-    gateway.start()
+    gateway = GatewayProcess(config, log_path=workdir / "gateway-idle.log")
+    gateway.start()  # ready: started up, connected or connecting
     try:
-        time.sleep(5)
-        cpu0, t0 = cpu_seconds(gateway.pid), time.monotonic()
-        time.sleep(seconds)
-        cpu = (cpu_seconds(gateway.pid) - cpu0) / (time.monotonic() - t0) * 100
-        return cpu, peak_rss_mb(gateway.pid)
+        time.sleep(5)  # settle: the start-up's one-off work is not the idle cost
+        cpu0, t0 = gateway.cpu_seconds(), time.monotonic()
+        time.sleep(seconds)  # the measurement window
+        cpu = (gateway.cpu_seconds() - cpu0) / (time.monotonic() - t0) * 100
+        return cpu, gateway.peak_rss_mb()
     finally:
         gateway.stop()
 
@@ -75,27 +68,28 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
             workdir / "fleet.toml",
             gateway_id="bench-fleet",
             broker_port=broker.port,
-            buffer=workdir / "fleet.db",
-            terminals=[ZkTarget(name=f"t{n:03d}", port=port) for n, port in enumerate(host.ports)],
-            poll_interval=interval,
-            live=False,
+            buffer_path=workdir / "fleet.db",
+            terminals=[
+                zk_terminal(f"t{n:03d}", port, poll_interval=interval, live=False)
+                for n, port in enumerate(host.ports)
+            ],
         )
-        gateway = GatewayProcess(config, log_path)
+        gateway = GatewayProcess(config, log_path=log_path)
         cleanup.callback(gateway.stop)
         gateway.start()
-        warmed = wait_for(lambda: len(events(log_path, "full_read")) >= terminals, 180, 1.0)
-        first_reads = len(events(log_path, "full_read"))
+        warmed = wait_for(lambda: len(gateway.events("full_read")) >= terminals, timeout=180, interval=1.0)
+        first_reads = len(gateway.events("full_read"))
         skip = first_reads
         host_cpu0 = cpu_seconds(host.pid)
-        cpu0, t0 = cpu_seconds(gateway.pid), time.monotonic()
-        time.sleep(window)
+        cpu0, t0 = gateway.cpu_seconds(), time.monotonic()
+        time.sleep(window)  # the measurement window
         wall = time.monotonic() - t0
-        cpu = (cpu_seconds(gateway.pid) - cpu0) / wall * 100
+        cpu = (gateway.cpu_seconds() - cpu0) / wall * 100
         host_cpu = (cpu_seconds(host.pid) - host_cpu0) / wall * 100
-        rss = peak_rss_mb(gateway.pid)
-    reads = events(log_path, "full_read")[skip:]
+        rss = gateway.peak_rss_mb()
+    reads = log_events(log_path, "full_read")[skip:]
     lags = [float(r["poll_lag"]) for r in reads if "poll_lag" in r]
-    failures = len(events(log_path, "session_failed"))
+    failures = len(log_events(log_path, "session_failed"))
     result.note(
         f"warm-up: {first_reads} first full reads ({'all' if warmed else 'NOT all'} terminals); window {wall:.0f} s: "
         f"{len(reads)} full reads ({len(reads) / wall:.1f}/s), {len(lags)} with a scheduled due time, "

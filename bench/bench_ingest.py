@@ -15,10 +15,10 @@ from pathlib import Path
 from zk import ZK
 
 from bench.emulator_host import EmulatorHost
-from bench.gwconfig import ZkTarget, write_config
-from bench.gwlog import events
-from bench.procs import Broker, GatewayProcess, wait_for
 from bench.results import BenchResult, Figure
+from tests.support.broker import Broker
+from tests.support.config import write_config, zk_terminal
+from tests.support.gateway import GatewayProcess
 
 
 def _pyzk_read(port: int, expected: int) -> float:
@@ -36,26 +36,20 @@ def _pyzk_read(port: int, expected: int) -> float:
 
 
 def _gateway_read(workdir: Path, run: int, port: int, broker_port: int, expected: int) -> float:
-    log_path = workdir / f"gateway-ingest-{run}.log"
     config = write_config(
         workdir / f"ingest-{run}.toml",
         gateway_id="bench-ingest",
         broker_port=broker_port,
-        buffer=workdir / f"ingest-{run}.db",
-        terminals=[ZkTarget(name="big", port=port)],
-        poll_interval=3600,
-        live=False,
-        terminal_timeout=30,
+        buffer_path=workdir / f"ingest-{run}.db",
+        terminals=[zk_terminal("big", port, poll_interval=3600, live=False, timeout=30)],
     )
-    gateway = GatewayProcess(config, log_path)
+    gateway = GatewayProcess(config, log_path=workdir / f"gateway-ingest-{run}.log")
     gateway.start()
     try:
-        if not wait_for(lambda: events(log_path, "full_read") or gateway.exited() is not None, 600, 0.2):
-            raise RuntimeError(f"no full read within 10 minutes; see {log_path}")
-        reads = events(log_path, "full_read")
-        if not reads:
-            raise RuntimeError(f"the gateway exited; see {log_path}")
-        read = reads[0]
+        gateway.wait_until(
+            lambda: gateway.events("full_read"), timeout=600, interval=0.2, message="a full read"
+        )
+        read = gateway.events("full_read")[0]
         # `new` can be a little lower than `records`: the generated log has a few exact repeats
         # (same user, second, state and verify), which are one punch by identity.
         if read["records"] != expected or read["new"] < 0.95 * expected:

@@ -14,23 +14,29 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.bench_fleet import percentile
 from bench.collector import PunchCollector
-from bench.gwconfig import ZkTarget, write_config
-from bench.gwlog import events
-from bench.procs import Broker, GatewayProcess, wait_for
 from bench.results import BenchResult, Figure
-from bench.truth import produced_ids
 from punchgate.drivers.zk.driver import raw_punch_from_record
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.gateway.normalize import record_id
+from tests.support.broker import Broker
+from tests.support.config import write_config, zk_terminal
+from tests.support.gateway import GatewayProcess
+from tests.support.measure import percentile
+from tests.support.waiting import wait_for, wait_until_async
+from tests.support.zk import expected_ids, listening_for_punches
 
 GATEWAY_ID = "bench-live"
+
+
+def _arrived(collector: PunchCollector, record_id: str) -> Callable[[], bool]:
+    return lambda: record_id in collector.first_seen
 
 
 def _broker_floor(port: int, collector: PunchCollector, samples: int) -> list[float]:
@@ -47,7 +53,7 @@ def _broker_floor(port: int, collector: PunchCollector, samples: int) -> list[fl
             body = json.dumps({"device": "floor", "records": [{"id": marker}]})
             sent = time.time()
             client.publish(f"punchgate/{GATEWAY_ID}/devices/floor/punches", body, qos=1).wait_for_publish(5)
-            if not wait_for(lambda m=marker: m in collector.first_seen, 5, 0.0005):
+            if not wait_for(_arrived(collector, marker), timeout=5, interval=0.0005):
                 raise RuntimeError(f"floor message {n} never arrived")
             latencies.append(collector.first_seen[marker] - sent)
             time.sleep(0.02)
@@ -92,25 +98,23 @@ async def _measure(
             workdir / "live.toml",
             gateway_id=GATEWAY_ID,
             broker_port=broker.port,
-            buffer=workdir / "live.db",
-            terminals=[ZkTarget(name=e.name, port=e.tcp_port or 0) for e in emulators],
-            poll_interval=60,
-            live=True,
+            buffer_path=workdir / "live.db",
+            terminals=[zk_terminal(e.name, e, poll_interval=60, live=True) for e in emulators],
         )
-        log_path = workdir / "gateway-live.log"
-        gateway = GatewayProcess(config, log_path)
-        gateway.start()
-        history = set().union(*(produced_ids(e) for e in emulators))
-        ok = await asyncio.to_thread(
-            wait_for,
-            lambda: (
-                len(events(log_path, "full_read")) >= terminals and history <= collector.first_seen.keys()
-            ),
-            120,
+        gateway = GatewayProcess(config, log_path=workdir / "gateway-live.log")
+        await asyncio.to_thread(gateway.start)  # the emulators on this loop keep answering meanwhile
+        history = {i for e in emulators for i in expected_ids(e)}
+        await gateway.wait_until_async(
+            lambda: len(gateway.events("full_read")) >= terminals and history <= collector.first_seen.keys(),
+            timeout=120,
+            interval=0.2,
+            message="every terminal's history read and delivered",
         )
-        if not ok:
-            raise RuntimeError(f"the gateway did not read every terminal's history; see {log_path}")
-        await asyncio.sleep(2)  # every worker is now registered for live events
+        await wait_until_async(
+            lambda: all(listening_for_punches(e) for e in emulators),
+            timeout=30,
+            message="every worker registered for live punches",
+        )
         floor = await asyncio.to_thread(_broker_floor, broker.port, collector, 200)
         punched = await _inject(emulators, punches, rate, seed=7)
         await asyncio.to_thread(collector.wait_unique, len(history) + 200 + len(punched), 90)

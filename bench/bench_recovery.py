@@ -21,17 +21,14 @@ from pathlib import Path
 from bench.bench_drain import _probe_drain
 from bench.collector import PunchCollector
 from bench.emulator_host import EmulatorHost
-from bench.gwconfig import ZkTarget, write_config
-from bench.gwlog import events
-from bench.procs import Broker, GatewayProcess, wait_for
 from bench.results import BenchResult, Figure
+from tests.support.broker import Broker
+from tests.support.config import write_config, zk_terminal
+from tests.support.gateway import GatewayProcess
+from tests.support.reconcile import pending_count
+from tests.support.waiting import wait_for
 
 GATEWAY_ID = "bench-recovery"
-
-
-def _pending(path: Path) -> int:
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)) as db:
-        return int(db.execute("SELECT count(*) FROM punches WHERE delivered_at IS NULL").fetchone()[0])
 
 
 def _snapshot(source: Path, target: Path) -> None:
@@ -61,26 +58,29 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         PunchCollector(broker.port, GATEWAY_ID, persistent=True, client_id="recovery-central").start().stop()
         broker.stop()
         buffer = workdir / "recovery.db"
-        log_path = workdir / "gateway-recovery.log"
         config = write_config(
             workdir / "recovery.toml",
             gateway_id=GATEWAY_ID,
             broker_port=broker.port,
-            buffer=buffer,
-            terminals=[ZkTarget(name=f"t{n:03d}", port=port) for n, port in enumerate(host.ports)],
-            poll_interval=3600,
-            live=False,
-            terminal_timeout=60,
-            mqtt_extra="reconnect_min = 0.5\nreconnect_max = 5.0",
+            buffer_path=buffer,
+            terminals=[
+                zk_terminal(f"t{n:03d}", port, poll_interval=3600, live=False, timeout=60)
+                for n, port in enumerate(host.ports)
+            ],
+            mqtt={"reconnect_min": 0.5, "reconnect_max": 5.0},
         )
-        gateway = GatewayProcess(config, log_path)
+        gateway = GatewayProcess(config, log_path=workdir / "gateway-recovery.log")
         cleanup.callback(gateway.stop)
         collector = PunchCollector(broker.port, GATEWAY_ID, persistent=True, client_id="recovery-central")
         gateway.start()
         began = time.monotonic()
-        if not wait_for(lambda: len(events(log_path, "full_read")) >= terminals, 900, 1.0):
-            raise RuntimeError(f"the gateway did not read every terminal; see {log_path}")
-        pending = _pending(buffer)
+        gateway.wait_until(
+            lambda: len(gateway.events("full_read")) >= terminals,
+            timeout=900,
+            interval=1.0,
+            message="a full read of every terminal",
+        )
+        pending = pending_count(buffer)
         result.note(
             f"{pending:,} punches pending after {time.monotonic() - began:.0f} s of reading with the broker down "
             f"({terminals} × {per_terminal:,} records; exact repeats in the generated logs are one punch)"
@@ -90,11 +90,13 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         back, back_wall = time.monotonic(), time.time()
         collector.start()
         cleanup.callback(collector.stop)
-        drained = wait_for(lambda: _pending(buffer) == 0, 300, 0.05)
+        drained = wait_for(lambda: pending_count(buffer) == 0, timeout=300, interval=0.05)
         drain_s = time.monotonic() - back
         if not drained:
-            raise RuntimeError(f"still {_pending(buffer):,} pending 5 minutes after the broker came back")
-        connected = events(log_path, "mqtt_connected")
+            raise RuntimeError(
+                f"still {pending_count(buffer):,} pending 5 minutes after the broker came back"
+            )
+        connected = gateway.events("mqtt_connected")
         reconnect_s = (
             dt.datetime.fromisoformat(connected[-1]["timestamp"].replace("Z", "+00:00")).timestamp()
             - back_wall

@@ -1,6 +1,7 @@
 """The chaos harness: does the gateway ever lose a punch while everything around it fails?
 
     python -m bench.chaos --minutes 2          # ./dev chaos --minutes 30 for the long run
+    python -m bench.chaos --record-from report.json --dry-run   # the docs section it would write
 
 Emulated ZK terminals (in this process, so they survive the gateway's deaths) punch at a
 steady rate. The gateway runs as a child process, a real mosquitto as another, and a real
@@ -27,27 +28,25 @@ import json
 import random
 import shutil
 import sqlite3
+import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench import machine
 from bench.collector import PunchCollector
-from bench.gwconfig import ZkTarget, write_config
-from bench.procs import Broker, GatewayProcess, scratch_dir
-from bench.truth import produced_ids
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.gateway.logs import configure_logging
+from tests.support.broker import Broker
+from tests.support.config import write_config, zk_terminal
+from tests.support.gateway import GatewayProcess
+from tests.support.reconcile import delivery_marks, where_it_stopped
+from tests.support.zk import expected_ids
 
 GATEWAY_ID = "chaos-gw"
-# A broker crash can only take messages it acknowledged shortly before: the gateway marks a
-# batch delivered right after its PUBACK, so delivered_at sits just before (or, for the last
-# marks flushed on disconnect, just after) the crash.
-CRASH_WINDOW_BEFORE = 10.0
-CRASH_WINDOW_AFTER = 3.0
 
 
 @dataclass(frozen=True)
@@ -126,7 +125,7 @@ class ChaosRun:
     def __init__(self, options: ChaosOptions) -> None:
         self.options = options
         self.rng = random.Random(options.seed)
-        self.workdir = options.workdir or scratch_dir("punchgate-chaos-")
+        self.workdir = options.workdir or Path(tempfile.mkdtemp(prefix="punchgate-chaos-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker = Broker(self.workdir / "broker", persistent=True)
         self.emulators: dict[str, ZkEmulator] = {}
@@ -155,26 +154,25 @@ class ChaosRun:
             await emulator.start()
             self.emulators[name] = emulator
 
-    def _targets(self) -> list[ZkTarget]:
-        targets = []
-        for name, emulator in self.emulators.items():
-            kind = "tcp" if "tcp" in emulator.transports else "udp"
-            port = emulator.tcp_port if kind == "tcp" else emulator.udp_port
-            assert port is not None
-            targets.append(ZkTarget(name=name, port=port, transport=kind))
-        return targets
-
     def _write_config(self) -> Path:
+        terminals = [
+            zk_terminal(
+                name,
+                emulator,
+                transport="tcp" if "tcp" in emulator.transports else "udp",
+                poll_interval=self.options.poll_interval,
+                live=True,
+                timeout=3.0,
+            )
+            for name, emulator in self.emulators.items()
+        ]
         return write_config(
             self.workdir / "punchgate.toml",
             gateway_id=GATEWAY_ID,
             broker_port=self.broker.port,
-            buffer=self.workdir / "buffer.db",
-            terminals=self._targets(),
-            poll_interval=self.options.poll_interval,
-            live=True,
-            terminal_timeout=3.0,
-            mqtt_extra="reconnect_min = 0.3\nreconnect_max = 2.0\npublish_timeout = 5.0\nkeepalive = 5",
+            buffer_path=self.workdir / "buffer.db",
+            terminals=terminals,
+            mqtt={"reconnect_min": 0.3, "reconnect_max": 2.0, "publish_timeout": 5.0, "keepalive": 5},
         )
 
     # --- the steady load ---------------------------------------------------------------------
@@ -243,7 +241,7 @@ class ChaosRun:
             )
             if kill:
                 self.timeline.broker_crashes.append(time.time())
-            await asyncio.to_thread(self.broker.stop, kill=kill)
+            await asyncio.to_thread(self.broker.kill if kill else self.broker.stop)
             await asyncio.sleep(downtime)
             await asyncio.to_thread(self.broker.start)
 
@@ -255,7 +253,7 @@ class ChaosRun:
             self.timeline.note("gateway_sigkill", f"(down {downtime:.1f} s)")
             await asyncio.to_thread(self.gateway.kill)
             await asyncio.sleep(downtime)
-            self.gateway.start()
+            self.gateway.start(ready_timeout=None)  # it comes up while the chaos goes on
 
     def _pick_terminal(self) -> ZkEmulator:
         # One fault at a time per terminal keeps the timeline readable.
@@ -301,7 +299,7 @@ class ChaosRun:
             if code is not None:
                 self.report.unexpected_gateway_exits += 1
                 self.timeline.note("gateway_exited_by_itself", f"code {code}; restarting")
-                self.gateway.start()
+                self.gateway.start(ready_timeout=None)
 
     # --- the run -------------------------------------------------------------------------------
     async def run(self) -> ChaosReport:
@@ -315,8 +313,8 @@ class ChaosRun:
             self.collector = await asyncio.to_thread(
                 PunchCollector(self.broker.port, GATEWAY_ID, persistent=True).start
             )
-            self.gateway = GatewayProcess(self._write_config(), self.workdir / "gateway.log")
-            self.gateway.start()
+            self.gateway = GatewayProcess(self._write_config(), log_path=self.workdir / "gateway.log")
+            self.gateway.start(ready_timeout=None)
             self.timeline.note(
                 "started",
                 f"{len(self.emulators)} terminals, {opts.punches_per_second}/s, {opts.minutes} min, "
@@ -334,7 +332,10 @@ class ChaosRun:
             self.timeline.note("chaos_over", "faults lifted; waiting for the gateway to catch up")
             await self._drain()
             self.report.gateway_starts = self.gateway.starts
-            self.report.clean_exit_code = await asyncio.to_thread(self.gateway.stop)
+            try:
+                self.report.clean_exit_code = await asyncio.to_thread(self.gateway.stop)
+            except subprocess.TimeoutExpired:
+                self.timeline.note("gateway_stop_timeout", "no exit 30 s after SIGTERM; SIGKILLed")
             self._reconcile()
         finally:
             self.report.seconds = time.monotonic() - started
@@ -345,7 +346,7 @@ class ChaosRun:
     def _expected(self) -> set[str]:
         expected: set[str] = set()
         for emulator in self.emulators.values():
-            expected |= produced_ids(emulator)
+            expected.update(expected_ids(emulator))
         return expected
 
     async def _drain(self) -> None:
@@ -361,7 +362,7 @@ class ChaosRun:
             # Missing ids the gateway has already handed over (marked delivered) will not come
             # again: once that holds for a few seconds, waiting longer proves nothing.
             try:
-                rows = await asyncio.to_thread(_buffer_rows, self.workdir / "buffer.db", missing)
+                rows = await asyncio.to_thread(delivery_marks, self.workdir / "buffer.db", missing)
             except sqlite3.Error:
                 rows = {}  # busy for a moment: ask again next round
             handed_over = len(rows) == len(missing) and all(at is not None for at in rows.values())
@@ -384,9 +385,9 @@ class ChaosRun:
         report.unexpected = len(received.keys() - expected)
         report.duplicates = self.collector.duplicates
         missing = expected - received.keys()
-        buffered = _buffer_rows(self.workdir / "buffer.db", missing)
+        buffered = delivery_marks(self.workdir / "buffer.db", missing)
         for record_id in sorted(missing):
-            where = _where_it_stopped(
+            where = where_it_stopped(
                 record_id in buffered, buffered.get(record_id), self.timeline.broker_crashes
             )
             if where.startswith("acknowledged by the broker"):
@@ -408,37 +409,10 @@ class ChaosRun:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _buffer_rows(path: Path, ids: Iterable[str]) -> dict[str, float | None]:
-    """delivered_at (None: still pending) of these ids in the gateway's buffer."""
-    wanted = list(ids)
-    if not wanted or not path.exists():
-        return {}
-    found: dict[str, float | None] = {}
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        for start in range(0, len(wanted), 500):
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for record_id, delivered_at in db.execute(
-                f"SELECT id, delivered_at FROM punches WHERE id IN ({marks})", chunk
-            ):
-                found[record_id] = delivered_at
-    return found
-
-
-def _where_it_stopped(stored: bool, delivered_at: float | None, crashes: list[float]) -> str:
-    if not stored:
-        return "never stored by the gateway"
-    if delivered_at is None:
-        return "stored, still pending in the buffer at the end"
-    for crash in crashes:
-        if crash - CRASH_WINDOW_BEFORE <= delivered_at <= crash + CRASH_WINDOW_AFTER:
-            return f"acknowledged by the broker {crash - delivered_at:.2f} s before it was SIGKILLed"
-    return "acknowledged by the broker, never reached the subscriber (no broker crash near)"
-
-
-def record_result(report: ChaosReport, *, minutes: float, command: str) -> None:
-    """Keep this run's figures in bench/results.json and refresh docs/performance.md."""
-    from bench.results import BenchResult, Figure, save_result, write_doc
+def record_result(report: ChaosReport, *, minutes: float, command: str, dry_run: bool = False) -> None:
+    """Keep this run's figures in bench/results.json and refresh docs/performance.md (dry run:
+    print the section it would write, touch nothing)."""
+    from bench.results import BenchResult, Figure, render_section, save_result, write_doc
 
     result = BenchResult(name="chaos", title=f"chaos: {minutes:g} minutes", command=command)
     actions = ", ".join(f"{name} {count}" for name, count in sorted(report.actions.items()))
@@ -484,6 +458,9 @@ def record_result(report: ChaosReport, *, minutes: float, command: str) -> None:
             ratio=report.duplicates / produced,
         ),
     ]
+    if dry_run:
+        print(render_section(result))
+        return
     save_result(result)
     write_doc()
 
@@ -512,15 +489,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--record-from", type=Path, default=None, help="record a finished run's --json report, run nothing"
     )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --record or --record-from: print the docs section instead of writing any file",
+    )
     args = parser.parse_args(argv)
+    command = f"python -m bench.chaos --minutes {args.minutes:g}"
     if args.record_from is not None:
         report = report_from_json(args.record_from)
-        record_result(
-            report, minutes=args.minutes, command=f"python -m bench.chaos --minutes {args.minutes:g}"
-        )
+        record_result(report, minutes=args.minutes, command=command, dry_run=args.dry_run)
         print("\n".join(report.lines()))
         return 0 if report.ok else 1
-    workdir = args.workdir or scratch_dir("punchgate-chaos-")
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="punchgate-chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
     # The emulators' session logs go to a file: the screen is for the timeline and the report.
     emulator_log = (workdir / "emulators.log").open("a", encoding="utf-8")
@@ -541,9 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         emulator_log.close()
     print("\n".join(report.lines()))
     if args.record:
-        record_result(
-            report, minutes=args.minutes, command=f"python -m bench.chaos --minutes {args.minutes:g}"
-        )
+        record_result(report, minutes=args.minutes, command=command, dry_run=args.dry_run)
     if args.json is not None:
         data = dataclasses.asdict(report)
         data["actions"] = dict(report.actions)

@@ -17,6 +17,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.waiting import wait_for
+
 
 class PunchCollector:
     def __init__(
@@ -98,9 +100,5 @@ class PunchCollector:
             return dict(self.first_seen)
 
     def wait_unique(self, count: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.unique >= count:
-                return True
-            time.sleep(0.02)
-        return self.unique >= count
+        """Wait until `count` distinct ids have arrived (False if not within `timeout`)."""
+        return wait_for(lambda: self.unique >= count, timeout=timeout, interval=0.02)

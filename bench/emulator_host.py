@@ -16,11 +16,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from bench.procs import end_process
 from punchgate.drivers.zk.emulator import ZkEmulator
+from tests.support.waiting import WaitTimeout, wait_until
 
 
 async def _serve(count: int, records: int, users: int, profile: str, ready_file: Path) -> None:
@@ -98,19 +97,33 @@ class EmulatorHost:
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 start_new_session=True,
             )
-        deadline = time.monotonic() + timeout
-        while not self.ready_file.exists():
-            if self._process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the emulator host did not come up; see {self.log_path}")
-            time.sleep(0.1)
+        process = self._process
+        try:
+            wait_until(
+                self.ready_file.exists,
+                timeout=timeout,
+                interval=0.1,
+                message=f"the emulator host's ports (see {self.log_path})",
+                abort=lambda: None if process.poll() is None else f"it exited with {process.returncode}",
+            )
+        except WaitTimeout:
+            self.stop()
+            raise
         data = json.loads(self.ready_file.read_text())
         self.ports, self.serials = list(data["ports"]), list(data["serials"])
         return self
 
     def stop(self) -> None:
+        """SIGTERM by pid and wait (SIGKILL if it takes longer than 10 s). Safe to call twice."""
         process, self._process = self._process, None
-        end_process(process, signal.SIGTERM)
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:

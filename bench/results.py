@@ -122,6 +122,11 @@ def _section(entry: dict[str, Any]) -> list[str]:
     return lines
 
 
+def render_section(result: BenchResult) -> str:
+    """One result's section of docs/performance.md, as `write_doc` would render it."""
+    return "\n".join(_section(asdict(result)))
+
+
 def render_doc() -> str:
     data = load_results()
     lines = [

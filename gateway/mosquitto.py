@@ -227,7 +227,3 @@ class MosquittoBroker:
         self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
     ) -> None:
         self.close()
-
-
-# The demo and benchmarks call it by what it is to them.
-PrivateBroker = MosquittoBroker

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import pytest
@@ -14,15 +13,9 @@ from punchgate.drivers.anviz.emulator import EmulatedTerminal, Faults, TcpServer
 from punchgate.drivers.anviz.transport import TcpLink
 from punchgate.drivers.base import RawPunch, UnreachableError
 from tests.anviz.conftest import DriverFactory
+from tests.support.waiting import wait_until_async
 
 ServerFactory = Callable[..., TcpServer]
-
-
-async def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_tcp_read_matches_the_terminal(tcp_server: ServerFactory, make_driver: DriverFactory) -> None:
@@ -55,10 +48,10 @@ async def test_live_pushes_arrive_and_real_time_mode_is_switched_on(
 
     task = asyncio.create_task(listen())
     try:
-        await _wait_for(lambda: terminal.realtime)
+        await wait_until_async(lambda: terminal.realtime, timeout=5)
         record = terminal.punch(555, state=1, backup_code=0x08)
         assert record is not None
-        await _wait_for(lambda: len(received) == 1)
+        await wait_until_async(lambda: len(received) == 1, timeout=5)
         assert received == [raw_punch(record, terminal.epoch)]
     finally:
         task.cancel()
@@ -75,7 +68,7 @@ async def test_pushes_and_heartbeats_between_request_and_reply_are_sorted_out(
     server = tcp_server(terminal)
     driver = make_driver(f"tcp://127.0.0.1:{server.port}", 3)
     await driver.connect()
-    await _wait_for(lambda: len(server._clients) == 1)
+    await wait_until_async(lambda: len(server._clients) == 1, timeout=5)
     server.send_heartbeat(terminal)
     pushed = terminal.punch(77)
     assert pushed is not None
@@ -83,7 +76,7 @@ async def test_pushes_and_heartbeats_between_request_and_reply_are_sorted_out(
     records = await driver.read_records()  # its replies come after the push and the heartbeat
 
     assert records == [raw_punch(pushed, terminal.epoch)]
-    await _wait_for(lambda: terminal.pongs == 1)
+    await wait_until_async(lambda: terminal.pongs == 1, timeout=5)
     link = driver.link
     assert isinstance(link, TcpLink) and link.pushes.qsize() == 1
     assert link.stats.unexpected_frames == 0

@@ -4,77 +4,77 @@ from __future__ import annotations
 
 import signal
 import time
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.broker import Broker, free_port
-from tests.gateway_process import GatewayProcess, render_config
+from tests.support.broker import free_port
+from tests.support.config import zk_terminal
+from tests.support.gateway import GatewayProcess
+from tests.support.waiting import wait_until
+
+GatewayFactory = Callable[..., GatewayProcess]
 
 
-def make_gateway(
-    tmp_path: Path, broker_port: int, *, terminals: list[dict[str, object]] | None = None
-) -> GatewayProcess:
-    config = tmp_path / "gw.toml"
-    config.write_text(
-        render_config(
-            gateway_id="gw-run",
-            broker_port=broker_port,
-            buffer_path=tmp_path / "buffer.db",
-            terminals=terminals or [],
-            top={"shutdown_timeout": 5},
-        )
-    )
-    return GatewayProcess(config)
+def make_gateway(gateway_factory: GatewayFactory, **options: object) -> GatewayProcess:
+    return gateway_factory(gateway_id="gw-run", shutdown_timeout=5, **options)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_ready_watchdog_and_clean_stop(tmp_path: Path, broker: Broker, sig: signal.Signals) -> None:
-    gateway = make_gateway(tmp_path, broker.port)
+def test_ready_watchdog_and_clean_stop(gateway_factory: GatewayFactory, sig: signal.Signals) -> None:
+    gateway = make_gateway(gateway_factory)
     gateway.start(extra_env={"WATCHDOG_USEC": "400000"})  # systemd would ping-check every 0.4 s
     ready = gateway.wait_for_notification("READY=1", timeout=1)
     assert "STATUS=reading 0 terminals" in ready
-    time.sleep(1.0)
-    pings = [m for m in gateway.read_notifications() if m == "WATCHDOG=1"]
-    assert len(pings) >= 3  # every 0.2 s from the event loop
-    statuses = [m for m in gateway.read_notifications() if m.startswith("STATUS=")]
-    assert any("broker connected" in m and "0 pending" in m for m in statuses), statuses
-    process = gateway.process
-    assert process is not None
+    # Pings every 0.2 s from the event loop, and a status line once the broker is connected.
+    wait_until(
+        lambda: gateway.read_notifications().count("WATCHDOG=1") >= 3,
+        timeout=5,
+        message="three watchdog pings",
+    )
+    gateway.wait_until(
+        lambda: any(
+            m.startswith("STATUS=") and "broker connected" in m and "0 pending" in m
+            for m in gateway.read_notifications()
+        ),
+        timeout=10,
+        message=lambda: f"a 'broker connected' status in {gateway.notifications}",
+    )
     started = time.monotonic()
-    process.send_signal(sig)
+    gateway.send_signal(sig)
     gateway.wait_for_notification("STOPPING=1", timeout=10)
-    assert process.wait(15) == 0
+    assert gateway.stop(sig=None, timeout=15) == 0  # the exit the signal above asked for
     assert time.monotonic() - started < 10
     assert '"event": "gateway_stopped"' in gateway.log_text()
 
 
-def test_unreachable_terminal_and_broker_never_block_start(tmp_path: Path) -> None:
+def test_unreachable_terminal_and_broker_never_block_start(gateway_factory: GatewayFactory) -> None:
     # Nothing listens on either port: the daemon still comes up, and says why things fail.
-    dead = free_port()
     gateway = make_gateway(
-        tmp_path,
-        free_port(),
-        terminals=[{"type": "zk", "name": "gone", "host": "127.0.0.1", "port": dead, "timeout": 1}],
+        gateway_factory,
+        broker_port=free_port(),
+        terminals=[zk_terminal("gone", free_port(), timeout=1)],
     )
-    gateway.start(wait_ready=20)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and '"fault": "unreachable"' not in gateway.log_text():
-        time.sleep(0.2)
+    gateway.start(ready_timeout=20)
+    gateway.wait_until(lambda: '"fault": "unreachable"' in gateway.log_text(), timeout=20)
     log = gateway.log_text()
     assert '"fault": "unreachable"' in log and '"device": "gone"' in log
     assert gateway.stop() == 0
 
 
-def test_config_secrets_never_reach_the_log(tmp_path: Path, broker: Broker) -> None:
+def test_config_secrets_never_reach_the_log(gateway_factory: GatewayFactory) -> None:
     gateway = make_gateway(
-        tmp_path,
-        broker.port,
-        terminals=[{"type": "zk", "name": "locked", "host": "127.0.0.1", "port": free_port(), "timeout": 1}],
+        gateway_factory,
+        terminals=[zk_terminal("locked", free_port(), timeout=1)],
+        env={"PUNCHGATE_MQTT_PASSWORD": "pw-do-not-log", "PUNCHGATE_COMM_KEY_LOCKED": "73519"},
     )
-    gateway.env = {"PUNCHGATE_MQTT_PASSWORD": "pw-do-not-log", "PUNCHGATE_COMM_KEY_LOCKED": "73519"}
     gateway.start()
-    time.sleep(2)
+    # Both secrets have been used: the broker session (with the password) is up, and the
+    # terminal (with its comm key) has been tried.
+    gateway.wait_until(
+        lambda: gateway.events("mqtt_connected") and '"device": "locked"' in gateway.log_text(),
+        timeout=20,
+    )
     assert gateway.stop() == 0
     log = gateway.log_text()
     assert "gateway_started" in log

@@ -15,17 +15,14 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
-import jsonschema  # type: ignore[import-untyped]
 from prometheus_client.parser import text_string_to_metric_families
 
 from punchgate.drivers.zk.emulator import ZkEmulator
 
 T = TypeVar("T")
 PUNCHER = "77"
-SCHEMAS = Path(__file__).resolve().parents[2] / "docs" / "schemas"
 
 
 class EmulatorFarm:
@@ -111,16 +108,3 @@ def api_devices(base_url: str) -> dict[str, dict[str, Any]]:
     assert status == 200
     data: dict[str, Any] = json.loads(body)
     return {d["device"]: d for d in data["devices"]}
-
-
-_validators: dict[str, jsonschema.Draft202012Validator] = {}
-
-
-def validate(schema: str, payload: Any) -> None:
-    """Validate a payload against the checked-in JSON Schema (raises on mismatch)."""
-    if schema not in _validators:
-        _validators[schema] = jsonschema.Draft202012Validator(
-            json.loads((SCHEMAS / f"{schema}.json").read_text()),
-            format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER,
-        )
-    _validators[schema].validate(payload)

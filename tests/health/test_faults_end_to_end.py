@@ -12,6 +12,7 @@ again once it is back. All payloads are validated against the JSON Schemas in do
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -27,10 +28,13 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from punchgate.drivers.zk.emulator import ZkEmulator
-from tests.broker import Broker, free_port
-from tests.gateway_process import REPO, GatewayProcess
-from tests.health.rig import PUNCHER, EmulatorFarm, api_devices, fault_metrics, http_get, validate
-from tests.subscriber import Subscriber
+from tests.health.rig import PUNCHER, EmulatorFarm, api_devices, fault_metrics, http_get
+from tests.support.broker import Broker, free_port
+from tests.support.config import write_config, zk_terminal
+from tests.support.gateway import REPO, GatewayProcess
+from tests.support.schemas import validate
+from tests.support.subscriber import Subscriber
+from tests.support.waiting import wait_for
 
 GATEWAY = "health-gw"
 BASE = f"punchgate/{GATEWAY}"
@@ -101,57 +105,44 @@ CASES = [
 
 
 def _config(tmp: Path, broker_port: int, http_port: int, ports: dict[str, int]) -> Path:
-    lines = [
-        f'gateway_id = "{GATEWAY}"',
-        'timezone = "UTC"',
-        "shutdown_timeout = 5",
-        "[mqtt]",
-        'host = "127.0.0.1"',
-        f"port = {broker_port}",
-        "reconnect_min = 0.2",
-        "reconnect_max = 1.0",
-        "[buffer]",
-        f'path = "{tmp / "buffer.db"}"',
-        "[http]",
-        f"port = {http_port}",
-        "[health]",
-        "offline_after_failures = 2",
-        f"fault_hold_seconds = {HOLD}",
-        "broker_grace_seconds = 2",
-        'gateway_clock = "trust"',  # this sandbox's kernel says "unsynchronised"; see test_clock.py
-    ]
+    health = {"fault_hold_seconds": HOLD}
+    overrides: dict[str, dict[str, Any]] = {
+        # Round-the-clock working calendar, so the test does not depend on the weekday.
+        "silent": {
+            **health,
+            "silent_hours": SILENT_SECONDS / 3600,
+            "offline_after_failures": 2,
+            "work_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+            "work_start": dt.time(0, 0),
+            "work_end": dt.time(0, 0),
+        },
+        "corrected": {**health, "clock_correct_min_seconds": 5, "clock_correct_max_seconds": 3600},
+    }
+    terminals = []
     for name, port in ports.items():
-        lines += [
-            "[[terminals]]",
-            'type = "zk"',
-            f'name = "{name}"',
-            'host = "127.0.0.1"',
-            f"port = {port}",
-            f"poll_interval = {POLL}",
-            f"timeout = {TIMEOUT}",
-            "live = false",
-        ]
-        if name == "silent":
-            # Round-the-clock working calendar, so the test does not depend on the weekday.
-            lines += [
-                "[terminals.health]",
-                f"silent_hours = {SILENT_SECONDS / 3600}",
-                f"fault_hold_seconds = {HOLD}",
-                "offline_after_failures = 2",
-                'work_days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]',
-                "work_start = 00:00:00",
-                "work_end = 00:00:00",
-            ]
-        if name == "corrected":
-            lines += [
-                "[terminals.health]",
-                "clock_correct_min_seconds = 5",
-                "clock_correct_max_seconds = 3600",
-                f"fault_hold_seconds = {HOLD}",
-            ]
-    path = tmp / "gateway.toml"
-    path.write_text("\n".join(lines) + "\n")
-    return path
+        terminal = zk_terminal(name, port, poll_interval=POLL, timeout=TIMEOUT, live=False)
+        if name in overrides:
+            terminal["health"] = overrides[name]
+        terminals.append(terminal)
+    return write_config(
+        tmp / "gateway.toml",
+        gateway_id=GATEWAY,
+        broker_port=broker_port,
+        buffer_path=tmp / "buffer.db",
+        http_port=http_port,
+        mqtt={"reconnect_min": 0.2, "reconnect_max": 1.0},
+        sections={
+            "health": {
+                **health,
+                "offline_after_failures": 2,
+                "broker_grace_seconds": 2,
+                "gateway_clock": "trust",  # this sandbox's kernel says "unsynchronised"; see test_clock.py
+            }
+        },
+        terminals=terminals,
+        timezone="UTC",
+        shutdown_timeout=5,
+    )
 
 
 @dataclass
@@ -187,19 +178,19 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
         for seed, name in enumerate(names):
             farm.add(name, records=records.get(name, 20), seed=seed)
         http_port = free_port()
-        ports = {name: farm.terminals[name].tcp_port for name in names}
+        ports = {name: farm.terminals[name].tcp_port or 0 for name in names}
         subscriber = Subscriber(broker.host, broker.port, f"{BASE}/#").start()
-        gateway = GatewayProcess(_config(tmp, broker.port, http_port, ports))  # type: ignore[arg-type]
-        gateway.start(wait_ready=30)
+        gateway = GatewayProcess(_config(tmp, broker.port, http_port, ports))
+        gateway.start(ready_timeout=30)
         rig = Rig(farm, broker, gateway, subscriber, f"http://127.0.0.1:{http_port}")
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            devices = api_devices(rig.url)
-            if all(devices[n]["state"] == "online" for n in names if n != "silent"):
-                break
-            time.sleep(0.2)
-        else:
-            pytest.fail(f"terminals did not come online: {api_devices(rig.url)}\n{gateway.log_tail()}")
+        gateway.wait_until(
+            lambda: all(
+                state["state"] == "online" for n, state in api_devices(rig.url).items() if n != "silent"
+            ),
+            timeout=30,
+            message=lambda: f"terminals online: {api_devices(rig.url)}",
+            interval=0.2,
+        )
         yield rig
     finally:
         if subscriber is not None:
@@ -246,13 +237,8 @@ def _table_rows(out: str) -> dict[str, str]:
     return rows
 
 
-def _wait(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return condition()
+def _in_state(rig: Rig, device: str, state: str) -> Callable[[], bool]:
+    return lambda: api_devices(rig.url)[device]["state"] == state
 
 
 def test_every_fault_is_raised_published_visible_and_cleared(rig: Rig) -> None:  # noqa: C901 - one scenario walks every fault through one rig; a rig per fault costs minutes
@@ -311,7 +297,7 @@ def test_every_fault_is_raised_published_visible_and_cleared(rig: Rig) -> None: 
             )
     for case in CASES:
         # Offline needs K failed contacts; the others are degraded at once.
-        if not _wait(lambda c=case: api_devices(rig.url)[c.device]["state"] == c.expect_state, 15):  # type: ignore[misc]
+        if not wait_for(_in_state(rig, case.device, case.expect_state), timeout=15, interval=0.1):
             problems.append(
                 f"{case.device}: state {api_devices(rig.url)[case.device]['state']}, want {case.expect_state}"
             )
@@ -367,13 +353,21 @@ def test_every_fault_is_raised_published_visible_and_cleared(rig: Rig) -> None: 
 def test_drift_within_bounds_is_corrected_and_published(rig: Rig) -> None:
     emulator = rig.farm.terminals["corrected"]
     rig.farm.run(emulator.set_fault("clock_drift", offset=300, rate=0))
-    assert _wait(lambda: bool(rig.events("corrected", "clock_drift", "clock_corrected")), RAISE_WITHIN)
+    assert wait_for(
+        lambda: bool(rig.events("corrected", "clock_drift", "clock_corrected")),
+        timeout=RAISE_WITHIN,
+        interval=0.1,
+    )
     event = rig.events("corrected", "clock_drift", "clock_corrected")[0]
     validate("device-event", event)
     assert event["severity"] == "info"
     assert re.search(r"drift was \+(29\d|30\d) s", event["detail"]), event["detail"]
     # The terminal's clock is right again, and nobody saw a clock_drift fault.
-    assert _wait(lambda: abs(api_devices(rig.url)["corrected"]["clock_drift_seconds"] or 99) < 5, 10)
+    assert wait_for(
+        lambda: abs(api_devices(rig.url)["corrected"]["clock_drift_seconds"] or 99) < 5,
+        timeout=10,
+        interval=0.1,
+    )
     assert not rig.events("corrected", "clock_drift", "fault_raised")
     metric = http_get(rig.url + "/metrics")[1].decode()
     assert 'punchgate_device_clock_corrections_total{device="corrected"} 1.0' in metric
@@ -384,14 +378,18 @@ def test_healthz_turns_503_while_the_broker_is_down_beyond_grace(rig: Rig) -> No
     rig.broker.stop()
     try:
         # Grace is 2 s; the gateway checks the broker every 5 s.
-        assert _wait(lambda: http_get(rig.url + "/healthz")[0] == 503, 20), rig.gateway.log_tail()
+        assert wait_for(lambda: http_get(rig.url + "/healthz")[0] == 503, timeout=20, interval=0.1), (
+            rig.gateway.log_tail()
+        )
         status, body = http_get(rig.url + "/healthz")
         assert status == 503 and b"broker unreachable" in body
         code, out = _status_cli(rig)
         assert code == 1 and "broker_unreachable" in out
     finally:
         rig.broker.start()
-    assert _wait(lambda: http_get(rig.url + "/healthz")[0] == 200, 30), rig.gateway.log_tail()
+    assert wait_for(lambda: http_get(rig.url + "/healthz")[0] == 200, timeout=30, interval=0.1), (
+        rig.gateway.log_tail()
+    )
     # The gateway's own fault transitions went out on {base}/events once the broker was back.
     assert rig.subscriber.wait_for(
         lambda: (

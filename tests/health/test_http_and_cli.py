@@ -21,7 +21,7 @@ from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.http import HttpServer
 from punchgate.gateway.settings import Settings
 from punchgate.gateway.status_cli import is_healthy, show_status
-from tests.broker import free_port
+from tests.support.broker import free_port
 
 
 @dataclass

@@ -5,26 +5,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.broker import Broker
-from tests.gateway_process import GatewayProcess
-from tests.pipeline.conftest import zk_terminal
-from tests.pipeline.expected import expected_ids
-from tests.pipeline.test_zk_pipeline import arrived
-from tests.subscriber import Subscriber
-
-
-async def eventually(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(0.1)
-    return condition()
+from tests.support.broker import Broker
+from tests.support.config import zk_terminal
+from tests.support.gateway import GatewayProcess
+from tests.support.subscriber import Subscriber
+from tests.support.waiting import wait_for_async
+from tests.support.zk import expected_ids
 
 
 async def test_guarded_clear_empties_the_terminal_only_after_a_durable_read(
@@ -37,15 +27,15 @@ async def test_guarded_clear_empties_the_terminal_only_after_a_durable_read(
     before = expected_ids(terminal)
     gateway = gateway_factory([zk_terminal("t", terminal, clear_log=True, live=False, poll_interval=2)])
     gateway.start()
-    assert not await arrived(subscriber, set(before), timeout=60)
-    assert await eventually(lambda: terminal.record_count == 0, 20), "log was not cleared"
+    assert not await subscriber.missing_after(set(before), timeout=60)
+    assert await wait_for_async(lambda: terminal.record_count == 0, timeout=20), "log was not cleared"
     with sqlite3.connect(tmp_path / "buffer.db") as db:
         (stored,) = db.execute("SELECT count(*) FROM punches").fetchone()
     assert stored == 800
     # Punches after a clear are read and delivered like any other; the terminal stays enabled.
     terminal.add_punch("2", state=1, verify=1)
     after = expected_ids(terminal)
-    assert not await arrived(subscriber, set(after), timeout=30)
+    assert not await subscriber.missing_after(set(after), timeout=30)
     assert terminal.enabled
     assert '"event": "terminal_log_cleared"' in gateway.log_text()
 
@@ -69,15 +59,17 @@ async def test_full_buffer_stops_reading_and_resumes_when_drained(
     gateway.start()
     # The buffer fills to its limit (600 + 400) and refuses the rest, which the worker leaves
     # on the terminal until the buffer drains.
-    assert await eventually(lambda: '"event": "store_refused_stop_reading"' in gateway.log_text(), 30)
-    assert await eventually(lambda: '"code": "buffer_full"' in gateway.log_text(), 30)
+    assert await wait_for_async(
+        lambda: '"event": "store_refused_stop_reading"' in gateway.log_text(), timeout=30
+    )
+    assert await wait_for_async(lambda: '"code": "buffer_full"' in gateway.log_text(), timeout=30)
     with sqlite3.connect(tmp_path / "buffer.db") as db:
         (stored,) = db.execute("SELECT count(*) FROM punches").fetchone()
     assert stored == 1000
     await asyncio.to_thread(broker.start)
     subscriber.wait_subscribed(2, timeout=30)
     everything = set(expected_ids(first)) | set(expected_ids(second))
-    assert not await arrived(subscriber, everything, timeout=90)
+    assert not await subscriber.missing_after(everything, timeout=90)
 
     def buffer_full_transitions() -> set[str]:
         return {
@@ -86,4 +78,6 @@ async def test_full_buffer_stops_reading_and_resumes_when_drained(
             if '"code": "buffer_full"' in line and line.startswith("{")
         }
 
-    assert await eventually(lambda: buffer_full_transitions() >= {"fault_raised", "fault_cleared"}, 10)
+    assert await wait_for_async(
+        lambda: buffer_full_transitions() >= {"fault_raised", "fault_cleared"}, timeout=10
+    )

@@ -7,14 +7,16 @@ import datetime as dt
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from punchgate.gateway.mosquitto import free_port
-from tests.gateway_process import REPO, GatewayProcess
-from tests.pipeline.conftest import zk_terminal
-from tests.pipeline.expected import expected_ids
-from tests.pipeline.test_zk_pipeline import arrived
-from tests.subscriber import Subscriber
+from tests.support.broker import free_port
+from tests.support.config import zk_terminal
+from tests.support.gateway import REPO, GatewayProcess
+from tests.support.reconcile import pending_count
+from tests.support.subscriber import Subscriber
+from tests.support.waiting import wait_until_async
+from tests.support.zk import expected_ids
 
 
 def replay(*args: str) -> subprocess.CompletedProcess[str]:
@@ -31,17 +33,23 @@ async def test_replay_sends_delivered_punches_again(
     emulators: Callable[..., Any],
     gateway_factory: Callable[..., GatewayProcess],
     subscriber: Subscriber,
+    tmp_path: Path,
 ) -> None:
     first, second = await emulators(2, records=50)
     port = free_port()
     gateway = gateway_factory(
-        [zk_terminal("first", first, live=False), zk_terminal("second", second, live=False)], http_port=port
+        [
+            zk_terminal("first", first, live=False, poll_interval=30),
+            zk_terminal("second", second, live=False, poll_interval=30),
+        ],
+        http_port=port,
     )
     started = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
     gateway.start()
     ids = set(expected_ids(first)) | set(expected_ids(second))
-    assert not await arrived(subscriber, ids, timeout=30)
-    await asyncio.sleep(1)  # let the delivery marks land
+    assert not await subscriber.missing_after(ids, timeout=30)
+    buffer = tmp_path / "buffer.db"  # where gateway_factory puts it
+    await gateway.wait_until_async(lambda: pending_count(buffer) == 0, timeout=10, message="delivery marks")
     assert subscriber.reconciler.duplicates == 0
 
     url = f"http://127.0.0.1:{port}"
@@ -50,9 +58,9 @@ async def test_replay_sends_delivered_punches_again(
     )
     assert result.returncode == 0, result.stderr
     assert "50 punches queued" in result.stdout
-    deadline = asyncio.get_running_loop().time() + 30
-    while subscriber.reconciler.duplicates < 50 and asyncio.get_running_loop().time() < deadline:
-        await asyncio.sleep(0.1)
+    await wait_until_async(
+        lambda: subscriber.reconciler.duplicates >= 50, timeout=30, message="replayed punches"
+    )
     assert subscriber.reconciler.duplicates == 50  # exactly first's punches, once more
 
     bad = await asyncio.to_thread(replay, "--url", url, "--since", "yesterday")

@@ -13,21 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from punchgate.drivers.zk.emulator import ZkEmulator
-from tests.gateway_process import GatewayProcess
-from tests.pipeline.conftest import buffer_rows, zk_terminal
-from tests.pipeline.expected import expected_ids
-from tests.subscriber import Subscriber
-
-
-async def arrived(subscriber: Subscriber, ids: set[str], *, timeout: float) -> set[str]:
-    """Wait until every id arrived; return the ones still missing at the deadline."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        missing = ids - subscriber.reconciler.seen
-        if not missing:
-            return set()
-        await asyncio.sleep(0.2)
-    return ids - subscriber.reconciler.seen
+from tests.support.config import zk_terminal
+from tests.support.gateway import GatewayProcess
+from tests.support.reconcile import buffer_rows
+from tests.support.subscriber import Subscriber
+from tests.support.waiting import wait_until_async
+from tests.support.zk import expected_ids, listening_for_punches
 
 
 def records_by_id(subscriber: Subscriber) -> dict[str, dict[str, Any]]:
@@ -46,18 +37,20 @@ async def test_fifty_terminals_with_live_punches_every_punch_once(
     tmp_path: Path,
 ) -> None:
     terminals: list[ZkEmulator] = await emulators(50, records=1000)
-    gateway = gateway_factory([zk_terminal(f"t{i:02d}", e) for i, e in enumerate(terminals)])
+    gateway = gateway_factory(
+        [zk_terminal(f"t{i:02d}", e, poll_interval=30) for i, e in enumerate(terminals)]
+    )
     gateway.start()
     expected = {i for e in terminals for i in expected_ids(e)}
     assert len(expected) == 50 * 1000
-    missing = await arrived(subscriber, expected, timeout=180)
+    missing = await subscriber.missing_after(expected, timeout=180)
     assert not missing, f"{len(missing)} punches never arrived"
 
     # Live punches while the daemon listens: they arrive without waiting for the 30 s poll.
     for emulator in terminals[::5]:
         emulator.add_punch("7", state=1, verify=15)
     live = {i for e in terminals[::5] for i in expected_ids(e)[-1:]}
-    assert not await arrived(subscriber, live, timeout=20)
+    assert not await subscriber.missing_after(live, timeout=20)
 
     rows, distinct = buffer_rows(tmp_path / "buffer.db")
     assert rows == distinct == len(expected) + len(live)
@@ -73,18 +66,18 @@ async def test_restart_mid_run_loses_nothing_and_duplicates_no_row(
     gateway = gateway_factory([zk_terminal(f"t{i}", e, poll_interval=2) for i, e in enumerate(terminals)])
     gateway.start()
     # Crash it as soon as the first punches are flowing.
-    deadline = time.monotonic() + 60
-    while not subscriber.reconciler.seen and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await gateway.wait_until_async(lambda: subscriber.reconciler.seen, timeout=60, message="first punches")
     await asyncio.to_thread(gateway.kill)
     for emulator in terminals:
         emulator.add_punch("3", state=0, verify=1)  # punches while the gateway is down
+    reads = len(gateway.events("full_read"))
     gateway.start()
-    await asyncio.sleep(3)
-    assert await asyncio.to_thread(gateway.stop) == 0  # a clean stop in the middle of the run
+    # A clean stop in the middle of the run: once the restarted daemon has finished a read.
+    await gateway.wait_until_async(lambda: len(gateway.events("full_read")) > reads, timeout=60)
+    assert await asyncio.to_thread(gateway.stop) == 0
     gateway.start()
     expected = {i for e in terminals for i in expected_ids(e)}
-    assert not await arrived(subscriber, expected, timeout=90)
+    assert not await subscriber.missing_after(expected, timeout=90)
     rows, distinct = buffer_rows(tmp_path / "buffer.db")
     assert rows == distinct == len(expected)
 
@@ -103,16 +96,16 @@ async def test_faulty_terminals_do_not_hold_up_the_working_ones(
     (bw,) = await emulators(1, records=300, profile="bw", transports=("udp",))
     gateway = gateway_factory(
         [
-            zk_terminal("healthy", healthy),
-            zk_terminal("dropper", dropper, timeout=3),
-            zk_terminal("hanger", hanger, timeout=2),
-            zk_terminal("locked", locked, comm_key="9999"),
-            zk_terminal("bw", bw, transport="udp"),
+            zk_terminal("healthy", healthy, poll_interval=30),
+            zk_terminal("dropper", dropper, poll_interval=30, timeout=3),
+            zk_terminal("hanger", hanger, poll_interval=30, timeout=2),
+            zk_terminal("locked", locked, poll_interval=30, comm_key="9999"),
+            zk_terminal("bw", bw, transport="udp", poll_interval=30),
         ]
     )
     gateway.start()
     working = set(expected_ids(healthy)) | set(expected_ids(bw))
-    assert not await arrived(subscriber, working, timeout=60)
+    assert not await subscriber.missing_after(working, timeout=60)
     # The broken ones delivered nothing they could not read completely; nothing from the
     # locked terminal got in without its key.
     assert not set(expected_ids(locked)) & subscriber.reconciler.seen
@@ -121,7 +114,7 @@ async def test_faulty_terminals_do_not_hold_up_the_working_ones(
     assert not set(expected_ids(dropper)) & subscriber.reconciler.seen
     # Once the fault is gone, the dropper's log arrives in full.
     await dropper.clear_fault("drop_mid_transfer")
-    assert not await arrived(subscriber, set(expected_ids(dropper)), timeout=90)
+    assert not await subscriber.missing_after(set(expected_ids(dropper)), timeout=90)
 
 
 async def test_one_terminal_with_100000_records_is_read_completely(
@@ -136,7 +129,7 @@ async def test_one_terminal_with_100000_records_is_read_completely(
     gateway.start()
     expected = set(expected_ids(big))
     assert len(expected) == 100_000
-    assert not await arrived(subscriber, expected, timeout=240)
+    assert not await subscriber.missing_after(expected, timeout=240)
     elapsed = time.monotonic() - started
     rows, distinct = buffer_rows(tmp_path / "buffer.db")
     assert rows == distinct == len(expected)
@@ -157,13 +150,17 @@ async def test_live_punch_arrives_without_waiting_for_a_poll(
         ]
     )
     gateway.start()
-    assert not await arrived(subscriber, set(expected_ids(tft)) | set(expected_ids(bw)), timeout=30)
-    await asyncio.sleep(1)  # let the workers register for events after their first read
+    assert not await subscriber.missing_after(set(expected_ids(tft)) | set(expected_ids(bw)), timeout=30)
+    await wait_until_async(
+        lambda: listening_for_punches(tft) and listening_for_punches(bw),
+        timeout=10,
+        message="the workers registered for live punches after their first read",
+    )
     for emulator in (tft, bw):
         sent = time.monotonic()
         emulator.add_punch("5", state=0, verify=1)
         new = expected_ids(emulator)[-1]
-        assert not await arrived(subscriber, {new}, timeout=10)
+        assert not await subscriber.missing_after({new}, timeout=10)
         record = records_by_id(subscriber)[new]
         assert record["source"] == "live" and record["historical"] is False
         print(
@@ -197,7 +194,7 @@ async def test_timezones_and_dst_give_correct_utc_and_flags(
     )
     gateway.start()
     ids = expected_ids(shanghai) + expected_ids(berlin)
-    assert not await arrived(subscriber, set(ids), timeout=30)
+    assert not await subscriber.missing_after(set(ids), timeout=30)
     got = records_by_id(subscriber)
     summary = [(got[i]["local_time"], got[i]["utc_time"], got[i]["utc_offset"], got[i]["flags"]) for i in ids]
     assert summary == [

@@ -1,11 +1,10 @@
-"""Helpers for the sync tests: settings pointing at a test broker, a forwarder task, polling."""
+"""Helpers for the sync tests: settings pointing at a test broker, a forwarder task, the buffer."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -43,16 +42,6 @@ async def running(forwarder: Forwarder) -> AsyncIterator[asyncio.Task[None]]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-
-async def eventually(condition: Callable[[], bool], *, timeout: float, interval: float = 0.02) -> bool:
-    """Poll a condition without blocking the event loop; True as soon as it holds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        await asyncio.sleep(interval)
-    return condition()
 
 
 def open_store(settings: Settings) -> Store:

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from punchgate.sync.forwarder import Forwarder
-from tests.broker import Broker, Gate
-from tests.subscriber import Subscriber
-from tests.sync.helpers import GATEWAY_ID, eventually, make_settings, open_store, running
-from tests.sync.punches import interleaved
+from tests.support.broker import Broker, Gate
+from tests.support.config import write_config
+from tests.support.factories import interleaved
+from tests.support.gateway import GatewayProcess
+from tests.support.subscriber import Subscriber
+from tests.support.waiting import wait_until_async
+from tests.sync.helpers import GATEWAY_ID, make_settings, open_store, running
 
 DEVICES = ["door-1", "door-2", "gate-a", "gate-b"]
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
@@ -43,18 +41,24 @@ async def test_broker_killed_three_times_during_drain_loses_nothing(
     forwarder = Forwarder(settings, store, version="1.0")
     rec = subscriber.reconciler
     pending_at_kill: list[int] = []
+
+    def received(count: int) -> Callable[[], bool]:
+        return lambda: len(rec.seen) >= count
+
     try:
         async with running(forwarder):
             for crash in range(1, 4):
                 threshold = crash * 10_000
-                assert await eventually(lambda t=threshold: len(rec.seen) >= t, timeout=120), rec.records  # type: ignore[misc]
+                await wait_until_async(
+                    received(threshold), timeout=120, message=f"{threshold} punches received"
+                )
                 await asyncio.to_thread(broker.kill)
                 await gate.close()  # hold the gateway off until the subscriber is back
                 pending_at_kill.append(store.pending_count())
                 await asyncio.to_thread(broker.start)
                 await asyncio.to_thread(subscriber.wait_subscribed, crash + 1, timeout=30)
                 await gate.open()
-            assert await eventually(lambda: store.pending_count() == 0, timeout=180)
+            await wait_until_async(lambda: store.pending_count() == 0, timeout=180, message="drained")
             # Everything is acknowledged; what has not arrived within a grace period is lost.
             assert await asyncio.to_thread(subscriber.wait_records, len(expected), timeout=15), (
                 f"{len(rec.missing(expected))} punches acknowledged but never received"
@@ -76,52 +80,6 @@ async def test_broker_killed_three_times_during_drain_loses_nothing(
     store.close()
 
 
-def _gateway_config(tmp_path: Path, port: int) -> Path:
-    config = tmp_path / "gateway.toml"
-    config.write_text(
-        f"""
-gateway_id = "{GATEWAY_ID}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-batch_size = 20
-reconnect_min = 0.2
-reconnect_max = 1.0
-
-[buffer]
-path = "{tmp_path / "buffer.db"}"
-min_free_disk_mb = 0
-
-[http]
-enabled = false
-"""
-    )
-    return config
-
-
-def _start_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "punchgate.gateway", "run", "--config", str(config)],
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-def _end(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    if process.poll() is None:
-        process.send_signal(sig)
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=20)
-
-
 @pytest.mark.slow
 async def test_gateway_sigkilled_during_drain_loses_nothing(
     tmp_path: Path, broker: Broker, subscriber_factory: Callable[..., Subscriber]
@@ -133,15 +91,18 @@ async def test_gateway_sigkilled_during_drain_loses_nothing(
     expected = {p.id for p in punches}
     store.add_punches(punches)
     store.close()
-    config = _gateway_config(tmp_path, broker.port)
-    log = tmp_path / "gateway.log"
+    config = write_config(
+        tmp_path / "gateway.toml",
+        gateway_id=GATEWAY_ID,
+        broker_port=broker.port,
+        buffer_path=tmp_path / "buffer.db",
+        mqtt={"batch_size": 20, "reconnect_min": 0.2, "reconnect_max": 1.0},
+    )
     rec = subscriber.reconciler
 
-    gateway = _start_gateway(config, log)
-    try:
-        assert await eventually(lambda: len(rec.seen) >= 5_000, timeout=120), log.read_text()[-3000:]
-        gateway.send_signal(signal.SIGKILL)  # no clean shutdown, no chance to mark anything
-        gateway.wait(timeout=20)
+    with GatewayProcess(config) as gateway:
+        await gateway.wait_until_async(lambda: len(rec.seen) >= 5_000, timeout=120, message="5,000 punches")
+        await asyncio.to_thread(gateway.kill)  # no clean shutdown, no chance to mark anything
         seen_at_kill = len(rec.seen)
         assert seen_at_kill < len(expected), "the drain finished before the kill; nothing was tested"
         store = open_store(settings)  # the file is consistent after a SIGKILL (WAL recovery)
@@ -149,12 +110,10 @@ async def test_gateway_sigkilled_during_drain_loses_nothing(
         assert pending_after_kill > 0
         store.close()
 
-        gateway = _start_gateway(config, log)
-        assert await asyncio.to_thread(subscriber.wait_records, len(expected), timeout=180), log.read_text()[
-            -3000:
-        ]
-    finally:
-        _end(gateway, signal.SIGTERM)
+        gateway.start()
+        assert await asyncio.to_thread(subscriber.wait_records, len(expected), timeout=180), (
+            gateway.log_tail()
+        )
     store = open_store(settings)
     try:
         assert rec.missing(expected) == set()

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
 
 from punchgate.sync.forwarder import Forwarder
-from tests.broker import Broker, Gate
-from tests.subscriber import Subscriber
-from tests.sync.helpers import GATEWAY_ID, eventually, make_settings, open_store, running
-from tests.sync.punches import interleaved, make_punch, make_punches
+from tests.support.broker import Broker, Gate
+from tests.support.factories import interleaved, make_punch, make_punches
+from tests.support.subscriber import Subscriber
+from tests.support.waiting import wait_for_async
+from tests.sync.helpers import GATEWAY_ID, make_settings, open_store, running
 
 DEVICES = ["door-1", "door-2", "canteen"]
 
@@ -25,7 +27,7 @@ async def test_drains_backlog_in_order_per_device(
     store.add_punches(punches)
     forwarder = Forwarder(settings, store, version="1.2.3")
     async with running(forwarder):
-        assert await eventually(lambda: store.pending_count() == 0, timeout=30)
+        assert await wait_for_async(lambda: store.pending_count() == 0, timeout=30)
         assert await asyncio.to_thread(subscriber.wait_records, len(punches), timeout=30)
     rec = subscriber.reconciler
     for device in DEVICES:
@@ -53,7 +55,7 @@ async def test_broker_down_at_start(
     try:
         async with running(forwarder):
             # Punches keep arriving while nothing is reachable.
-            await eventually(lambda: forwarder.stats.connect_failures >= 2, timeout=20)
+            await wait_for_async(lambda: forwarder.stats.connect_failures >= 2, timeout=20)
             later = [make_punch(d, n) for n in range(400, 600) for d in DEVICES]
             store.add_punches(later)
             forwarder.notify_new_punches()
@@ -66,10 +68,10 @@ async def test_broker_down_at_start(
             # persistence keeps nothing for subscribers that are not there yet).
             sub = subscriber_factory(broker.host, broker.port)
             await gate.open()
-            assert await eventually(lambda: forwarder.connected, timeout=20)
+            assert await wait_for_async(lambda: forwarder.connected, timeout=20)
             expected = first + later
             assert await asyncio.to_thread(sub.wait_records, len(expected), timeout=60)
-            assert await eventually(lambda: store.pending_count() == 0, timeout=20)
+            assert await wait_for_async(lambda: store.pending_count() == 0, timeout=20)
         for device in DEVICES:
             assert sub.reconciler.in_order(device, [p.id for p in expected if p.device == device])
         assert sub.reconciler.duplicates == 0
@@ -85,7 +87,7 @@ async def test_live_punch_goes_out_alone_and_at_once(
     store = open_store(settings)
     forwarder = Forwarder(settings, store, version="1.0")
     async with running(forwarder):
-        assert await eventually(lambda: forwarder.connected, timeout=20)
+        assert await wait_for_async(lambda: forwarder.connected, timeout=20)
         await asyncio.sleep(0.3)  # the drain is now idle, waiting for a wake-up
         live = [make_punch("door-1", n, source="live") for n in range(3)]
         for punch in live:
@@ -107,7 +109,7 @@ async def test_gateway_state_online_retained_and_will_offline(
     store = open_store(settings)
     forwarder = Forwarder(settings, store, version="9.9.9")
     async with running(forwarder):
-        assert await eventually(lambda: forwarder.connected, timeout=20)
+        assert await wait_for_async(lambda: forwarder.connected, timeout=20)
         # A subscriber arriving later gets the retained online state.
         late = subscriber_factory(broker.host, broker.port, f"punchgate/{GATEWAY_ID}/state")
         assert await asyncio.to_thread(late.wait_for, lambda: bool(late.messages), timeout=10)
@@ -133,14 +135,14 @@ async def test_will_marks_gateway_offline_when_connection_dies(
     watcher = subscriber_factory(broker.host, broker.port, f"punchgate/{GATEWAY_ID}/state")
     try:
         async with running(forwarder):
-            assert await eventually(lambda: forwarder.connected, timeout=20)
+            assert await wait_for_async(lambda: forwarder.connected, timeout=20)
             assert await asyncio.to_thread(watcher.wait_for, lambda: bool(watcher.messages), timeout=10)
             await gate.close()  # the network between gateway and broker is cut
             # The broker notices the dead connection and publishes the last will.
             assert await asyncio.to_thread(
                 watcher.wait_for, lambda: watcher.messages[-1].json() == {"state": "offline"}, timeout=20
             )
-            assert await eventually(lambda: not forwarder.connected, timeout=20)
+            assert await wait_for_async(lambda: not forwarder.connected, timeout=20)
     finally:
         await gate.close()
         store.close()
@@ -173,7 +175,7 @@ async def test_device_state_retained_and_republished_after_reconnect(
             code="clock_drift",
             severity="warning",
             detail="x",
-            time="2024-01-01T00:00:00Z",
+            time=dt.datetime(2024, 1, 1, tzinfo=dt.UTC),
         )
         forwarder.publish_event("door-1", event)
         assert await asyncio.to_thread(
@@ -199,7 +201,7 @@ async def test_more_punches_than_one_read(tmp_path: Path, broker: Broker, subscr
     forwarder = Forwarder(settings, store, version="1.0")
     async with running(forwarder):
         assert await asyncio.to_thread(subscriber.wait_records, len(punches), timeout=60)
-        assert await eventually(lambda: store.pending_count() == 0, timeout=20)
+        assert await wait_for_async(lambda: store.pending_count() == 0, timeout=20)
     assert subscriber.reconciler.in_order("door-1", [p.id for p in punches])
     store.close()
 
@@ -215,15 +217,15 @@ async def test_unacknowledged_publish_times_out_and_rows_stay_pending(
     punches = make_punches("door-1", 100)
     try:
         async with running(forwarder):
-            assert await eventually(lambda: forwarder.connected, timeout=20)
+            assert await wait_for_async(lambda: forwarder.connected, timeout=20)
             gate.freeze()  # the TCP connection stays up, but no PUBACK will come back
             store.add_punches(punches)
             forwarder.notify_new_punches()
-            assert await eventually(lambda: forwarder.stats.publish_failures >= 1, timeout=20)
+            assert await wait_for_async(lambda: forwarder.stats.publish_failures >= 1, timeout=20)
             assert store.pending_count() == 100  # nothing marked without a PUBACK
             assert forwarder.stats.possible_duplicates >= 100
             gate.thaw()
-            assert await eventually(lambda: store.pending_count() == 0, timeout=30)
+            assert await wait_for_async(lambda: store.pending_count() == 0, timeout=30)
             assert await asyncio.to_thread(subscriber.wait_records, 100, timeout=15)
     finally:
         await gate.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from pathlib import Path
 
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
@@ -43,7 +44,7 @@ def test_assembler_holds_partials_until_flush() -> None:
     assert assembler.flush() == []
 
 
-def test_backoff_grows_exponentially_with_jitter_and_a_cap(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_backoff_grows_exponentially_with_jitter_and_a_cap(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, 1883, reconnect_min=1.0, reconnect_max=8.0)
     forwarder = Forwarder(settings, store=None, version="x")  # type: ignore[arg-type]
     for attempt, ceiling in [(0, 1.0), (1, 2.0), (2, 4.0), (3, 8.0), (10, 8.0), (100, 8.0)]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 
-import jsonschema
 import pytest
 
 from punchgate.sync import contract
@@ -16,10 +16,12 @@ from punchgate.sync.contract import DeviceEvent, DeviceState, Fault
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_DST_FOLD
 from punchgate.sync.store import BufferFullError
-from tests.broker import Broker, BrokerPki, Gate, make_test_pki
-from tests.subscriber import Subscriber
-from tests.sync.helpers import eventually, make_settings, open_store, running
-from tests.sync.punches import make_punch, make_punches
+from tests.support.broker import Broker, BrokerPki, Gate, make_test_pki
+from tests.support.factories import make_punch, make_punches
+from tests.support.schemas import ValidationError, validator
+from tests.support.subscriber import Subscriber
+from tests.support.waiting import wait_for_async
+from tests.sync.helpers import make_settings, open_store, running
 
 
 @pytest.fixture(scope="module")
@@ -27,26 +29,29 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> BrokerPki:
     return make_test_pki(tmp_path_factory.mktemp("pki"))
 
 
-def _client_tls(pki: object) -> ssl.SSLContext:
-    context = ssl.create_default_context(cafile=str(pki.ca_file))  # type: ignore[attr-defined]
-    context.load_cert_chain(str(pki.client_cert), str(pki.client_key))  # type: ignore[attr-defined]
+def _client_tls(pki: BrokerPki) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki.ca_file))
+    context.load_cert_chain(str(pki.client_cert), str(pki.client_key))
     return context
+
+
+def _gateway_tls(pki: BrokerPki) -> dict[str, str]:
+    return {"ca_file": str(pki.ca_file), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}
 
 
 async def test_tls_client_certificate_and_password(
     tmp_path: Path,
-    pki: object,
+    pki: BrokerPki,
     broker_factory: Callable[..., Broker],
     subscriber_factory: Callable[..., Subscriber],
 ) -> None:
-    broker = broker_factory(users={"gateway": "s3cret", "central": "c3ntral"}, tls=pki.broker_tls())  # type: ignore[attr-defined]
+    broker = broker_factory(users={"gateway": "s3cret", "central": "c3ntral"}, tls=pki.broker_tls())
     broker.start()
     sub = subscriber_factory(
         broker.host, broker.port, username="central", password="c3ntral", tls_context=_client_tls(pki)
     )
-    tls = {"ca_file": str(pki.ca_file), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}  # type: ignore[attr-defined]
     settings = make_settings(
-        tmp_path, broker.port, username="gateway", password="s3cret", tls=tls, protocol="5"
+        tmp_path, broker.port, username="gateway", password="s3cret", tls=_gateway_tls(pki), protocol="5"
     )
     store = open_store(settings)
     punches = make_punches("door-1", 300)
@@ -60,19 +65,18 @@ async def test_tls_client_certificate_and_password(
 
 
 async def test_wrong_password_is_a_clear_error_and_a_retry_not_a_crash(
-    tmp_path: Path, pki: object, broker_factory: Callable[..., Broker], caplog: pytest.LogCaptureFixture
+    tmp_path: Path, pki: BrokerPki, broker_factory: Callable[..., Broker], caplog: pytest.LogCaptureFixture
 ) -> None:
     import structlog
 
-    broker = broker_factory(users={"gateway": "s3cret"}, tls=pki.broker_tls())  # type: ignore[attr-defined]
+    broker = broker_factory(users={"gateway": "s3cret"}, tls=pki.broker_tls())
     broker.start()
-    tls = {"ca_file": str(pki.ca_file), "cert_file": str(pki.client_cert), "key_file": str(pki.client_key)}  # type: ignore[attr-defined]
     settings = make_settings(
         tmp_path,
         broker.port,
         username="gateway",
         password="wrong",
-        tls=tls,
+        tls=_gateway_tls(pki),
         reconnect_min=0.2,
         reconnect_max=0.8,
     )
@@ -80,7 +84,7 @@ async def test_wrong_password_is_a_clear_error_and_a_retry_not_a_crash(
     forwarder = Forwarder(settings, store, version="1.0")
     with structlog.testing.capture_logs() as logs:
         async with running(forwarder) as task:
-            assert await eventually(lambda: forwarder.stats.connect_failures >= 3, timeout=30)
+            assert await wait_for_async(lambda: forwarder.stats.connect_failures >= 3, timeout=30)
             assert not task.done()  # still retrying, not crashed
             assert not forwarder.connected
     assert forwarder.stats.last_error.startswith("broker refused the connection: not authorised")
@@ -92,24 +96,18 @@ async def test_wrong_password_is_a_clear_error_and_a_retry_not_a_crash(
 
 
 async def test_untrusted_broker_certificate_is_refused(
-    tmp_path: Path, pki: object, broker_factory: Callable[..., Broker]
+    tmp_path: Path, pki: BrokerPki, broker_factory: Callable[..., Broker]
 ) -> None:
     other = make_test_pki(tmp_path / "other-ca")
-    broker = broker_factory(tls=pki.broker_tls(require_certificate=False))  # type: ignore[attr-defined]
+    broker = broker_factory(tls=pki.broker_tls(require_certificate=False))
     broker.start()
     settings = make_settings(tmp_path, broker.port, tls={"ca_file": str(other.ca_file)})
     store = open_store(settings)
     forwarder = Forwarder(settings, store, version="1.0")
     async with running(forwarder):
-        assert await eventually(lambda: forwarder.stats.connect_failures >= 1, timeout=30)
+        assert await wait_for_async(lambda: forwarder.stats.connect_failures >= 1, timeout=30)
     assert "certificate verify failed" in forwarder.stats.last_error.lower()
     store.close()
-
-
-def _validator(name: str) -> jsonschema.protocols.Validator:
-    schema = json.loads((contract.SCHEMA_DIR / f"{name}.json").read_text())
-    cls = jsonschema.validators.validator_for(schema)
-    return cls(schema, format_checker=cls.FORMAT_CHECKER)  # type: ignore[no-any-return]
 
 
 async def test_every_payload_validates_against_the_checked_in_schemas(
@@ -125,7 +123,7 @@ async def test_every_payload_validates_against_the_checked_in_schemas(
     ]
     store.add_punches(varied)
     forwarder = Forwarder(settings, store, version="1.0")
-    now = "2024-03-04T10:00:00Z"
+    now = dt.datetime(2024, 3, 4, 10, 0, tzinfo=dt.UTC)
     forwarder.publish_device_state(
         "door-1",
         DeviceState(
@@ -165,7 +163,7 @@ async def test_every_payload_validates_against_the_checked_in_schemas(
             name = "gateway-state"
         else:
             name = kinds[message.topic[message.topic.rindex("/") :]]
-        _validator(name).validate(message.json())
+        validator(name).validate(message.json())
         checked[name] = checked.get(name, 0) + 1
     assert set(checked) == {"punch-batch", "device-event", "device-state", "gateway-state"}
     assert checked["punch-batch"] >= 4
@@ -196,8 +194,8 @@ def test_fast_record_json_equals_the_model() -> None:
 def test_schema_rejects_a_record_without_id() -> None:
     record = json.loads(contract.record_json(make_punch("a", 1)))
     del record["id"]
-    with pytest.raises(jsonschema.ValidationError):
-        _validator("punch-record").validate(record)
+    with pytest.raises(ValidationError):
+        validator("punch-record").validate(record)
 
 
 async def test_buffer_full_while_broker_down_then_recovers_when_drained(
@@ -217,7 +215,7 @@ async def test_buffer_full_while_broker_down_then_recovers_when_drained(
             assert store.pending_count() == 1000
             await gate.open()
             assert await asyncio.to_thread(subscriber.wait_records, 1000, timeout=30)
-            assert await eventually(lambda: store.pending_count() == 0, timeout=20)
+            assert await wait_for_async(lambda: store.pending_count() == 0, timeout=20)
             assert store.active_faults() == frozenset()
             more = make_punches("door-1", 10, start=1000)
             assert len(store.add_punches(more)) == 10

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +34,6 @@ def vector_packet(vector_id: str) -> bytes:
     """The bare ZK packet of a vector (envelope removed for TCP frames)."""
     raw = vector_bytes(vector_id)
     return p.tcp_unwrap(raw) if VECTORS[vector_id]["framing"] == "tcp-envelope" else raw
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll until `condition()` holds; fail with a clear message at the deadline."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 class RawTcpClient:

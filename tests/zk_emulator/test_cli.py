@@ -12,6 +12,7 @@ import pytest
 from zk import ZK
 
 from punchgate.drivers.zk.cli import parse_rate
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -71,20 +72,23 @@ async def test_cli_runs_consecutive_terminals_and_stops_on_sigterm() -> None:
             finally:
                 conn.disconnect()
 
-        deadline = asyncio.get_running_loop().time() + 20
-        while True:
+        answers: list[tuple[str, int]] = []
+
+        def live_punch_on_second_terminal() -> bool:
             try:
-                serial, records = await asyncio.to_thread(query, port + 1)
-                break
+                answers.append(query(port + 1))
             except Exception:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.2)
-        assert serial == "CLI00002"
-        assert records >= 120  # generated, plus live punches at 20/s
-        # Give the punch generator time to log (at 20/s per terminal, ~20 punches in 0.5 s):
-        # the query above can succeed before the first punch falls due.
-        await asyncio.sleep(0.5)
+                return False  # still starting up
+            return answers[-1][1] > 120  # beyond the generated log: the generator punched (and logged)
+
+        await asyncio.to_thread(
+            wait_until,
+            live_punch_on_second_terminal,
+            timeout=20,
+            interval=0.2,
+            message=lambda: f"a generated punch on the second terminal (last answers: {answers[-3:]})",
+        )
+        assert answers[-1][0] == "CLI00002"
     finally:
         proc.terminate()
         output, _ = await asyncio.wait_for(proc.communicate(), 15)

@@ -8,7 +8,8 @@ import datetime as dt
 
 from punchgate.drivers.zk import protocol as p
 from punchgate.drivers.zk.emulator import ZkEmulator
-from tests.zk_emulator.conftest import RawTcpClient, vector_bytes, vector_packet, wait_for
+from tests.support.waiting import wait_until_async
+from tests.zk_emulator.conftest import RawTcpClient, vector_bytes, vector_packet
 
 
 async def test_connect_and_exit_match_capture_tcp() -> None:
@@ -21,7 +22,7 @@ async def test_connect_and_exit_match_capture_tcp() -> None:
         exit_ack = p.parse_packet(await client.read_packet())
         assert (exit_ack.command, exit_ack.session, exit_ack.reply) == (p.CMD_ACK_OK, 0xFB2F, 1)
         await client.close()
-        await wait_for(lambda: not emu.session_active)
+        await wait_until_async(lambda: not emu.session_active, timeout=10)
 
 
 async def test_connect_matches_capture_udp() -> None:
@@ -33,14 +34,16 @@ async def test_connect_matches_capture_udp() -> None:
             def datagram_received(self, data: bytes, addr: object) -> None:
                 received.put_nowait(data)
 
-        transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", emu.udp_port))
+        udp_port = emu.udp_port
+        assert udp_port is not None
+        transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", udp_port))
         try:
             transport.sendto(vector_bytes("pyzk-connect-req-udp"))
             assert await asyncio.wait_for(received.get(), 5) == vector_bytes("pyzk-connect-ack-udp")
             transport.sendto(vector_bytes("pyzk-exit-req-udp"))
             answer = p.parse_packet(await asyncio.wait_for(received.get(), 5))
             assert (answer.command, answer.reply) == (p.CMD_ACK_OK, 1)
-            await wait_for(lambda: not emu.session_active)
+            await wait_until_async(lambda: not emu.session_active, timeout=10)
         finally:
             transport.close()
 

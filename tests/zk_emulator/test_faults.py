@@ -10,7 +10,8 @@ import pytest
 
 from punchgate.drivers.zk import protocol as p
 from punchgate.drivers.zk.emulator import ZkEmulator
-from tests.zk_emulator.conftest import RawTcpClient, wait_for
+from tests.support.waiting import wait_until_async
+from tests.zk_emulator.conftest import RawTcpClient
 
 ATTLOG = p.BufferRequest(p.CMD_ATTLOG_RRQ, 0)
 
@@ -88,7 +89,7 @@ async def test_drop_mid_transfer_closes_the_connection(tft: ZkEmulator) -> None:
     with pytest.raises(ConnectionError):
         await client.read_table(ATTLOG)
     await client.close()
-    await wait_for(lambda: not tft.session_active)
+    await wait_until_async(lambda: not tft.session_active, timeout=10)
 
 
 async def test_short_read_misreports_counts(tft: ZkEmulator) -> None:
@@ -164,13 +165,13 @@ async def test_stays_disabled_after_session(tft: ZkEmulator) -> None:
     client = await connected(tft)
     await client.command(p.CMD_DISABLEDEVICE)
     await client.command(p.CMD_EXIT)
-    await wait_for(lambda: not tft.session_active)
+    await wait_until_async(lambda: not tft.session_active, timeout=10)
     assert tft.enabled is True  # normal terminals re-enable when the session ends
     await tft.set_fault("stays_disabled")
     client = await connected(tft)
     await client.command(p.CMD_DISABLEDEVICE)
     await client.close()
-    await wait_for(lambda: not tft.session_active)
+    await wait_until_async(lambda: not tft.session_active, timeout=10)
     assert tft.enabled is False
 
 
@@ -216,9 +217,9 @@ async def test_live_event_never_splits_a_pending_reply(tft: ZkEmulator) -> None:
     await client.send_packet(
         p.build_packet(p.CMD_READ_BUFFER, client.session, client.reply, p.encode_read_buffer(0, size))
     )
-    await wait_for(lambda: tft._session is not None and tft._session.busy)
+    await wait_until_async(lambda: tft._session is not None and tft._session.busy, timeout=10, interval=0.01)
     tft.add_punch("1")  # while the paced transfer is still going out
-    kinds = []
+    kinds: list[int] = []
     while not kinds or kinds[-1] != p.CMD_REG_EVENT:
         kinds.append(p.parse_packet(await client.read_packet()).command)
     # PREPARE_DATA, every DATA chunk, the closing ACK_OK, and only then the event.
@@ -232,6 +233,8 @@ async def test_second_udp_client_is_ignored_while_a_session_is_open() -> None:
     async with ZkEmulator(profile="bw") as emu:
         loop = asyncio.get_running_loop()
         inboxes: list[asyncio.Queue[bytes]] = [asyncio.Queue(), asyncio.Queue()]
+        udp_port = emu.udp_port
+        assert udp_port is not None
         transports = []
         for inbox in inboxes:
 
@@ -241,9 +244,7 @@ async def test_second_udp_client_is_ignored_while_a_session_is_open() -> None:
                 ) -> None:
                     inbox.put_nowait(data)
 
-            transport, _ = await loop.create_datagram_endpoint(
-                Client, remote_addr=("127.0.0.1", emu.udp_port)
-            )
+            transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", udp_port))
             transports.append(transport)
         try:
             transports[0].sendto(p.build_packet(p.CMD_CONNECT, 0, 0))

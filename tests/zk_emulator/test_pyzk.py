@@ -12,7 +12,8 @@ from zk import ZK
 from zk.exception import ZKErrorResponse, ZKNetworkError
 
 from punchgate.drivers.zk.emulator import ZkEmulator
-from tests.zk_emulator.conftest import wait_for
+from tests.support.waiting import wait_until_async
+from tests.support.zk import listening_for_punches
 
 
 def pyzk(emu: ZkEmulator, *, udp: bool = False, password: int = 0, timeout: float = 10) -> Any:
@@ -40,7 +41,7 @@ async def test_connect_and_identity(udp: bool, key: int) -> None:
 
         assert await asyncio.to_thread(session) == ("ABC123", "ZEM600_TFT", "Ver 6.60 Apr 28 2017", emu.mac)
         assert emu.counters.sessions_served == 1
-        await wait_for(lambda: not emu.session_active)
+        await wait_until_async(lambda: not emu.session_active, timeout=10)
 
 
 @pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
@@ -179,11 +180,11 @@ async def test_live_capture_receives_punches_added_while_connected(udp: bool) ->
 
         task = asyncio.create_task(asyncio.to_thread(capture))
         try:
-            await wait_for(lambda: emu._session is not None and emu._session.event_mask & 1 == 1)
+            await wait_until_async(lambda: listening_for_punches(emu), timeout=10)
             when = dt.datetime(2025, 5, 6, 7, 8, 9)
             for n, state in ((1, 0), (2, 1), (3, 2)):
                 emu.add_punch(str(n), when + dt.timedelta(minutes=n), state=state, verify=15)
-            await wait_for(lambda: len(got) >= 3)
+            await wait_until_async(lambda: len(got) >= 3, timeout=10)
         finally:
             stop.set()
             await task
@@ -208,9 +209,9 @@ async def test_clear_attendance_disable_enable_and_restart() -> None:
         await asyncio.to_thread(conn.enable_device)
         assert emu.enabled is True
         await asyncio.to_thread(conn.restart)
-        await wait_for(lambda: emu.counters.restarts == 1 and not emu.session_active)
+        await wait_until_async(lambda: emu.counters.restarts == 1 and not emu.session_active, timeout=10)
         # While it reboots nothing listens; afterwards a new session works.
-        await wait_for(lambda: emu.tcp_port is not None, timeout=5)
+        await wait_until_async(lambda: emu.tcp_port is not None, timeout=5)
         again = await asyncio.to_thread(lambda: pyzk(emu).connect())
         assert await asyncio.to_thread(again.get_serialnumber) == emu.serial_number
         await asyncio.to_thread(again.disconnect)

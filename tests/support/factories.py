@@ -1,4 +1,9 @@
-"""Realistic normalised punches for the sync tests and the drain benchmark."""
+"""Shared factories: realistic normalised punches, as the gateway stores and forwards them.
+
+make_punch("door-1", 7)                 # the 7th punch of terminal door-1
+make_punches("door-1", 300, start=1000) # 300 consecutive ones
+interleaved(["a", "b"], 100)            # several terminals, interleaved as a site produces them
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A real MQTT subscriber that reconciles punch batches by record id.
+"""A real MQTT subscriber that reconciles punch batches by record id (the "central system").
 
 It runs paho's network loop in its own thread (independent of the test's event loop),
 reconnects by itself after a broker restart and resubscribes on every connect. Every
@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import ssl
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from tests.support.reconcile import Reconciler
+from tests.support.waiting import wait_for, wait_for_async
 
 
 @dataclass(frozen=True)
@@ -30,38 +32,6 @@ class Received:
         return json.loads(self.payload)
 
 
-@dataclass
-class Reconciler:
-    """Pure bookkeeping: which record ids arrived, in which order per device, how many twice."""
-
-    seen: set[str] = field(default_factory=set)
-    order: dict[str, list[str]] = field(default_factory=dict)  # device -> ids in first-arrival order
-    seqs: dict[str, list[int]] = field(default_factory=dict)  # device -> batch seq numbers as received
-    duplicates: int = 0
-    batches: int = 0
-    records: int = 0
-
-    def add_batch(self, batch: dict[str, Any]) -> None:
-        device = batch["device"]
-        self.batches += 1
-        self.seqs.setdefault(device, []).append(batch["seq"])
-        order = self.order.setdefault(device, [])
-        for record in batch["records"]:
-            self.records += 1
-            if record["id"] in self.seen:
-                self.duplicates += 1
-            else:
-                self.seen.add(record["id"])
-                order.append(record["id"])
-
-    def missing(self, expected: set[str]) -> set[str]:
-        return expected - self.seen
-
-    def in_order(self, device: str, expected: list[str]) -> bool:
-        """True when this device's ids first arrived exactly in the expected order."""
-        return self.order.get(device, []) == expected
-
-
 class Subscriber:
     """Subscribes to `topic_filter` at QoS 1 and records everything it receives."""
 
@@ -71,7 +41,7 @@ class Subscriber:
         port: int,
         topic_filter: str = "#",
         *,
-        protocol: int = mqtt.MQTTv311,
+        protocol: MQTTProtocolVersion = MQTTProtocolVersion.MQTTv311,
         username: str | None = None,
         password: str | None = None,
         tls_context: ssl.SSLContext | None = None,
@@ -134,18 +104,27 @@ class Subscriber:
             raise TimeoutError(f"subscriber not subscribed ({self.subscriptions}/{count}) within {timeout}s")
 
     def wait_for(self, condition: Callable[[], bool], *, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        """Poll `condition` (run under the subscriber's lock) until it holds or `timeout` passes."""
+
+        def locked() -> bool:
             with self._lock:
-                if condition():
-                    return True
-            time.sleep(0.02)
-        with self._lock:
-            return condition()
+                return condition()
+
+        return wait_for(locked, timeout=timeout, interval=0.02)
 
     def wait_records(self, count: int, *, timeout: float) -> bool:
         """Wait until `count` distinct record ids have arrived."""
         return self.wait_for(lambda: len(self.reconciler.seen) >= count, timeout=timeout)
+
+    async def missing_after(self, ids: set[str], *, timeout: float) -> set[str]:
+        """From a coroutine: wait until every id has arrived; the ids still missing at the deadline."""
+
+        def missing() -> set[str]:
+            with self._lock:  # the network thread adds to `seen` meanwhile
+                return ids - self.reconciler.seen
+
+        await wait_for_async(lambda: not missing(), timeout=timeout, interval=0.1)
+        return missing()
 
     def on(self, topic_suffix: str) -> list[Received]:
         with self._lock:

@@ -4,9 +4,12 @@
     broker.start(); ...; broker.kill(); broker.start()   # restart on the same port
     broker.stop()
 
-Optional password file (`users={"name": "password"}`) and TLS (`tls=BrokerTls(...)`; see
-`make_test_pki`); the class lives in gateway/mosquitto.py. The process is started and stopped
-by pid; `stop()` is idempotent and the pytest fixtures in tests/conftest.py always call it.
+The launcher itself is product code (`punchgate.gateway.mosquitto.MosquittoBroker`, which the
+demo uses too); this module adds what only tests need. Optional password file
+(`users={"name": "password"}`), TLS (`tls=BrokerTls(...)`; see `make_test_pki`) and
+persistence (`persistent=True`). The process is started and stopped by pid: `stop()` is a
+clean shutdown (SIGTERM, persistent state saved), `kill()` a crash (SIGKILL); both are
+idempotent, and the pytest fixtures in tests/conftest.py always stop every broker they made.
 
 `Gate` is a small TCP relay in front of the broker that a test can close to hold one client
 off (e.g. keep the gateway away until a subscriber has resubscribed after a broker restart).
@@ -63,7 +66,7 @@ def make_test_pki(directory: Path) -> BrokerPki:
     )
 
 
-# The broker itself is product code (the demo and benchmarks start one too).
+# The broker itself is product code (the demo starts one too).
 Broker = MosquittoBroker
 
 
