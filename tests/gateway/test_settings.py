@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.gateway.settings import ConfigError, load_settings, settings_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,6 +29,7 @@ def test_example_config_is_valid() -> None:
 def test_defaults_fill_in() -> None:
     settings = settings_from_dict(MINIMAL)
     terminal = settings.terminals[0]
+    assert isinstance(terminal, ZkTerminal)  # the composed model is a subclass of the driver's
     assert terminal.port == 4370 and terminal.transport == "tcp" and terminal.live
     assert settings.mqtt.topic_prefix == "punchgate"
     assert settings.terminal_timezone(terminal) == "UTC"
@@ -116,7 +118,9 @@ def test_secrets_from_environment_and_credentials(tmp_path: Path, monkeypatch: p
     data = {"gateway_id": "gw1", "terminals": [{"type": "zk", "name": "gate-1", "host": "h"}]}
     settings = settings_from_dict(data)
     assert settings.mqtt.password is not None and settings.mqtt.password.get_secret_value() == "from-env"
-    key = settings.terminals[0].comm_key
+    terminal = settings.terminals[0]
+    assert isinstance(terminal, ZkTerminal)
+    key = terminal.comm_key
     assert key is not None and key.get_secret_value() == "4242"
 
     creds = tmp_path / "creds"
