@@ -190,7 +190,7 @@ async def test_timezones_and_dst_give_correct_utc_and_flags(
             zk_terminal("sh", shanghai, timezone="Asia/Shanghai", live=False),
             zk_terminal("be", berlin, timezone="Europe/Berlin", live=False),
         ],
-        top={"timezone": "UTC"},
+        timezone="UTC",
     )
     gateway.start()
     ids = expected_ids(shanghai) + expected_ids(berlin)
