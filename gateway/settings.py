@@ -5,20 +5,60 @@ Each component owns its settings: every driver its `[[terminals]]` entry (see
 This module adds the gateway's own sections (http, health) and composes the whole. Unknown
 keys are rejected everywhere (a typo must never be silently ignored on a site that depends on
 this config for payroll). Secrets may stay out of the file: see `punchgate.gateway.secrets`.
+
+What a bad file gets is a `ConfigError` listing `key.path: message` lines, each saying what to
+write instead; never a traceback. Checks that span keys (two terminals on one address, names
+whose comm-key variables collide) live in `Settings`' validators; checks that look at this
+machine's files (the TLS files) run only when a file is loaded (`load_settings`), because a
+model may describe another machine.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import difflib
+import math
+import os
+import re
+import stat
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, cast, get_args
 
-from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+from pydantic import BaseModel, Field, ValidationError, create_model, field_validator, model_validator
 
-from punchgate.drivers.config import NAME_PATTERN, Port, Strict, TerminalConfig, check_timezone
+from punchgate.drivers.config import (
+    NAME_PATTERN,
+    Claim,
+    Port,
+    Strict,
+    StrictTyped,
+    TerminalConfig,
+    check_host,
+    check_timezone,
+    config_problems,
+)
 from punchgate.drivers.registry import DRIVERS
+from punchgate.gateway.secrets import SecretError, apply_secrets, comm_key_env_name
 from punchgate.sync.settings import BufferSettings, MqttSettings
+
+Loc = tuple[str | int, ...]
+NO_TERMINALS = "terminals: no [[terminals]]: add one (see config/punchgate.example.toml)"
+NESTED_TOO_DEEPLY = (
+    "(file): nested too deeply (arrays or tables inside each other hundreds of levels deep); "
+    "no punchgate key nests more than four levels: is this the right file?"
+)
+MAX_CONFIG_BYTES = 1 << 20  # a real config is a few KB; anything near this is the wrong file
+
+
+def check_bind(value: str) -> str:
+    """`value` if it can be listened on (an IP address or a host name); ValueError saying what to write.
+
+    For `HttpSettings.bind`. Until that model calls it from a field validator, `Settings`
+    applies it (a message at `http.bind`).
+    """
+    return check_host(value)
 
 
 class HttpSettings(Strict):
@@ -27,7 +67,7 @@ class HttpSettings(Strict):
     port: Port = Field(9108, description="port to listen on")
 
 
-class HealthSettings(Strict):
+class HealthSettings(StrictTyped):
     """Thresholds for device faults; each terminal may override them."""
 
     log_full_ratio: float = Field(0.9, gt=0, le=1, description="records/capacity that raises log_nearly_full")
@@ -53,7 +93,9 @@ class HealthSettings(Strict):
     )
     work_start: dt.time = Field(dt.time(8, 0), description="start of the working day, terminal-local")
     work_end: dt.time = Field(
-        dt.time(18, 0), description="end of the working day, terminal-local (00:00 means midnight)"
+        dt.time(18, 0),
+        description="end of the working day, terminal-local (00:00 means midnight; "
+        "an end before the start is a night shift, e.g. 22:00 to 06:00)",
     )
     holidays: list[dt.date] = Field([], description="dates that are not working days")
     fault_hold_seconds: float = Field(
@@ -73,8 +115,26 @@ class HealthSettings(Strict):
             raise ValueError("clock_correct_max_seconds must be above clock_correct_min_seconds (or 0)")
         return self
 
+    @model_validator(mode="after")
+    def _working_day_has_hours(self) -> HealthSettings:
+        # The calendar reads an end before the start as a night shift and 00:00-00:00 as round the
+        # clock, so the one window that cannot be meant is a day that ends when it starts.
+        start, end = self.work_start, self.work_end
+        if start == end and end != dt.time(0):
+            raise config_problems(
+                "HealthSettings",
+                [
+                    (
+                        ("work_end",),
+                        f"the working day ends when it starts ({end:%H:%M}): write the end of the day, "
+                        "or work_start = 00:00:00 and work_end = 00:00:00 for round the clock",
+                    )
+                ],
+            )
+        return self
 
-class TerminalHealth(Strict):
+
+class TerminalHealth(StrictTyped):
     """The gateway's own keys on every `[[terminals]]` entry, beside the driver's."""
 
     health: HealthSettings | None = Field(None, description="per-terminal health thresholds")
@@ -102,7 +162,51 @@ def terminal_health_override(terminal: TerminalConfig) -> HealthSettings | None:
     return override
 
 
-class Settings(Strict):
+def _name_problems(terminals: Sequence[TerminalConfig]) -> list[tuple[Loc, str]]:
+    """Names used twice, and names whose comm-key variables collide (gate-north, GATE_NORTH).
+
+    Locations are within the terminals list: `(3, "name")`.
+    """
+    by_variable: dict[str, int] = {}
+    problems: list[tuple[Loc, str]] = []
+    for i, terminal in enumerate(terminals):
+        variable = comm_key_env_name(terminal.name)
+        j = by_variable.setdefault(variable, i)
+        if j == i:
+            continue
+        other = terminals[j].name
+        if other == terminal.name:
+            message = f"{other!r} is used twice (also terminals[{j}]): give every terminal its own name"
+        else:
+            message = (
+                f"{terminal.name!r} and {other!r} (terminals[{j}]) differ only in case or in '-', '.', '_': "
+                f"both would take their comm key from {variable}; rename one"
+            )
+        problems.append(((i, "name"), message))
+    return problems
+
+
+def _claim_problems(terminals: Sequence[TerminalConfig]) -> list[tuple[Loc, str]]:
+    """Enabled terminals that occupy the same address, or one bus device id, or one line differently."""
+    holders: dict[str, tuple[int, Claim]] = {}
+    problems: list[tuple[Loc, str]] = []
+    for i, terminal in enumerate(terminals):
+        if not terminal.enabled:
+            continue  # a disabled entry is never opened, so it takes nothing from the others
+        for claim in terminal.claims():
+            j, first = holders.setdefault(claim.key, (i, claim))
+            if j == i or (claim.terms is not None and claim.terms == first.terms):
+                continue
+            other = f"terminal {terminals[j].name!r} (terminals[{j}])"
+            if claim.terms is not None and first.terms is not None:
+                message = f"{claim.label} is used by {other} with {first.terms}, here with {claim.terms}: {claim.fix}"
+            else:
+                message = f"{claim.label} is also {other}: {claim.fix}"
+            problems.append(((i, claim.field), message))
+    return problems
+
+
+class Settings(StrictTyped):
     gateway_id: str = Field(pattern=NAME_PATTERN, description="this gateway's id, used in topics")
     site: str = Field("", description="human-readable site name")
     timezone: str = Field("UTC", description="default IANA timezone for terminals")
@@ -119,14 +223,24 @@ class Settings(Strict):
     def _known_timezone(cls, value: str) -> str:
         return check_timezone(value) or value
 
-    @model_validator(mode="after")
-    def _unique_names(self) -> Settings:
-        seen: set[str] = set()
-        for terminal in self.terminals:
-            if terminal.name in seen:
-                raise ValueError(f"terminal name {terminal.name!r} is used twice")
-            seen.add(terminal.name)
-        return self
+    @field_validator("http")
+    @classmethod
+    def _bind_is_an_address(cls, value: HttpSettings) -> HttpSettings:
+        try:
+            check_bind(value.bind)
+        except ValueError as exc:
+            raise config_problems("HttpSettings", [(("bind",), str(exc))]) from None
+        return value
+
+    @field_validator("terminals")
+    @classmethod
+    def _terminals_apart(cls, value: list[TerminalConfig]) -> list[TerminalConfig]:
+        # Field validators, not a model validator: these run even while other sections have
+        # problems, so one check-config run reports them all.
+        problems = _name_problems(value) + _claim_problems(value)
+        if problems:
+            raise config_problems("Settings", problems)
+        return value
 
     def terminal_timezone(self, terminal: TerminalConfig) -> str:
         return terminal.timezone or self.timezone
@@ -157,58 +271,333 @@ def _key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+# --- messages: what was wrong, and what to write instead -----------------------------------------
+
+
 def _num(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _message(error: Any) -> str:
-    kind = error["type"]
-    ctx = error.get("ctx") or {}
-    if kind == "extra_forbidden":
+def _scalar(value: Any) -> str | None:
+    """A short scalar as the file would show it; None for anything else (never repr a big value)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int) and abs(value) < 10**30:
+        return str(value)
+    if isinstance(value, float):
+        return _num(value)
+    if isinstance(value, str) and len(value) <= 60:
+        return value
+    return None
+
+
+def _parsed_number(value: Any) -> int | float | None:
+    """The number a quoted value spells ("4370", " 1.5 ", "1_000"), if it spells a finite one."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    text = value.strip().replace("_", "")
+    for kind in (int, float):
+        try:
+            number: int | float = kind(text)
+        except ValueError:
+            continue
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in get_args(annotation):
+        found += [m for m in _models_in(arg) if m not in found]
+    return found
+
+
+def _model_at(loc: Loc) -> type[BaseModel] | None:
+    """The model whose keys live at `loc` (pydantic's location, union tags included)."""
+    choices: list[type[BaseModel]] = [Settings]
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if len(choices) > 1:  # a union: pydantic puts the tag it chose into the location
+            choices = [m for m in choices if m is TERMINAL_MODELS.get(part)]
+            continue
+        field = choices[0].model_fields.get(part) if choices else None
+        if field is None:
+            return None
+        choices = _models_in(field.annotation)
+    return choices[0] if len(choices) == 1 else None
+
+
+def _unknown_key(error: dict[str, Any]) -> str:
+    loc = error["loc"]
+    key = loc[-1] if loc else None
+    model = _model_at(loc[:-1])
+    if not isinstance(key, str) or model is None:
         return "unknown key"
-    if kind == "missing":
-        return "required"
+    hints: dict[str, str] = getattr(model, "key_hints", {})
+    if key.lower() in hints:
+        return f"unknown key; {hints[key.lower()]}"
+    names = list(model.model_fields)
+    folded = {name.lower(): name for name in names}
+    close = difflib.get_close_matches(key.lower().replace("-", "_"), names, n=1, cutoff=0.6)
+    match = folded.get(key.lower().replace("-", "_")) or (close[0] if close else None)
+    return f"unknown key; did you mean `{match}`?" if match else "unknown key"
+
+
+def _not_an_int(error: dict[str, Any]) -> str:
+    value = error.get("input")
+    if isinstance(value, bool):
+        return "must be a whole number, not true or false"
+    if isinstance(value, float) and value.is_integer():
+        return f"write it as a whole number: {int(value)}"
+    number = _parsed_number(value)
+    if isinstance(number, int):
+        return f"write it as a number: {number}"
+    return "must be a whole number"
+
+
+def _not_a_float(error: dict[str, Any]) -> str:
+    value = error.get("input")
+    if isinstance(value, bool):
+        return "must be a number, not true or false"
+    if _parsed_number(value) is not None:
+        return f"write it as a number: {str(value).strip()}"
+    return "must be a number"
+
+
+_TRUE = ("true", "yes", "on", "1", "y", "enabled")
+_FALSE = ("false", "no", "off", "0", "n", "disabled")
+
+
+def _not_a_bool(error: dict[str, Any]) -> str:
+    value = error.get("input")
+    if isinstance(value, int) and value in (0, 1):
+        return f"write it as {'true' if value else 'false'}"
+    spelled = value.strip().lower() if isinstance(value, str) else None
+    if spelled in _TRUE or spelled in _FALSE:
+        return f"write it as {'true' if spelled in _TRUE else 'false'}, without quotes"
+    return "must be true or false, without quotes"
+
+
+def _not_a_string(error: dict[str, Any]) -> str:
+    shown = _scalar(error.get("input"))
+    return f'write it as a string: "{shown}"' if shown is not None else 'must be a string, in quotes: "..."'
+
+
+def _not_a_choice(error: dict[str, Any]) -> str:
+    expected = str((error.get("ctx") or {}).get("expected", ""))
+    choices = re.findall(r"'([^']*)'", expected)
+    value = error.get("input")
+    shown = _scalar(value)
+    if not isinstance(value, str) and shown in choices:
+        return f'write it as a string: "{shown}"'
+    if isinstance(value, str) and shown is not None:
+        folded = {c.lower(): c for c in choices}
+        close = difflib.get_close_matches(shown.lower(), list(folded), n=1, cutoff=0.6)
+        match = folded.get(shown.strip().lower()) or (folded[close[0]] if close else None)
+        if match:
+            return f"must be {expected}; did you mean {match!r}?"
+    return f"must be {expected}"
+
+
+def _not_a_list(error: dict[str, Any]) -> str:
+    if error["loc"] and error["loc"][-1] == "terminals":
+        return "must be an array of tables: write each terminal under its own [[terminals]] (two brackets)"
+    return "must be an array, in square brackets"
+
+
+def _bounds(error: dict[str, Any]) -> str:
+    kind, ctx = error["type"], error.get("ctx") or {}
     if kind in ("greater_than_equal", "less_than_equal") and "port" in str(error["loc"][-1]):
         return "must be 1..65535"
-    if kind == "greater_than_equal":
-        return f"must be >= {_num(ctx.get('ge'))}"
-    if kind == "less_than_equal":
-        return f"must be <= {_num(ctx.get('le'))}"
-    if kind == "greater_than":
-        return f"must be > {_num(ctx.get('gt'))}"
-    if kind == "union_tag_invalid":
-        return f"unknown terminal type {ctx.get('tag')!r} (expected one of: {ctx.get('expected_tags')})"
-    if kind == "union_tag_not_found":
-        return "missing 'type' (e.g. type = \"zk\")"
-    if kind == "string_pattern_mismatch":
-        return "must be 1-64 letters, digits, '_', '.', '-' and start with a letter or digit"
-    if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
-    return str(error["msg"]).lower()
+    symbol, key = {
+        "greater_than_equal": (">=", "ge"),
+        "less_than_equal": ("<=", "le"),
+        "greater_than": (">", "gt"),
+        "less_than": ("<", "lt"),
+    }[kind]
+    return f"must be {symbol} {_num(ctx.get(key))}"
+
+
+def _tag_message(error: dict[str, Any]) -> str:
+    expected = str((error.get("ctx") or {}).get("expected_tags"))
+    entry = error.get("input")
+    tag = entry.get("type") if isinstance(entry, dict) else None
+    if not isinstance(tag, str):
+        return f'`type` must be a string, in quotes: one of {expected} (e.g. type = "zk")'
+    shown = _scalar(tag) or tag[:57] + "..."
+    close = difflib.get_close_matches(tag.lower(), list(TERMINAL_MODELS), n=1, cutoff=0.5)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown terminal type {shown!r} (expected one of: {expected}){hint}"
+
+
+_MESSAGES: dict[str, Any] = {
+    "extra_forbidden": _unknown_key,
+    "missing": lambda e: "required",
+    "greater_than_equal": _bounds,
+    "less_than_equal": _bounds,
+    "greater_than": _bounds,
+    "less_than": _bounds,
+    "union_tag_invalid": _tag_message,
+    "union_tag_not_found": lambda e: "missing 'type' (e.g. type = \"zk\")",
+    "string_pattern_mismatch": lambda e: (
+        "must be 1-64 letters, digits, '_', '.', '-' and start with a letter or digit"
+    ),
+    "value_error": lambda e: str((e.get("ctx") or {}).get("error", e["msg"])),
+    "int_type": _not_an_int,
+    "int_parsing": _not_an_int,
+    "int_from_float": _not_an_int,
+    "float_type": _not_a_float,
+    "float_parsing": _not_a_float,
+    "finite_number": lambda e: "must be a finite number (not nan or inf)",
+    "bool_type": _not_a_bool,
+    "bool_parsing": _not_a_bool,
+    "string_type": _not_a_string,
+    "literal_error": _not_a_choice,
+    "list_type": _not_a_list,
+    "time_type": lambda e: "write it as a time without quotes, e.g. 08:00:00",
+    "date_type": lambda e: "write it as a date without quotes, e.g. 2024-12-25",
+    "model_type": lambda e: "must be a table: a [section], or { key = value } inline",
+    "model_attributes_type": lambda e: "must be a table: a [section], or { key = value } inline",
+    "dict_type": lambda e: "must be a table: a [section], or { key = value } inline",
+    "string_too_short": lambda e: "must not be empty",
+    "path_type": lambda e: 'must be a file path, in quotes: "/etc/punchgate/…"',
+}
+
+
+def _message(error: Any) -> str:
+    handler = _MESSAGES.get(error["type"])
+    return str(handler(error)) if handler else str(error["msg"]).lower()
+
+
+# --- reading ------------------------------------------------------------------------------------
 
 
 def settings_from_dict(data: dict[str, Any], *, source: str = "<config>") -> Settings:
-    from punchgate.gateway.secrets import apply_secrets
-
-    data = apply_secrets(data)
+    """Validate an already parsed config; raises ConfigError listing every bad key."""
     try:
-        return Settings.model_validate(data)
+        return Settings.model_validate(apply_secrets(data))
     except ValidationError as exc:
         problems = [f"{_key_path(e['loc'])}: {_message(e)}" for e in exc.errors()]
         raise ConfigError(source, problems) from None
+    except SecretError as exc:
+        raise ConfigError(source, [f"{exc.key}: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError(source, [NESTED_TOO_DEEPLY]) from None
 
 
-def load_settings(path: Path | str) -> Settings:
-    """Read and validate a config file; raises ConfigError naming every bad key."""
-    path = Path(path)
+def _toml_problem(exc: tomllib.TOMLDecodeError) -> str:
+    text = str(exc)
+    where = re.fullmatch(r"(.*) \(at line (\d+), column (\d+)\)", text, re.DOTALL)
+    if where:
+        what, place = where[1], f"at line {where[2]}, column {where[3]}"
+    else:
+        what, place = text.removesuffix(" (at end of document)"), "at the end of the file"
+    hint = ""
+    if what.startswith("Invalid value"):
+        hint = ' (strings need quotes, host = "192.0.2.10"; numbers and true/false do not)'
+    elif what.startswith("Expected newline"):
+        hint = ' (a string missing its quotes? host = "10.0.0.5", not host = 10.0.0.5)'
+    elif what == "Illegal character '\\n'":
+        hint = " (a string left open: close its quotes on the same line)"
+    elif "twice" in what or "overwrite" in what:
+        hint = " (a key or table is written twice; each terminal goes under its own [[terminals]])"
+    return f"(file): not valid TOML {place}: {what[:1].lower()}{what[1:]}{hint}"
+
+
+def _utf8_problem(raw: bytes, exc: UnicodeDecodeError) -> str:
+    line_start = raw.rfind(b"\n", 0, exc.start) + 1
+    line = raw.count(b"\n", 0, exc.start) + 1
+    column = len(raw[line_start : exc.start].decode("utf-8", "replace")) + 1
+    return (
+        f"(file): not UTF-8 text at line {line}, column {column} (byte 0x{raw[exc.start]:02x}): "
+        "save the file as UTF-8"
+    )
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(path, [f"(file): cannot read: {exc.strerror}"]) from None
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ConfigError(path, ["(file): not a regular file: give the path of the TOML config file"])
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ConfigError(path, [f"(file): cannot read: {reason}"]) from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            path, ["(file): larger than 1 MB: a punchgate config is a few KB; is this the right file?"]
+        )
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte order mark, as some Windows editors save
     try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(path, ["(file): not UTF-8 text"]) from None
+        return tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [_utf8_problem(raw, exc)]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [f"(file): not valid TOML: {exc}"]) from None
-    return settings_from_dict(data, source=str(path))
+        raise ConfigError(path, [_toml_problem(exc)]) from None
+    except RecursionError:
+        raise ConfigError(path, [NESTED_TOO_DEEPLY]) from None
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why the service could not read the file at `path`, or None if it can."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        where = (
+            "" if path.is_absolute() else " (a relative path counts from the directory punchgate starts in)"
+        )
+        return f"{path} does not exist: check the path{where}"
+    except (OSError, ValueError) as exc:
+        return f"cannot read {path}: {exc.strerror if isinstance(exc, OSError) else exc}"
+    if stat.S_ISDIR(mode):
+        return f"{path} is a directory: name the file inside it"
+    if not stat.S_ISREG(mode):
+        return f"{path} is not a regular file"
+    try:
+        with path.open("rb") as handle:
+            empty = not handle.read(1)
+    except PermissionError:
+        return (
+            f"cannot read {path}: permission denied for uid {os.geteuid()}: "
+            "give the user punchgate runs as read access"
+        )
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror}"
+    return f"{path} is empty" if empty else None
+
+
+def _file_problems(settings: Settings) -> list[str]:
+    """Files the settings name that this machine must have: the TLS certificate and keys."""
+    tls = settings.mqtt.tls
+    if tls is None:
+        return []
+    problems = []
+    for key in ("ca_file", "cert_file", "key_file"):
+        path: Path | None = getattr(tls, key)
+        problem = _unreadable(path) if path is not None else None
+        if problem:
+            problems.append(f"mqtt.tls.{key}: {problem}")
+    return problems
+
+
+def load_settings(path: Path | str, *, require_terminals: bool = False) -> Settings:
+    """Read and validate a config file; raises ConfigError naming every bad key.
+
+    Beyond the model, checks what the file names on this machine (the TLS files). With
+    `require_terminals`, a file without `[[terminals]]` is an error too (for check-config; a
+    gateway may run without terminals to drain its buffer).
+    """
+    path = Path(path)
+    data = _read_toml(path)
+    missing = [NO_TERMINALS] if require_terminals and not data.get("terminals") else []
+    try:
+        settings = settings_from_dict(data, source=str(path))
+    except ConfigError as exc:
+        raise ConfigError(path, exc.problems + missing) from None
+    problems = missing + _file_problems(settings)
+    if problems:
+        raise ConfigError(path, problems)
+    return settings

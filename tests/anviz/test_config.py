@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -73,7 +75,10 @@ def test_malformed_endpoints_are_named(endpoint: str, message: str) -> None:
 def test_device_id_range_and_unknown_keys() -> None:
     assert _problems(device_id=0) == ["terminals[0].device_id: must be >= 1"]
     assert _problems(device_id=2**32) == ["terminals[0].device_id: must be <= 4294967295"]
-    assert _problems(host="10.0.0.1") == ["terminals[0].host: unknown key"]
+    assert _problems(host="10.0.0.1") == [
+        'terminals[0].host: unknown key; an Anviz terminal takes `endpoint` = "tcp://host:5010" '
+        'or "serial:///dev/ttyUSB0"'
+    ]
     assert _problems(endpoint=None)[0].startswith("terminals[0].endpoint")
 
 
@@ -88,3 +93,79 @@ def test_zk_and_anviz_terminals_live_side_by_side() -> None:
         }
     )
     assert [t.type for t in settings.terminals] == ["zk", "anviz"]
+
+
+def test_serial_devices_the_tests_and_sites_use_are_accepted(tmp_path: Path) -> None:
+    controller, line = os.openpty()
+    try:
+        pty = os.ttyname(line)  # /dev/pts/N, as PtyBus and the demo hand out
+        link = tmp_path / "ttyV0"  # a socat-style link to it
+        link.symlink_to(pty)
+        for device in (
+            pty,
+            str(link),
+            "/dev/ttyUSB0",
+            "/dev/ttyS1",
+            "/dev/serial/by-id/usb-FTDI-if00",
+            "/dev/rfcomm0",
+        ):
+            assert _settings(endpoint=f"serial://{device}").terminals[0].endpoint == f"serial://{device}"
+    finally:
+        os.close(controller)
+        os.close(line)
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("/dev/sda", "/dev/sda is a disk, not a serial port"),
+        ("/dev/nvme0n1", "/dev/nvme0n1 is a disk, not a serial port"),
+        ("/dev/loop0", "/dev/loop0 is a disk, not a serial port"),
+        ("/dev/null", "/dev/null is not a serial port"),
+        ("/dev/zero", "/dev/zero is not a serial port"),
+        ("/dev/mem", "/dev/mem is not a serial port"),
+        ("/dev/disk/by-id/ata-X", "/dev/disk/by-id/ata-X is not a serial port"),
+    ],
+)
+def test_devices_that_are_never_a_serial_line(device: str, message: str) -> None:
+    problems = _problems(endpoint=f"serial://{device}")
+    assert problems == [
+        f"terminals[0].endpoint: endpoint 'serial://{device}': {message}: use the serial adapter's device, "
+        + (
+            "e.g. /dev/ttyUSB0 or /dev/serial/by-id/..."
+            if "disk," in message
+            else "e.g. /dev/ttyUSB0 or /dev/ttyS0"
+        )
+    ]
+
+
+def test_existing_paths_that_are_not_devices(tmp_path: Path) -> None:
+    regular = tmp_path / "capture.bin"
+    regular.write_bytes(b"")
+    assert _problems(endpoint=f"serial://{tmp_path}") == [
+        f"terminals[0].endpoint: endpoint 'serial://{tmp_path}': {tmp_path} is a directory, not a serial "
+        "port: use the serial adapter's device, e.g. /dev/ttyUSB0"
+    ]
+    assert _problems(endpoint=f"serial://{regular}") == [
+        f"terminals[0].endpoint: endpoint 'serial://{regular}': {regular} is not a device, not a serial "
+        "port: use the serial adapter's device, e.g. /dev/ttyUSB0"
+    ]
+
+
+def test_serial_line_claims_follow_links(tmp_path: Path) -> None:
+    # Two names for one line are one line: the driver keys its buses by the real path too.
+    link = tmp_path / "bus"
+    link.symlink_to("/dev/ttyS0")
+    with pytest.raises(ConfigError) as info:
+        settings_from_dict(
+            {
+                "gateway_id": "gw",
+                "terminals": [
+                    {"type": "anviz", "name": "a", "endpoint": "serial:///dev/ttyS0"},
+                    {"type": "anviz", "name": "b", "endpoint": f"serial://{link}"},
+                ],
+            }
+        )
+    assert info.value.problems[0].startswith(
+        f"terminals[1].device_id: device_id 1 on serial line {link} is also"
+    )

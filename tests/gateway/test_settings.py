@@ -82,7 +82,7 @@ def test_defaults_fill_in() -> None:
                     {"type": "zk", "name": "t1", "host": "h"},
                 ]
             },
-            "(top level): terminal name 't1' is used twice",
+            "terminals[1].name: 't1' is used twice (also terminals[0]): give every terminal its own name",
         ),
     ],
 )
@@ -109,7 +109,10 @@ def test_bad_toml_names_the_problem(tmp_path: Path) -> None:
     path.write_text("gateway_id = \n")
     with pytest.raises(ConfigError) as caught:
         load_settings(path)
-    assert caught.value.problems[0].startswith("(file): not valid TOML")
+    assert caught.value.problems == [
+        "(file): not valid TOML at line 1, column 14: invalid value "
+        '(strings need quotes, host = "192.0.2.10"; numbers and true/false do not)'
+    ]
 
 
 def test_secrets_from_environment_and_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
