@@ -20,6 +20,14 @@ the MQTT password in `PUNCHGATE_MQTT_PASSWORD` or the systemd credential `mqtt_p
 terminal's comm key in `PUNCHGATE_COMM_KEY_<NAME>` (upper case, `-`/`.` as `_`) or the
 credential `comm_key_<name>`.
 
+Values are strictly typed, as TOML writes them: numbers and `true`/`false` without quotes
+(`port = 4370`, not `port = "4370"`), strings in quotes (`protocol = "5"`), times and dates
+without quotes (`work_start = 08:00:00`). Host keys take an IPv4 or IPv6 address or a host name,
+never a port or a URL. `punchgate check-config` also refuses two terminals on one address (or
+one device id on one serial line), terminal names that differ only in case or `-`/`.`/`_`
+(their comm-key variables would collide) and TLS files it cannot read; every message names
+the key and what to write instead.
+
 This page is generated from the code (`python -m punchgate.gateway.config_doc`).
 """
 
@@ -30,7 +38,28 @@ def _type_name(annotation: object) -> str:
     text = str(annotation).replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
     for prefix in ("<class '", "'>"):
         text = text.replace(prefix, "")
-    return re.sub(r"punchgate\.[a-z_.]+\.([A-Z])", r"\1", text)
+    # A `|` inside a cell would end it: `str | None` must not split the table's columns.
+    return re.sub(r"punchgate\.[a-z_.]+\.([A-Z])", r"\1", text).replace(" | ", " \\| ")
+
+
+def _bounds(field: FieldInfo) -> str:
+    """The field's numeric range as people write it: `1..65535`, `> 0`, `<= 3650`."""
+    found: dict[str, object] = {}
+    for item in field.metadata:
+        for name in ("ge", "gt", "le", "lt"):
+            value = getattr(item, name, None)
+            if value is not None:
+                found[name] = value
+    low = f"{found['ge']}" if "ge" in found else None
+    high = f"{found['le']}" if "le" in found else None
+    if low is not None and high is not None:
+        return f", {low}..{high}"
+    parts = [
+        f"{symbol} {found[name]}"
+        for name, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+        if name in found
+    ]
+    return ", " + " and ".join(parts) if parts else ""
 
 
 def _default(field: FieldInfo) -> str:
@@ -45,7 +74,8 @@ def _table(title: str, model: type[BaseModel]) -> list[str]:
     lines = [f"## {title}", "", "| key | type | default | meaning |", "|---|---|---|---|"]
     for name, field in model.model_fields.items():
         lines.append(
-            f"| `{name}` | {_type_name(field.annotation)} | {_default(field)} | {field.description or ''} |"
+            f"| `{name}` | {_type_name(field.annotation)}{_bounds(field)} | {_default(field)} "
+            f"| {field.description or ''} |"
         )
     return [*lines, ""]
 
