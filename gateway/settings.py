@@ -583,12 +583,14 @@ def _file_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def load_settings(path: Path | str, *, require_terminals: bool = False) -> Settings:
+def load_settings(path: Path | str, *, require_terminals: bool = False, check_files: bool = True) -> Settings:
     """Read and validate a config file; raises ConfigError naming every bad key.
 
-    Beyond the model, checks what the file names on this machine (the TLS files). With
-    `require_terminals`, a file without `[[terminals]]` is an error too (for check-config; a
-    gateway may run without terminals to drain its buffer).
+    Beyond the model, checks what the file names on this machine: the TLS files must be
+    readable by this user (`check_files=False` skips that, for commands that only need the
+    HTTP address, run by someone other than the service user). With `require_terminals`, a
+    file without `[[terminals]]` is an error too (for check-config; a gateway may run without
+    terminals to drain its buffer).
     """
     path = Path(path)
     data = _read_toml(path)
@@ -597,7 +599,7 @@ def load_settings(path: Path | str, *, require_terminals: bool = False) -> Setti
         settings = settings_from_dict(data, source=str(path))
     except ConfigError as exc:
         raise ConfigError(path, exc.problems + missing) from None
-    problems = missing + _file_problems(settings)
+    problems = missing + (_file_problems(settings) if check_files else [])
     if problems:
         raise ConfigError(path, problems)
     return settings
