@@ -32,8 +32,10 @@ from punchgate.drivers.base import (
 )
 from punchgate.drivers.description import configure_command_logging
 from punchgate.drivers.zk.config import ZkTerminal
-from punchgate.drivers.zk.driver import INVALID_TIME_EPOCH, CountMismatchError, ZkDriver
+from punchgate.drivers.zk.driver import ZkDriver
+from punchgate.drivers.zk.errors import CountMismatchError
 from punchgate.drivers.zk.names import STATE_NAMES, VERIFY_NAMES
+from punchgate.drivers.zk.parsing import INVALID_TIME_EPOCH
 from punchgate.drivers.zk.protocol import UserRecord
 
 DEFAULT_PORT = 4370

@@ -20,8 +20,9 @@ from punchgate.drivers.base import (
     UnsupportedDeviceError,
 )
 from punchgate.drivers.registry import create_driver
-from punchgate.drivers.zk import driver as zk_driver
-from punchgate.drivers.zk.driver import ClearRefusedError, CountMismatchError, ZkDriver
+from punchgate.drivers.zk import session as zk_session
+from punchgate.drivers.zk.driver import ZkDriver
+from punchgate.drivers.zk.errors import ClearRefusedError, CountMismatchError
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 from tests.zk_driver.test_pyzk_bugs import as_tuples, expected_punches, live_punches
 
@@ -234,7 +235,7 @@ async def test_live_disabled_by_config(start_emulator: EmulatorFactory) -> None:
 
 
 async def test_live_does_not_hold_a_pool_thread(start_emulator: EmulatorFactory, open_driver: Any) -> None:
-    zk_driver.configure_pool(1)
+    zk_session.configure_pool(1)
     try:
         quiet = await start_emulator(profile="tft", serial_number="QUIET")
         busy = await start_emulator(profile="tft", serial_number="BUSY")
@@ -248,7 +249,7 @@ async def test_live_does_not_hold_a_pool_thread(start_emulator: EmulatorFactory,
         assert len(await asyncio.wait_for(reader.read_records(), 10)) == 3000
         await live.aclose()
     finally:
-        zk_driver.configure_pool(zk_driver.DEFAULT_POOL_SIZE)
+        zk_session.configure_pool(zk_session.DEFAULT_POOL_SIZE)
 
 
 async def test_lost_connection_during_live(start_emulator: EmulatorFactory, open_driver: Any) -> None:

@@ -11,10 +11,10 @@ from zk.exception import ZKErrorResponse, ZKNetworkError
 
 from punchgate.drivers.base import DriverTimeoutError, ProtocolError, UnreachableError
 from punchgate.drivers.zk import protocol as zp
-from punchgate.drivers.zk.driver import (
+from punchgate.drivers.zk.errors import map_error
+from punchgate.drivers.zk.parsing import (
     detect_eight_byte_variant,
     invalid_time_sentinel,
-    map_error,
     parse_attendance,
     parse_users,
     raw_punch_from_record,

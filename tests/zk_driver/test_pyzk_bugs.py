@@ -9,19 +9,23 @@ import asyncio
 import dataclasses
 import datetime as dt
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from zk import ZK
-from zk.exception import ZKNetworkError
+from zk.exception import ZKErrorResponse, ZKNetworkError
 
-from punchgate.drivers.base import RawPunch
+from punchgate.drivers.base import RawPunch, UnreachableError
 from punchgate.drivers.zk import protocol as zp
-from punchgate.drivers.zk.driver import INVALID_TIME_EPOCH, PatchedZK, ZkDriver
+from punchgate.drivers.zk.config import ZkTerminal
+from punchgate.drivers.zk.driver import ZkDriver
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.drivers.zk.emulator.profiles import TFT
+from punchgate.drivers.zk.parsing import INVALID_TIME_EPOCH
+from punchgate.drivers.zk.pyzk_patches import PatchedZK
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 
 # Newer (SpeedFace-style) firmware: 49-byte records and 37-byte live events.
@@ -90,6 +94,30 @@ async def test_ping_before_connect_refuses_a_reachable_terminal(
     driver = await open_driver(terminal_config(emulator))
     assert (await driver.info()).serial_number == emulator.serial_number
     assert calls.read_text().count("\n") == 1  # we never ran ping
+
+
+# --- connect_ex's result ignored, UDP left unconnected ----------------------------------
+
+
+async def test_connect_ex_ignored_makes_a_closed_port_look_silent(open_driver: Any) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])  # closed again once the block ends
+
+    # pyzk's unconnected UDP socket never hears ICMP "port unreachable": it waits it out.
+    bare = ZK("127.0.0.1", port=port, timeout=1, force_udp=True, ommit_ping=True)
+    started = time.monotonic()
+    with pytest.raises(ZKNetworkError, match="timed out"):
+        await asyncio.to_thread(bare.connect)
+    assert time.monotonic() - started >= 1.0
+
+    config = ZkTerminal.model_validate(
+        {"name": "zk1", "type": "zk", "host": "127.0.0.1", "port": port, "transport": "udp", "timeout": 5.0}
+    )
+    started = time.monotonic()
+    with pytest.raises(UnreachableError, match="refused"):
+        await open_driver(config)
+    assert time.monotonic() - started < 1.0
 
 
 # --- clear_data sends a str ------------------------------------------------------------
@@ -193,6 +221,41 @@ async def test_one_invalid_date_does_not_abort_the_read(
     assert len(sentinel) == 1
     assert sentinel[0].timestamp == INVALID_TIME_EPOCH + dt.timedelta(seconds=feb_31)
     assert sentinel[0].raw == zp.encode_attendance(bad, 40)
+
+
+# --- a live event taken for the reply ----------------------------------------------------
+
+
+async def test_event_taken_for_reply_bug_and_fix(start_emulator: EmulatorFactory) -> None:
+    emulator = await start_emulator(profile="tft")
+    emulator.generate_log(5, days=1, users=3)
+
+    bare = bare_pyzk(emulator)
+    await asyncio.to_thread(bare.connect)
+    try:
+        await asyncio.to_thread(bare.reg_event, zp.EF_ATTLOG)
+        emulator.add_punch("2")
+        await asyncio.sleep(0.5)  # the event now waits in pyzk's socket
+        with pytest.raises(ZKErrorResponse, match="reg events 0"):
+            await asyncio.to_thread(bare.reg_event, 0)  # the event was read as the reply
+        with pytest.raises(ZKNetworkError):
+            await asyncio.to_thread(bare.get_time)  # and the session is out of step
+    finally:
+        bare._ZK__sock.close()
+
+    fixed = PatchedZK(
+        host="127.0.0.1", port=emulator.tcp_port or 0, udp=False, comm_key=0, timeout=2, encoding="utf-8"
+    )
+    await asyncio.to_thread(fixed.connect)
+    try:
+        await asyncio.to_thread(fixed.reg_event, zp.EF_ATTLOG)
+        emulator.add_punch("3")
+        await asyncio.sleep(0.5)
+        reply = await asyncio.to_thread(fixed.exchange, zp.CMD_GET_TIME, b"", 1032)
+        assert reply.command == zp.CMD_ACK_OK  # the event was acknowledged and skipped
+        assert isinstance(await asyncio.to_thread(fixed.get_time), dt.datetime)  # still in step
+    finally:
+        fixed.sock.close()
 
 
 # --- live events of other lengths ------------------------------------------------------

@@ -1,0 +1,92 @@
+"""The blocking queries the driver asks a ZK terminal, encoded and decoded by the codec.
+
+`ZkClient` adds to the patched pyzk client (`pyzk_patches.PatchedZK`) the small commands the
+driver needs (free sizes, options, state, firmware, clock) and the buffered table read. They
+go through `PatchedZK.exchange` and the codec (`punchgate.drivers.zk.protocol`) rather than
+pyzk's own methods, so replies are checked the same way everywhere and pyzk's encoders are
+not used (its SET_TIME encodes year % 100, wrong from 2100). No pyzk private state here.
+
+Blocking, one thread at a time: the driver calls these from its thread pool (`session`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+
+from zk.exception import ZKErrorResponse
+
+from punchgate.drivers.zk import protocol as zp
+from punchgate.drivers.zk.parsing import InfoAnswers
+from punchgate.drivers.zk.pyzk_patches import PatchedZK
+
+
+class ZkClient(PatchedZK):
+    """The patched pyzk client with the driver's queries. Blocking; one thread at a time."""
+
+    def read_table(self, command: int, fct: int) -> bytes:
+        """A whole table through pyzk's buffered read (PREPARE_BUFFER / READ_BUFFER)."""
+        data, _size = self.read_with_buffer(command, fct)
+        return bytes(data)
+
+    def free_sizes(self) -> zp.FreeSizes:
+        reply = self.exchange(zp.CMD_GET_FREE_SIZES, b"", 1024)
+        if reply.command != zp.CMD_ACK_OK:
+            raise ZKErrorResponse(f"GET_FREE_SIZES refused (reply {reply.command})")
+        return zp.decode_free_sizes(reply.data)
+
+    def option(self, key: str) -> str | None:
+        """One OPTIONS_RRQ value, or None when the terminal does not know the key."""
+        reply = self.exchange(zp.CMD_OPTIONS_RRQ, zp.encode_option_request(key), 1024)
+        if reply.command != zp.CMD_ACK_OK or b"=" not in reply.data:
+            return None
+        return zp.decode_option_reply(reply.data)[1]
+
+    def device_enabled(self) -> bool | None:
+        """STATE_RRQ: the state travels in the session field, 0 = disabled (idle, refuses punches).
+
+        None when the firmware does not answer the query (it is optional on older models).
+        """
+        reply = self.exchange(zp.CMD_STATE_RRQ, b"", 8)
+        if reply.command != zp.CMD_ACK_OK:
+            return None
+        return reply.session != 0
+
+    def firmware(self) -> str:
+        reply = self.exchange(zp.CMD_GET_VERSION, b"", 1024)
+        if reply.command != zp.CMD_ACK_OK:
+            return ""
+        return reply.data.split(b"\x00", 1)[0].decode("ascii", errors="replace")
+
+    def clock_raw(self) -> int:
+        reply = self.exchange(zp.CMD_GET_TIME, b"", 1032)
+        if reply.command != zp.CMD_ACK_OK or len(reply.data) < 4:
+            raise ZKErrorResponse(f"GET_TIME refused (reply {reply.command})")
+        return int(struct.unpack_from("<I", reply.data)[0])
+
+    def write_clock(self, when: dt.datetime) -> None:
+        # pyzk's encoder uses year % 100 (wrong from 2100); the codec's is not.
+        reply = self.exchange(zp.CMD_SET_TIME, struct.pack("<I", zp.encode_time(when)), 8)
+        if reply.command != zp.CMD_ACK_OK:
+            raise ZKErrorResponse(f"SET_TIME refused (reply {reply.command})")
+
+    def info_answers(self) -> InfoAnswers:
+        """Everything `ZkDriver.info()` reports, asked in one go (in this order on the wire)."""
+        sizes = self.free_sizes()
+        clock_raw = self.clock_raw()
+        enabled = self.device_enabled()
+        device_name = self.option("~DeviceName") or ""
+        serial_number = self.option("~SerialNumber") or ""
+        firmware = self.firmware()
+        platform = self.option("~Platform") or ""
+        mac = self.option("MAC") or ""
+        return InfoAnswers(
+            sizes=sizes,
+            clock_raw=clock_raw,
+            enabled=enabled,
+            device_name=device_name,
+            serial_number=serial_number,
+            firmware=firmware,
+            platform=platform,
+            mac=mac,
+        )

@@ -1,0 +1,213 @@
+"""One ZK session (connect, blocking calls, close) and the bounded thread pool every session shares.
+
+pyzk blocks, so each of its calls runs in one module-wide pool of threads sized once for the
+process (`configure_pool`), never one thread per terminal. `ZkSession.run` bounds every call
+by an overall deadline and turns whatever it raised into the driver's errors (`errors`);
+when the deadline passes, or the caller is cancelled, the socket is shut down to free the
+stuck pool thread, and the session is marked out of step (`desynced`): its replies can no
+longer be matched, so it is closed without the goodbye and the next connect starts over.
+
+A terminal allows one session at a time, so a process holds at most one per address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Final, TypeVar
+
+import structlog
+
+from punchgate.drivers.base import (
+    DriverError,
+    DriverTimeoutError,
+    ProtocolError,
+    UnreachableError,
+    UnsupportedDeviceError,
+)
+from punchgate.drivers.zk.client import ZkClient
+from punchgate.drivers.zk.config import ZkTerminal
+from punchgate.drivers.zk.errors import CountMismatchError, map_error
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# ---------------------------------------------------------------------------------------
+# The shared thread pool
+# ---------------------------------------------------------------------------------------
+
+DEFAULT_POOL_SIZE: Final = 32
+_pool: ThreadPoolExecutor | None = None
+_pool_size = DEFAULT_POOL_SIZE
+_pool_guard = threading.Lock()
+
+
+def configure_pool(max_workers: int) -> None:
+    """Set the size of the pool every ZK driver shares (call before the first connect)."""
+    global _pool, _pool_size
+    if max_workers < 1:
+        raise ValueError("the ZK thread pool needs at least one worker")
+    with _pool_guard:
+        old, _pool, _pool_size = _pool, None, max_workers
+    if old is not None:
+        old.shutdown(wait=False)
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_guard:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="zk")
+        return _pool
+
+
+# ---------------------------------------------------------------------------------------
+# The session
+# ---------------------------------------------------------------------------------------
+
+# One session per terminal in this process: a second driver for the same address would
+# knock the first one's session off (terminals allow one at a time).
+_owners: dict[tuple[str, int, str], str] = {}
+
+
+class ZkSession:
+    """The connection of one terminal: its pyzk client, whether it is in step, who holds it."""
+
+    def __init__(self, config: ZkTerminal) -> None:
+        self.config = config
+        self.name = config.name
+        self.timeout = config.timeout
+        self.client: ZkClient | None = None
+        self.desynced = False  # after a timeout or garbage the stream position is unknown
+        self.live_active = False  # the live stream owns the socket; no command may be sent
+        self._comm_key = int(config.comm_key.get_secret_value()) if config.comm_key else 0
+        self._owner_key = (config.host, config.port, config.transport)
+
+    @property
+    def udp(self) -> bool:
+        return self.config.transport == "udp"
+
+    def current(self) -> ZkClient:
+        """The connected client, for one command; DriverError when there is none to use."""
+        if self.client is None or not self.client.is_connect:
+            raise DriverError("not connected", device=self.name)
+        if self.live_active:
+            raise DriverError("a command was sent while live() is open; aclose() it first", device=self.name)
+        return self.client
+
+    def abort(self) -> None:
+        """Unblock a pool thread stuck in recv: shut the socket down (close() closes it)."""
+        self.desynced = True
+        if self.client is not None:
+            with contextlib.suppress(OSError):
+                self.client.sock.shutdown(socket.SHUT_RDWR)
+
+    async def run(
+        self, what: str, call: Callable[[], T], *, deadline: float | None = None, connecting: bool = False
+    ) -> T:
+        """Run one blocking pyzk call in the shared pool, bounded by an overall deadline."""
+
+        def guarded() -> T:
+            try:
+                return call()
+            except DriverError:
+                raise
+            except Exception as exc:
+                raise map_error(
+                    exc, device=self.name, what=what, connecting=connecting, udp=self.udp
+                ) from exc
+
+        limit = deadline if deadline is not None else self.timeout * 3 + 5
+        future = asyncio.get_running_loop().run_in_executor(_executor(), guarded)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), limit)
+        except TimeoutError:
+            # `guarded` maps its own errors, so a TimeoutError here is our deadline.
+            self.abort()
+            with contextlib.suppress(BaseException):
+                await future
+            cls = UnreachableError if connecting and self.udp else DriverTimeoutError
+            raise cls(f"{what}: no answer within {limit:.0f} s", device=self.name) from None
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        except DriverError as exc:
+            if isinstance(exc, DriverTimeoutError | UnsupportedDeviceError) or (
+                isinstance(exc, ProtocolError) and not isinstance(exc, CountMismatchError)
+            ):
+                self.desynced = True
+            raise
+
+    async def open(self) -> None:
+        """Close any previous session, then CONNECT (and AUTH) a new one."""
+        await self.close()
+        holder = _owners.get(self._owner_key)
+        if holder is not None and holder != self.name:
+            raise DriverError(
+                f"{self.config.host}:{self.config.port} already has a session (terminal {holder!r})",
+                device=self.name,
+            )
+        client = ZkClient(
+            host=self.config.host,
+            port=self.config.port,
+            udp=self.udp,
+            comm_key=self._comm_key,
+            timeout=self.timeout,
+            encoding=self.config.encoding,
+        )
+        self.desynced = False
+        _owners[self._owner_key] = self.name
+        self.client = client
+        try:
+            await self.run(
+                f"connect {self.config.transport}://{self.config.host}:{self.config.port}",
+                client.connect,
+                deadline=self.timeout * 2 + 5,
+                connecting=True,
+            )
+        except BaseException:
+            await self._teardown()
+            raise
+        log.info("zk_connected", device=self.name, transport=self.config.transport, host=self.config.host)
+
+    async def close(self) -> None:
+        """End the session: re-enable the terminal and say goodbye, then close the socket.
+
+        Re-enabling on every close means a terminal left disabled (by us after a crash, or
+        by another tool) is usable again after our next contact. An out-of-step session is
+        not talked to: the socket is just closed.
+        """
+        client = self.client
+        if client is None:
+            return
+        self.live_active = False
+        try:
+            if client.is_connect and not self.desynced:
+                short = min(self.timeout, 5.0)
+
+                def goodbye() -> None:
+                    client.set_timeout(short)
+                    try:
+                        client.enable_device()
+                    finally:
+                        client.disconnect()
+
+                await self.run("close", goodbye, deadline=short * 2 + 2)
+        except DriverError as exc:
+            log.warning("zk_close_failed", device=self.name, error=str(exc))
+        finally:
+            await self._teardown()
+
+    async def _teardown(self) -> None:
+        client, self.client = self.client, None
+        if _owners.get(self._owner_key) == self.name:
+            del _owners[self._owner_key]
+        if client is not None:
+            client.is_connect = False
+            with contextlib.suppress(OSError):
+                client.sock.close()
