@@ -123,9 +123,40 @@ def status(config: Path | None, url: str | None, as_json: bool) -> None:
     from punchgate.gateway.status_cli import show_status
 
     if url is None:
-        http = _load_or_exit(config).http if config else None
-        url = f"http://{http.bind}:{http.port}" if http else "http://127.0.0.1:9108"
+        url = _api_url(_load_or_exit(config) if config else None)
     sys.exit(show_status(url, as_json=as_json))
+
+
+def _api_url(settings: Settings | None) -> str:
+    """The API's base URL from a config: a wildcard bind (0.0.0.0, ::) is reached over loopback,
+    because the daemon answers only to Host names of its own (docs/health.md)."""
+    if settings is None:
+        return "http://127.0.0.1:9108"
+    http = settings.http
+    host = http.bind.strip("[]")
+    if host in ("", "0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{http.port}" if ":" in host else f"http://{host}:{http.port}"
+
+
+def _api_token(settings: Settings | None, token_file: Path | None) -> str:
+    """The daemon's API token (--token-file, or where the config puts it); exit 2 when unreadable."""
+    from punchgate.gateway.token import TokenError, read_token, token_path
+
+    if token_file is None:
+        from punchgate.gateway.settings import HttpSettings
+        from punchgate.sync.settings import BufferSettings
+
+        http = settings.http if settings else HttpSettings()  # type: ignore[call-arg]
+        buffer = settings.buffer if settings else BufferSettings()  # type: ignore[call-arg]
+        token_file = token_path(http, buffer)
+    try:
+        return read_token(token_file)
+    except TokenError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(EXIT_CONFIG)
 
 
 @main.command("replay")
@@ -133,14 +164,30 @@ def status(config: Path | None, url: str | None, as_json: bool) -> None:
     "--since", required=True, help="resend punches delivered since this time (ISO 8601, UTC if no offset)"
 )
 @click.option("--device", default=None, help="only this terminal's punches")
-@click.option("--config", "-c", "config", type=click.Path(path_type=Path), help="read the API address here")
+@click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(path_type=Path),
+    help="read the API address and token file here",
+)
 @click.option("--url", default=None, help="status API base URL (default from config or 127.0.0.1:9108)")
-def replay(since: str, device: str | None, config: Path | None, url: str | None) -> None:
-    """Send already-delivered punches again (e.g. after a broker lost what it acknowledged)."""
+@click.option(
+    "--token-file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="the daemon's API token (default from config, or /var/lib/punchgate/api/token)",
+)
+def replay(
+    since: str, device: str | None, config: Path | None, url: str | None, token_file: Path | None
+) -> None:
+    """Send already-delivered punches again (e.g. after a broker lost what it acknowledged).
+
+    Needs the daemon's API token: run as the punchgate user or root.
+    """
     import datetime as dt
     import json
     import urllib.error
-    import urllib.parse
     import urllib.request
 
     try:
@@ -149,12 +196,15 @@ def replay(since: str, device: str | None, config: Path | None, url: str | None)
         raise click.BadParameter(f"{since!r} is not an ISO 8601 time", param_hint="--since") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    if url is None:
-        http = _load_or_exit(config).http if config else None
-        url = f"http://{http.bind}:{http.port}" if http else "http://127.0.0.1:9108"
-    query = {"since": f"{when.timestamp():.3f}", **({"device": device} if device else {})}
+    settings = _load_or_exit(config) if config else None
+    url = url or _api_url(settings)
+    token = _api_token(settings, token_file)
+    body = json.dumps({"since": when.isoformat(), "device": device}).encode()
     request = urllib.request.Request(
-        f"{url.rstrip('/')}/api/replay?{urllib.parse.urlencode(query)}", method="POST"
+        f"{url.rstrip('/')}/api/replay",
+        data=body,
+        method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
     )
     try:
         with urllib.request.urlopen(request, timeout=30) as response:

@@ -65,6 +65,26 @@ class HttpSettings(Strict):
     enabled: bool = Field(True, description="serve /metrics, /healthz and /api")
     bind: str = Field("127.0.0.1", description="address to listen on (loopback by default)")
     port: Port = Field(9108, description="port to listen on")
+    token_file: Path | None = Field(
+        None,
+        description="file holding the API token that POST requests must send; "
+        "default: api/token in the buffer's folder, created at first start",
+    )
+    allowed_hosts: list[str] = Field(
+        [],
+        description="extra names (NAME or NAME:PORT) the API answers to in Host and Origin, "
+        "besides loopback and the bind address",
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not re.fullmatch(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(:[0-9]{1,5})?", entry):
+                raise ValueError(
+                    f"{entry!r} is not a host name, address or [IPv6 address], with an optional :PORT"
+                )
+        return [entry.lower() for entry in value]
 
 
 class HealthSettings(StrictTyped):

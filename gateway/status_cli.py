@@ -8,6 +8,7 @@ import urllib.request
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 STATE_STYLE = {"online": "green", "degraded": "yellow", "offline": "red"}
@@ -80,6 +81,12 @@ def show_status(base_url: str, *, as_json: bool = False) -> int:
     console = Console()
     try:
         status = fetch_status(base_url)
+    except urllib.error.HTTPError as exc:  # e.g. 403: the URL's host is not one the daemon answers to
+        reason = exc.read().decode(errors="replace").strip()[:300]
+        console.print(
+            f"[red]the punchgate daemon at {escape(base_url)} refused: {exc.code} {escape(reason)}[/]"
+        )
+        return 2
     except (urllib.error.URLError, OSError, ValueError) as exc:
         console.print(f"[red]cannot reach the punchgate daemon at {base_url}: {exc}[/]")
         return 2
