@@ -20,9 +20,9 @@ from punchgate.gateway.settings import ConfigError, Settings, load_settings
 EXIT_CONFIG = 2
 
 
-def _load_or_exit(path: Path) -> Settings:
+def _load_or_exit(path: Path, *, check_files: bool = True) -> Settings:
     try:
-        return load_settings(path)
+        return load_settings(path, check_files=check_files)
     except ConfigError as exc:
         click.echo(f"{exc.path}: invalid configuration", err=True)
         for problem in exc.problems:
@@ -123,7 +123,7 @@ def status(config: Path | None, url: str | None, as_json: bool) -> None:
     from punchgate.gateway.status_cli import show_status
 
     if url is None:
-        url = _api_url(_load_or_exit(config) if config else None)
+        url = _api_url(_load_or_exit(config, check_files=False) if config else None)
     sys.exit(show_status(url, as_json=as_json))
 
 
@@ -196,7 +196,7 @@ def replay(
         raise click.BadParameter(f"{since!r} is not an ISO 8601 time", param_hint="--since") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    settings = _load_or_exit(config) if config else None
+    settings = _load_or_exit(config, check_files=False) if config else None  # only [http], [buffer]
     url = url or _api_url(settings)
     token = _api_token(settings, token_file)
     body = json.dumps({"since": when.isoformat(), "device": device}).encode()
