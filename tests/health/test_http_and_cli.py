@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +22,8 @@ from punchgate.gateway.faults import FaultSet
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.http import HttpServer
 from punchgate.gateway.settings import Settings
-from punchgate.gateway.status_cli import is_healthy, show_status
+from punchgate.gateway.status_cli import fetch_status, is_healthy, show_status
+from punchgate.sync.contract import UTC_TIME_PATTERN, utc_iso
 from tests.support.broker import free_port
 
 
@@ -77,6 +80,7 @@ class FakeApp:
 
 async def _request(port: int, raw: bytes) -> bytes:
     """One raw request; the server answers and closes. (aiohttp refuses HTTP/1.1 without Host: 400.)"""
+    raw = raw.replace(b"Host: x\r\n", f"Host: 127.0.0.1:{port}\r\n".encode())  # the API answers only its own Host
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)
     await writer.drain()
@@ -147,3 +151,33 @@ def test_is_healthy_needs_everything_good() -> None:
     assert not is_healthy({**good, "gateway": {**good["gateway"], "broker_connected": False}})
     assert not is_healthy({**good, "gateway": {**good["gateway"], "faults": [{"code": "disk_low"}]}})
     assert not is_healthy({**good, "gateway": {**good["gateway"], "healthy": False}})
+
+
+async def test_api_and_status_json_timestamps_are_the_mqtt_format(
+    served: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """/api/devices and `punchgate status --json` write times as the MQTT payloads do: ISO 8601, UTC, Z."""
+    app, server = served
+    health = app.devices["gate-1"]
+    health.contact_failed("timeout", "no answer")  # a fault, with its `since`
+    health.punches_stored(dt.datetime(2024, 3, 4, 6, 58, 12, tzinfo=dt.UTC))
+    url = f"http://127.0.0.1:{server.port}"
+    status = await asyncio.to_thread(fetch_status, url)
+    device = status["devices"][0]
+    stamps = [
+        status["gateway"]["started_at"],
+        device["last_contact"],
+        device["last_punch_at"],
+        device["faults"][0]["since"],
+    ]
+    assert all(re.fullmatch(UTC_TIME_PATTERN, stamp) for stamp in stamps), stamps
+    assert device["last_punch_at"] == "2024-03-04T06:58:12Z"
+    assert status["gateway"]["started_at"] == utc_iso(app.started_at)
+    capsys.readouterr()
+    assert await asyncio.to_thread(show_status, url, as_json=True) == 1
+    out = capsys.readouterr().out  # (the in-process server's log lines may surround the JSON)
+    start = re.search(r"^\{", out, re.MULTILINE)
+    assert start is not None, out
+    printed, _end = json.JSONDecoder().raw_decode(out[start.start() :])
+    assert printed["devices"][0]["last_contact"] == device["last_contact"]
+    assert printed["gateway"]["started_at"] == status["gateway"]["started_at"]
