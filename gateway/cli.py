@@ -20,9 +20,9 @@ from punchgate.gateway.settings import ConfigError, Settings, load_settings
 EXIT_CONFIG = 2
 
 
-def _load_or_exit(path: Path, *, check_files: bool = True) -> Settings:
+def _load_or_exit(path: Path, *, check_files: bool = True, require_terminals: bool = False) -> Settings:
     try:
-        return load_settings(path, check_files=check_files)
+        return load_settings(path, check_files=check_files, require_terminals=require_terminals)
     except ConfigError as exc:
         click.echo(f"{exc.path}: invalid configuration", err=True)
         for problem in exc.problems:
@@ -40,7 +40,8 @@ def main() -> None:
 @click.argument("config", type=click.Path(path_type=Path))
 def check_config(config: Path) -> None:
     """Validate CONFIG; print every problem with its key path (exit 2) or a summary (exit 0)."""
-    settings = _load_or_exit(config)
+    # A site config without terminals is a mistake; the daemon itself may run with none (tests).
+    settings = _load_or_exit(config, require_terminals=True)
     kinds: dict[str, int] = {}
     for terminal in settings.terminals:
         kinds[terminal.type] = kinds.get(terminal.type, 0) + 1
@@ -225,3 +226,69 @@ def demo(duration: float) -> None:
     from punchgate.gateway.demo import run_demo
 
     sys.exit(run_demo(duration=duration))
+
+
+# --- the buffer: check and recover (docs/install.md, "The buffer refuses to start") -------------
+DEFAULT_CONFIG = Path("/etc/punchgate/punchgate.toml")
+
+
+@main.group("buffer")
+def buffer() -> None:
+    """Check the punch buffer, or salvage a damaged one into a new file."""
+
+
+@buffer.command("check")
+@click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="config file (names the buffer and the gateway)",
+)
+def buffer_check(config: Path) -> None:
+    """Integrity, counts, identity and companion of the buffer (read-only; the daemon may run).
+
+    Exit 0 when the daemon would start on it and SQLite finds no damage, 1 otherwise.
+    """
+    from punchgate.sync.buffer_check import check_buffer
+
+    settings = _load_or_exit(config)
+    report = check_buffer(settings.buffer.path, gateway_id=settings.gateway_id)
+    for line in report.lines():
+        click.echo(line)
+    sys.exit(0 if report.ok else 1)
+
+
+@buffer.command("recover")
+@click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(path_type=Path),
+    default=DEFAULT_CONFIG,
+    show_default=True,
+    help="config file (names the buffer and the gateway)",
+)
+def buffer_recover(config: Path) -> None:
+    """Salvage what SQLite can read into a new buffer file; the old files are kept aside.
+
+    Stop the daemon first (it holds the buffer's lock; recovery refuses while it does).
+    Exit 0 when a new file is in place, 1 when nothing was changed.
+    """
+    from punchgate.sync.buffer_errors import BufferLockedError
+    from punchgate.sync.buffer_recover import RecoverError, recover
+
+    settings = _load_or_exit(config)
+    try:
+        report = recover(settings.buffer.path, gateway_id=settings.gateway_id)
+    except BufferLockedError as exc:
+        click.echo(f"refusing to recover {exc.path}: {exc.detail}; {exc.remedy}", err=True)
+        sys.exit(1)
+    except RecoverError as exc:
+        click.echo(f"cannot recover: {exc}", err=True)
+        sys.exit(1)
+    for line in report.lines():
+        click.echo(line)
+    click.echo("then start the daemon again (systemctl start punchgate)")
