@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,9 @@ from tests.support.waiting import Condition, Message, wait_until, wait_until_asy
 
 REPO = Path(__file__).resolve().parents[2]
 
-_started: weakref.WeakSet[GatewayProcess] = weakref.WeakSet()
+# Every daemon started and not yet stopped, held strongly: killed at exit even if its
+# GatewayProcess was dropped.
+_running: set[subprocess.Popen[bytes]] = set()
 
 
 class GatewayProcess:
@@ -73,7 +74,9 @@ class GatewayProcess:
         """Start the daemon (a no-op while it runs) and, unless `ready_timeout` is None, wait for READY=1."""
         if self.running:
             return self
-        self._close_socket()  # of a previous run that ended by itself
+        if self.process is not None:  # a previous run that ended by itself
+            _running.discard(self.process)
+        self._close_socket()
         self._sock_dir = Path(tempfile.mkdtemp(prefix="pg-notify-"))  # short: AF_UNIX paths are limited
         notify_path = str(self._sock_dir / "notify.sock")
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -98,7 +101,7 @@ class GatewayProcess:
                 start_new_session=True,  # a Ctrl-C in the terminal is ours; we stop it by pid
             )
         self.starts += 1
-        _started.add(self)
+        _running.add(self.process)
         if ready_timeout is not None:
             self.wait_ready(ready_timeout)
         return self
@@ -118,6 +121,7 @@ class GatewayProcess:
         try:
             if process is None:
                 return None
+            _running.discard(process)
             if process.poll() is None:
                 if sig is not None:
                     process.send_signal(sig)
@@ -250,6 +254,7 @@ def log_events(path: Path, name: str) -> list[dict[str, Any]]:
 @atexit.register
 def _kill_leftovers() -> None:
     """A test or benchmark that crashed must not leave a daemon running behind it."""
-    for gateway in list(_started):
-        if gateway.running:
-            gateway.kill()
+    for process in list(_running):
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
