@@ -29,7 +29,7 @@ from punchgate.gateway.logs import register_secret
 from punchgate.gateway.sdnotify import SystemdNotifier
 from punchgate.gateway.settings import Settings
 from punchgate.gateway.worker import DeviceWorker
-from punchgate.sync.contract import DeviceEvent, DeviceState
+from punchgate.sync.contract import STATE_REFRESH_SECONDS, DeviceEvent, DeviceState, publish_due
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import Store
@@ -68,6 +68,7 @@ class Application:
         self._broker_lost_at: float | None = None
         self._last_status = ""
         self.fault_transitions: Counter[tuple[str, str, str]] = Counter()
+        self._published_states: dict[str, DeviceState] = {}  # the last retained state per terminal
 
     def forwarder_alive(self) -> bool:
         return any(t.get_name() == "forwarder" and not t.done() for t in self._service_tasks)
@@ -82,6 +83,7 @@ class Application:
         self.store = await asyncio.to_thread(Store.open, settings.buffer)
         self.forwarder = Forwarder(settings, self.store, version=__version__)
         self.gateway_faults.on_transition.append(self._publish_transition)
+        self.forwarder.on_connection_change.append(self._on_broker_connection)
         self._spawn_service(self.forwarder.run(), "forwarder")
         self._spawn_service(self.notifier.run_watchdog(), "watchdog")
         self._spawn_service(self._gateway_checks(), "gateway-checks")
@@ -90,6 +92,7 @@ class Application:
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
         now = dt.datetime.now(dt.UTC)
         scheduler.add_job(self._purge_delivered, "interval", seconds=RETENTION_EVERY.total_seconds())
+        scheduler.add_job(self._refresh_device_states, "interval", seconds=STATE_REFRESH_SECONDS)
         for terminal in settings.terminals:
             if not terminal.enabled:
                 log.info("terminal_disabled_in_config", device=terminal.name)
@@ -169,9 +172,34 @@ class Application:
             self.request_stop()
 
     # --- health publishing ---------------------------------------------------------------
-    def _publish_device_state(self, health: DeviceHealth) -> None:
-        if self.forwarder is not None:
-            self.forwarder.publish_device_state(health.name, DeviceState.model_validate(health.snapshot()))
+    def _device_state(self, health: DeviceHealth) -> DeviceState:
+        return DeviceState.model_validate(
+            {**health.snapshot(), "gateway": self.settings.gateway_id, "as_of": dt.datetime.now(dt.UTC)}
+        )
+
+    def _publish_device_state(self, health: DeviceHealth, *, refresh: bool = False) -> None:
+        """The retained state, on change only (`sync.contract.publish_due`); `refresh` sends it anyway."""
+        if self.forwarder is None:
+            return
+        state = self._device_state(health)
+        if refresh or publish_due(self._published_states.get(health.name), state):
+            self._published_states[health.name] = state
+            self.forwarder.publish_device_state(health.name, state)
+
+    def _republish_device_states(self) -> None:
+        """Each published terminal state again, with a fresh `as_of`: every STATE_REFRESH_SECONDS
+        and on every connect, so a consumer can tell a live state from one a stopped gateway left
+        behind. Terminals not reported on yet stay unpublished (no `offline` flap at start-up)."""
+        for health in self.devices.values():
+            if health.name in self._published_states:
+                self._publish_device_state(health, refresh=True)
+
+    async def _refresh_device_states(self) -> None:
+        self._republish_device_states()  # a coroutine, so the scheduler runs it on the event loop
+
+    def _on_broker_connection(self, connected: bool, _reason: str) -> None:
+        if connected:  # the forwarder resends the states it holds on connect: make them current
+            self._republish_device_states()
 
     def _publish_transition(self, transition: FaultTransition) -> None:
         direction = "raised" if transition.raised else "cleared"

@@ -1,46 +1,104 @@
 """The MQTT payload contract, v1 (docs/mqtt-contract.md): pydantic models and their JSON Schemas.
 
-The models are the single definition of every payload. `docs/schemas/*.json` is generated
-from them (`python -m punchgate.sync.contract`) and a test keeps the checked-in files in step.
+The models are the single definition of every payload. The JSON Schemas in `docs/schemas/`
+(for consumers: unknown fields and later names allowed) and `docs/schemas/strict/` (exactly what
+this release sends; the tests validate the gateway's output with them) are generated from these
+models plus the name vocabularies, which live in drivers, sync and gateway. sync may not import
+the other two, so the generator is `python -m punchgate.gateway.contract_schemas`, which collects
+the vocabularies and calls `schema_files` here; a test keeps the checked-in files in step.
+
+Every timestamp in every payload (and in the gateway's JSON API) is rendered by `utc_iso`:
+ISO 8601 in UTC with a `Z`.
 
 The forwarder's hot path does not build pydantic objects: a record's JSON is rendered once,
 when the punch is stored (`record_json`), and batch envelopes are assembled around those
 strings (`batch_json`). Tests assert that this fast path produces exactly what the models
 produce and that every payload validates against the schemas.
+
+Retained device states are published on change only (`publish_due`), and refreshed at least
+every `STATE_REFRESH_SECONDS` so that their `as_of` tells a live state from a stale one.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
-import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from punchgate.sync.records import Punch, Source
 
 SCHEMA_NAME = "punchgate.punches"
 SCHEMA_VERSION = 1
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "docs" / "schemas"
+STRICT_SCHEMA_DIR = SCHEMA_DIR / "strict"
 
 Severity = Literal["info", "warning", "error", "critical"]
 LOCAL_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?$"
 UTC_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$"
 OFFSET_PATTERN = r"^[+-]\d{2}:\d{2}$"
 
+# Retained device states (docs/mqtt-contract.md, "Device state"): what counts as a change.
+STATE_REFRESH_SECONDS = 600.0  # republished at least this often while connected, so `as_of` stays fresh
+DRIFT_BAND_SECONDS = 5.0  # clock drift moving less than this is not a change
+COUNT_BAND_SHARE = 0.01  # a record/user count moving less than 1 % of its capacity is not a change
+COUNT_BAND_UNKNOWN_CAPACITY = 100  # ... or less than this many when the capacity is unknown
+
+
+def utc_iso(value: dt.datetime) -> str:
+    """A timestamp as the contract writes it everywhere: ISO 8601, UTC, `Z` (naive means UTC)."""
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value.isoformat() + "Z"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+UtcDateTime = Annotated[
+    dt.datetime,
+    PlainSerializer(utc_iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": UTC_TIME_PATTERN}),
+]
+
+# Markers for the schema generator: which vocabulary a field's values come from (see `Vocabulary`).
+_VOCABULARY_KEY = "x-vocabulary"
+_COMPLETE_KEY = "x-complete"  # every field is always sent (the strict schemas require them all)
+
+
+def _names(vocabulary: str) -> dict[str, Any]:
+    return {_VOCABULARY_KEY: vocabulary}
+
 
 class _Payload(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={_COMPLETE_KEY: True})
 
 
-class CodeName(_Payload):
-    """A terminal's raw code and, where known, what it means."""
+class StateCode(_Payload):
+    """A terminal's raw punch-state code and, where known, what it means."""
 
     code: int = Field(description="the raw code as the terminal reported it")
-    name: str | None = Field(description="its meaning (e.g. check-in, fingerprint); null when unknown")
+    name: str | None = Field(
+        description="its meaning (check_in, check_out, break_out, break_in, overtime_in, overtime_out); "
+        "null when unknown",
+        json_schema_extra=_names("state_names"),
+    )
+
+
+class VerifyCode(_Payload):
+    """A terminal's raw verify-type code and, where known, what it means."""
+
+    code: int = Field(description="the raw code as the terminal reported it")
+    name: str | None = Field(
+        description="its meaning (password, fingerprint, card, face, ...); null when unknown",
+        json_schema_extra=_names("verify_names"),
+    )
 
 
 class PunchRecord(_Payload):
@@ -52,13 +110,14 @@ class PunchRecord(_Payload):
     local_time: str = Field(pattern=LOCAL_TIME_PATTERN, description="terminal-local time as read, no offset")
     utc_time: str = Field(pattern=UTC_TIME_PATTERN, description="the UTC instant, ISO 8601 with Z")
     utc_offset: str = Field(pattern=OFFSET_PATTERN, description="offset of local_time from UTC, +HH:MM")
-    state: CodeName = Field(description="punch state: check-in, check-out, break-out, break-in, ...")
-    verify: CodeName = Field(description="verification: fingerprint, face, card, password, ...")
+    state: StateCode = Field(description="punch state: check_in, check_out, break_out, break_in, ...")
+    verify: VerifyCode = Field(description="verification: fingerprint, face, card, password, ...")
     work_code: int = Field(description="work code entered at the terminal; 0 when none")
     source: Source = Field(description="poll (full read), live (real-time event) or manual")
     historical: bool = Field(description="true for backlog and replay, false for a punch seen as it happened")
     flags: list[str] = Field(
-        description="time flags: dst_fold, dst_gap, before_2000, in_future (the last two mean quarantined)"
+        description="time flags: dst_fold, dst_gap, before_2000, in_future (the last two mean quarantined)",
+        json_schema_extra=_names("time_flags"),
     )
 
 
@@ -80,27 +139,46 @@ class PunchBatch(_Payload):
 class GatewayState(_Payload):
     """Retained on `{base}/state`. The last will publishes just `{"state": "offline"}`."""
 
+    model_config = ConfigDict(json_schema_extra={_COMPLETE_KEY: False})  # offline omits the rest
+
     state: Literal["online", "offline"] = Field(description="online while connected")
     version: str | None = Field(default=None, description="gateway software version (online only)")
-    started_at: dt.datetime | None = Field(
+    started_at: UtcDateTime | None = Field(
         default=None, description="when the gateway process started (online only)"
     )
 
 
 class Fault(_Payload):
-    code: str = Field(description="stable fault code from the catalogue (docs/health.md)")
-    severity: Severity = Field(description="info, warning, error or critical")
+    code: str = Field(
+        description="stable fault code from the catalogue (docs/health.md)",
+        json_schema_extra=_names("device_faults"),
+    )
+    severity: Severity = Field(
+        description="info, warning, error or critical", json_schema_extra=_names("severities")
+    )
     detail: str = Field(description="human-readable detail")
-    since: dt.datetime = Field(description="when the fault was raised")
+    since: UtcDateTime = Field(description="when the fault was raised")
 
 
 class DeviceState(_Payload):
-    """Retained on `{base}/devices/{device}/state`: the terminal's latest health snapshot."""
+    """Retained on `{base}/devices/{device}/state`: the terminal's health snapshot, published on
+    change and refreshed every 10 minutes; stale once `as_of` is old or the gateway is offline."""
 
     device: str = Field(description="configured name of the terminal")
+    gateway: str = Field(
+        default="",
+        description="id of the gateway that published this state (an addition to v1: absent from "
+        "states retained by older gateways)",
+    )
+    as_of: UtcDateTime = Field(
+        default_factory=utc_now,
+        description="when the gateway built this snapshot, ISO 8601 UTC; republished at least every 10 "
+        "minutes while the gateway is connected (an addition to v1: absent from states retained by "
+        "older gateways)",
+    )
     state: Literal["online", "degraded", "offline"] = Field(description="overall health")
     faults: list[Fault] = Field(description="active faults")
-    last_contact: dt.datetime | None = Field(description="last successful contact")
+    last_contact: UtcDateTime | None = Field(description="last successful contact")
     last_error: str | None = Field(default=None, description="last contact error, if any")
     clock_drift_seconds: float | None = Field(description="terminal clock minus gateway clock")
     serial_number: str | None = Field(description="terminal serial number")
@@ -118,20 +196,16 @@ class DeviceEvent(_Payload):
 
     device: str = Field(description="configured name of the terminal, or empty for the gateway itself")
     event: Literal["fault_raised", "fault_cleared", "clock_corrected"] = Field(description="what happened")
-    code: str = Field(description="fault code (clock_drift for a correction)")
-    severity: Severity = Field(description="severity of the fault")
+    code: str = Field(
+        description="fault code (clock_drift for a correction)", json_schema_extra=_names("fault_codes")
+    )
+    severity: Severity = Field(description="severity of the fault", json_schema_extra=_names("severities"))
     detail: str = Field(description="human-readable detail")
-    time: dt.datetime = Field(description="when it happened")
+    time: UtcDateTime = Field(description="when it happened")
 
 
 # ---------------------------------------------------------------------------------------------
 # Building payloads
-
-
-def _utc_iso(value: dt.datetime) -> str:
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.isoformat() + "Z"
 
 
 def _record_dict(punch: Punch) -> dict[str, Any]:
@@ -140,7 +214,7 @@ def _record_dict(punch: Punch) -> dict[str, Any]:
         "serial": punch.device_serial,
         "user_id": punch.user_id,
         "local_time": punch.local_time.replace(tzinfo=None).isoformat(),
-        "utc_time": _utc_iso(punch.utc_time),
+        "utc_time": utc_iso(punch.utc_time),
         "utc_offset": punch.utc_offset,
         "state": {"code": punch.state, "name": punch.state_name},
         "verify": {"code": punch.verify, "name": punch.verify_name},
@@ -180,6 +254,68 @@ def gateway_offline() -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------
+# Retained device state: what counts as a change
+
+
+# Fields whose every change is published (faults, counts and drift are compared below).
+_CHANGE_EXACT = (
+    "device",
+    "gateway",
+    "state",
+    "serial_number",
+    "model",
+    "firmware",
+    "platform",
+    "record_capacity",
+    "user_capacity",
+)
+
+
+def _count_moved(old: int | None, new: int | None, capacity: int | None) -> bool:
+    if old is None or new is None:
+        return old != new
+    band = max(1.0, capacity * COUNT_BAND_SHARE) if capacity else COUNT_BAND_UNKNOWN_CAPACITY
+    return abs(new - old) >= band
+
+
+def _drift_moved(old: float | None, new: float | None) -> bool:
+    if old is None or new is None:
+        return old != new
+    return abs(new - old) >= DRIFT_BAND_SECONDS
+
+
+def state_changed(published: DeviceState, current: DeviceState) -> bool:
+    """True when `current` differs from the last `published` state in a way a consumer must see.
+
+    A change: the state, the set of fault codes or their severities, the terminal's identity
+    (serial number, model, firmware, platform), a capacity, a record or user count moving by
+    1 % of its capacity (100 when the capacity is unknown), the clock drift moving by 5 s, or
+    any of these appearing or disappearing. Not a change: the contact time, `as_of`, a fault's
+    wording or `since`, `last_error` on its own, and smaller moves of counts and drift. The
+    periodic refresh carries those.
+    """
+    if any(getattr(published, name) != getattr(current, name) for name in _CHANGE_EXACT):
+        return True
+    if {(f.code, f.severity) for f in published.faults} != {(f.code, f.severity) for f in current.faults}:
+        return True
+    return (
+        _drift_moved(published.clock_drift_seconds, current.clock_drift_seconds)
+        or _count_moved(published.record_count, current.record_count, current.record_capacity)
+        or _count_moved(published.user_count, current.user_count, current.user_capacity)
+    )
+
+
+def publish_due(
+    published: DeviceState | None, current: DeviceState, *, refresh_seconds: float = STATE_REFRESH_SECONDS
+) -> bool:
+    """Should `current` be published? On the first state, on a change (`state_changed`), and once
+    the last publish is `refresh_seconds` old (measured on `as_of`), so `as_of` stays meaningful."""
+    if published is None or state_changed(published, current):
+        return True
+    return (current.as_of - published.as_of).total_seconds() >= refresh_seconds
+
+
+# ---------------------------------------------------------------------------------------------
 # JSON Schemas
 
 SCHEMA_MODELS: dict[str, type[BaseModel]] = {
@@ -191,29 +327,115 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def json_schema(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema(by_alias=True, mode="serialization")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Vocabulary:
+    """The names and codes payloads carry, as the code that produces them defines them.
+
+    They live in drivers (state and verify names, device faults), sync (time flags, gateway
+    faults) and gateway (severities), and sync may import neither of the others, so
+    `punchgate.gateway.contract_schemas` collects them and passes them in.
+    """
+
+    state_names: Sequence[str]
+    verify_names: Sequence[str]
+    time_flags: Sequence[str]
+    device_faults: Sequence[str]
+    gateway_faults: Sequence[str]
+    severities: Sequence[str]
+
+    def values(self, name: str) -> list[str]:
+        """A vocabulary's values without repeats, in the order given (fault_codes: both kinds)."""
+        if name == "fault_codes":
+            return list(dict.fromkeys([*self.device_faults, *self.gateway_faults]))
+        return list(dict.fromkeys(getattr(self, name)))
+
+
+# Vocabularies a later release may extend (a new terminal family, fault or flag) without a new
+# schema version: the consumer schemas list them but accept other strings too.
+OPEN_VOCABULARIES = frozenset({"state_names", "verify_names", "time_flags", "device_faults", "fault_codes"})
+
+
+def _nodes(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from _nodes(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _nodes(item)
+
+
+def _string_options(node: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """Where a field's `{"type": "string"}` schema sits: (the schema whose `anyOf` holds it, its
+    index). A bare string schema is wrapped into a one-option `anyOf` so all cases look alike."""
+    if node.get("type") == "array":
+        return _string_options(node["items"])
+    if "anyOf" not in node:
+        if node.get("type") != "string":
+            raise ValueError(f"no string schema to put a vocabulary into: {node}")
+        option = {key: node.pop(key) for key in ("type", "enum") if key in node}
+        node["anyOf"] = [option]
+    for index, option in enumerate(node["anyOf"]):
+        if option.get("type") == "string":
+            return node, index
+    raise ValueError(f"no string schema to put a vocabulary into: {node}")
+
+
+def _apply_vocabulary(node: dict[str, Any], values: list[str], *, open_: bool) -> None:
+    holder, index = _string_options(node)
+    options: list[dict[str, Any]] = holder["anyOf"]
+    declared = options[index].get("enum")  # a Literal in the model: it must agree with the code
+    if declared is not None and sorted(declared) != sorted(values):
+        raise ValueError(f"the model allows {sorted(declared)} but the code defines {sorted(values)}")
+    known = {"type": "string", "enum": values}
+    if open_:
+        known["description"] = "known in this release"
+        later = {"type": "string", "description": "added by a later release: accept it, treat it as unknown"}
+        options[index : index + 1] = [known, later]
+    else:
+        options[index] = known
+    if len(options) == 1:  # a plain closed string field: no anyOf needed
+        holder.update(holder.pop("anyOf")[0])
+
+
+def json_schema(model: type[BaseModel], vocabulary: Vocabulary, *, strict: bool) -> dict[str, Any]:
+    """The JSON Schema of one payload: strict (exactly what this release sends) or for consumers
+    (unknown fields allowed, fields added since 1.0 optional, open vocabularies extensible)."""
+    schema = copy.deepcopy(model.model_json_schema(by_alias=True, mode="serialization"))
+    for node in _nodes(schema):
+        complete = node.pop(_COMPLETE_KEY, False)
+        if strict and complete:
+            node["required"] = list(node["properties"])
+        if not strict and node.get("additionalProperties") is False:
+            del node["additionalProperties"]
+        names = node.pop(_VOCABULARY_KEY, None)
+        if names is not None:
+            open_ = not strict and (names in OPEN_VOCABULARIES)
+            _apply_vocabulary(node, vocabulary.values(names), open_=open_)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = f"https://punchgate.invalid/schemas/v{SCHEMA_VERSION}/{model.__name__}.json"
+    variant = "strict/" if strict else ""
+    schema["$id"] = f"https://punchgate.invalid/schemas/v{SCHEMA_VERSION}/{variant}{model.__name__}.json"
     return schema
 
 
-def schema_text(model: type[BaseModel]) -> str:
-    return json.dumps(json_schema(model), indent=2, sort_keys=True) + "\n"
+def schema_files(vocabulary: Vocabulary) -> dict[str, str]:
+    """Every schema file's text by its path relative to `SCHEMA_DIR` (`x.json`, `strict/x.json`)."""
+    files = {}
+    for strict in (False, True):
+        for name, model in SCHEMA_MODELS.items():
+            path = f"strict/{name}.json" if strict else f"{name}.json"
+            files[path] = (
+                json.dumps(json_schema(model, vocabulary, strict=strict), indent=2, sort_keys=True) + "\n"
+            )
+    return files
 
 
-def write_schemas(directory: Path = SCHEMA_DIR) -> list[Path]:
-    """(Re)write every payload's JSON Schema into `directory`; returns the files written."""
-    directory.mkdir(parents=True, exist_ok=True)
+def write_schemas(vocabulary: Vocabulary, directory: Path = SCHEMA_DIR) -> list[Path]:
+    """(Re)write every schema into `directory` (and its `strict/`); returns the files written."""
     written = []
-    for name, model in SCHEMA_MODELS.items():
-        path = directory / f"{name}.json"
-        path.write_text(schema_text(model), encoding="utf-8")
+    for relative, text in schema_files(vocabulary).items():
+        path = directory / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
         written.append(path)
     return written
-
-
-if __name__ == "__main__":
-    target = Path(sys.argv[1]) if len(sys.argv) > 1 else SCHEMA_DIR
-    for written_path in write_schemas(target):
-        print(written_path)

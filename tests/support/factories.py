@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 from punchgate.sync.records import Punch, Source
 
-_STATES = {0: "check-in", 1: "check-out", 2: "break-out", 3: "break-in", 4: "overtime-in", 5: "overtime-out"}
+_STATES = {0: "check_in", 1: "check_out", 2: "break_out", 3: "break_in", 4: "overtime_in", 5: "overtime_out"}
 _VERIFY = {0: "password", 1: "fingerprint", 2: "card", 15: "face"}
 _START = dt.datetime(2024, 3, 4, 7, 0, 0)
 

@@ -1,27 +1,56 @@
-"""TLS + password against a mosquitto configured for them, payload schemas, buffer limits end to end."""
+"""TLS + password against a mosquitto configured for them, the payload contract (schemas, names,
+retained states), buffer limits end to end."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import json
+import re
 import ssl
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
+import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from punchgate.drivers.faults import DeviceFault
+from punchgate.drivers.registry import DRIVERS
+from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.gateway import contract_schemas
+from punchgate.gateway.faults import Severity
 from punchgate.sync import contract
 from punchgate.sync.contract import DeviceEvent, DeviceState, Fault
+from punchgate.sync.faults import GatewayFault
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_DST_FOLD
 from punchgate.sync.store import BufferFullError
 from tests.support.broker import Broker, BrokerPki, Gate, make_test_pki
+from tests.support.config import zk_terminal
 from tests.support.factories import make_punch, make_punches
-from tests.support.schemas import ValidationError, validator
-from tests.support.subscriber import Subscriber
+from tests.support.gateway import GatewayProcess
+from tests.support.schemas import ValidationError, Validator, validator
+from tests.support.subscriber import Received, Subscriber
 from tests.support.waiting import wait_for_async
 from tests.sync.helpers import make_settings, open_store, running
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+
+
+@functools.cache
+def strict_validator(name: str) -> Validator:
+    """docs/schemas/strict/{name}.json: exactly what this release sends."""
+    schema = json.loads((contract.STRICT_SCHEMA_DIR / f"{name}.json").read_text())
+    cls = jsonschema.validators.validator_for(schema)
+    return cast(Validator, cls(schema, format_checker=cls.FORMAT_CHECKER))
+
+
+def validate_gateway_output(name: str, payload: Any) -> None:
+    """What the gateway sends must match the strict schema, and so the consumers' one too."""
+    strict_validator(name).validate(payload)
+    validator(name).validate(payload)
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +156,8 @@ async def test_every_payload_validates_against_the_checked_in_schemas(
     forwarder.publish_device_state(
         "door-1",
         DeviceState(
-            device="door-1", state="degraded", last_contact=now, clock_drift_seconds=-3.5, serial_number="SN1",
+            device="door-1", gateway="gw-test", as_of=now, state="degraded", last_contact=now,
+            clock_drift_seconds=-3.5, serial_number="SN1",
             faults=[Fault(code="clock_drift", severity="warning", detail="3.5 s", since=now)],
             record_count=10, record_capacity=100000, firmware="Ver 6.60", model="F22",
         ),
@@ -163,20 +193,205 @@ async def test_every_payload_validates_against_the_checked_in_schemas(
             name = "gateway-state"
         else:
             name = kinds[message.topic[message.topic.rindex("/") :]]
-        validator(name).validate(message.json())
+        validate_gateway_output(name, message.json())
         checked[name] = checked.get(name, 0) + 1
     assert set(checked) == {"punch-batch", "device-event", "device-state", "gateway-state"}
     assert checked["punch-batch"] >= 4
     store.close()
 
 
-def test_checked_in_schemas_match_the_models(tmp_path: Path) -> None:
-    generated = contract.write_schemas(tmp_path)
-    assert sorted(p.name for p in generated) == sorted(p.name for p in contract.SCHEMA_DIR.glob("*.json"))
-    for path in generated:
-        assert path.read_text() == (contract.SCHEMA_DIR / path.name).read_text(), (
-            f"{path.name} is stale: run `python -m punchgate.sync.contract`"
+def test_checked_in_schemas_match_the_generator(tmp_path: Path) -> None:
+    stale = contract_schemas.stale_files()
+    assert not stale, f"stale schemas {stale}: run `python -m punchgate.gateway.contract_schemas`"
+    assert contract_schemas.main(["--check"]) == 0
+    # The check notices a changed, a missing and a left-over file, in either variant.
+    contract_schemas.main([str(tmp_path)])
+    assert contract_schemas.stale_files(tmp_path) == []
+    (tmp_path / "strict" / "device-state.json").write_text("{}\n")
+    (tmp_path / "punch-record.json").unlink()
+    (tmp_path / "old.json").write_text("{}\n")
+    assert contract_schemas.stale_files(tmp_path) == [
+        "old.json",
+        "punch-record.json",
+        "strict/device-state.json",
+    ]
+    assert contract_schemas.main(["--check", str(tmp_path)]) == 1
+
+
+def _enum(schema: dict[str, Any], *path: str) -> list[str]:
+    node: Any = schema
+    for key in path:
+        node = node[key]
+    options = node.get("anyOf", [node])
+    (values,) = [option["enum"] for option in options if "enum" in option]
+    return cast(list[str], values)
+
+
+def test_schema_vocabularies_are_the_code_s_names() -> None:
+    """Every name in the stream is an enum in the schemas, generated from where the code defines it."""
+    states = {name for d in DRIVERS for name in d.state_names.values()}
+    verifies = {name for d in DRIVERS for name in d.verify_names.values()}
+    assert states == {"check_in", "check_out", "break_out", "break_in", "overtime_in", "overtime_out"}
+    for strict in (False, True):
+        folder = contract.STRICT_SCHEMA_DIR if strict else contract.SCHEMA_DIR
+        record = json.loads((folder / "punch-record.json").read_text())
+        assert set(_enum(record, "$defs", "StateCode", "properties", "name")) == states
+        assert set(_enum(record, "$defs", "VerifyCode", "properties", "name")) == verifies
+        assert _enum(record, "properties", "flags", "items") == [
+            "dst_fold",
+            "dst_gap",
+            "before_2000",
+            "in_future",
+        ]
+        state = json.loads((folder / "device-state.json").read_text())
+        assert _enum(state, "$defs", "Fault", "properties", "code") == list(DeviceFault)
+        assert _enum(state, "$defs", "Fault", "properties", "severity") == list(Severity)
+        event = json.loads((folder / "device-event.json").read_text())
+        assert _enum(event, "properties", "code") == [*DeviceFault, *GatewayFault]
+        assert _enum(event, "properties", "severity") == list(Severity)
+    # The prose says the same: every name as the wire spells it, none in another spelling.
+    text = (DOCS / "mqtt-contract.md").read_text() + (DOCS / "health.md").read_text()
+    for name in [*states, *verifies, *DeviceFault, *GatewayFault]:
+        assert f"`{name}`" in text, f"{name} is not documented"
+    hyphenated = {n.replace("_", "-") for n in states | verifies} - (states | verifies)
+    schemas = "".join(p.read_text() for p in contract.SCHEMA_DIR.glob("**/*.json"))
+    for spelling in hyphenated:
+        assert not re.search(rf"\b{spelling}\b", text + schemas), f"{spelling} is not how the wire spells it"
+
+
+def _device_state_payload(**changes: Any) -> dict[str, Any]:
+    now = dt.datetime(2024, 3, 4, 10, 0, tzinfo=dt.UTC)
+    state = DeviceState(
+        device="door-1", gateway="gw", as_of=now, state="online", faults=[], last_contact=now,
+        clock_drift_seconds=0.4, serial_number="SN1", record_count=10, record_capacity=1000,
+    )  # fmt: skip
+    return {**state.model_dump(mode="json"), **changes}
+
+
+def test_consumer_schemas_allow_additions_and_the_strict_ones_do_not() -> None:
+    record = json.loads(contract.record_json(make_punch("a", 1)))
+    additions: list[tuple[str, dict[str, Any]]] = [
+        ("punch-record", {**record, "new_field": 1}),
+        ("punch-record", {**record, "verify": {"code": 40, "name": "iris"}}),
+        ("punch-record", {**record, "flags": ["clock_reset"]}),
+        ("device-state", _device_state_payload(new_field="x")),
+        ("device-state", _device_state_payload(faults=[{"code": "tamper", "severity": "warning",
+                                                         "detail": "", "since": "2024-03-04T10:00:00Z"}])),
+        ("device-event", {"device": "", "event": "fault_raised", "code": "cpu_hot", "severity": "error",
+                          "detail": "", "time": "2024-03-04T10:00:00Z"}),
+    ]  # fmt: skip
+    for name, payload in additions:
+        validator(name).validate(payload)
+        with pytest.raises(ValidationError):
+            strict_validator(name).validate(payload)
+    # A state retained by a gateway from before as_of and gateway existed is still valid for consumers.
+    old = _device_state_payload()
+    del old["as_of"], old["gateway"]
+    validator("device-state").validate(old)
+    with pytest.raises(ValidationError):
+        strict_validator("device-state").validate(old)
+    # Closed enumerations stay closed in both: changing them would bump the version.
+    for schema in (validator, strict_validator):
+        with pytest.raises(ValidationError):
+            schema("device-state").validate(_device_state_payload(state="maintenance"))
+        with pytest.raises(ValidationError):
+            schema("punch-record").validate({**record, "utc_time": "2024-03-04T10:00:00+00:00"})
+
+
+def test_device_state_changes_and_refresh() -> None:
+    now = dt.datetime(2024, 3, 4, 10, 0, tzinfo=dt.UTC)
+    base = DeviceState.model_validate(_device_state_payload())
+
+    def later(seconds: float, **changes: Any) -> DeviceState:
+        as_of = contract.utc_iso(now + dt.timedelta(seconds=seconds))
+        return DeviceState.model_validate(_device_state_payload(as_of=as_of, **changes))
+
+    contact = contract.utc_iso(now + dt.timedelta(seconds=60))
+    assert contract.publish_due(None, base)
+    quiet = [
+        later(60, last_contact=contact),  # contact time only
+        later(60, clock_drift_seconds=4.0),  # drift within its band
+        later(60, record_count=19),  # fewer than 1 % of the capacity
+        later(60, last_error="timed out"),  # not on its own: its fault is what counts
+    ]
+    for state in quiet:
+        assert not contract.publish_due(base, state), state
+    fault = {"code": "clock_drift", "severity": "warning", "detail": "x", "since": contact}
+    changes = [
+        later(60, state="degraded"),
+        later(60, faults=[fault]),
+        later(60, clock_drift_seconds=5.5),
+        later(60, clock_drift_seconds=None),
+        later(60, record_count=20),
+        later(60, record_capacity=2000),
+        later(60, serial_number="SN2"),
+        later(60, firmware="Ver 6.61"),
+        later(60, user_count=3),
+    ]
+    for state in changes:
+        assert contract.publish_due(base, state), state
+    # A fault's wording or age is not a change; another severity is.
+    with_fault = later(60, faults=[fault])
+    assert not contract.publish_due(with_fault, later(120, faults=[{**fault, "detail": "y"}]))
+    assert contract.publish_due(with_fault, later(120, faults=[{**fault, "severity": "error"}]))
+    # Unchanged, it still goes out once the last publish is STATE_REFRESH_SECONDS old.
+    assert not contract.publish_due(base, later(contract.STATE_REFRESH_SECONDS - 1))
+    assert contract.publish_due(base, later(contract.STATE_REFRESH_SECONDS))
+
+
+def _host_clock_offset() -> dt.timedelta:
+    """The emulator's clock follows the host's local wall time; the gateway is told UTC."""
+    gap = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.datetime.now()
+    return dt.timedelta(seconds=round(gap.total_seconds()))
+
+
+async def test_retained_device_state_is_published_on_change_only(
+    gateway_factory: Callable[..., GatewayProcess],
+    broker: Broker,
+    subscriber: Subscriber,
+    subscriber_factory: Callable[..., Subscriber],
+) -> None:
+    """A real daemon polling an emulated terminal every second: polls that only move the contact
+    time (and jitter the drift) publish nothing new; a fault does, at once."""
+    emulator = ZkEmulator(serial_number="SN-STATE", transports=("tcp",), clock_offset=_host_clock_offset())
+    emulator.generate_log(records=30, days=1, users=3, seed=7)
+    await emulator.start()
+    try:
+        gateway = gateway_factory(
+            [zk_terminal("door-1", emulator, poll_interval=1, live=False, timeout=2)], timezone="UTC"
         )
+        gateway.start()
+
+        def states() -> list[Received]:
+            return subscriber.on("/gw-test/devices/door-1/state")
+
+        await gateway.wait_until_async(lambda: states(), timeout=30, message="the first device state")
+        reads = len(gateway.events("full_read"))
+        await gateway.wait_until_async(
+            lambda: len(gateway.events("full_read")) >= reads + 3, timeout=30, message="three more polls"
+        )
+        (first,) = [m.json() for m in states()]
+        assert (first["state"], first["faults"], first["gateway"]) == ("online", [], "gw-test")
+        assert first["record_count"] == 30
+        validate_gateway_output("device-state", first)
+        await emulator.set_fault("hang")  # the open session stops answering
+        await gateway.wait_until_async(
+            lambda: any(m.json()["faults"] for m in states()), timeout=30, message="a state with the fault"
+        )
+        second = states()[1].json()
+        assert second["state"] == "degraded"
+        assert [f["code"] for f in second["faults"]] == ["timeout"]
+        # The contact time did move in between, and went out only with the fault.
+        assert second["last_contact"] > first["last_contact"] and second["as_of"] > first["as_of"]
+        assert len(states()) == 2
+        validate_gateway_output("device-state", second)
+        # It is the retained one: a consumer subscribing only now gets it from the broker.
+        late = subscriber_factory(broker.host, broker.port, "punchgate/gw-test/devices/door-1/state")
+        assert await asyncio.to_thread(late.wait_for, lambda: bool(late.messages), timeout=10)
+        assert late.messages[0].retain
+        assert late.messages[0].json() in [m.json() for m in states()[1:]]  # (offline may follow)
+    finally:
+        await emulator.stop()
 
 
 def test_fast_record_json_equals_the_model() -> None:
