@@ -1,7 +1,9 @@
 """The gateway's health as data: shared by /api/devices, the status page, /healthz and `punchgate status`.
 
 These functions run in a worker thread (they query the store); they only read the
-application's state, never change it.
+application's state, never change it. What they return is ready for `json.dumps`: every
+timestamp is a string in the same ISO 8601 UTC form with `Z` as in the MQTT payloads
+(`punchgate.sync.contract.utc_iso`), so `/api/devices` and `punchgate status --json` match them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import datetime as dt
 import time
 from typing import TYPE_CHECKING, Any
 
+from punchgate.sync.contract import utc_iso
 from punchgate.sync.faults import GatewayFault
 
 if TYPE_CHECKING:
@@ -18,7 +21,19 @@ if TYPE_CHECKING:
 LOOP_STALL_SECONDS = 30.0  # the gateway-check task ticks every few seconds; much longer means a stall
 
 
+def json_ready(value: Any) -> Any:
+    """`value` with every datetime inside (dicts, lists, tuples) rendered by `utc_iso`."""
+    if isinstance(value, dt.datetime):
+        return utc_iso(value)
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    return value
+
+
 def gateway_status(app: Application) -> dict[str, Any]:
+    """The whole status as /api/devices serves it (JSON-ready, see the module docstring)."""
     store = app.store
     pending_by_device = store.pending_devices() if store is not None else {}
     devices = []
@@ -28,7 +43,7 @@ def gateway_status(app: Application) -> dict[str, Any]:
         devices.append(view)
     forwarder = app.forwarder
     clock = app.gateway_clock.status()
-    return {
+    status = {
         "gateway": {
             "gateway_id": app.settings.gateway_id,
             "site": app.settings.site,
@@ -43,6 +58,7 @@ def gateway_status(app: Application) -> dict[str, Any]:
         },
         "devices": devices,
     }
+    return dict(json_ready(status))
 
 
 def health_verdict(app: Application) -> tuple[bool, str]:
