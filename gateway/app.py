@@ -67,7 +67,7 @@ class Application:
         self.loop_heartbeat = time.monotonic()
         self._broker_lost_at: float | None = None
         self._last_status = ""
-        self.fault_transitions: Counter[tuple[str, str, str]] = Counter()
+        self.fault_transitions: Counter[tuple[str, str, str]] = Counter()  # (device or "", code, direction)
         self._published_states: dict[str, DeviceState] = {}  # the last retained state per terminal
 
     def forwarder_alive(self) -> bool:
@@ -203,7 +203,7 @@ class Application:
 
     def _publish_transition(self, transition: FaultTransition) -> None:
         direction = "raised" if transition.raised else "cleared"
-        self.fault_transitions[(transition.device or "gateway", transition.code, direction)] += 1
+        self.fault_transitions[(transition.device, transition.code, direction)] += 1
         if self.forwarder is None:
             return
         event = DeviceEvent(

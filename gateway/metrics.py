@@ -3,6 +3,11 @@
 A custom collector instead of counters sprinkled through the code: the health model and the
 forwarder already keep their counts, so a scrape reads them in one place and nothing can
 drift. Labels are terminal names and fault codes, never user ids (unbounded, and personal).
+
+A terminal may be called anything the config allows, `gateway` included, so the gateway's own
+series never use a terminal name as a stand-in: they are separate metrics
+(`punchgate_gateway_*`), or, where one metric covers both, carry `scope="gateway"` and an empty
+`device` beside the terminals' `scope="device"` (docs/health.md, "Metrics").
 """
 
 from __future__ import annotations
@@ -97,11 +102,11 @@ class GatewayCollector(Collector):
         yield from (corrections, last_punch, failing)
         transitions = CounterMetricFamily(
             "punchgate_fault_transitions",
-            "faults raised and cleared",
-            labels=["device", "code", "transition"],
+            "faults raised and cleared (scope: device or gateway; device is empty for the gateway)",
+            labels=["scope", "device", "code", "transition"],
         )
         for (device, code, transition), count in sorted(app.fault_transitions.items()):
-            transitions.add_metric([device, code, transition], count)
+            transitions.add_metric(["device" if device else "gateway", device, code, transition], count)
         yield transitions
 
     def _gateway(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
@@ -117,7 +122,12 @@ class GatewayCollector(Collector):
             pending = GaugeMetricFamily(
                 "punchgate_buffer_pending_punches", "undelivered punches", labels=["device"]
             )
-            for device, count in store.pending_devices().items():
+            # Every configured terminal has a series, 0 when nothing waits (an absent series
+            # reads as "no data" in alerts and dashboards), plus any terminal that left the
+            # config with punches still undelivered.
+            counts = dict.fromkeys((t.name for t in app.settings.terminals), 0)
+            counts.update(store.pending_devices())
+            for device, count in sorted(counts.items()):
                 pending.add_metric([device], count)
             yield pending
             age = store.oldest_pending_age()
