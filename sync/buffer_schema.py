@@ -44,7 +44,11 @@ batch_seq = table("batch_seq", column("device"), column("reserved_until"))
 # What the gateway remembers about a terminal between restarts (JSON object).
 device_meta = table("device_meta", column("device"), column("data"), column("updated_at"))
 
-TABLES: tuple[TableClause, ...] = (punches, batch_seq, device_meta)
+# Which gateway the file belongs to, when it got that identity, and how many punches were ever
+# stored in it (one row; see punchgate.sync.buffer_identity and migration v3).
+identity = table("identity", column("singleton"), column("gateway_id"), column("created"), column("stored"))
+
+TABLES: tuple[TableClause, ...] = (punches, batch_seq, device_meta, identity)
 
 
 def file_columns(conn: Connection, name: str) -> list[str]:

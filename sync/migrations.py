@@ -165,8 +165,37 @@ def _v2_keep_only_what_is_read(conn: Connection) -> None:
     )
 
 
+def _v3_identity(conn: Connection) -> None:
+    """Give the file an identity: which gateway it belongs to, when it got its identity, and
+    how many punches were ever stored in it (see `punchgate.sync.buffer_identity`).
+
+    One row, always (the CHECK keeps it one). `gateway_id` stays NULL until a gateway opens
+    the file with its configured id (the migration cannot know it). `stored` counts up with
+    every punch inserted, in the insert's transaction, and never down (a purge leaves it), so
+    a copy of this file from earlier holds a smaller number than the companion file that was
+    written since; an upgraded file starts from the punches it holds. `created` is when the
+    row was made (for an upgraded file, the upgrade), UTC with milliseconds.
+    """
+    conn.exec_driver_sql(
+        """
+        CREATE TABLE identity (
+            singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+            gateway_id TEXT,                  -- the gateway that owns the file; NULL until claimed
+            created TEXT NOT NULL,            -- UTC, ISO 8601 with milliseconds
+            stored INTEGER NOT NULL           -- punches ever inserted (purges do not lower it)
+        )
+        """
+    )
+    conn.exec_driver_sql(
+        """
+        INSERT INTO identity (singleton, gateway_id, created, stored)
+        VALUES (1, NULL, strftime('%Y-%m-%dT%H:%M:%fZ', 'now'), (SELECT count(*) FROM punches))
+        """
+    )
+
+
 # Index i holds the step that takes the schema from version i to i + 1. Append only.
-STEPS: list[Step] = [_v1_initial, _v2_keep_only_what_is_read]
+STEPS: list[Step] = [_v1_initial, _v2_keep_only_what_is_read, _v3_identity]
 LATEST_VERSION = len(STEPS)
 
 

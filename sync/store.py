@@ -3,7 +3,12 @@
 `Store` is the one object the gateway, the forwarder and the benchmarks use. It composes:
 
 * `buffer_file`: opening the file safely (WAL, `synchronous=FULL`, explicit transactions,
-  migrations, the schema check);
+  migrations, the schema check), and refusing a damaged, missing or foreign one
+  (`BufferRefusedError`; `buffer_inspect`, `buffer_identity`);
+* `buffer_paths`: the file family (database, WAL, companion, lock), 0600 files in a 0700
+  folder, and the lock the store holds from open to close;
+* `buffer_identity`: the identity record (gateway, created, punches ever stored) and the
+  companion file kept in step with it;
 * `migrations`: the single definition of the schema (frozen SQL steps, `user_version`);
 * `buffer_schema`: the table/column names the store uses, checked against the migrated file;
 * `buffer_outbox`: the punches in and out (dedupe, insert, pending reads, delivery marks,
@@ -30,11 +35,18 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import structlog
-from sqlalchemy import Engine
 
-from punchgate.sync import buffer_devices, buffer_outbox
-from punchgate.sync.buffer_errors import BufferFullError, DiskLowError, StoreError, StoreRefusedError
-from punchgate.sync.buffer_file import open_file
+from punchgate.sync import buffer_devices, buffer_identity, buffer_outbox
+from punchgate.sync.buffer_errors import (
+    BufferFullError,
+    BufferLockedError,
+    BufferRefusedError,
+    DiskLowError,
+    StoreError,
+    StoreRefusedError,
+)
+from punchgate.sync.buffer_file import OpenedFile, open_file
+from punchgate.sync.buffer_identity import Identity
 from punchgate.sync.buffer_limits import Limits
 from punchgate.sync.buffer_outbox import PendingRow
 from punchgate.sync.records import Punch
@@ -42,6 +54,8 @@ from punchgate.sync.settings import BufferSettings
 
 __all__ = [
     "BufferFullError",
+    "BufferLockedError",
+    "BufferRefusedError",
     "DiskLowError",
     "PendingRow",
     "Store",
@@ -55,39 +69,74 @@ log = structlog.get_logger(__name__)
 class Store:
     """The punch buffer. Create with `Store.open(settings)`; call `close()` when done."""
 
-    def __init__(self, engine: Engine, settings: BufferSettings) -> None:
-        """Wrap an engine on an already migrated file (`Store.open` does both)."""
+    def __init__(self, opened: OpenedFile, settings: BufferSettings) -> None:
+        """Wrap an opened, migrated file (`Store.open` does both)."""
+        engine = opened.engine
         self._engine = engine
         self._writer = engine.execution_options(write=True)
+        self._opened = opened
         self.settings = settings
         self.path = settings.path
         self._write_lock = threading.RLock()
         self._seq: dict[str, tuple[int, int]] = {}  # device -> (next seq, reserved until)
+        self._stored = opened.identity.stored  # punches ever stored, as last committed
+        self._companion = opened.companion
         with engine.connect() as conn:
             self._limits = Limits(settings, pending=buffer_outbox.count_pending(conn))
 
     # --- lifecycle ----------------------------------------------------------------------------
     @classmethod
-    def open(cls, settings: BufferSettings) -> Store:
-        """Open (creating or migrating) the buffer file."""
-        opened = open_file(settings.path)
+    def open(cls, settings: BufferSettings, *, gateway_id: str | None = None) -> Store:
+        """Open (creating or migrating) the buffer file, and hold its lock until `close()`.
+
+        `gateway_id` claims a file nobody claimed yet and refuses another gateway's file; the
+        daemon always passes it (tools and tests may open a buffer without). Raises
+        `BufferRefusedError` when the file must not be used (damaged, missing, not this
+        gateway's, or in use by another process), `StoreError` when it cannot be.
+        """
+        opened = open_file(settings.path, gateway_id=gateway_id)
+        path = str(settings.path)
+        if opened.tightened:
+            log.warning("buffer_permissions_tightened", path=path, files=opened.tightened, mode="0600")
         if opened.from_version != opened.to_version:
             log.info(
                 "buffer_schema_migrated",
-                path=str(settings.path),
+                path=path,
                 from_version=opened.from_version,
                 to_version=opened.to_version,
             )
+        for finding in opened.warnings:
+            log.warning(f"buffer_{finding.problem}", path=path, detail=finding.detail)
         try:
-            store = cls(opened.engine, settings)
+            store = cls(opened, settings)
         except Exception as exc:
             opened.engine.dispose()
+            opened.lock.release()
             raise StoreError(f"{settings.path}: cannot open the buffer: {exc}") from exc
-        log.info("buffer_opened", path=str(settings.path), pending=store._limits.pending)
+        log.info(
+            "buffer_opened",
+            path=path,
+            pending=store._limits.pending,
+            created=opened.created,
+            gateway=opened.identity.gateway_id,
+            stored=opened.identity.stored,
+        )
         return store
 
     def close(self) -> None:
+        """Close the file, bring the companion up to date, and release the lock."""
         self._engine.dispose()
+        try:
+            if self._opened.lock.held:
+                self._companion.flush()
+        finally:
+            self._opened.lock.release()
+
+    @property
+    def identity(self) -> Identity:
+        """The file's identity as last committed (`stored` counts every punch ever inserted)."""
+        identity = self._opened.identity
+        return Identity(identity.gateway_id, identity.created, self._stored)
 
     # --- punches in -----------------------------------------------------------------------
     def known_ids(self, ids: Iterable[str]) -> set[str]:
@@ -105,6 +154,14 @@ class Store:
         """
         if not punches:
             return []
+        try:
+            return self._add_new(punches)
+        finally:
+            # Outside the write lock: a companion write (two fsyncs, at most once a second)
+            # never holds up another writer. The count is a committed one: never ahead of the file.
+            self._companion.update(self._stored)
+
+    def _add_new(self, punches: Sequence[Punch]) -> list[str]:
         with self._write_lock:
             unique = list({p.id: p for p in punches}.values())
             known = self.known_ids(p.id for p in unique)
@@ -117,7 +174,9 @@ class Store:
             if fits:
                 with self._writer.begin() as conn:
                     buffer_outbox.insert_punches(conn, fits, time.time())
+                    buffer_identity.count_stored(conn, len(fits))
                 self._limits.pending += len(fits)
+                self._stored += len(fits)
             if refused:
                 self._limits.refuse(len(refused), stored=[p.id for p in fits])
         return [p.id for p in fits]
@@ -159,6 +218,7 @@ class Store:
                 changed = buffer_outbox.mark_delivered(conn, pks, time.time())
             self._limits.pending -= changed
             self._limits.update_full()
+        self._companion.update(self._stored)  # catches the companion up after a burst of inserts
         return changed
 
     def requeue_delivered(self, *, since: float, device: str | None = None) -> int:
