@@ -32,7 +32,7 @@ from punchgate.gateway.worker import DeviceWorker
 from punchgate.sync.contract import STATE_REFRESH_SECONDS, DeviceEvent, DeviceState, publish_due
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.forwarder import Forwarder
-from punchgate.sync.store import Store
+from punchgate.sync.store import BufferRefusedError, Store
 
 log = structlog.get_logger(__name__)
 
@@ -80,7 +80,8 @@ class Application:
     async def start(self) -> None:
         settings = self.settings
         _register_secrets(settings)
-        self.store = await asyncio.to_thread(Store.open, settings.buffer)
+        # A damaged, missing or foreign buffer raises BufferRefusedError: see run_daemon.
+        self.store = await asyncio.to_thread(Store.open, settings.buffer, gateway_id=settings.gateway_id)
         self.forwarder = Forwarder(settings, self.store, version=__version__)
         self.gateway_faults.on_transition.append(self._publish_transition)
         self.forwarder.on_connection_change.append(self._on_broker_connection)
@@ -338,10 +339,18 @@ class Application:
         log.info("gateway_stopped")
 
 
+# The daemon's exit code when its buffer is refused; the unit lists it in RestartPreventExitStatus.
+EXIT_BUFFER_REFUSED = 3
+
+
 def run_daemon(settings: Settings) -> int:
     """Run the gateway until a stop signal; the process exit code."""
     try:
         return asyncio.run(Application(settings).run())
+    except BufferRefusedError as exc:
+        # One line, no traceback: what is wrong and what to do. Restarting cannot help.
+        log.error("buffer_refused", path=str(exc.path), problem=exc.problem, error=str(exc))
+        return EXIT_BUFFER_REFUSED
     except Exception:
         log.exception("gateway_failed")
         return 1
