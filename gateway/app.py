@@ -101,7 +101,7 @@ class Application:
             worker = self._build_worker(terminal)
             self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"worker:{terminal.name}"))
             scheduler.add_job(
-                worker.request_poll,
+                worker.poll_due,
                 "interval",
                 seconds=terminal.poll_interval,
                 id=f"poll:{terminal.name}",

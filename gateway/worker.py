@@ -108,8 +108,13 @@ class DeviceWorker:
         self._due_at: float | None = None
 
     # --- scheduling ----------------------------------------------------------------------
+    async def poll_due(self) -> None:
+        """The scheduler's job. A coroutine on purpose: APScheduler runs plain functions in a
+        thread pool, and asyncio.Event.set() from another thread may never wake the worker."""
+        self.request_poll()
+
     def request_poll(self) -> None:
-        """Called by the scheduler when a periodic reconcile falls due."""
+        """A periodic reconcile falls due (call on the event loop)."""
         if self._due_at is None:
             self._due_at = time.monotonic()
         self._poll_due.set()
