@@ -21,14 +21,14 @@ import structlog
 from punchgate.drivers.anviz.commands import ACK_PONG, CMD_HEARTBEAT
 from punchgate.drivers.anviz.emulator_terminal import EmulatedTerminal
 from punchgate.drivers.anviz.frame_decoder import FrameDecoder
-from punchgate.drivers.anviz.frames import Garbage, Request, Response
+from punchgate.drivers.anviz.frames import Garbage, Request, Response, hex_preview
 
 log = structlog.get_logger(__name__)
 
 
 def _answers(terminals: list[EmulatedTerminal], item: Request | Response | Garbage, where: str) -> bytes:
     if isinstance(item, Garbage):
-        log.info("emulator_garbage", where=where, reason=item.reason, raw=item.raw.hex())
+        log.info("emulator_garbage", where=where, reason=item.reason, raw=hex_preview(item.raw))
         return b""
     if isinstance(item, Response):
         for terminal in terminals:

@@ -12,6 +12,7 @@ A byte 5 below 0x80 means a request (or the device's 0x7F heartbeat); at or abov
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass
 
 STX = 0xA5
@@ -23,14 +24,21 @@ class CodecError(ValueError):
     """A frame or payload that does not follow the protocol."""
 
 
+# Bit i of a byte moved to bit 7 - i, for every byte value.
+_REFLECT = bytes(int(f"{value:08b}"[::-1], 2) for value in range(256))
+
+
 def crc16(data: bytes | bytearray) -> int:
-    """CRC-16/MCRF4XX: reflected poly 0x1021 (0x8408), init 0xFFFF, no final xor."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc
+    """CRC-16/MCRF4XX: reflected poly 0x1021 (0x8408), init 0xFFFF, no final xor.
+
+    Computed by the standard library's C, table-driven CRC-16/XMODEM (`binascii.crc_hqx`, the
+    same polynomial unreflected): reflecting every input byte and then the 16-bit result turns
+    one into the other exactly (the init 0xFFFF is its own reflection). Over a 362-byte frame it
+    is ~20x faster than a 256-entry table in Python (bench/bench_anviz_decoder.py) and ~200x
+    faster than the bitwise loop it replaced; tests check it against that bitwise definition.
+    """
+    crc = binascii.crc_hqx(data.translate(_REFLECT), 0xFFFF)
+    return _REFLECT[crc & 0xFF] << 8 | _REFLECT[crc >> 8]
 
 
 def _with_crc(body: bytes) -> bytes:
@@ -81,3 +89,12 @@ class Garbage:
 
 
 Frame = Request | Response
+
+LOG_PREVIEW_BYTES = 64  # how much of a bad frame or noise a log line shows
+
+
+def hex_preview(raw: bytes, limit: int = LOG_PREVIEW_BYTES) -> str:
+    """`raw` in hex for a log line, cut after `limit` bytes and saying how many were left out."""
+    if len(raw) <= limit:
+        return raw.hex()
+    return f"{raw[:limit].hex()}...(+{len(raw) - limit} bytes)"

@@ -3,19 +3,23 @@
 `Link.request()` is the only call the driver needs. It sends a frame, waits for the reply
 with the expected ACK from the expected device id, and retries a bounded number of times
 when nothing comes back or what comes back is garbage. Garbage is logged with its raw bytes
-(hex) and counted, never raised to the caller unless every attempt failed. How one attempt
-goes over the wire is each subclass's business: serial_link.py and tcp_link.py.
+(hex, the first `LOG_PREVIEW_BYTES` of them) and counted, never raised to the caller unless
+every attempt failed. A peer that sends nothing but garbage must not flood the log either:
+past `LOG_BURST` lines a second a link only counts, and its next line says how many it left
+out. How one attempt goes over the wire is each subclass's business: serial_link.py and
+tcp_link.py.
 """
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 
 from punchgate.drivers.anviz.commands import RET_SUCCESS
-from punchgate.drivers.anviz.frames import Garbage, Request, Response
+from punchgate.drivers.anviz.frames import Garbage, Request, Response, hex_preview
 from punchgate.drivers.base import ProtocolError, UnreachableError
 
 log = structlog.get_logger(__name__)
@@ -31,6 +35,54 @@ class LinkStats:
     garbage_bytes: int = 0
     no_reply: int = 0
     unexpected_frames: int = 0
+    unanswered_heartbeats: int = 0  # the peer sent heartbeats but did not read our pongs
+    log_lines_suppressed: int = 0
+
+
+LOG_BURST = 20  # warnings a link logs per second about what it discards; the rest are counted
+GARBAGE_KEPT_PER_ATTEMPT = 32  # garbage items one serial attempt keeps for the log
+
+
+class LogBudget:
+    """At most `burst` log lines per `window` seconds; says how many were left out meanwhile."""
+
+    def __init__(self, burst: int = LOG_BURST, window: float = 1.0) -> None:
+        self.burst = burst
+        self.window = window
+        self._window_start = float("-inf")
+        self._used = 0
+        self._left_out = 0
+
+    def take(self) -> int | None:
+        """None: leave this line out. Otherwise log it, with the number of lines left out before."""
+        now = time.monotonic()
+        if now - self._window_start >= self.window:
+            self._window_start, self._used = now, 0
+        if self._used >= self.burst:
+            self._left_out += 1
+            return None
+        self._used += 1
+        left_out, self._left_out = self._left_out, 0
+        return left_out
+
+
+@dataclass(slots=True)
+class GarbageTally:
+    """What one attempt discarded: the first items kept whole for the log, the rest only counted,
+    so that a peer sending nothing but garbage for the whole timeout costs no memory."""
+
+    kept: list[Garbage] = field(default_factory=list)
+    extra_items: int = 0
+    extra_bytes: int = 0
+    last_reason: str = ""
+
+    def add(self, garbage: Garbage) -> None:
+        self.last_reason = garbage.reason
+        if len(self.kept) < GARBAGE_KEPT_PER_ATTEMPT:
+            self.kept.append(garbage)
+        else:
+            self.extra_items += 1
+            self.extra_bytes += len(garbage.raw)
 
 
 class AttemptFailed(Exception):
@@ -58,6 +110,7 @@ class Link(ABC):
         self.timeout = timeout
         self.attempts = max(1, attempts)
         self.stats = LinkStats()
+        self._log_budget = LogBudget()
 
     @abstractmethod
     async def open(self) -> None: ...
@@ -115,11 +168,35 @@ class Link(ABC):
     def _count_garbage(self, garbage: Garbage, where: str) -> None:
         self.stats.garbage_frames += 1
         self.stats.garbage_bytes += len(garbage.raw)
-        log.warning(
+        self._warn(
             "anviz_garbage_discarded",
-            device=self.name,
             where=where,
             reason=garbage.reason,
-            raw=garbage.raw.hex(),
+            raw=hex_preview(garbage.raw),
+            size=len(garbage.raw),
             total=self.stats.garbage_frames,
         )
+
+    def _count_tally(self, tally: GarbageTally, where: str) -> None:
+        for garbage in tally.kept:
+            self._count_garbage(garbage, where)
+        if tally.extra_items:
+            self.stats.garbage_frames += tally.extra_items
+            self.stats.garbage_bytes += tally.extra_bytes
+            self._warn(
+                "anviz_garbage_discarded",
+                where=where,
+                reason=f"{tally.extra_items} more pieces, not kept",
+                size=tally.extra_bytes,
+                total=self.stats.garbage_frames,
+            )
+
+    def _warn(self, event: str, **fields: object) -> None:
+        """A warning about discarded bytes, within the link's log budget."""
+        left_out = self._log_budget.take()
+        if left_out is None:
+            self.stats.log_lines_suppressed += 1
+            return
+        if left_out:
+            fields["suppressed"] = left_out
+        log.warning(event, device=self.name, **fields)

@@ -10,12 +10,86 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from punchgate.drivers.anviz.commands import CMD_CLEAR_RECORDS, CMD_DOWNLOAD_RECORDS, MAX_RECORDS_PER_PACKET
+from punchgate.drivers.anviz.commands import (
+    ACK_PONG,
+    ACK_REALTIME_RECORD,
+    CMD_CLEAR_RECORDS,
+    CMD_DOWNLOAD_RECORDS,
+    CMD_GET_CAPACITY,
+    CMD_GET_CONFIG1,
+    CMD_GET_CONFIG2,
+    CMD_GET_DEVICE_ID,
+    CMD_GET_MODEL,
+    CMD_GET_RECORD_INFO,
+    CMD_GET_SERIAL,
+    CMD_GET_TIME,
+    CMD_HEARTBEAT,
+    CMD_SET_CONFIG2,
+    CMD_SET_TIME,
+    MAX_RECORDS_PER_PACKET,
+)
 from punchgate.drivers.anviz.frames import CodecError, Request
 
+# DATA sizes of the layouts below (anviz.md §5).
 RECORD_SIZE = 14
+BATCH_MAX_SIZE = 1 + MAX_RECORDS_PER_PACKET * RECORD_SIZE  # 0xC0: N, then up to 25 records
+CONFIG1_SIZE = 18
 CONFIG2_SIZE = 15
 CONFIG2_REALTIME_INDEX = 4
+RECORD_INFO_SIZE = 18
+CAPACITY_SIZE = 9
+CLOCK_SIZE = 6
+SERIAL_SIZE = 16
+MODEL_SIZE = 8
+DEVICE_ID_SIZE = 4
+DOWNLOAD_REQUEST_SIZE = 2
+CLEAR_REQUEST_SIZE = 4
+CLEAR_REPLY_SIZE = 3
+
+# The longest DATA a frame can carry, by its byte 5 (a command, or a reply's ACK = command |
+# 0x80), for every frame punchgate sends, answers or expects. The frame decoder refuses a LEN
+# above it before waiting for the bytes or computing a CRC, so a false start byte in noise can
+# never make it hold or checksum more than a few hundred bytes (anviz.md §2.4).
+_REPLY = 0x80
+MAX_DATA: dict[int, int] = {
+    CMD_GET_SERIAL: 0,
+    CMD_GET_SERIAL | _REPLY: SERIAL_SIZE,
+    CMD_GET_CONFIG1: 0,
+    CMD_GET_CONFIG1 | _REPLY: CONFIG1_SIZE,
+    CMD_GET_CONFIG2: 0,
+    CMD_GET_CONFIG2 | _REPLY: CONFIG2_SIZE,
+    CMD_SET_CONFIG2: CONFIG2_SIZE,
+    CMD_SET_CONFIG2 | _REPLY: 0,
+    CMD_GET_TIME: 0,
+    CMD_GET_TIME | _REPLY: CLOCK_SIZE,
+    CMD_SET_TIME: CLOCK_SIZE,
+    CMD_SET_TIME | _REPLY: 0,
+    CMD_GET_RECORD_INFO: 0,
+    CMD_GET_RECORD_INFO | _REPLY: RECORD_INFO_SIZE,
+    CMD_DOWNLOAD_RECORDS: DOWNLOAD_REQUEST_SIZE,
+    CMD_DOWNLOAD_RECORDS | _REPLY: BATCH_MAX_SIZE,
+    CMD_GET_DEVICE_ID: 0,
+    CMD_GET_DEVICE_ID | _REPLY: DEVICE_ID_SIZE,
+    CMD_GET_MODEL: 0,
+    CMD_GET_MODEL | _REPLY: MODEL_SIZE,
+    CMD_CLEAR_RECORDS: CLEAR_REQUEST_SIZE,
+    CMD_CLEAR_RECORDS | _REPLY: CLEAR_REPLY_SIZE,
+    CMD_GET_CAPACITY: 0,
+    CMD_GET_CAPACITY | _REPLY: CAPACITY_SIZE,
+    CMD_HEARTBEAT: 0,
+    ACK_REALTIME_RECORD: RECORD_SIZE,
+    ACK_PONG: 0,
+}
+# Any other command or reply (another host's traffic on a shared bus, say): the DATA limit of
+# protocol V2.15. Templates of face terminals exceed it, but punchgate never asks for those.
+OTHER_MAX_DATA = 600
+
+
+def max_data_length(code: int) -> int:
+    """The longest DATA a frame with this command or ACK code (its byte 5) may carry."""
+    return MAX_DATA.get(code, OTHER_MAX_DATA)
+
+
 # Most clients and a captured CrossChex log agree the record clock counts from 2000-01-02
 # (the PDFs say 2000-01-01); see anviz.md §5.3. Configurable per terminal.
 DEFAULT_EPOCH = dt.datetime(2000, 1, 2)
@@ -114,8 +188,8 @@ class RecordInfo:
 
     @classmethod
     def decode(cls, data: bytes) -> RecordInfo:
-        _need(data, 18, "record information")
-        return cls(*(_u24(data, i) for i in range(0, 18, 3)))
+        _need(data, RECORD_INFO_SIZE, "record information")
+        return cls(*(_u24(data, i) for i in range(0, RECORD_INFO_SIZE, 3)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +205,7 @@ class Capacity:
 
     @classmethod
     def decode(cls, data: bytes) -> Capacity:
-        _need(data, 9, "capacity")
+        _need(data, CAPACITY_SIZE, "capacity")
         return cls(_u24(data, 0), _u24(data, 3), _u24(data, 6))
 
 
@@ -143,7 +217,7 @@ def encode_clock(when: dt.datetime) -> bytes:
 
 
 def decode_clock(data: bytes) -> dt.datetime:
-    _need(data, 6, "clock")
+    _need(data, CLOCK_SIZE, "clock")
     try:
         return dt.datetime(2000 + data[0], data[1], data[2], data[3], data[4], data[5])
     except ValueError as exc:
@@ -172,7 +246,7 @@ class Config1:
 
     @classmethod
     def decode(cls, data: bytes) -> Config1:
-        _need(data, 18, "config 1")
+        _need(data, CONFIG1_SIZE, "config 1")
         return cls(firmware=decode_text(data[0:8]), command_version=data[17])
 
 
@@ -188,5 +262,5 @@ def clear_request(device_id: int, kind: int, count: int = 0) -> Request:
 
 
 def decode_clear_reply(data: bytes) -> int:
-    _need(data, 3, "clear reply")
+    _need(data, CLEAR_REPLY_SIZE, "clear reply")
     return _u24(data, 0)

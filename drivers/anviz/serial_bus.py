@@ -20,12 +20,13 @@ import structlog
 from punchgate.drivers.anviz.endpoint import SerialEndpoint
 from punchgate.drivers.anviz.frame_decoder import FrameDecoder
 from punchgate.drivers.anviz.frames import Garbage, Request, Response
-from punchgate.drivers.anviz.link import AttemptFailed, expected_ack
+from punchgate.drivers.anviz.link import AttemptFailed, GarbageTally, expected_ack
 
 log = structlog.get_logger(__name__)
 
 _PARITY = {"N": serial.PARITY_NONE, "E": serial.PARITY_EVEN, "O": serial.PARITY_ODD}
 _POLL_SECONDS = 0.01  # pyserial read timeout inside the receive loop
+_READ_CHUNK = 4096  # bytes read and decoded at a time, so the deadline is checked often
 
 
 class SerialBus:
@@ -69,8 +70,8 @@ class SerialBus:
                     self._port.close()
                 self._port = None
 
-    def exchange(self, request: Request, timeout: float, garbage: list[Garbage]) -> Response:
-        """Blocking: one request, one reply. Garbage seen on the way is appended to `garbage`."""
+    def exchange(self, request: Request, timeout: float, garbage: GarbageTally) -> Response:
+        """Blocking: one request, one reply, within `timeout`. Garbage seen on the way goes to `garbage`."""
         with self._lock:
             try:
                 return self._exchange_locked(request, timeout, garbage)
@@ -84,7 +85,7 @@ class SerialBus:
             finally:
                 self._last_activity = time.monotonic()
 
-    def _exchange_locked(self, request: Request, timeout: float, garbage: list[Garbage]) -> Response:
+    def _exchange_locked(self, request: Request, timeout: float, garbage: GarbageTally) -> Response:
         port = self._open()
         gap = self.endpoint.gap_ms / 1000
         idle = time.monotonic() - self._last_activity
@@ -93,38 +94,40 @@ class SerialBus:
         stale = port.read(port.in_waiting) if port.in_waiting else b""
         if stale:
             # a late reply to an abandoned attempt, or noise: it must not be taken as our answer
-            garbage.append(Garbage(stale, "stray bytes before request"))
+            garbage.add(Garbage(stale, "stray bytes before request"))
         port.write(request.encode())
         port.flush()
         return self._receive(port, request, timeout, garbage)
 
     def _receive(
-        self, port: serial.Serial, request: Request, timeout: float, garbage: list[Garbage]
+        self, port: serial.Serial, request: Request, timeout: float, garbage: GarbageTally
     ) -> Response:
         decoder = FrameDecoder()
         quiet = self.endpoint.quiet_ms / 1000
         deadline = time.monotonic() + timeout
         last_byte = time.monotonic()
-        broken = False
+        broken = False  # garbage came: once the line is quiet, this attempt has failed
+        others = False  # frames for someone else came
         while True:
             now = time.monotonic()
-            if decoder.pending and now - last_byte >= quiet:
+            held = decoder.held_noise or decoder.held_frame
+            if held and now - last_byte >= quiet:
                 # the line went quiet in the middle of something: that reply is not coming
                 flushed = decoder.flush()
                 if flushed is not None:
-                    garbage.append(flushed)
+                    garbage.add(flushed)
                 broken = True
-            if broken and not decoder.pending:
-                raise AttemptFailed(garbage[-1].reason if garbage else "garbled reply", garbled=True)
+            if broken and not (decoder.held_noise or decoder.held_frame):
+                raise AttemptFailed(garbage.last_reason or "garbled reply", garbled=True)
             if now >= deadline:
-                raise AttemptFailed(f"no reply within {timeout:g}s", garbled=bool(decoder.pending))
-            chunk = port.read(max(1, port.in_waiting))
+                raise self._no_reply(timeout, decoder, garbage, garbled=broken or others)
+            chunk = port.read(min(max(1, port.in_waiting), _READ_CHUNK))
             if not chunk:
                 continue
             last_byte = time.monotonic()
             for item in decoder.feed(chunk):
                 if isinstance(item, Garbage):
-                    garbage.append(item)
+                    garbage.add(item)
                     broken = True
                 elif (
                     isinstance(item, Response)
@@ -136,9 +139,24 @@ class SerialBus:
                     continue  # our own request: some 2-wire RS485 adapters echo what they send
                 else:
                     # another terminal's late reply, or another host's request
-                    garbage.append(
+                    others = True
+                    garbage.add(
                         Garbage(item.raw if isinstance(item, Response) else item.encode(), "unexpected frame")
                     )
+
+    @staticmethod
+    def _no_reply(
+        timeout: float, decoder: FrameDecoder, garbage: GarbageTally, *, garbled: bool
+    ) -> AttemptFailed:
+        """Time is up: garbage or other frames that never stopped, or a frame that never ended,
+        make the line garbled rather than silent. What the decoder still holds is garbage too."""
+        flushed = decoder.flush()
+        if flushed is not None:
+            garbage.add(flushed)
+        detail = f"no reply within {timeout:g}s"
+        if garbage.last_reason:
+            detail += f", garbage: {garbage.last_reason}"
+        return AttemptFailed(detail, garbled=garbled or flushed is not None)
 
 
 _buses: dict[str, SerialBus] = {}

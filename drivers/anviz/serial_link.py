@@ -9,8 +9,8 @@ from __future__ import annotations
 import asyncio
 
 from punchgate.drivers.anviz.endpoint import SerialEndpoint
-from punchgate.drivers.anviz.frames import Garbage, Request, Response
-from punchgate.drivers.anviz.link import Link
+from punchgate.drivers.anviz.frames import Request, Response
+from punchgate.drivers.anviz.link import GarbageTally, Link
 from punchgate.drivers.anviz.serial_bus import SerialBus, acquire_bus, release_bus
 
 
@@ -36,9 +36,8 @@ class SerialLink(Link):
     async def _attempt(self, request: Request) -> Response:
         await self.open()
         assert self._bus is not None
-        garbage: list[Garbage] = []
+        garbage = GarbageTally()
         try:
             return await asyncio.to_thread(self._bus.exchange, request, self.timeout, garbage)
         finally:
-            for item in garbage:
-                self._count_garbage(item, self.endpoint.port)
+            self._count_tally(garbage, self.endpoint.port)

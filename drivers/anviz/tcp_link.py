@@ -3,6 +3,11 @@
 One connection per terminal. A reader task sorts incoming frames, because the device may push
 a real-time record (0xDF) or a heartbeat (0x7F) between a request and its reply: pushes go to
 `TcpLink.pushes`, heartbeats get their pong, and only the awaited reply ends an attempt.
+
+The reader runs on the event loop, so it must never hold it for long whatever the peer sends:
+it decodes at most `READ_CHUNK` bytes (a few milliseconds of work, the decoder being linear)
+and then yields to the other tasks, even when more bytes are already buffered. What it queues
+for the peer is bounded too: pushes by `pushes`' size, pongs by `PONG_BACKLOG`.
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ import structlog
 from punchgate.drivers.anviz.commands import ACK_PONG, ACK_REALTIME_RECORD, CMD_HEARTBEAT, RET_SUCCESS
 from punchgate.drivers.anviz.endpoint import TcpEndpoint
 from punchgate.drivers.anviz.frame_decoder import FrameDecoder
-from punchgate.drivers.anviz.frames import Garbage, Request, Response
+from punchgate.drivers.anviz.frames import Garbage, Request, Response, hex_preview
 from punchgate.drivers.anviz.link import AttemptFailed, Link, expected_ack
 from punchgate.drivers.base import UnreachableError
 
 log = structlog.get_logger(__name__)
+
+READ_CHUNK = 4096  # bytes decoded per turn of the event loop
+PONG_BACKLOG = 16 * 1024  # unsent bytes past which heartbeats go unanswered: the peer is not reading
 
 
 class TcpLink(Link):
@@ -42,6 +50,9 @@ class TcpLink(Link):
         self._reader_task: asyncio.Task[None] | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._waiter: tuple[Request, asyncio.Future[Response]] | None = None
+        self._decoder: FrameDecoder | None = None
+        self._unexpected_in_attempt = 0
+        self._frames_in_attempt = 0
         self._lock = asyncio.Lock()
 
     @property
@@ -76,8 +87,11 @@ class TcpLink(Link):
                 await task
         if writer is not None:
             writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            try:
+                # a peer that reads nothing would keep our unsent bytes, and this wait, forever
+                await asyncio.wait_for(writer.wait_closed(), self.timeout)
+            except (OSError, TimeoutError):
+                writer.transport.abort()
 
     async def _attempt(self, request: Request) -> Response:
         async with self._lock:
@@ -85,34 +99,70 @@ class TcpLink(Link):
             assert self._writer is not None
             future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
             self._waiter = (request, future)
+            self._unexpected_in_attempt = self._frames_in_attempt = 0
             try:
-                self._writer.write(request.encode())
-                await self._writer.drain()
-                return await asyncio.wait_for(future, self.timeout)
+                # the timeout covers sending too: drain() waits for ever on a peer that reads nothing
+                async with asyncio.timeout(self.timeout):
+                    self._writer.write(request.encode())
+                    await self._writer.drain()
+                    return await future
             except TimeoutError:
-                raise AttemptFailed(f"no reply within {self.timeout:g}s", garbled=False) from None
+                raise self._no_reply() from None
             except OSError as exc:
                 await self.close()
                 raise AttemptFailed(f"connection lost: {exc}", garbled=False) from exc
             finally:
                 self._waiter = None
 
+    def _no_reply(self) -> AttemptFailed:
+        """The attempt timed out: garbled if frames for someone else came meanwhile, or bytes
+        that form no frame (noise, or a frame begun while no frame at all completed), silent
+        otherwise. Those bytes are given up on, and counted, now: the reply is not in them."""
+        detail = f"no reply within {self.timeout:g}s"
+        unexpected = self._unexpected_in_attempt
+        if unexpected:
+            detail += f", {unexpected} other frames instead"
+        decoder = self._decoder
+        stale = decoder is not None and bool(
+            decoder.held_noise or (decoder.held_frame and not self._frames_in_attempt)
+        )
+        if decoder is not None and stale:
+            flushed = decoder.flush()
+            if flushed is not None:
+                self._count_garbage(flushed, self.endpoint.url())
+                detail += f", {len(flushed.raw)} bytes that form no frame ({flushed.reason})"
+        return AttemptFailed(detail, garbled=bool(unexpected) or stale)
+
     async def _read_loop(self, reader: asyncio.StreamReader) -> None:
-        decoder = FrameDecoder()
+        decoder = self._decoder = FrameDecoder()
         try:
             while True:
                 try:
-                    wait = self._quiet if decoder.pending else None
-                    chunk = await asyncio.wait_for(reader.read(4096), wait)
+                    # not wait_for(): it can swallow a cancel that comes as the read completes,
+                    # which under a flood is nearly always, and close() would wait on the flood
+                    async with asyncio.timeout(
+                        self._quiet if decoder.held_noise or decoder.held_frame else None
+                    ):
+                        chunk = await reader.read(READ_CHUNK)
                 except TimeoutError:
                     flushed = decoder.flush()
                     if flushed is not None:
+                        self._count_garbage(flushed, self.endpoint.url())
                         self._on_garbage(flushed)
                     continue
                 if not chunk:
                     break
+                first_garbage: Garbage | None = None
                 for item in decoder.feed(chunk):
-                    self._dispatch(item)
+                    if isinstance(item, Garbage):
+                        self._count_garbage(item, self.endpoint.url())
+                        first_garbage = first_garbage or item
+                    else:
+                        self._dispatch(item)
+                if first_garbage is not None:
+                    self._on_garbage(first_garbage)  # after the frames: the reply may be among them
+                # read() returns at once while the peer keeps the buffer full: let others run
+                await asyncio.sleep(0)
         except OSError as exc:
             log.warning("anviz_tcp_read_failed", device=self.name, error=str(exc))
         log.info("anviz_tcp_closed", device=self.name)
@@ -120,23 +170,20 @@ class TcpLink(Link):
             self._waiter[1].set_exception(AttemptFailed("connection closed by the terminal", garbled=False))
 
     def _on_garbage(self, garbage: Garbage) -> None:
-        self._count_garbage(garbage, self.endpoint.url())
         if self._waiter is not None and not self._waiter[1].done():
             # our reply was probably in there: retry now rather than wait out the timeout
             self._waiter[1].set_exception(AttemptFailed(garbage.reason, garbled=True))
 
-    def _dispatch(self, item: Request | Response | Garbage) -> None:
-        if isinstance(item, Garbage):
-            self._on_garbage(item)
-        elif isinstance(item, Request) and item.command == CMD_HEARTBEAT:
-            if self._writer is not None:
-                self._writer.write(Response(item.device_id, ACK_PONG, RET_SUCCESS).encode())
+    def _dispatch(self, item: Request | Response) -> None:
+        self._frames_in_attempt += 1
+        if isinstance(item, Request) and item.command == CMD_HEARTBEAT:
+            self._pong(item)
         elif isinstance(item, Response) and item.ack == ACK_REALTIME_RECORD:
             try:
                 self.pushes.put_nowait(item)
             except asyncio.QueueFull:
                 # the records stay on the terminal with their new flag: the next poll gets them
-                log.warning("anviz_push_queue_full", device=self.name, raw=item.raw.hex())
+                self._warn("anviz_push_queue_full", raw=hex_preview(item.raw))
         elif (
             isinstance(item, Response)
             and self._waiter is not None
@@ -147,5 +194,17 @@ class TcpLink(Link):
             self._waiter[1].set_result(item)
         else:
             self.stats.unexpected_frames += 1
+            self._unexpected_in_attempt += 1
             raw = item.raw if isinstance(item, Response) else item.encode()
-            log.warning("anviz_unexpected_frame", device=self.name, raw=raw.hex())
+            self._warn("anviz_unexpected_frame", raw=hex_preview(raw))
+
+    def _pong(self, heartbeat: Request) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        if writer.transport.get_write_buffer_size() > PONG_BACKLOG:
+            # a peer that sends heartbeats but reads nothing would fill our memory with pongs
+            self.stats.unanswered_heartbeats += 1
+            self._warn("anviz_heartbeat_unanswered", reason="the terminal is not reading")
+            return
+        writer.write(Response(heartbeat.device_id, ACK_PONG, RET_SUCCESS).encode())

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Sequence
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from punchgate.drivers.anviz import codec
+from punchgate.drivers.anviz import codec, frame_decoder
 from punchgate.drivers.anviz.codec import FrameDecoder, Garbage, Record, Request, Response
+from punchgate.drivers.anviz.frame_decoder import MAX_HELD_NOISE
+from punchgate.drivers.anviz.frames import LOG_PREVIEW_BYTES, hex_preview
+from punchgate.drivers.anviz.link import GARBAGE_KEPT_PER_ATTEMPT, GarbageTally, LogBudget
 
 # (hex frame, what it is) — anviz.md §3.1: captured CrossChex frames, then computed ones.
 VECTORS = [
@@ -180,3 +187,124 @@ def test_decode_frame_rejects_leftovers() -> None:
         codec.decode_frame(REPLY + b"\x00")
     with pytest.raises(codec.CodecError, match="bad CRC"):
         codec.decode_frame(REPLY[:-1] + b"\x00")
+
+
+# ---- hardening: what a hostile peer can make the decoder do ----------------------------------
+
+
+def _crc_by_definition(data: bytes) -> int:
+    """CRC-16/MCRF4XX bit by bit, as anviz.md §3 defines it."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(data=st.binary(max_size=700))
+def test_crc_matches_the_bitwise_definition(data: bytes) -> None:
+    assert codec.crc16(data) == _crc_by_definition(data)
+    assert codec.crc16(bytearray(data)) == _crc_by_definition(data)
+
+
+def test_a_flood_of_start_bytes_is_noise_judged_by_the_header_alone() -> None:
+    decoder = FrameDecoder()
+    started = time.perf_counter()
+    out = decoder.feed(b"\xa5" * 65536)
+    elapsed = time.perf_counter() - started
+    assert elapsed < 1.0  # ~10 ms here; the old decoder needed minutes for this
+    garbage = [g for g in out if isinstance(g, Garbage)]
+    assert garbage == out
+    assert garbage[0].reason == "LEN 42405 over the maximum 600 for 0xA5"
+    assert len(decoder.pending) <= 9  # the last start bytes, whose header is not complete yet
+    assert sum(len(g.raw) for g in garbage) + len(decoder.pending) == 65536
+
+
+def test_a_flood_fed_a_byte_at_a_time_holds_little_and_reports_in_pieces() -> None:
+    decoder = FrameDecoder()
+    out: list[object] = []
+    for _ in range(5000):
+        out += decoder.feed(b"\xa5")
+        assert len(decoder.pending) < MAX_HELD_NOISE + 9
+    assert len(out) >= 4 and all(isinstance(g, Garbage) for g in out)
+
+
+@pytest.mark.parametrize(
+    ("header", "reason"),
+    [
+        ("a500000001400258", "LEN 600 over the maximum 2 for 0x40"),  # a download request
+        ("a500000001bc000013", "LEN 19 over the maximum 18 for 0xBC"),  # record information
+        ("a500000001c0000160", "LEN 352 over the maximum 351 for 0xC0"),  # 25 records and more
+        ("a500000001f1000259", "LEN 601 over the maximum 600 for 0xF1"),  # a code punchgate never uses
+        ("a500000001bc010001", "refusal 0xBC (RET 0x01) with 1 data bytes"),
+    ],
+)
+def test_a_header_no_frame_can_have_is_refused_at_once(header: str, reason: str) -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(bytes.fromhex(header)) == []  # held as noise: nothing waits for its bytes
+    assert decoder.held_frame == 0
+    flushed = decoder.flush()
+    assert flushed is not None and flushed.reason == reason
+
+
+def test_the_longest_frame_each_code_may_have_still_decodes() -> None:
+    batch = codec.encode_records([Record(i, i, 1, 0) for i in range(codec.MAX_RECORDS_PER_PACKET)])
+    longest: list[Request | Response] = [
+        Response(1, 0xC0, 0, batch),
+        Response(1, 0xF1, 0, bytes(600)),
+        Request(1, 0x7E, bytes(600)),
+        Response(1, 0xBC, 1),
+    ]
+    stream = b"".join(f.encode() for f in longest)
+    out = FrameDecoder().feed(stream)
+    assert [f.encode() for f in out if not isinstance(f, Garbage)] == [f.encode() for f in longest]
+
+
+def test_noise_held_back_is_reported_once_it_passes_the_limit() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(b"\x00" * (MAX_HELD_NOISE - 1)) == []
+    (garbage,) = decoder.feed(b"\x00")
+    assert isinstance(garbage, Garbage) and len(garbage.raw) == MAX_HELD_NOISE
+    assert decoder.pending == b""
+
+
+def test_each_start_byte_costs_one_crc_at_most_however_the_bytes_trickle_in() -> None:
+    # plausible headers (an unknown code, LEN 0x0200) every 13 bytes, never a valid CRC: the
+    # worst a peer can do, and it is fed a byte at a time so every candidate waits for its end
+    header = bytes.fromhex("a5000000017e0200")
+    stream = (header + bytes(5)) * 300
+    calls: list[int] = []
+
+    def counting(data: bytes | bytearray) -> int:
+        calls.append(len(data))
+        return codec.crc16(data)
+
+    decoder = FrameDecoder()
+    with mock.patch.object(frame_decoder, "crc16", counting):
+        for byte in stream:
+            decoder.feed(bytes([byte]))
+    assert 0 < len(calls) <= stream.count(codec.STX)
+
+
+def test_garbage_is_logged_truncated() -> None:
+    assert hex_preview(b"\x00\xff") == "00ff"
+    preview = hex_preview(bytes(100))
+    assert preview == "00" * LOG_PREVIEW_BYTES + f"...(+{100 - LOG_PREVIEW_BYTES} bytes)"
+
+
+def test_the_log_budget_counts_what_it_leaves_out() -> None:
+    budget = LogBudget(burst=3, window=3600)
+    assert [budget.take() for _ in range(5)] == [0, 0, 0, None, None]
+    budget._window_start -= 3600  # the next window
+    assert budget.take() == 2
+
+
+def test_an_attempt_keeps_a_bounded_number_of_garbage_pieces() -> None:
+    tally = GarbageTally()
+    for i in range(GARBAGE_KEPT_PER_ATTEMPT + 10):
+        tally.add(Garbage(bytes(100), f"piece {i}"))
+    assert len(tally.kept) == GARBAGE_KEPT_PER_ATTEMPT
+    assert (tally.extra_items, tally.extra_bytes) == (10, 1000)
+    assert tally.last_reason == f"piece {GARBAGE_KEPT_PER_ATTEMPT + 9}"
