@@ -53,6 +53,15 @@ HELD_FAULTS = frozenset(
 CLOCK_INVALID_SECONDS = 86400.0
 # Hysteresis: a raised clock_drift clears only once the drift is below this share of its threshold.
 DRIFT_CLEAR_SHARE = 0.75
+# A drift this close (seconds) to a whole number of hours is a timezone mistake, not a drift.
+WHOLE_HOURS_TOLERANCE = 300.0
+
+
+def _utc_offset(offset: dt.timedelta) -> str:
+    """+01:00, -03:30: an offset from UTC as the zone tables write it."""
+    minutes = round(offset.total_seconds() / 60)
+    sign = "-" if minutes < 0 else "+"
+    return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
 @dataclass
@@ -224,12 +233,32 @@ class DeviceHealth:
         self.faults.clear_fault(DeviceFault.CLOCK_INVALID)
         size = abs(drift)
         if size > self.thresholds.clock_drift_seconds:
-            self.faults.raise_fault(
-                DeviceFault.CLOCK_DRIFT,
-                f"terminal clock off by {drift:+.0f} s (limit {self.thresholds.clock_drift_seconds:g} s)",
-            )
+            self.faults.raise_fault(DeviceFault.CLOCK_DRIFT, self._drift_detail(drift))
         elif size < self.thresholds.clock_drift_clear_seconds:
             self.faults.clear_fault(DeviceFault.CLOCK_DRIFT)
+
+    def _drift_detail(self, drift: float) -> str:
+        """The clock_drift detail. A drift of whole hours is no drifting clock: the terminal keeps
+        another zone's time than the config says (the zone, or a DST change, set wrong)."""
+        detail = f"terminal clock off by {drift:+.0f} s (limit {self.thresholds.clock_drift_seconds:g} s)"
+        hours = round(drift / 3600)
+        if hours == 0 or abs(drift - hours * 3600) > WHOLE_HOURS_TOLERANCE:
+            return detail
+        minutes = round(abs(drift) / 60)
+        side = "ahead" if drift > 0 else "behind"
+        detail += (
+            f": off by {minutes // 60} h {minutes % 60} min ({side}): "
+            "probably the terminal's timezone is wrong in the config"
+        )
+        if self.calendar is None:  # built without the terminal's zone (some tests)
+            return detail
+        zone = self.calendar.zone  # the terminal's zone, as configured
+        configured = self.clock().astimezone(zone).utcoffset() or dt.timedelta(0)
+        kept = configured + dt.timedelta(hours=hours)
+        return (
+            f'{detail} (timezone = "{zone.key}", UTC{_utc_offset(configured)} now; '
+            f"the terminal's clock keeps UTC{_utc_offset(kept)})"
+        )
 
     def _check_enabled(self, info: DeviceInfo) -> None:
         enabled = info.extra.get("enabled")

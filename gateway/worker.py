@@ -15,13 +15,13 @@ import datetime as dt
 import random
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Protocol
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch
+from punchgate.drivers.base import DeviceInfo, Driver, DriverError, DriverTimeoutError, RawPunch
 from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.clock import ClockCare
@@ -32,6 +32,20 @@ from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Sour
 from punchgate.sync.store import Store, StoreRefusedError
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Every driver call runs under a deadline of the worker's own, on top of the driver's: a
+# driver that never returns (a thread stuck in a recv, a loop a terminal keeps feeding) must
+# not hold its worker. The deadline grows with the terminal's configured timeout and retries;
+# for a full read, also with the log the terminal can hold (its declared capacity, capped),
+# never with the count it claims to hold now. It is a safety net, far above the drivers' own
+# deadlines, which end a call first and say why.
+CALL_DEADLINE_FACTOR = 8
+CALL_DEADLINE_EXTRA = 15.0
+CALL_TIMEOUT_DEFAULT = 10.0  # for a terminal type without a `timeout` key
+READ_SECONDS_PER_RECORD = 0.02  # a 9600-baud serial line carries about 70 records a second
+READ_ALLOWANCE_RECORDS = 200_000  # the read allowance stops growing here, whatever the capacity
 
 # How many full reads (read + normalise + commit) run at once across all workers. Commits are
 # serialised by the store anyway; without a bound, a fleet's reads (e.g. 500 terminals at
@@ -73,6 +87,74 @@ class Backoff:
         self.attempt = 0
 
 
+# A terminal that stays down is retried every few seconds (Backoff); its log says so once, then
+# reminds at this interval (seconds) with the number of failed attempts since the last line.
+SESSION_FAILED_REMIND_EVERY = 600.0
+
+
+class FailureLog:
+    """The log lines of a terminal's failing sessions: one per change, not one per retry.
+
+    The first failure, and the first with each other fault in the same streak, is logged at
+    once (`session_failed`). After that, a `session_still_failing` reminder comes at most every
+    `remind_every` seconds with the failures since the previous line (so a terminal that
+    alternates between two faults costs no more); the first good session after failures logs
+    `session_recovered` with their number. The health model raises and clears the fault
+    itself, once each (fault_raised / fault_cleared).
+    """
+
+    def __init__(
+        self,
+        *,
+        remind_every: float = SESSION_FAILED_REMIND_EVERY,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.remind_every = remind_every
+        self._clock = clock
+        self.fault: str | None = None  # the latest fault of the current failing streak
+        self.failures = 0  # failed sessions in the current streak
+        self._logged_faults: set[str] = set()  # faults of this streak already logged
+        self._unreported = 0  # of those, failures not yet counted in a line
+        self._down_since = 0.0
+        self._logged_at = 0.0
+
+    def failed(self, fault: str, error: str) -> None:
+        now = self._clock()
+        self.failures += 1
+        if self.fault is None:
+            self._down_since = now
+        previous, self.fault = self.fault, fault
+        if fault not in self._logged_faults:
+            self._logged_faults.add(fault)
+            changed = {} if previous is None else {"previous_fault": previous}
+            log.warning("session_failed", fault=fault, error=error, **changed)
+        elif now - self._logged_at >= self.remind_every:
+            log.warning(
+                "session_still_failing",
+                fault=fault,
+                error=error,
+                failures_since_last_line=self._unreported + 1,
+                failures=self.failures,
+                failing_for_seconds=round(now - self._down_since),
+            )
+        else:
+            self._unreported += 1
+            return
+        self._logged_at, self._unreported = now, 0
+
+    def succeeded(self) -> None:
+        if self.fault is None:
+            return
+        log.info(
+            "session_recovered",
+            fault=self.fault,
+            failures=self.failures,
+            failing_for_seconds=round(self._clock() - self._down_since),
+        )
+        self.fault, self.failures, self._unreported = None, 0, 0
+        self._logged_faults.clear()
+
+
 class DeviceWorker:
     def __init__(
         self,
@@ -106,6 +188,7 @@ class DeviceWorker:
         self._last_count: int | None = None
         self.poll_lags: list[float] = []  # seconds between a poll falling due and its start
         self._due_at: float | None = None
+        self.failure_log = FailureLog()
 
     # --- scheduling ----------------------------------------------------------------------
     async def poll_due(self) -> None:
@@ -137,7 +220,7 @@ class DeviceWorker:
                     continue
                 except DriverError as exc:
                     self.health.contact_failed(exc.fault, str(exc))
-                    log.warning("session_failed", fault=exc.fault, error=str(exc))
+                    self.failure_log.failed(exc.fault, str(exc))
                 except Exception as exc:  # a bug in one worker must not take down the daemon
                     self.health.contact_failed(DeviceFault.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}")
                     log.exception("session_crashed")
@@ -152,16 +235,43 @@ class DeviceWorker:
 
     async def _close_quietly(self) -> None:
         try:
-            await asyncio.shield(self.driver.close())
+            await asyncio.shield(self._bounded("close", self.driver.close()))
         except Exception as exc:
             log.debug("close_failed", error=str(exc))
 
     # --- one session ---------------------------------------------------------------------
+    # --- the worker's own deadline around every driver call ------------------------------
+    def _call_limit(self, info: DeviceInfo | None = None) -> float:
+        """Seconds one driver call may take; with `info`, for a full read of that terminal."""
+        timeout = float(getattr(self.terminal, "timeout", CALL_TIMEOUT_DEFAULT))
+        attempts = 1 + int(getattr(self.terminal, "retries", 0))
+        limit = CALL_DEADLINE_FACTOR * timeout * attempts + CALL_DEADLINE_EXTRA
+        if info is not None:
+            capacity = info.record_capacity or 0
+            records = min(capacity, READ_ALLOWANCE_RECORDS) if capacity > 0 else READ_ALLOWANCE_RECORDS
+            limit += READ_SECONDS_PER_RECORD * records
+        return limit
+
+    async def _bounded(self, what: str, call: Awaitable[T], limit: float | None = None) -> T:
+        """Await one driver call under the worker's deadline; DriverTimeoutError when it passes."""
+        seconds = self._call_limit() if limit is None else limit
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await call
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the driver's own, not ours
+            raise DriverTimeoutError(
+                f"{what}: no result within {seconds:.0f} s (the worker's deadline)", device=self.name
+            ) from None
+
     async def _session(self) -> None:
-        await self.driver.connect()
+        await self._bounded("connect", self.driver.connect())
         info = await self._contact()
         await self._full_read(info, historical=True)  # reconcile after every (re)connect
         self.backoff.reset()
+        self.failure_log.succeeded()
         wants_live = bool(getattr(self.terminal, "live", False))
         while True:
             live = self.driver.live() if wants_live else None
@@ -189,13 +299,17 @@ class DeviceWorker:
         push events at any time while registered, which would interleave with replies.
         """
         try:
-            async for raw in live:
+            while True:
+                try:
+                    raw = await self._bounded("live", anext(live))
+                except StopAsyncIteration:
+                    return
                 if raw is not None:  # None is an idle tick: lets us notice a due poll
                     await self._commit([raw], source="live", historical=False)
                 if self._poll_due.is_set():
                     return
         finally:
-            await live.aclose()
+            await self._bounded("stop live", live.aclose())
 
     async def _contact(self) -> DeviceInfo:
         """Ask who the terminal is; measure (and maybe correct) its clock; report to health.
@@ -203,7 +317,7 @@ class DeviceWorker:
         The health model judges the clock (clock_drift, clock_invalid), the counts and the
         enabled flag; the worker only measures.
         """
-        info = await self.driver.info()
+        info = await self._bounded("info", self.driver.info())
         drift = self._drift(info)
         if self.clock_care is not None:
             info, drift = await self._maybe_correct_clock(info, drift)
@@ -222,8 +336,10 @@ class DeviceWorker:
             return info, drift
         assert drift is not None and info.clock is not None
         target = self.clock().astimezone(self.zone).replace(tzinfo=None)
-        await self.driver.set_time(target)
-        after = await self.driver.info()  # measure again: the terminal may have ignored us
+        await self._bounded("set time", self.driver.set_time(target))
+        after = await self._bounded(
+            "info", self.driver.info()
+        )  # measure again: the terminal may have ignored us
         new_drift = self._drift(after)
         shown = "unknown" if new_drift is None else f"{new_drift:+.0f} s"
         sync = why.rsplit("; ", 1)[-1]  # the policy's reason ends with the clock sync verdict
@@ -274,7 +390,7 @@ class DeviceWorker:
             reset,
             f"record count went from {self._last_count} to {count} without a clear",
         )
-        raws = await self.driver.read_records()
+        raws = await self._bounded("read records", self.driver.read_records(), self._call_limit(info))
         new = await self._commit(raws, source="poll", historical=historical)
         self._last_count = len(raws)
         self.health.read_done(count=len(raws), new=new)
@@ -291,7 +407,7 @@ class DeviceWorker:
 
     async def _clear_after_commit(self, expected: int) -> None:
         """Clear only what is durably stored: every record read is in the buffer (just committed)."""
-        await self.driver.clear_records(expected)
+        await self._bounded("clear records", self.driver.clear_records(expected))
         self._last_count = 0
         await asyncio.to_thread(
             self.store.set_device_meta, self.name, {"serial_number": self._serial, "record_count": 0}

@@ -58,12 +58,21 @@ def parse_zk_url(url: str) -> tuple[str, int]:
     return parts.hostname, port
 
 
-def diagnose(exc: DriverError, config: ZkTerminal) -> str:
-    """One line that tells a technician on site what is wrong."""
+# A ZK terminal serves one session at a time and leaves other clients unanswered meanwhile.
+SESSION_HELD = "another client (maybe a running punchgate gateway) may hold its single session"
+
+
+def diagnose(exc: DriverError, config: ZkTerminal, *, connecting: bool = False) -> str:
+    """One line that tells a technician on site what is wrong (`connecting`: at CONNECT)."""
     where = f"{config.host}:{config.port} over {config.transport.upper()}"
     detail = str(exc).removeprefix(f"{exc.device}: ") if exc.device else str(exc)
     if isinstance(exc, UnreachableError):
-        hint = "" if config.transport == "udp" else "; black-and-white terminals need --udp"
+        if config.transport != "udp":
+            hint = "; black-and-white terminals need --udp"
+        elif connecting and "no answer" in detail:  # over UDP, a held session is silence too
+            hint = f"; or {SESSION_HELD}"
+        else:
+            hint = ""
         return f"unreachable: no ZK terminal answered at {where} ({detail}){hint}"
     if isinstance(exc, AuthError):
         if config.comm_key is None:
@@ -72,6 +81,11 @@ def diagnose(exc: DriverError, config: ZkTerminal) -> str:
     if isinstance(exc, UnsupportedDeviceError):
         return f"not a ZK terminal: something at {where} answered, but not in the ZK protocol ({detail})"
     if isinstance(exc, DriverTimeoutError):
+        if connecting:
+            return (
+                f"timeout: the terminal at {where} took the connection but did not answer CONNECT "
+                f"({detail}): {SESSION_HELD}; stop that client or try again later"
+            )
         return f"timeout: the terminal at {where} stopped answering ({detail})"
     if isinstance(exc, CountMismatchError):
         return (
@@ -172,8 +186,10 @@ async def run_probe(config: ZkTerminal, console: Console, last: int) -> int:
     """Probe one terminal; returns the exit status (0 ok, 1 failed)."""
     driver = ZkDriver(config)
     errors = Console(stderr=True, highlight=False, soft_wrap=True)
+    connecting = True
     try:
         await driver.connect()
+        connecting = False
         info = await driver.info()
         console.print(_identity_table(info, config))
         users: list[UserRecord] = []
@@ -190,7 +206,7 @@ async def run_probe(config: ZkTerminal, console: Console, last: int) -> int:
         console.print(f"Read {len(punches):,} records and {len(users):,} users in {elapsed:.1f} s.")
         return 0
     except DriverError as exc:
-        errors.print(f"probe failed: {diagnose(exc, config)}", markup=False)
+        errors.print(f"probe failed: {diagnose(exc, config, connecting=connecting)}", markup=False)
         return 1
     finally:
         await driver.close()
