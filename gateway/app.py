@@ -13,7 +13,7 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import structlog
@@ -293,12 +293,18 @@ class Application:
             log.info("retention_purged", punches=removed)
 
     # --- running and stopping ------------------------------------------------------------
-    async def run(self) -> int:
+    async def run(self, *, early_signals: Sequence[int] = ()) -> int:
+        """Run until a stop signal; `early_signals` holds those caught before the loop ran
+        (`punchgate run` catches them from its first instruction on): stop without starting."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
         try:
-            await self.start()
+            if early_signals:  # read after the loop's handlers are in: no signal falls between
+                log.info("gateway_stop_before_start", signal=signal.Signals(early_signals[0]).name)
+                self.request_stop()
+            else:
+                await self.start()
             await self._stop.wait()
         finally:
             await self.shutdown()
@@ -343,10 +349,10 @@ class Application:
 EXIT_BUFFER_REFUSED = 3
 
 
-def run_daemon(settings: Settings) -> int:
+def run_daemon(settings: Settings, *, early_signals: Sequence[int] = ()) -> int:
     """Run the gateway until a stop signal; the process exit code."""
     try:
-        return asyncio.run(Application(settings).run())
+        return asyncio.run(Application(settings).run(early_signals=early_signals))
     except BufferRefusedError as exc:
         # One line, no traceback: what is wrong and what to do. Restarting cannot help.
         log.error("buffer_refused", path=str(exc.path), problem=exc.problem, error=str(exc))

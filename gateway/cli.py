@@ -8,19 +8,46 @@ never breaks the others.
 
 from __future__ import annotations
 
+import signal
 import sys
-from pathlib import Path
-from urllib.parse import urlsplit
+from types import FrameType
 
-import click
+# Stop signals that reach `punchgate run` before the daemon's event loop handles them
+# (Application.run): noted, and the daemon then stops cleanly without starting. The handler
+# goes in before anything else is imported, since systemd may stop the service at any moment.
+_early_signals: list[int] = []
 
-from punchgate.gateway import __version__
-from punchgate.gateway.settings import ConfigError, Settings, load_settings
+
+def _note_early_stop(signum: int, _frame: FrameType | None) -> None:
+    _early_signals.append(signum)
+
+
+def _catch_early_stop() -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _note_early_stop)
+
+
+if sys.argv[1:2] == ["run"]:
+    _catch_early_stop()
+
+from pathlib import Path  # noqa: E402  (after the handler: see above)
+from typing import TYPE_CHECKING  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import click  # noqa: E402
+
+from punchgate.gateway import __version__  # noqa: E402
+
+if TYPE_CHECKING:  # the settings (pydantic) load only in the commands that read a config
+    from punchgate.gateway.settings import Settings
 
 EXIT_CONFIG = 2
+HELP = ("-h", "--help")
 
 
 def _load_or_exit(path: Path, *, check_files: bool = True, require_terminals: bool = False) -> Settings:
+    from punchgate.gateway.settings import ConfigError, load_settings
+
     try:
         return load_settings(path, check_files=check_files, require_terminals=require_terminals)
     except ConfigError as exc:
@@ -59,12 +86,14 @@ def check_config(config: Path) -> None:
 )
 def run(config: Path, log_format: str) -> None:
     """Run the gateway daemon until SIGTERM or SIGINT."""
+    # Already done at import for `punchgate run`; again here for other callers (CliRunner).
+    _catch_early_stop()
     settings = _load_or_exit(config)
     from punchgate.gateway.app import run_daemon
     from punchgate.gateway.logs import configure_logging
 
     configure_logging(settings.log_level, json=None if log_format == "auto" else log_format == "json")
-    sys.exit(run_daemon(settings))
+    sys.exit(run_daemon(settings, early_signals=_early_signals))
 
 
 def _driver_command(kind: str, which: str) -> click.Command:
@@ -80,6 +109,33 @@ def _driver_command(kind: str, which: str) -> click.Command:
     return command
 
 
+class _FamilyCommand(click.Command):
+    """`probe` and `emulate`: options belong to each family's own command, so this one takes
+    none; its help lists the families the registry knows (read when the help is shown)."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from punchgate.drivers.registry import DRIVERS
+
+        which = self.name or ""
+        rows = [
+            (d.type_name, d.summary)
+            for d in DRIVERS
+            if (d.probe_command if which == "probe" else d.emulate_command) is not None
+        ]
+        with formatter.section("Terminal families (KIND)"):
+            formatter.write_dl(rows)
+            formatter.write_paragraph()
+            formatter.write_text(f"A family's own options: punchgate {which} KIND --help")
+        super().format_epilog(ctx, formatter)
+
+
+def _help_if_asked(ctx: click.Context, first: str) -> None:
+    """`punchgate probe --help`: the first argument is the help option, not a URL or a family."""
+    if first in HELP:
+        click.echo(ctx.get_help(), color=ctx.color)
+        ctx.exit(0)
+
+
 def _logging_hook(*, json: bool | None) -> object:
     """Lets a driver's command log the gateway's way without importing the gateway."""
     from punchgate.drivers.description import LoggingHook
@@ -90,29 +146,38 @@ def _logging_hook(*, json: bool | None) -> object:
 
 @main.command(
     "emulate",
+    cls=_FamilyCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
 )
 @click.argument("kind")
 @click.pass_context
 def emulate(ctx: click.Context, kind: str) -> None:
-    """Run emulated terminals of KIND (zk, anviz); `punchgate emulate KIND --help` lists options."""
+    """Run emulated terminals of one family (KIND), for trying punchgate without hardware."""
+    _help_if_asked(ctx, kind)
     command = _driver_command(kind, "emulate")
     command.main(args=list(ctx.args), prog_name=f"punchgate emulate {kind}", obj=_logging_hook(json=None))
 
 
 @main.command(
     "probe",
+    cls=_FamilyCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
 )
 @click.argument("url")
 @click.pass_context
 def probe(ctx: click.Context, url: str) -> None:
     """Connect to one terminal (zk://HOST:PORT, anviz://…) and print what it says about itself."""
-    kind = urlsplit(url).scheme
+    _help_if_asked(ctx, url)
+    from punchgate.drivers.registry import BY_TYPE
+
+    if url in BY_TYPE:  # `punchgate probe zk --help`, `punchgate probe zk zk://…`: a family first
+        kind, args = url, list(ctx.args)
+    else:
+        kind, args = urlsplit(url).scheme, [url, *ctx.args]
     if not kind:
         raise click.UsageError(f"{url!r}: expected a URL such as zk://192.0.2.10:4370")
     command = _driver_command(kind, "probe")
-    command.main(args=[url, *ctx.args], prog_name=f"punchgate probe {kind}", obj=_logging_hook(json=False))
+    command.main(args=args, prog_name=f"punchgate probe {kind}", obj=_logging_hook(json=False))
 
 
 @main.command("status")

@@ -6,6 +6,7 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.markup import escape
@@ -77,18 +78,42 @@ def render(status: dict[str, Any], console: Console) -> None:
     console.print(f"gateway clock: {clock} ({gateway.get('clock_sync_source', '?')})")
 
 
+def unreachable_message(base_url: str, exc: BaseException) -> str:
+    """One line for a daemon that does not answer: connection refused, timeout, unknown host."""
+    reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    refused = isinstance(reason, ConnectionRefusedError)
+    why = "" if refused else f" ({getattr(reason, 'strerror', None) or reason})"
+    return f"no punchgate is answering at {base_url}{why} — is it running? (--config/--url)"
+
+
 def show_status(base_url: str, *, as_json: bool = False) -> int:
     console = Console()
+    if urlsplit(base_url).scheme not in ("http", "https"):
+        console.print(
+            f"[red]{escape(base_url)} is not a URL such as http://127.0.0.1:9108 (--url)[/]", soft_wrap=True
+        )
+        return 2
     try:
         status = fetch_status(base_url)
     except urllib.error.HTTPError as exc:  # e.g. 403: the URL's host is not one the daemon answers to
-        reason = exc.read().decode(errors="replace").strip()[:300]
+        if exc.headers.get_content_type() in ("text/plain", "application/json"):
+            reason = " ".join(exc.read().decode(errors="replace").split())[:300]
+        else:  # a web page: not punchgate's API answering
+            reason = f"{exc.reason} (not punchgate's API? check --config/--url)"
         console.print(
-            f"[red]the punchgate daemon at {escape(base_url)} refused: {exc.code} {escape(reason)}[/]"
+            f"[red]the punchgate daemon at {escape(base_url)} refused: {exc.code} {escape(reason)}[/]",
+            soft_wrap=True,
         )
         return 2
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        console.print(f"[red]cannot reach the punchgate daemon at {base_url}: {exc}[/]")
+    except json.JSONDecodeError as exc:  # a ValueError too: something else answers there
+        message = f"something at {base_url} answered, but not as punchgate does ({exc}); check --config/--url"
+        console.print(f"[red]{escape(message)}[/]", soft_wrap=True)
+        return 2
+    except (urllib.error.URLError, OSError) as exc:
+        console.print(f"[red]{escape(unreachable_message(base_url, exc))}[/]", soft_wrap=True)
+        return 2
+    except ValueError as exc:  # a URL urllib cannot use
+        console.print(f"[red]{escape(base_url)}: {escape(str(exc))} (--url)[/]", soft_wrap=True)
         return 2
     if as_json:
         console.print_json(json.dumps(status))

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from punchgate.drivers.registry import DRIVERS
+from tests.support.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,3 +72,43 @@ def test_unknown_probe_scheme_is_a_usage_error() -> None:
     result = punchgate("probe", "ftp://127.0.0.1:21")
     assert result.returncode == 2
     assert "unknown terminal type 'ftp'" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["probe", "emulate"])
+@pytest.mark.parametrize("option", ["--help", "-h"])
+def test_probe_and_emulate_help_list_the_families(command: str, option: str) -> None:
+    """Was: "expected a URL" / "unknown terminal type '--help'" (exit 2)."""
+    result = punchgate(command, option)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("Usage: ") and result.stderr == ""
+    assert "Terminal families (KIND):" in result.stdout
+    for description in DRIVERS:  # every family the registry knows, with its summary
+        assert description.type_name in result.stdout
+        assert description.summary.split(",")[0] in result.stdout
+    assert f"punchgate {command} KIND --help" in result.stdout
+
+
+def test_a_familys_own_options_still_show() -> None:
+    emulate = punchgate("emulate", "zk", "--help")
+    assert emulate.returncode == 0, emulate.stderr
+    assert "Usage: punchgate emulate zk [OPTIONS]" in emulate.stdout
+    assert "--punch-rate" in emulate.stdout and "--comm-key" in emulate.stdout
+    probe = punchgate("probe", "zk", "--help")
+    assert probe.returncode == 0, probe.stderr
+    assert "Usage: punchgate probe zk [OPTIONS] URL" in probe.stdout and "--udp" in probe.stdout
+
+
+def test_status_without_a_daemon_says_so_in_one_line() -> None:
+    """Was: a raw urllib error, wrapped over several lines by the console width."""
+    url = f"http://127.0.0.1:{free_port()}"
+    result = punchgate("status", "--url", url, env={**os.environ, "COLUMNS": "40"})
+    assert result.returncode == 2
+    assert result.stdout + result.stderr == (
+        f"no punchgate is answering at {url} — is it running? (--config/--url)\n"
+    )
+
+
+def test_status_with_something_that_is_not_a_url() -> None:
+    result = punchgate("status", "--url", "localhost:9108")
+    assert result.returncode == 2
+    assert "localhost:9108 is not a URL such as http://127.0.0.1:9108 (--url)" in result.stdout

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -46,6 +48,65 @@ def test_ready_watchdog_and_clean_stop(gateway_factory: GatewayFactory, sig: sig
     assert gateway.stop(sig=None, timeout=15) == 0  # the exit the signal above asked for
     assert time.monotonic() - started < 10
     assert '"event": "gateway_stopped"' in gateway.log_text()
+
+
+def _catches(pid: int, sig: signal.Signals) -> bool:
+    """True once the process has a handler for `sig` (the SigCgt mask in /proc/PID/status)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    for line in status.splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def _loading_config(pid: int) -> bool:
+    """True once the process has mapped pydantic's core library: it is reading its config."""
+    try:
+        return "pydantic_core" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def _sigterm_when_ready_or_loading(gateway: GatewayProcess) -> None:
+    """SIGTERM the moment the process catches it or starts reading its config (polling /proc)."""
+    pid = gateway.pid
+    wait_until(
+        lambda: _catches(pid, signal.SIGTERM) or _loading_config(pid) or gateway.exited() is not None,
+        timeout=20,
+        interval=0.0005,
+        message="a SIGTERM handler in the new process",
+    )
+    os.kill(pid, signal.SIGTERM)
+
+
+def test_sigterm_right_after_start_stops_cleanly(gateway_factory: GatewayFactory) -> None:
+    """systemd may stop the service a moment after starting it: a SIGTERM at any moment from
+    the first one the process can catch must end in a clean stop (exit 0, the stop line), never
+    in the default action. The signal goes out as soon as the process catches SIGTERM or starts
+    loading its config, whichever comes first. Before the fix the handler came only with the
+    event loop, after the imports and the config (~0.3 s): the process was killed by it."""
+    before_start = 0
+    for attempt in range(4):
+        gateway = make_gateway(
+            gateway_factory,
+            broker_port=free_port(),
+            terminals=[zk_terminal("t", free_port(), timeout=1)],
+        )
+        gateway.start(ready_timeout=None)
+        _sigterm_when_ready_or_loading(gateway)
+        code = gateway.stop(sig=None, timeout=20)
+        log = gateway.log_text()
+        assert code == 0, f"attempt {attempt}: exit {code}\n{log}"
+        assert '"event": "gateway_stopped"' in log, log
+        if gateway.events("gateway_stop_before_start"):
+            before_start += 1
+            assert not gateway.events("gateway_started"), log
+    # The handler is there from the start, so the signal nearly always lands before the
+    # daemon has started anything (a busy machine may delay this test's own polling).
+    assert before_start >= 1
 
 
 def test_unreachable_terminal_and_broker_never_block_start(gateway_factory: GatewayFactory) -> None:

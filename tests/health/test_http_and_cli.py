@@ -138,7 +138,7 @@ async def test_status_cli_exit_codes(served: Any, capsys: pytest.CaptureFixture[
     assert await asyncio.to_thread(show_status, url) == 1
     assert "timeout" in capsys.readouterr().out  # (narrow test terminal: the detail wraps)
     assert await asyncio.to_thread(show_status, f"http://127.0.0.1:{free_port()}") == 2
-    assert "cannot reach" in capsys.readouterr().out
+    assert "no punchgate is answering at http://127.0.0.1:" in capsys.readouterr().out
 
 
 def test_is_healthy_needs_everything_good() -> None:
