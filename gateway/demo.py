@@ -2,9 +2,12 @@
 
 It starts a private mosquitto on a free port, three emulated ZK terminals (two TFT over TCP,
 one of them with a comm key, and one BW over UDP), two emulated Anviz terminals sharing one
-pseudo-terminal (an RS485 bus), and the real gateway as a child process with its
-buffer in a temporary folder. People punch at random on the terminals; a "central" subscriber
-shows the punches arriving and each terminal's health. Ctrl-C stops everything it started.
+pseudo-terminal (an RS485 bus), and the real gateway as a child process. People punch at
+random on the terminals; a "central" subscriber shows the punches arriving and each
+terminal's health: a live table on a terminal, one line per arrival when the output is piped
+(`| tee`), flushed as it comes. Ctrl-C stops everything it started. The config, the buffer and
+every log (gateway, emulators, broker) stay in a folder under the system's temp directory,
+named at start and at exit, for a look afterwards.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from zoneinfo import ZoneInfo
 import aiomqtt
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from punchgate.drivers.anviz.emulator import EmulatedTerminal as AnvizEmulator
@@ -40,6 +44,8 @@ from punchgate.gateway.mosquitto import MosquittoBroker, free_port
 
 GATEWAY_ID = "demo-gw"
 COMM_KEY = 1234
+BATCH_AS_ONE_LINE = 3  # piped output: a backlog batch larger than this is one line, not one per punch
+PROGRESS_EVERY = 10.0  # piped output: seconds between progress lines
 STATE_STYLE = {"online": "green", "degraded": "yellow", "offline": "red"}
 
 
@@ -53,24 +59,58 @@ class CentralView:
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: deque[str] = field(default_factory=lambda: deque(maxlen=5))
     gateway_state: str = "unknown"
+    footer: str = ""  # where to look: the status page, /metrics, `punchgate status`
+    # Plain lines of what arrived, for output that is not a terminal; None: not kept.
+    lines: list[str] | None = None
 
     def on_message(self, topic: str, payload: dict[str, Any]) -> None:
         parts = topic.split("/")
         if parts[-1] == "punches":
+            new = []
             for record in payload["records"]:
                 if record["id"] in self.ids:
                     self.duplicates += 1
                     continue
                 self.ids.add(record["id"])
+                new.append(record)
                 self.punches.appendleft({"device": payload["device"], **record})
+            self._say_punches(payload["device"], new)
         elif parts[-1] == "state" and "devices" in parts:
+            if self.devices.get(parts[-2], {}).get("state") != payload.get("state"):
+                self._say(f"terminal {parts[-2]}: {payload.get('state')} {_faults_text(payload)}")
             self.devices[parts[-2]] = payload
         elif parts[-1] == "events":
-            self.events.appendleft(
-                f"{payload['time'][11:19]} {parts[-2]}: {payload['event']} {payload['code']}"
-            )
+            event = f"{parts[-2]}: {payload['event']} {payload['code']}"
+            self.events.appendleft(f"{payload['time'][11:19]} {event}")
+            self._say(f"event {event}: {payload.get('detail', '')}")
         elif parts[-1] == "state":
+            if payload.get("state", "?") != self.gateway_state:
+                self._say(f"gateway: {payload.get('state', '?')}")
             self.gateway_state = payload.get("state", "?")
+
+    def _say(self, text: str) -> None:
+        if self.lines is not None:
+            self.lines.append(f"{dt.datetime.now():%H:%M:%S} {text}")
+
+    def _say_punches(self, device: str, records: list[dict[str, Any]]) -> None:
+        if len(records) > BATCH_AS_ONE_LINE:
+            self._say(
+                f"punches: {len(records)} from {device} in one batch ({records[0]['source']}), "
+                f"local times {records[0]['local_time'][:19]} … {records[-1]['local_time'][:19]}"
+            )
+            return
+        for r in records:
+            self._say(
+                f"punch: {device} user {r['user_id']} at {r['local_time'][:19]} local "
+                f"({r['utc_time'][11:19]} UTC) {_name(r['state'])}/{_name(r['verify'])} "
+                f"{r['source']} id {r['id'][:10]}"
+            )
+
+    def summary_line(self, produced: int) -> str:
+        return (
+            f"punched on terminals: {produced} · unique punches received: {len(self.ids)} · "
+            f"duplicates ignored: {self.duplicates}"
+        )
 
     def render(self, produced: int) -> Group:
         punches = Table(title="punches arriving at central", title_justify="left", expand=True)
@@ -82,8 +122,8 @@ class CentralView:
                 p["user_id"],
                 p["local_time"][:19],
                 p["utc_time"][11:19],
-                p["state"]["name"] or str(p["state"]["code"]),
-                p["verify"]["name"] or str(p["verify"]["code"]),
+                _name(p["state"]),
+                _name(p["verify"]),
                 f"[bold magenta]{p['source']}[/]" if p["source"] == "live" else p["source"],
                 p["id"][:10],
             )
@@ -100,14 +140,23 @@ class CentralView:
                 f"{d.get('record_count')}/{d.get('record_capacity')}",
                 "—" if drift is None else f"{drift:+.0f} s",
             )
-        summary = (
-            f"gateway: [bold]{self.gateway_state}[/] · punched on terminals: {produced} · "
-            f"unique punches received: {len(self.ids)} · duplicates ignored: {self.duplicates} · Ctrl-C to stop"
-        )
-        return Group(devices, punches, summary, *(f"[dim]{e}[/]" for e in self.events))
+        summary = f"gateway: [bold]{self.gateway_state}[/] · {self.summary_line(produced)} · Ctrl-C to stop"
+        footer = [f"[dim]{escape(self.footer)}[/]"] if self.footer else []
+        return Group(devices, punches, summary, *(f"[dim]{e}[/]" for e in self.events), *footer)
 
 
-def _write_config(workdir: Path, broker_port: int, emulators: dict[str, ZkEmulator], anviz_pty: str) -> Path:
+def _name(field: dict[str, Any]) -> str:
+    return str(field["name"] or field["code"])
+
+
+def _faults_text(state: dict[str, Any]) -> str:
+    faults = [f"{f['code']} ({f['detail']})" for f in state.get("faults", [])]
+    return f"faults: {'; '.join(faults)}" if faults else "no faults"
+
+
+def _write_config(
+    workdir: Path, broker_port: int, http_port: int, emulators: dict[str, ZkEmulator], anviz_pty: str
+) -> Path:
     tft_a, tft_b, bw = emulators["gate-north"], emulators["gate-south"], emulators["canteen"]
     config = f"""
 gateway_id = "{GATEWAY_ID}"
@@ -122,7 +171,7 @@ port = {broker_port}
 path = "{workdir / "buffer.db"}"
 
 [http]
-port = {free_port()}
+port = {http_port}
 
 [[terminals]]
 type = "zk"
@@ -212,15 +261,96 @@ async def _wait_for_last_punches(
 ) -> None:
     """Punching has stopped: give the pipeline a moment to deliver what is in flight."""
     deadline = time.monotonic() + 10
+    if not console.is_terminal:
+        console.print("waiting for the last punches to arrive…")
     with console.status("waiting for the last punches to arrive…"):
         while len(view.ids) < produced and time.monotonic() < deadline and gateway.poll() is None:
             await asyncio.sleep(0.2)
 
 
+def _punchgate_command() -> str:
+    """How to call `punchgate` from here: the name if PATH finds this one, else its path."""
+    script = Path(sys.executable).parent / "punchgate"
+    found = shutil.which("punchgate")
+    if not script.exists() or (found is not None and Path(found).resolve() == script.resolve()):
+        return "punchgate"
+    with contextlib.suppress(ValueError):
+        return str(script.absolute().relative_to(Path.cwd()))
+    return str(script)
+
+
+def _where_to_look(http_port: int) -> list[tuple[str, str]]:
+    url = f"http://127.0.0.1:{http_port}"
+    return [
+        ("status page", f"{url}/"),
+        ("metrics", f"{url}/metrics"),
+        ("status", f"{_punchgate_command()} status --url {url}"),
+    ]
+
+
+def _start_gateway(workdir: Path, config: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PUNCHGATE_COMM_KEY_GATE_SOUTH": str(COMM_KEY)}
+    with (workdir / "gateway.log").open("ab") as gateway_log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "punchgate.gateway",
+                "run",
+                "--config",
+                str(config),
+                "--log-format",
+                "json",
+            ],
+            stdout=gateway_log,
+            stderr=gateway_log,
+            env=env,
+        )
+
+
+async def _show(
+    view: CentralView,
+    produced: list[int],
+    gateway: subprocess.Popen[bytes],
+    stop: asyncio.Event,
+    console: Console,
+    duration: float,
+    log: Path,
+) -> None:
+    """Show what central receives until Ctrl-C, the duration, or the gateway's end: a live
+    table on a terminal, otherwise one line per arrival, written (and flushed) as it comes."""
+    deadline = time.monotonic() + duration if duration > 0 else None
+    piped = not console.is_terminal
+    live = None if piped else Live(view.render(produced[0]), console=console, refresh_per_second=4)
+    next_progress = time.monotonic() + PROGRESS_EVERY
+    with live or contextlib.nullcontext():
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if gateway.poll() is not None:
+                console.print(
+                    f"[red]the gateway exited with {gateway.returncode}: see {escape(str(log))}[/]",
+                    soft_wrap=True,
+                )
+                break
+            if live is not None:
+                live.update(view.render(produced[0]))
+            else:
+                lines, view.lines = view.lines or [], []
+                if time.monotonic() >= next_progress:
+                    next_progress += PROGRESS_EVERY
+                    lines.append(f"{dt.datetime.now():%H:%M:%S} progress: {view.summary_line(produced[0])}")
+                for line in lines:
+                    console.print(line, markup=False, highlight=False, soft_wrap=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.25)
+
+
 async def _demo(duration: float) -> int:
     console = Console()
+    # Kept after exit (named at start and at the end): the logs are how one looks back.
     workdir = Path(tempfile.mkdtemp(prefix="punchgate-demo-"))
-    broker = MosquittoBroker()
+    broker = MosquittoBroker(workdir / "broker")
     # Emulator logs go to a file: the screen belongs to the central view. (Before building the
     # emulators: they bind their loggers when constructed.)
     emulator_log = (workdir / "emulators.log").open("a", encoding="utf-8")
@@ -256,7 +386,11 @@ async def _demo(duration: float) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     produced = [0]
-    view = CentralView()
+    view = CentralView(lines=None if console.is_terminal else [])
+    kept = (
+        f"kept in {workdir}: gateway.log, emulators.log, broker/, punchgate.toml, buffer.db "
+        f"(delete it when done: rm -r {workdir})"
+    )
     try:
         broker.start()
         for seed, emulator in enumerate(emulators.values()):
@@ -266,45 +400,26 @@ async def _demo(duration: float) -> int:
             terminal.add_history(30)
         anviz_bus.start()
         produced[0] = sum(len(e.records) for e in emulators.values()) + sum(len(t.records) for t in anviz)
-        config = _write_config(workdir, broker.port, emulators, anviz_bus.path)
-        env = {**os.environ, "PUNCHGATE_COMM_KEY_GATE_SOUTH": str(COMM_KEY)}
-        log_path = workdir / "gateway.log"
-        with log_path.open("ab") as gateway_log:
-            gateway = subprocess.Popen(  # noqa: ASYNC220  (spawning returns at once)
-                [
-                    sys.executable,
-                    "-m",
-                    "punchgate.gateway",
-                    "run",
-                    "--config",
-                    str(config),
-                    "--log-format",
-                    "json",
-                ],
-                stdout=gateway_log,
-                stderr=gateway_log,
-                env=env,
-            )
+        http_port = free_port()
+        config = _write_config(workdir, broker.port, http_port, emulators, anviz_bus.path)
+        gateway = _start_gateway(workdir, config)
         console.print(
             f"[bold]punchgate demo[/]: broker 127.0.0.1:{broker.port} · 5 emulated terminals · "
-            f"gateway pid {gateway.pid} (log: {log_path})"
+            f"gateway pid {gateway.pid}, log {workdir / 'gateway.log'}",
+            soft_wrap=True,
         )
+        where_to_look = _where_to_look(http_port)
+        for name, where in where_to_look:
+            also = f"   (or --config {config})" if name == "status" else ""
+            console.print(f"  {name:<12} {escape(where)}{escape(also)}", soft_wrap=True, highlight=False)
+        console.print(f"  {'files':<12} {escape(kept)}", soft_wrap=True, highlight=False)
+        view.footer = " · ".join(f"{name} {where}" for name, where in where_to_look)
         tasks = [
             asyncio.create_task(_subscribe(broker.port, view, stop)),
             asyncio.create_task(_punch_at_random(list(emulators.values()), stop, produced)),
             asyncio.create_task(_punch_anviz_at_random(anviz, stop, produced)),
         ]
-        deadline = time.monotonic() + duration if duration > 0 else None
-        with Live(view.render(produced[0]), console=console, refresh_per_second=4) as live:
-            while not stop.is_set():
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                if gateway.poll() is not None:
-                    console.print(f"[red]the gateway exited with {gateway.returncode}; see {log_path}[/]")
-                    break
-                live.update(view.render(produced[0]))
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.25)
+        await _show(view, produced, gateway, stop, console, duration, workdir / "gateway.log")
         punchers, subscriber = tasks[1:], tasks[0]
         for task in punchers:
             task.cancel()
@@ -312,14 +427,16 @@ async def _demo(duration: float) -> int:
         stop.set()
         subscriber.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        for line in view.lines or []:
+            console.print(line, markup=False, highlight=False, soft_wrap=True)
         console.print()
         console.print(f"stopped: {produced[0]} punches on the terminals, {len(view.ids)} unique received.")
         return 0 if gateway.returncode in (None, 0) else 1
     finally:
         if gateway is not None and gateway.poll() is None:
             gateway.send_signal(signal.SIGTERM)
-            try:
-                gateway.wait(15)
+            try:  # in a thread: the emulators, on this loop, must answer the gateway's goodbye
+                await asyncio.to_thread(gateway.wait, 15)
             except subprocess.TimeoutExpired:
                 gateway.kill()
         for emulator in emulators.values():
@@ -328,7 +445,7 @@ async def _demo(duration: float) -> int:
         anviz_bus.stop()
         broker.close()
         emulator_log.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        console.print(escape(kept), soft_wrap=True, highlight=False)
 
 
 def run_demo(*, duration: float = 0) -> int:
