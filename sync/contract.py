@@ -113,7 +113,9 @@ class PunchRecord(_Payload):
     state: StateCode = Field(description="punch state: check_in, check_out, break_out, break_in, ...")
     verify: VerifyCode = Field(description="verification: fingerprint, face, card, password, ...")
     work_code: int = Field(description="work code entered at the terminal; 0 when none")
-    source: Source = Field(description="poll (full read), live (real-time event) or manual")
+    source: Source = Field(
+        description="poll (full read), live (real-time event), manual or push (uploaded by the terminal)"
+    )
     historical: bool = Field(description="true for backlog and replay, false for a punch seen as it happened")
     flags: list[str] = Field(
         description="time flags: dst_fold, dst_gap, before_2000, in_future (the last two mean quarantined)",

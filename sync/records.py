@@ -10,7 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Literal
 
-Source = Literal["poll", "live", "manual"]
+Source = Literal["poll", "live", "manual", "push"]
 
 # Time flags (docs/mqtt-contract.md, "Punch batches"). A punch may carry several.
 FLAG_DST_FOLD = "dst_fold"  # local time happened twice; the first (earlier) instant was chosen
