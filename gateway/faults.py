@@ -74,6 +74,11 @@ CATALOGUE: dict[str, FaultKind] = {
         FaultKind(
             GatewayFault.DELIVERY_DELAYED, Severity.WARNING, "the oldest undelivered punch waits too long"
         ),
+        FaultKind(
+            GatewayFault.UNKNOWN_TERMINAL,
+            Severity.WARNING,
+            "a push terminal whose serial number is not in the config sends to the gateway",
+        ),
     )
 }
 # Faults of the gateway itself (subject ""); the rest belong to terminals.

@@ -17,3 +17,4 @@ class GatewayFault(StrEnum):
     DISK_LOW = "disk_low"
     BROKER_UNREACHABLE = "broker_unreachable"
     DELIVERY_DELAYED = "delivery_delayed"
+    UNKNOWN_TERMINAL = "unknown_terminal"
