@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from punchgate.drivers import anviz, zk
+from punchgate.drivers import anviz, zk, zk_push
 from punchgate.drivers.base import Driver
 from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.description import DriverDescription
 
-DRIVERS: tuple[DriverDescription, ...] = (zk.DESCRIPTION, anviz.DESCRIPTION)
+DRIVERS: tuple[DriverDescription, ...] = (zk.DESCRIPTION, anviz.DESCRIPTION, zk_push.DESCRIPTION)
 BY_TYPE: dict[str, DriverDescription] = {d.type_name: d for d in DRIVERS}
 
 

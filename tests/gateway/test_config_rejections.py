@@ -240,7 +240,7 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
     (
         "an unknown terminal type",
         {"terminals": [{**ZK, "type": "zkteco"}]},
-        "terminals[0]: unknown terminal type 'zkteco' (expected one of: 'zk', 'anviz'); did you mean 'zk'?",
+        "terminals[0]: unknown terminal type 'zkteco' (expected one of: 'zk', 'anviz', 'zk-push'); did you mean 'zk'?",
     ),
     (
         "[terminals] instead of [[terminals]]",
