@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.registry import create_driver
+from punchgate.drivers.zk_push import is_push_terminal
 from punchgate.gateway import __version__
 from punchgate.gateway.clock import ClockCare, CorrectionPolicy, GatewayClock
 from punchgate.gateway.faults import FaultSet, FaultTransition, Notice
@@ -98,6 +99,9 @@ class Application:
             if not terminal.enabled:
                 log.info("terminal_disabled_in_config", device=terminal.name)
                 continue
+            if is_push_terminal(terminal):  # it uploads to the [push] listener: health, no worker
+                self._add_push_terminal(terminal)
+                continue
             worker = self._build_worker(terminal)
             self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"worker:{terminal.name}"))
             scheduler.add_job(
@@ -113,6 +117,7 @@ class Application:
             )
         scheduler.start()
         self._scheduler = scheduler
+        await self._start_push()
         status = f"reading {len(self._worker_tasks)} terminals"
         self.notifier.ready(status)
         log.info("gateway_started", gateway=settings.gateway_id, terminals=len(self._worker_tasks))
@@ -157,6 +162,27 @@ class Application:
         from punchgate.gateway.http import start_http_server
 
         self._http = await start_http_server(self)
+
+    def _add_push_terminal(self, terminal: TerminalConfig) -> None:
+        """A push terminal's health model, built like a pulled terminal's; gateway/push.py feeds it."""
+        health_settings = self.settings.terminal_health(terminal)
+        health = DeviceHealth(
+            terminal.name,
+            Thresholds.from_settings(health_settings),
+            calendar=calendar_for(health_settings, self.settings.terminal_timezone(terminal)),
+        )
+        health.faults.on_transition.append(self._publish_transition)
+        health.on_change.append(self._publish_device_state)
+        health.on_notice.append(self._publish_notice)
+        self.devices[terminal.name] = health
+
+    async def _start_push(self) -> None:
+        """The listener push terminals upload to ([push]; gateway/push.py), when there are any."""
+        from punchgate.gateway.push import PushService, push_enabled, push_terminals
+
+        if push_enabled(self.settings):
+            self._push = PushService(self, push_terminals(self.settings))
+            await self._push.start()
 
     def _spawn_service(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -332,6 +358,9 @@ class Application:
             task.cancel()
         if self._worker_tasks:
             await asyncio.wait(self._worker_tasks, timeout=max(0.1, deadline - time.monotonic()))
+        push = getattr(self, "_push", None)
+        if push is not None:  # no new uploads; one being committed finishes (the commit is shielded)
+            await push.close()
         if self.forwarder is not None and self.store is not None:
             await self._drain_before_exit(deadline)
         http = getattr(self, "_http", None)

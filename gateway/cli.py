@@ -77,6 +77,10 @@ def check_config(config: Path) -> None:
         f"{config}: OK — gateway {settings.gateway_id!r}, {len(settings.terminals)} terminals ({summary}), "
         f"broker {settings.mqtt.host}:{settings.mqtt.port}, buffer {settings.buffer.path}"
     )
+    from punchgate.gateway.push import listener_summary, push_enabled
+
+    if push_enabled(settings):  # where push terminals must send, and a warning for a wildcard bind
+        click.echo(listener_summary(settings))
 
 
 @main.command("run")
