@@ -48,7 +48,40 @@ device_meta = table("device_meta", column("device"), column("data"), column("upd
 # stored in it (one row; see punchgate.sync.buffer_identity and migration v3).
 identity = table("identity", column("singleton"), column("gateway_id"), column("created"), column("stored"))
 
-TABLES: tuple[TableClause, ...] = (punches, batch_seq, device_meta, identity)
+# Make-up punches as entered and decided (migration v4; punchgate.sync.manual).
+manual_punches = table(
+    "manual_punches",
+    column("entry_id"),
+    column("device"),
+    column("serial"),
+    column("user_id"),
+    column("local_time"),
+    column("utc_time"),
+    column("state"),
+    column("reason_code"),
+    column("reason"),
+    column("entered_by"),
+    column("entered_at"),
+    column("status"),
+    column("decided_by"),
+    column("decided_at"),
+    column("note"),
+    column("punch_id"),
+)
+
+# The audit hash chain and where a pruned chain starts (migration v4; punchgate.sync.audit).
+audit = table("audit", column("seq"), column("kind"), column("entry"), column("hash"))
+audit_anchor = table("audit_anchor", column("singleton"), column("seq"), column("hash"))
+
+TABLES: tuple[TableClause, ...] = (
+    punches,
+    batch_seq,
+    device_meta,
+    identity,
+    manual_punches,
+    audit,
+    audit_anchor,
+)
 
 
 def file_columns(conn: Connection, name: str) -> list[str]:

@@ -194,8 +194,66 @@ def _v3_identity(conn: Connection) -> None:
     )
 
 
+def _v4_manual_and_audit(conn: Connection) -> None:
+    """Make-up punches and the audit chain (docs/manual-punches.md, docs/audit.md).
+
+    * `manual_punches`: one row per make-up punch entered, with who entered it and why, and,
+      once decided, who approved or rejected it. An approved entry also becomes an ordinary
+      row of `punches` (source `manual`, `punch_id` names it); a pending or rejected one never
+      does. `utc_time` is kept so the conflict and monthly-limit checks need no time zone.
+    * `audit`: the hash chain. `seq` numbers the entries 1, 2, 3, ...; `entry` is the entry's
+      canonical JSON (it repeats seq and kind), `hash` is SHA-256 (hex) over the previous
+      entry's hash and `entry`. Nothing in this step fills it: the store starts the chain at
+      its first open, covering the punches the file already holds (`punchgate.sync.audit`).
+    * `audit_anchor`: where a pruned chain starts (the last pruned entry's seq and hash); no
+      row while nothing was pruned.
+    """
+    conn.exec_driver_sql(
+        """
+        CREATE TABLE manual_punches (
+            entry_id TEXT PRIMARY KEY,        -- a UUID, part of the approved punch's record id
+            device TEXT NOT NULL,             -- configured terminal (or the site's virtual one)
+            serial TEXT NOT NULL,             -- that terminal's serial number when entered
+            user_id TEXT NOT NULL,
+            local_time TEXT NOT NULL,         -- terminal-local ISO 8601, no offset
+            utc_time TEXT NOT NULL,           -- the instant, as punches.utc_time writes it
+            state INTEGER NOT NULL,           -- raw state code of the terminal's family
+            reason_code TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            entered_by TEXT NOT NULL,
+            entered_at TEXT NOT NULL,         -- UTC, ISO 8601 with Z
+            status TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected')),
+            decided_by TEXT,                  -- NULL while pending (and when no approval is required)
+            decided_at TEXT,
+            note TEXT,                        -- the approver's or rejecter's remark
+            punch_id TEXT                     -- the record id once approved
+        )
+        """
+    )
+    conn.exec_driver_sql("CREATE INDEX ix_manual_user_time ON manual_punches (user_id, utc_time)")
+    conn.exec_driver_sql(
+        """
+        CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,          -- 1, 2, 3, ... in append order
+            kind TEXT NOT NULL,               -- punches, manual_entered, replay, purge, ...
+            entry TEXT NOT NULL,              -- canonical JSON of the entry
+            hash TEXT NOT NULL                -- sha256(previous hash + entry), hex
+        )
+        """
+    )
+    conn.exec_driver_sql(
+        """
+        CREATE TABLE audit_anchor (
+            singleton INTEGER PRIMARY KEY CHECK (singleton = 1),
+            seq INTEGER NOT NULL,             -- the last entry pruned
+            hash TEXT NOT NULL                -- its hash: the next entry chains from it
+        )
+        """
+    )
+
+
 # Index i holds the step that takes the schema from version i to i + 1. Append only.
-STEPS: list[Step] = [_v1_initial, _v2_keep_only_what_is_read, _v3_identity]
+STEPS: list[Step] = [_v1_initial, _v2_keep_only_what_is_read, _v3_identity, _v4_manual_and_audit]
 LATEST_VERSION = len(STEPS)
 
 
