@@ -15,6 +15,13 @@ rows that were not acknowledged stay pending and go out again on the next connec
 subscriber may see a few duplicates (ids make them harmless) but never a gap. The buffer is
 the only source of truth: a fresh MQTT client is built for every session, so nothing is
 ever held only in the client's memory.
+
+Stopping is `cancel()` on the task running `run()`, and it is bounded whatever the broker does
+(refusing, dropping, or frozen mid-publish): the session's tasks are cancelled (again, if one
+let the cancellation slip), the retained `offline` gets GOODBYE_TIMEOUT, the DISCONNECT gets
+DISCONNECT_TIMEOUT and then the socket is closed regardless. Python 3.11's `asyncio.wait_for`,
+which aiomqtt uses for every acknowledged call, can lose a cancellation that arrives just as the
+awaited thing completes; see `_raise_if_cancelled` and `_SessionTasks` for how none is lost here.
 """
 
 from __future__ import annotations
@@ -26,9 +33,9 @@ import random
 import ssl
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiomqtt
 import structlog
@@ -50,6 +57,10 @@ IDLE_POLL_SECONDS = 5.0
 READ_AHEAD_BATCHES = 10
 # CONNACK reason codes (MQTT 3.1.1 codes 4/5 arrive from paho as their MQTT 5 equivalents).
 _AUTH_REFUSED = {4, 5, 134, 135}
+# Bounds on leaving a session, so that stopping never waits on the broker.
+GOODBYE_TIMEOUT = 2.0  # the retained `offline` published when cancelled
+DISCONNECT_TIMEOUT = 2.0  # the DISCONNECT going out (a frozen broker's full socket buffer holds it)
+TASK_STOP_TIMEOUT = 5.0  # a session's tasks finishing once cancelled (normally one loop turn)
 
 
 class SessionEnded(Exception):
@@ -109,6 +120,87 @@ def _first_leaf(exc: BaseException) -> BaseException:
             exc = exc.__cause__
         else:
             return exc
+
+
+def _raise_if_cancelled() -> None:
+    """Raise the cancellation an await let slip.
+
+    On Python 3.11, `asyncio.wait_for` (aiomqtt waits for CONNACK, every PUBACK and the
+    disconnect with it) returns normally when the cancellation arrives just as the awaited
+    thing completes, e.g. a PUBACK read together with the connection's EOF. The request is lost,
+    but the task still counts it in `cancelling()`. A loop that went on would ignore `cancel()`.
+    Call this after such awaits, once the outcome is recorded (a PUBACK is a PUBACK).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+async def _wait_event(event: asyncio.Event, timeout: float) -> None:
+    """Until `event` is set or `timeout` passes (`asyncio.wait` never loses a cancellation)."""
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait({waiter}, timeout=timeout)
+    finally:
+        waiter.cancel()
+
+
+def _close_socket(client: aiomqtt.Client) -> None:
+    """Close the client's socket if it is still open; aiomqtt's socket-close callback then takes
+    it off the event loop and stops its keepalive task. A no-op after a clean disconnect."""
+    with contextlib.suppress(Exception):
+        client._client._sock_close()
+
+
+class _SessionTasks:
+    """The tasks of one broker session; the first one to fail ends the session.
+
+    Not an `asyncio.TaskGroup`: on Python 3.11 a group that is already aborting (a lost
+    connection failed one task) absorbs a cancellation of the forwarder and raises the session
+    error instead, and it waits forever for a child that let its cancellation slip. `stop()`
+    cancels whatever still runs, again each round, and gives up after TASK_STOP_TIMEOUT.
+    """
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._failed = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._stopping = False
+
+    def spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        if self._stopping:
+            coro.close()
+            raise asyncio.CancelledError  # only reachable from a task that is being stopped
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._on_done)
+
+    def _on_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()  # retrieved for every task, so asyncio never logs it as lost
+        if exc is not None and self._failure is None:
+            self._failure = exc
+            self._failed.set()
+
+    async def first_failure(self) -> BaseException:
+        await self._failed.wait()
+        assert self._failure is not None
+        return self._failure
+
+    async def stop(self) -> None:
+        self._stopping = True
+        deadline = time.monotonic() + TASK_STOP_TIMEOUT
+        while self._tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                names = sorted(task.get_name() for task in self._tasks)
+                log.error("mqtt_session_tasks_not_stopping", tasks=names)
+                return
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.wait(set(self._tasks), timeout=min(remaining, 0.5))
 
 
 def tls_context(tls_settings: MqttSettings) -> ssl.SSLContext | None:
@@ -209,11 +301,17 @@ class Forwarder:
         self._event_queue_size = event_queue_size
         self._acked: list[int] = []  # acknowledged pks not yet marked delivered
         self._acked_ready = asyncio.Event()
+        self._in_flight = 0
 
     # --- public API -----------------------------------------------------------------------
     @property
     def connected(self) -> bool:
         return self._connected
+
+    @property
+    def in_flight(self) -> int:
+        """Messages published and neither acknowledged nor failed yet."""
+        return self._in_flight
 
     def notify_new_punches(self) -> None:
         """Wake the drain at once (call after a commit). Safe from any thread."""
@@ -272,16 +370,22 @@ class Forwarder:
 
     # --- the reconnect loop ---------------------------------------------------------------
     async def run(self) -> None:
-        """Forward until cancelled. Broker trouble never escapes: it is logged, counted, retried."""
+        """Forward until cancelled. Broker trouble never escapes: it is logged, counted, retried.
+
+        Cancelled, it ends within a few seconds in every phase (see the module docstring).
+        """
         self._loop = asyncio.get_running_loop()
         attempt = 0
         while True:
             try:
                 context = await asyncio.to_thread(tls_context, self.mqtt)
                 client = self._client(context)
-                async with client:
+                await self._connect(client)
+                try:
                     attempt = 0
                     await self._session(client)
+                finally:
+                    await self._disconnect(client)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -289,6 +393,7 @@ class Forwarder:
             finally:
                 await self._flush_acked()
                 self._set_connected(False, self.stats.last_error)
+            _raise_if_cancelled()  # lost by aiomqtt's CONNACK or disconnect wait
             delay = self._backoff(attempt)
             attempt += 1
             log.info("mqtt_reconnect_wait", seconds=round(delay, 2), attempt=attempt)
@@ -323,6 +428,29 @@ class Forwarder:
         client.pending_calls_threshold = self.max_in_flight + 16
         return client
 
+    async def _connect(self, client: aiomqtt.Client) -> None:
+        """TCP, TLS and CONNECT/CONNACK (aiomqtt bounds the wait for CONNACK by its timeout)."""
+        try:
+            await client.__aenter__()
+        except BaseException:
+            # aiomqtt leaves the socket open when CONNACK does not come in time (or we are
+            # cancelled meanwhile): a late CONNACK would make it a second client with our id.
+            _close_socket(client)
+            raise
+
+    async def _disconnect(self, client: aiomqtt.Client) -> None:
+        """A clean DISCONNECT (the broker then drops our will) when it goes out within
+        DISCONNECT_TIMEOUT; the socket is closed in any case."""
+        try:
+            await asyncio.wait_for(client.__aexit__(None, None, None), DISCONNECT_TIMEOUT)
+        except TimeoutError:
+            log.info("mqtt_disconnect_unclean", error=f"DISCONNECT not sent within {DISCONNECT_TIMEOUT:g} s")
+        except (aiomqtt.MqttError, OSError) as exc:
+            log.info("mqtt_disconnect_unclean", error=describe_error(exc))
+        finally:
+            _close_socket(client)
+        _raise_if_cancelled()
+
     def _session_failed(self, exc: BaseException) -> None:
         leaf = _first_leaf(exc)
         reason = describe_error(leaf)
@@ -353,37 +481,49 @@ class Forwarder:
 
     # --- one session ----------------------------------------------------------------------
     async def _session(self, client: aiomqtt.Client) -> None:
-        self.stats.connects += 1
-        if self.stats.last_connected_at is not None:
-            self.stats.reconnects += 1
-        self.stats.last_connected_at = time.time()
-        online = gateway_online(version=self.version, started_at=self.started_at)
-        await self._publish(client, self.topics.gateway_state, online, retain=True)
-        self._set_connected(True)
-        log.info("mqtt_connected", host=self.mqtt.host, port=self.mqtt.port, protocol=self.mqtt.protocol)
-        self._dirty_states.update(self._device_states)  # retained states go out again on every connect
+        """Runs until the connection fails (raises why) or the forwarder is cancelled."""
+        tasks = _SessionTasks()
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._watch_connection(client))
-                group.create_task(self._mark_acked())
-                group.create_task(self._side_messages(client))
-                group.create_task(self._drain(client, group))
+            _raise_if_cancelled()  # lost by aiomqtt's CONNACK wait
+            self.stats.connects += 1
+            if self.stats.last_connected_at is not None:
+                self.stats.reconnects += 1
+            self.stats.last_connected_at = time.time()
+            online = gateway_online(version=self.version, started_at=self.started_at)
+            await self._publish(client, self.topics.gateway_state, online, retain=True)
+            _raise_if_cancelled()
+            self._set_connected(True)
+            log.info("mqtt_connected", host=self.mqtt.host, port=self.mqtt.port, protocol=self.mqtt.protocol)
+            self._dirty_states.update(self._device_states)  # retained states go out again on every connect
+            tasks.spawn(self._watch_connection(client), "mqtt-watch")
+            tasks.spawn(self._mark_acked(), "mqtt-mark-acked")
+            tasks.spawn(self._side_messages(client), "mqtt-side")
+            tasks.spawn(self._drain(client, tasks), "mqtt-drain")
+            raise await tasks.first_failure()
         except asyncio.CancelledError:
-            # Shutting down: say goodbye ourselves (a clean disconnect suppresses the will).
-            with contextlib.suppress(Exception, asyncio.CancelledError):
+            # Shutting down: stop publishing, then say goodbye ourselves (a clean disconnect
+            # suppresses the will). Bounded; a second cancellation ends it at once.
+            await tasks.stop()
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(
-                    self._publish(client, self.topics.gateway_state, gateway_offline(), retain=True), 2.0
+                    self._publish(client, self.topics.gateway_state, gateway_offline(), retain=True),
+                    GOODBYE_TIMEOUT,
                 )
             raise
+        finally:
+            await tasks.stop()
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool = False
     ) -> None:
+        self._in_flight += 1
         try:
             await client.publish(topic, payload, qos=1, retain=retain, timeout=self.mqtt.publish_timeout)
         except aiomqtt.MqttError as exc:
             self.stats.publish_failures += 1
             raise SessionEnded(f"publish to {topic} failed") from exc
+        finally:
+            self._in_flight -= 1
         self.stats.messages_published += 1
         self.stats.last_publish_at = time.time()
 
@@ -392,7 +532,7 @@ class Forwarder:
         async for _message in client.messages:  # we subscribe to nothing; this only waits
             pass
 
-    async def _drain(self, client: aiomqtt.Client, group: asyncio.TaskGroup) -> None:
+    async def _drain(self, client: aiomqtt.Client, tasks: _SessionTasks) -> None:
         window = asyncio.Semaphore(self.max_in_flight)
         read_limit = self.mqtt.batch_size * READ_AHEAD_BATCHES
         after = 0  # pks up to here are in flight or done in this session
@@ -404,8 +544,7 @@ class Forwarder:
                 after = 0
             rows = await asyncio.to_thread(self.store.pending_batch, read_limit, after=after)
             if not rows:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), IDLE_POLL_SECONDS)
+                await _wait_event(self._wake, IDLE_POLL_SECONDS)
                 continue
             after = rows[-1].pk
             # Each read is sent as soon as it is grouped, so the broker is never idle while
@@ -420,7 +559,8 @@ class Forwarder:
                     records=[r.payload for r in chunk],
                 )
                 await window.acquire()
-                group.create_task(self._publish_batch(client, device, payload, [r.pk for r in chunk], window))
+                pks = [r.pk for r in chunk]
+                tasks.spawn(self._publish_batch(client, device, payload, pks, window), "mqtt-publish")
 
     async def _publish_batch(
         self, client: aiomqtt.Client, device: str, payload: bytes, pks: list[int], window: asyncio.Semaphore
@@ -468,11 +608,13 @@ class Forwarder:
                 await self._publish(client, self.topics.device_state(device), payload, retain=True)
                 if self._device_states.get(device) is payload:
                     self._dirty_states.discard(device)
+                _raise_if_cancelled()
             while self._events:
                 device, payload = self._events[0]
                 topic = self.topics.device_events(device) if device else self.topics.gateway_events
                 await self._publish(client, topic, payload)
                 if self._events and self._events[0][1] is payload:
                     self._events.popleft()
+                _raise_if_cancelled()
             if not self._dirty_states and not self._events:
                 await self._side_wake.wait()
