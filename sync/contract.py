@@ -31,7 +31,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
-from punchgate.sync.records import Punch, Source
+from punchgate.sync.records import ManualInfo, Punch, Source
 
 SCHEMA_NAME = "punchgate.punches"
 SCHEMA_VERSION = 1
@@ -70,6 +70,9 @@ UtcDateTime = Annotated[
 # Markers for the schema generator: which vocabulary a field's values come from (see `Vocabulary`).
 _VOCABULARY_KEY = "x-vocabulary"
 _COMPLETE_KEY = "x-complete"  # every field is always sent (the strict schemas require them all)
+# ... except a field marked with this key: sent exactly when another field has a given value,
+# e.g. {"source": "manual"} (the strict schemas say so with if/then/else).
+_SENT_WHEN_KEY = "x-sent-when"
 
 
 def _names(vocabulary: str) -> dict[str, Any]:
@@ -101,6 +104,25 @@ class VerifyCode(_Payload):
     )
 
 
+class ManualDetails(_Payload):
+    """Who added a make-up punch, why, and who approved it (only on records with source manual)."""
+
+    entry_id: str = Field(description="the make-up entry's own id (a UUID); part of the record id recipe")
+    reason_code: str = Field(
+        description="the reason category, from the site's list (defaults: forgot_to_punch, "
+        "recognition_failed, terminal_fault, working_off_site, other)"
+    )
+    reason: str = Field(description="the free-text reason given when the punch was entered")
+    entered_by: str = Field(description="the person who entered the make-up punch")
+    entered_at: UtcDateTime = Field(description="when it was entered")
+    approved_by: str | None = Field(
+        description="the (different) person who approved it; null when the site requires no approval"
+    )
+    approved_at: UtcDateTime = Field(
+        description="when it was approved (when it entered the stream, if no approval is required)"
+    )
+
+
 class PunchRecord(_Payload):
     """One punch. `id` is stable across re-reads, restarts and gateways: deduplicate on it."""
 
@@ -120,6 +142,12 @@ class PunchRecord(_Payload):
     flags: list[str] = Field(
         description="time flags: dst_fold, dst_gap, before_2000, in_future (the last two mean quarantined)",
         json_schema_extra=_names("time_flags"),
+    )
+    manual: ManualDetails | None = Field(
+        default=None,
+        exclude_if=lambda value: value is None,
+        description="make-up punch details: present exactly when source is manual (an addition to v1)",
+        json_schema_extra={_SENT_WHEN_KEY: {"source": "manual"}},
     )
 
 
@@ -193,6 +221,23 @@ class DeviceState(_Payload):
     user_capacity: int | None = Field(default=None, description="user capacity")
 
 
+class AuditHead(_Payload):
+    """Retained on `{base}/audit`: the newest entry of the buffer's audit chain (docs/audit.md).
+
+    Keep the latest one (or every one): `punchgate audit verify --head FILE` proves the buffer
+    still holds the chain that led to it, so a truncated or rewritten buffer cannot pass."""
+
+    gateway: str = Field(description="id of the gateway whose buffer holds the chain")
+    seq: int = Field(ge=1, description="the entry's number: the chain's entries are numbered 1, 2, 3, ...")
+    hash: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (hex) of the previous entry's hash followed by this entry's canonical JSON",
+    )
+    kind: str = Field(description="what the entry records (punches, manual_approved, replay, ...)")
+    at: UtcDateTime = Field(description="when the entry was appended")
+    as_of: UtcDateTime = Field(description="when the gateway published this head")
+
+
 class DeviceEvent(_Payload):
     """On `{base}/devices/{device}/events`: a fault raised or cleared, or a clock correction."""
 
@@ -210,8 +255,20 @@ class DeviceEvent(_Payload):
 # Building payloads
 
 
-def _record_dict(punch: Punch) -> dict[str, Any]:
+def _manual_dict(manual: ManualInfo) -> dict[str, Any]:
     return {
+        "entry_id": manual.entry_id,
+        "reason_code": manual.reason_code,
+        "reason": manual.reason,
+        "entered_by": manual.entered_by,
+        "entered_at": utc_iso(manual.entered_at),
+        "approved_by": manual.approved_by,
+        "approved_at": utc_iso(manual.approved_at),
+    }
+
+
+def _record_dict(punch: Punch) -> dict[str, Any]:
+    record = {
         "id": punch.id,
         "serial": punch.device_serial,
         "user_id": punch.user_id,
@@ -225,6 +282,9 @@ def _record_dict(punch: Punch) -> dict[str, Any]:
         "historical": punch.historical,
         "flags": list(punch.flags),
     }
+    if punch.manual is not None:
+        record["manual"] = _manual_dict(punch.manual)
+    return record
 
 
 def punch_to_record(punch: Punch) -> PunchRecord:
@@ -326,6 +386,7 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "gateway-state": GatewayState,
     "device-state": DeviceState,
     "device-event": DeviceEvent,
+    "audit-head": AuditHead,
 }
 
 
@@ -400,6 +461,31 @@ def _apply_vocabulary(node: dict[str, Any], values: list[str], *, open_: bool) -
         holder.update(holder.pop("anyOf")[0])
 
 
+def _require_every_field(node: dict[str, Any]) -> None:
+    """Strict: every field is required, but one sent only with a value of another field is
+    required with it and absent without it (if/then/else)."""
+    properties: dict[str, Any] = node["properties"]
+    conditional = {name: p[_SENT_WHEN_KEY] for name, p in properties.items() if _SENT_WHEN_KEY in p}
+    node["required"] = [name for name in properties if name not in conditional]
+    for name in conditional:  # never sent as null: absent instead
+        field = properties[name]
+        field.pop("default", None)
+        field["anyOf"] = [option for option in field.get("anyOf", []) if option.get("type") != "null"]
+    rules = [
+        {
+            "if": {
+                "properties": {key: {"const": value} for key, value in when.items()},
+                "required": list(when),
+            },
+            "then": {"required": [name]},
+            "else": {"not": {"required": [name]}},
+        }
+        for name, when in conditional.items()
+    ]
+    if rules:
+        node["allOf"] = rules
+
+
 def json_schema(model: type[BaseModel], vocabulary: Vocabulary, *, strict: bool) -> dict[str, Any]:
     """The JSON Schema of one payload: strict (exactly what this release sends) or for consumers
     (unknown fields allowed, fields added since 1.0 optional, open vocabularies extensible)."""
@@ -407,7 +493,8 @@ def json_schema(model: type[BaseModel], vocabulary: Vocabulary, *, strict: bool)
     for node in _nodes(schema):
         complete = node.pop(_COMPLETE_KEY, False)
         if strict and complete:
-            node["required"] = list(node["properties"])
+            _require_every_field(node)
+        node.pop(_SENT_WHEN_KEY, None)
         if not strict and node.get("additionalProperties") is False:
             del node["additionalProperties"]
         names = node.pop(_VOCABULARY_KEY, None)

@@ -20,6 +20,22 @@ FLAG_IN_FUTURE = "in_future"  # clock_invalid: more than a day ahead of the gate
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ManualInfo:
+    """Who added a make-up punch and why, and who approved it (docs/manual-punches.md).
+
+    Times are aware UTC. `approved_by` is None when the site's `[manual] approval_required`
+    is false (the punch entered the stream without a second person)."""
+
+    entry_id: str  # the make-up entry's own uuid (part of the record id)
+    reason_code: str
+    reason: str
+    entered_by: str
+    entered_at: dt.datetime
+    approved_by: str | None
+    approved_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Punch:
     """One attendance record, normalised, with its stable id (docs/mqtt-contract.md)."""
 
@@ -39,6 +55,7 @@ class Punch:
     historical: bool
     flags: tuple[str, ...] = ()
     raw: bytes = b""
+    manual: ManualInfo | None = None  # set on make-up punches (source "manual") only
 
     @property
     def quarantined(self) -> bool:

@@ -43,6 +43,11 @@ class Topics:
         return f"{self.base}/events"
 
     @property
+    def audit(self) -> str:
+        """Retained head of the buffer's audit chain (docs/audit.md)."""
+        return f"{self.base}/audit"
+
+    @property
     def all_devices_wildcard(self) -> str:
         """A subscription filter matching every device topic of this gateway."""
         return f"{self.base}/devices/#"

@@ -11,7 +11,7 @@ import datetime as dt
 import hashlib
 from collections.abc import Iterator
 
-from punchgate.sync.records import Punch, Source
+from punchgate.sync.records import ManualInfo, Punch, Source
 
 _STATES = {0: "check_in", 1: "check_out", 2: "break_out", 3: "break_in", 4: "overtime_in", 5: "overtime_out"}
 _VERIFY = {0: "password", 1: "fingerprint", 2: "card", 15: "face"}
@@ -33,6 +33,18 @@ def make_punch(
     state = n % 6
     verify = (0, 1, 2, 15)[n % 4]
     key = f"{serial}|{user}|{local.isoformat()}|{state}|{verify}"
+    manual = None
+    if source == "manual":  # a make-up punch always carries who entered and approved it
+        entered = (local - dt.timedelta(hours=1)).replace(tzinfo=dt.UTC) + dt.timedelta(days=1)
+        manual = ManualInfo(
+            entry_id=f"00000000-0000-4000-8000-{n:012d}",
+            reason_code="forgot_to_punch",
+            reason="forgot the badge",
+            entered_by="Alice",
+            entered_at=entered,
+            approved_by="Bob",
+            approved_at=entered + dt.timedelta(hours=2),
+        )
     return Punch(
         id=hashlib.sha256(key.encode()).hexdigest()[:32],
         device=device,
@@ -50,6 +62,7 @@ def make_punch(
         historical=source != "live",
         flags=flags,
         raw=n.to_bytes(4, "little"),
+        manual=manual,
     )
 
 
