@@ -91,6 +91,7 @@ def render() -> str:
         ("[buffer]", sync_settings.BufferSettings),
         ("[http]", s.HttpSettings),
         ("[health] (and [terminals.health])", s.HealthSettings),
+        ("[push]", s.PushSettings),
     ]
     sections += [(f'[[terminals]] type = "{kind}"', model) for kind, model in s.TERMINAL_MODELS.items()]
     out = [HEADER]

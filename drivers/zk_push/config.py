@@ -51,6 +51,7 @@ class ZkPushTerminal(TerminalConfig):
     trans_interval: int = Field(
         1, ge=1, le=1440, description="minutes between uploads when realtime is false"
     )
+    poll_interval: float = Field(60.0, ge=1, le=86400, description="not used: a push terminal is not polled")
     tables: list[Table] = Field(
         ["ATTLOG", "OPERLOG"],
         description="what the terminal is asked to upload: ATTLOG (punches, required), OPERLOG "
