@@ -81,6 +81,29 @@ CATALOGUE: dict[str, FaultKind] = {
         ),
     )
 }
+# What the person on site should do about each fault: the "what to do" column of docs/health.md,
+# word for word (a link there is plain text here; tests/console/test_health_view.py holds them
+# equal). The console and `punchgate status` show it beside the fault.
+WHAT_TO_DO: dict[str, str] = {
+    "unreachable": "check power, cable, IP address and port; is another program holding the terminal's single session?",
+    "timeout": "terminal busy or hung: wait, then reboot it; a large log can also need a longer `timeout`",
+    "auth_failed": "set `comm_key` (or `PUNCHGATE_COMM_KEY_<NAME>`) to the key in the terminal's menu (Comm → Password)",
+    "protocol_error": "usually transient (line noise, firmware hiccup); if it persists, check the firmware and `transport` (tcp/udp)",
+    "unsupported": "wrong port or wrong `type` in the config",
+    "stuck_disabled": "someone is in the terminal's menu, or another tool crashed mid-session; leave the menu or reboot the terminal",
+    "log_nearly_full": "enable `clear_log` (guarded, see protocols/zk.md §6.6) or clear the log after a verified export; a full terminal refuses punches",
+    "log_reset": "someone cleared the log on the terminal or with another tool; nothing is lost if it had been read — check the last full read",
+    "device_replaced": "hardware was swapped: update inventory; the new terminal's punches get new ids (the serial is part of the id)",
+    "clock_drift": "enable bounded correction (`clock_correct_max_seconds`) or set the clock; check the terminal's `timezone` if the drift is a whole number of hours",
+    "clock_invalid": "replace the clock battery and set the time; review the quarantined punches",
+    "silent": "is the terminal refusing punches (screen message)? Is the reader broken? Or is the site simply closed — add a holiday",
+    "buffer_full": "fix the broker connection; punches resume flowing by themselves",
+    "disk_low": "free disk space on the gateway",
+    "broker_unreachable": "check the broker, network, credentials and TLS files (`last_error` in `/api/devices`, log event `mqtt_connect_failed`)",
+    "delivery_delayed": "the broker accepts too slowly or not at all; see `broker_unreachable`",
+    "unknown_terminal": "add a `zk-push` entry with that `serial_number`, or point the terminal elsewhere (zk-push.md)",
+    "confirmation_delayed": "the broker takes the punches but no central consumer confirms them: check `punchgate sink` (or your consumer) and its database; the gateway keeps sending them again",
+}
 # Faults of the gateway itself (subject ""); the rest belong to terminals.
 GATEWAY_FAULTS: tuple[str, ...] = tuple(GatewayFault)
 DEVICE_FAULTS: tuple[str, ...] = tuple(DeviceFault)
