@@ -30,7 +30,8 @@ from punchgate.gateway.logs import register_secret
 from punchgate.gateway.sdnotify import SystemdNotifier
 from punchgate.gateway.settings import Settings
 from punchgate.gateway.worker import DeviceWorker
-from punchgate.sync.contract import STATE_REFRESH_SECONDS, DeviceEvent, DeviceState, publish_due
+from punchgate.sync.audit import Head
+from punchgate.sync.contract import STATE_REFRESH_SECONDS, AuditHead, DeviceEvent, DeviceState, publish_due
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import BufferRefusedError, Store
@@ -84,6 +85,7 @@ class Application:
         # A damaged, missing or foreign buffer raises BufferRefusedError: see run_daemon.
         self.store = await asyncio.to_thread(Store.open, settings.buffer, gateway_id=settings.gateway_id)
         self.forwarder = Forwarder(settings, self.store, version=__version__)
+        await self._start_audit()
         self.gateway_faults.on_transition.append(self._publish_transition)
         self.forwarder.on_connection_change.append(self._on_broker_connection)
         self._spawn_service(self.forwarder.run(), "forwarder")
@@ -95,6 +97,9 @@ class Application:
         now = dt.datetime.now(dt.UTC)
         scheduler.add_job(self._purge_delivered, "interval", seconds=RETENTION_EVERY.total_seconds())
         scheduler.add_job(self._refresh_device_states, "interval", seconds=STATE_REFRESH_SECONDS)
+        scheduler.add_job(
+            self._publish_audit_now, "interval", seconds=settings.audit.publish_interval_seconds
+        )
         for terminal in settings.terminals:
             if not terminal.enabled:
                 log.info("terminal_disabled_in_config", device=terminal.name)
@@ -183,6 +188,40 @@ class Application:
         if push_enabled(self.settings):
             self._push = PushService(self, push_terminals(self.settings))
             await self._push.start()
+
+    # --- the audit chain (docs/audit.md) -------------------------------------------------------
+    async def _start_audit(self) -> None:
+        """Publish the chain's head after every administrative action, and record the config
+        this start runs with (what changed since the last start)."""
+        assert self.store is not None
+        loop = asyncio.get_running_loop()
+
+        def published(head: Head) -> None:  # called in the committing thread
+            loop.call_soon_threadsafe(self._publish_audit_head, head)
+
+        self.store.on_audit_action.append(published)
+        entry = await asyncio.to_thread(
+            config_entry, self.settings, self.store.last_audit_entry("config_loaded")
+        )
+        await asyncio.to_thread(self.store.audit_action, "config_loaded", entry)
+
+    def _publish_audit_head(self, head: Head | None) -> None:
+        if self.forwarder is None or head is None:
+            return
+        self.forwarder.publish_audit_head(
+            AuditHead(
+                gateway=self.settings.gateway_id,
+                seq=head.seq,
+                hash=head.hash,
+                kind=head.kind,
+                at=dt.datetime.fromisoformat(head.at.replace("Z", "+00:00")),
+                as_of=dt.datetime.now(dt.UTC),
+            )
+        )
+
+    async def _publish_audit_now(self) -> None:
+        assert self.store is not None
+        self._publish_audit_head(await asyncio.to_thread(self.store.audit_head))
 
     def _spawn_service(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -372,6 +411,33 @@ class Application:
         if self.store is not None:
             await asyncio.to_thread(self.store.close)
         log.info("gateway_stopped")
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}.{key}" if prefix else str(key)))
+        return flat
+    return {prefix: value}
+
+
+def config_entry(settings: Settings, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The `config_loaded` audit entry: the settings this start runs with (secrets masked, as
+    pydantic dumps them), their digest, and the keys changed since the last start's entry."""
+    import hashlib
+    import json
+
+    flat = json.loads(json.dumps(_flatten(settings.model_dump(mode="json")), default=str))
+    digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()
+    before = (previous or {}).get("config") or {}
+    changed = sorted(key for key in set(flat) | set(before) if flat.get(key) != before.get(key))
+    return {
+        "digest": digest,
+        "first": previous is None,
+        "changed": changed if previous else [],
+        "config": flat,
+    }
 
 
 # The daemon's exit code when its buffer is refused; the unit lists it in RestartPreventExitStatus.

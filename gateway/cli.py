@@ -361,3 +361,10 @@ def buffer_recover(config: Path) -> None:
     for line in report.lines():
         click.echo(line)
     click.echo("then start the daemon again (systemctl start punchgate)")
+
+
+# --- make-up punches and the audit chain (docs/manual-punches.md, docs/audit.md) -------------
+from punchgate.gateway import cli_audit, cli_punch  # noqa: E402  (they import this module lazily)
+
+main.add_command(cli_punch.punch)
+main.add_command(cli_audit.audit)

@@ -83,6 +83,8 @@ def _table(title: str, model: type[BaseModel]) -> list[str]:
 def render() -> str:
     from punchgate.gateway import settings as s
     from punchgate.sync import settings as sync_settings
+    from punchgate.sync.audit import AuditSettings
+    from punchgate.sync.manual import ManualSettings
 
     sections: list[tuple[str, type[BaseModel]]] = [
         ("top level", s.Settings),
@@ -91,6 +93,8 @@ def render() -> str:
         ("[buffer]", sync_settings.BufferSettings),
         ("[http]", s.HttpSettings),
         ("[health] (and [terminals.health])", s.HealthSettings),
+        ("[manual]", ManualSettings),
+        ("[audit]", AuditSettings),
         ("[push]", s.PushSettings),
     ]
     sections += [(f'[[terminals]] type = "{kind}"', model) for kind, model in s.TERMINAL_MODELS.items()]

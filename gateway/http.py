@@ -21,7 +21,8 @@ Safe against web pages and floods (docs/health.md, "HTTP"):
   own threads, so a flood of /metrics never queues /healthz, the workers or the forwarder
   behind it; malformed requests are a rate-limited warning, not a traceback each.
 
-Every route is in `ROUTES` and every middleware in `MIDDLEWARES`. One request per connection
+Every route is in `ROUTES` (and the make-up punches' in `manual_api.ROUTES`) and every
+middleware in `MIDDLEWARES`. One request per connection
 (`Connection: close`) and plain-text errors. A wrong method on a known path is 405, an unknown
 path 404, whatever the method; a malformed request 400, a handler that fails 500.
 """
@@ -378,6 +379,9 @@ def build_app(state: ApiState) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=MIDDLEWARES)
     app[STATE] = state
     app.add_routes(ROUTES)
+    from punchgate.gateway.manual_api import ROUTES as MANUAL_ROUTES  # it imports this module
+
+    app.add_routes(MANUAL_ROUTES)
     return app
 
 

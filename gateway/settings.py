@@ -41,6 +41,8 @@ from punchgate.drivers.config import (
 )
 from punchgate.drivers.registry import DRIVERS
 from punchgate.gateway.secrets import SecretError, apply_secrets, comm_key_env_name
+from punchgate.sync.audit import AuditSettings
+from punchgate.sync.manual import ManualSettings
 from punchgate.sync.settings import BufferSettings, MqttSettings
 
 Loc = tuple[str | int, ...]
@@ -283,6 +285,8 @@ class Settings(StrictTyped):
     buffer: BufferSettings = Field(default_factory=BufferSettings, description="durable buffer")  # type: ignore[arg-type]
     http: HttpSettings = Field(default_factory=HttpSettings, description="metrics and status endpoint")  # type: ignore[arg-type]
     health: HealthSettings = Field(default_factory=HealthSettings, description="default thresholds")  # type: ignore[arg-type]
+    manual: ManualSettings = Field(default_factory=ManualSettings, description="make-up punches")  # type: ignore[arg-type]
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="the audit chain's head")  # type: ignore[arg-type]
     push: PushSettings = Field(default_factory=PushSettings, description="listener for push terminals")  # type: ignore[arg-type]
     terminals: list[Terminal] = Field(default_factory=list, description="the terminals to read")
 

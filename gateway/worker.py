@@ -367,6 +367,11 @@ class DeviceWorker:
             self.store.set_device_meta, self.name, {"serial_number": self._serial, "record_count": 0}
         )
         log.info("terminal_log_cleared", records=expected)
+        await asyncio.to_thread(
+            self.store.audit_action,
+            "terminal_log_cleared",
+            {"device": self.name, "serial": self._serial, "records": expected},
+        )
 
     async def _commit(self, raws: Sequence[RawPunch], *, source: Source, historical: bool) -> int:
         if not raws:

@@ -93,7 +93,12 @@ def known_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
 
 def insert_punches(conn: Connection, punches: Sequence[Punch], now: float) -> None:
     """Insert punches not yet in the file (the caller filtered known ids), stored at `now`."""
-    conn.exec_driver_sql(_INSERT_SQL, [punch_row(p, now) for p in punches])
+    insert_rows(conn, [punch_row(p, now) for p in punches])
+
+
+def insert_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Insert rows made by `punch_row` (the audit chain digests the same tuples)."""
+    conn.exec_driver_sql(_INSERT_SQL, rows)
 
 
 # --- pending ------------------------------------------------------------------------------------
@@ -141,6 +146,12 @@ def requeue_delivered(conn: Connection, *, since: float, device: str | None = No
     if device is None:
         return int(conn.exec_driver_sql(_REQUEUE_SQL, (since,)).rowcount)
     return int(conn.exec_driver_sql(_REQUEUE_DEVICE_SQL, (since, device)).rowcount)
+
+
+def purge_ids(conn: Connection, *, before: float) -> list[str]:
+    """The ids `purge_delivered(before=...)` deletes, oldest first (for the audit chain)."""
+    query = select(P.id).where(P.delivered_at.is_not(None), P.delivered_at < before).order_by(P.pk)
+    return [str(ident) for ident in conn.execute(query).scalars()]
 
 
 def purge_delivered(conn: Connection, *, before: float) -> int:

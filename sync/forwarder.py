@@ -43,7 +43,14 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt import client as paho_client
 from paho.mqtt.reasoncodes import ReasonCode
 
-from punchgate.sync.contract import DeviceEvent, DeviceState, batch_json, gateway_offline, gateway_online
+from punchgate.sync.contract import (
+    AuditHead,
+    DeviceEvent,
+    DeviceState,
+    batch_json,
+    gateway_offline,
+    gateway_online,
+)
 from punchgate.sync.settings import MqttSettings
 from punchgate.sync.store import PendingRow, Store
 from punchgate.sync.topics import Topics
@@ -297,6 +304,8 @@ class Forwarder:
         self._side_wake = asyncio.Event()  # a device state or event to publish
         self._device_states: dict[str, bytes] = {}
         self._dirty_states: set[str] = set()
+        self._audit_head: bytes | None = None  # the latest head of the audit chain (retained)
+        self._audit_head_sent: bytes | None = None
         self._events: deque[tuple[str, bytes]] = deque()
         self._event_queue_size = event_queue_size
         self._acked: list[int] = []  # acknowledged pks not yet marked delivered
@@ -340,6 +349,12 @@ class Forwarder:
         """
         self._device_states[device] = payload.model_dump_json().encode()
         self._dirty_states.add(device)
+        self._poke_side()
+
+    def publish_audit_head(self, payload: AuditHead) -> None:
+        """Publish the audit chain's head, retained on `{base}/audit`: the latest only, again on
+        every connect. Call on the event loop."""
+        self._audit_head = payload.model_dump_json().encode()
         self._poke_side()
 
     def publish_event(self, device: str, payload: DeviceEvent) -> None:
@@ -495,6 +510,7 @@ class Forwarder:
             self._set_connected(True)
             log.info("mqtt_connected", host=self.mqtt.host, port=self.mqtt.port, protocol=self.mqtt.protocol)
             self._dirty_states.update(self._device_states)  # retained states go out again on every connect
+            self._audit_head_sent = None  # so does the audit head
             tasks.spawn(self._watch_connection(client), "mqtt-watch")
             tasks.spawn(self._mark_acked(), "mqtt-mark-acked")
             tasks.spawn(self._side_messages(client), "mqtt-side")
@@ -609,6 +625,10 @@ class Forwarder:
                 if self._device_states.get(device) is payload:
                     self._dirty_states.discard(device)
                 _raise_if_cancelled()
+            head = self._audit_head
+            if head is not None and head is not self._audit_head_sent:
+                await self._publish(client, self.topics.audit, head, retain=True)
+                self._audit_head_sent = head
             while self._events:
                 device, payload = self._events[0]
                 topic = self.topics.device_events(device) if device else self.topics.gateway_events
@@ -616,5 +636,5 @@ class Forwarder:
                 if self._events and self._events[0][1] is payload:
                     self._events.popleft()
                 _raise_if_cancelled()
-            if not self._dirty_states and not self._events:
+            if not self._dirty_states and not self._events and self._audit_head is self._audit_head_sent:
                 await self._side_wake.wait()

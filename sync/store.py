@@ -14,7 +14,10 @@
 * `buffer_outbox`: the punches in and out (dedupe, insert, pending reads, delivery marks,
   replay, purge);
 * `buffer_devices`: per-device batch sequence numbers and terminal metadata;
-* `buffer_limits`: the pending count, `buffer_full` / `disk_low` refusals and their faults.
+* `buffer_limits`: the pending count, `buffer_full` / `disk_low` refusals and their faults;
+* `audit`: the hash chain every stored punch and administrative action is appended to, in the
+  transaction that makes the change (docs/audit.md);
+* `manual`: make-up punches, entered and decided under the same lock and transactions.
 
 The API is synchronous and thread-safe; async callers wrap it in `asyncio.to_thread`. Writes
 are serialised by one re-entrant lock (SQLite has a single writer anyway, and taking the lock
@@ -29,14 +32,16 @@ disk drops below `min_free_disk_mb`, new punches are refused with `BufferFullErr
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
 
-from punchgate.sync import buffer_devices, buffer_identity, buffer_outbox
+from punchgate.sync import audit, buffer_devices, buffer_identity, buffer_outbox, manual
+from punchgate.sync.audit import Head
 from punchgate.sync.buffer_errors import (
     BufferFullError,
     BufferLockedError,
@@ -49,6 +54,7 @@ from punchgate.sync.buffer_file import OpenedFile, open_file
 from punchgate.sync.buffer_identity import Identity
 from punchgate.sync.buffer_limits import Limits
 from punchgate.sync.buffer_outbox import PendingRow
+from punchgate.sync.manual import ManualEntry, ManualRefused, ManualSettings
 from punchgate.sync.records import Punch
 from punchgate.sync.settings import BufferSettings
 
@@ -64,6 +70,9 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+# Builds the punch an approved make-up entry becomes: (entry, approved_by, approved_at) -> Punch.
+PunchBuilder = Callable[[ManualEntry, str | None, dt.datetime], Punch]
 
 
 class Store:
@@ -81,6 +90,10 @@ class Store:
         self._seq: dict[str, tuple[int, int]] = {}  # device -> (next seq, reserved until)
         self._stored = opened.identity.stored  # punches ever stored, as last committed
         self._companion = opened.companion
+        # Off only in the audit benchmark (bench/bench_audit.py), to measure what the chain costs.
+        self.audit_enabled = True
+        # Called (in the committing thread, outside the lock) after an administrative entry.
+        self.on_audit_action: list[Callable[[Head], None]] = []
         with engine.connect() as conn:
             self._limits = Limits(settings, pending=buffer_outbox.count_pending(conn))
 
@@ -109,6 +122,7 @@ class Store:
             log.warning(f"buffer_{finding.problem}", path=path, detail=finding.detail)
         try:
             store = cls(opened, settings)
+            store._start_chain()
         except Exception as exc:
             opened.engine.dispose()
             opened.lock.release()
@@ -172,9 +186,13 @@ class Store:
             room = self._limits.room_for(len(new))
             fits, refused = new[:room], new[room:]
             if fits:
+                now = time.time()
+                rows = [buffer_outbox.punch_row(p, now) for p in fits]
                 with self._writer.begin() as conn:
-                    buffer_outbox.insert_punches(conn, fits, time.time())
+                    buffer_outbox.insert_rows(conn, rows)
                     buffer_identity.count_stored(conn, len(fits))
+                    if self.audit_enabled:
+                        audit.append_punches(conn, rows)
                 self._limits.pending += len(fits)
                 self._stored += len(fits)
             if refused:
@@ -228,8 +246,10 @@ class Store:
         with self._write_lock:
             with self._writer.begin() as conn:
                 changed = buffer_outbox.requeue_delivered(conn, since=since, device=device)
+                head = audit.append(conn, "replay", {"since": since, "device": device, "requeued": changed})
             self._limits.pending += changed
         log.info("buffer_requeued", punches=changed, since=since, device=device)
+        self._audited(head)
         return changed
 
     def next_batch_seq(self, device: str) -> int:
@@ -252,10 +272,16 @@ class Store:
         """Delete punches delivered more than N days ago (default: the configured retention)."""
         days = self.settings.retention_days if older_than_days is None else older_than_days
         cutoff = time.time() - days * 86400
+        head = None
         with self._write_lock, self._writer.begin() as conn:
+            ids = buffer_outbox.purge_ids(conn, before=cutoff)
+            if not ids:
+                return 0
             deleted = buffer_outbox.purge_delivered(conn, before=cutoff)
-        if deleted:
-            log.info("buffer_purged", deleted=deleted, retention_days=days)
+            # Signed off in the chain, in the same transaction: a purge is not a gap.
+            head = audit.append_purge(conn, ids, before=cutoff)
+        log.info("buffer_purged", deleted=deleted, retention_days=days)
+        self._audited(head)
         return deleted
 
     def punch_count(self) -> int:
@@ -282,3 +308,128 @@ class Store:
         """Replace what is remembered about a terminal (JSON-serialisable values only)."""
         with self._write_lock, self._writer.begin() as conn:
             buffer_devices.set_device_meta(conn, device, data, time.time())
+
+    # --- the audit chain ------------------------------------------------------------------------
+    def _start_chain(self) -> None:
+        """Start the chain of a file that has none (new, or upgraded from before the chain): a
+        `chain_started` entry, then `punches` entries covering every punch it already holds."""
+        with self._write_lock, self._writer.begin() as conn:
+            if audit.head(conn) is not None or conn.exec_driver_sql(audit._ANCHOR_SQL).fetchone():
+                return
+            held = buffer_outbox.punch_count(conn)
+            audit.append(conn, "chain_started", {"punches_held": held})
+            columns = ", ".join(c.name for c in buffer_outbox.INSERT_COLUMNS)
+            result = conn.exec_driver_sql(f"SELECT {columns} FROM punches ORDER BY pk")
+            while rows := result.fetchmany(audit.PUNCHES_PER_ENTRY * 10):
+                audit.append_punches(conn, [tuple(row) for row in rows])
+        if held:
+            log.info("audit_chain_started", punches_covered=held)
+
+    def _audited(self, head: Head | None) -> None:
+        if head is None:
+            return
+        for listener in self.on_audit_action:
+            try:
+                listener(head)
+            except Exception:
+                log.exception("audit_listener_failed")
+
+    def audit_action(self, kind: str, data: dict[str, Any]) -> Head:
+        """Append an administrative action (replay, log clear, config at start-up, ...)."""
+        with self._write_lock, self._writer.begin() as conn:
+            head = audit.append(conn, kind, data)
+        self._audited(head)
+        return head
+
+    def audit_head(self) -> Head | None:
+        with self._engine.connect() as conn:
+            return audit.head(conn)
+
+    def last_audit_entry(self, kind: str) -> dict[str, Any] | None:
+        with self._engine.connect() as conn:
+            return audit.last_of_kind(conn, kind)
+
+    # --- make-up punches ------------------------------------------------------------------------
+    def add_manual(self, entry: ManualEntry, settings: ManualSettings, punch: PunchBuilder) -> ManualEntry:
+        """Record a make-up punch entered (checked against what the buffer holds, in the same
+        transaction). Without `approval_required` it is approved at once and its punch stored.
+        Raises ManualRefused saying which rule it breaks."""
+        with self._write_lock:
+            with self._writer.begin() as conn:
+                manual.check_new(conn, entry, settings)
+                manual.insert_entry(conn, entry)
+                head = audit.append(conn, "manual_entered", {"entry": entry.entered()})
+                if not settings.approval_required:
+                    entry, head = self._approve(conn, entry, None, None, punch)
+            self._after_manual(entry)
+        self._audited(head)
+        return entry
+
+    def decide_manual(
+        self,
+        entry_id: str,
+        *,
+        approve: bool,
+        by: str,
+        note: str | None,
+        settings: ManualSettings,
+        punch: PunchBuilder,
+    ) -> ManualEntry:
+        """Approve (its punch is stored and will be sent) or reject a pending make-up punch, by
+        someone other than who entered it. Raises ManualRefused saying why not."""
+        with self._write_lock:
+            with self._writer.begin() as conn:
+                entry = manual.check_decision(manual.get_entry(conn, entry_id), entry_id, by)
+                if approve:
+                    problem = manual.conflict(conn, entry, settings.conflict_minutes)
+                    if problem:
+                        raise ManualRefused(f"cannot approve {entry_id}: {problem}")
+                    entry, head = self._approve(conn, entry, by, note, punch)
+                else:
+                    entry = manual.with_decision(
+                        entry, "rejected", by, buffer_identity.now_text(), note, None
+                    )
+                    manual.decide(conn, entry)
+                    head = audit.append(conn, "manual_rejected", entry.decided())
+            self._after_manual(entry)
+        self._audited(head)
+        return entry
+
+    def _approve(
+        self, conn: Any, entry: ManualEntry, by: str | None, note: str | None, build: PunchBuilder
+    ) -> tuple[ManualEntry, Head]:
+        at = dt.datetime.now(dt.UTC)
+        made = build(entry, by, at)
+        if buffer_outbox.known_ids(conn, [made.id]):
+            raise ManualRefused(f"record {made.id} is in the buffer already")
+        decided = manual.with_decision(
+            entry, "approved", by, at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", note, made.id
+        )
+        manual.decide(conn, decided)
+        now = time.time()
+        rows = [buffer_outbox.punch_row(made, now)]
+        buffer_outbox.insert_rows(conn, rows)
+        buffer_identity.count_stored(conn, 1)
+        audit.append_punches(conn, rows)
+        return decided, audit.append(conn, "manual_approved", decided.decided())
+
+    def _after_manual(self, entry: ManualEntry) -> None:
+        """After the commit: a stored make-up punch counts as pending like any other."""
+        if entry.status == "approved":
+            self._limits.pending += 1
+            self._stored += 1
+
+    def get_manual(self, entry_id: str) -> ManualEntry | None:
+        with self._engine.connect() as conn:
+            return manual.get_entry(conn, entry_id)
+
+    def list_manual(
+        self,
+        *,
+        status: manual.Status | None = None,
+        device: str | None = None,
+        user_id: str | None = None,
+        limit: int = 1000,
+    ) -> list[ManualEntry]:
+        with self._engine.connect() as conn:
+            return manual.list_entries(conn, status=status, device=device, user_id=user_id, limit=limit)

@@ -1,0 +1,178 @@
+"""The audit chain: every stored punch and every administrative action, hash-linked (docs/audit.md).
+
+Each entry is a JSON object with at least `seq` (1, 2, 3, ...), `kind` and `at` (UTC), stored
+as its canonical JSON (`canonical`: sorted keys, no spaces, UTF-8) in table `audit`, next to
+`hash` = SHA-256 (hex) over the previous entry's hash (64 zeros before the first entry, or the
+anchor's hash after a prune) followed by that JSON text. Changing, removing or reordering an
+entry breaks every hash after it; rewriting the whole chain consistently is caught against a
+head published earlier (`{base}/audit`, `punchgate audit verify --head`).
+
+What the entries cover:
+
+* `punches`: the punches one commit stored, as `[record id, digest]` pairs, up to
+  `PUNCHES_PER_ENTRY` per entry; the digest (`punch_digest`) covers every column of the row
+  except `pk` and `delivered_at` (which changes when the broker acknowledges). The entry is
+  appended in the same transaction as the insert, so no punch is ever stored outside the chain.
+* `purge`: the ids a retention purge deleted (the deletions are signed off, not gaps).
+* administrative actions (`manual_entered`, `manual_approved`, `manual_rejected`, `replay`,
+  `terminal_log_cleared`, `config_loaded`, `chain_started`) with what they did.
+
+Functions take the caller's SQLAlchemy connection inside its write transaction; the store owns
+transactions and the write lock. Verification is `punchgate.sync.audit_verify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import Field
+
+from punchgate.sync import buffer_schema
+from punchgate.sync.buffer_identity import now_text
+from punchgate.sync.settings import Strict
+
+GENESIS = "0" * 64  # the "previous hash" of the first entry
+PUNCHES_PER_ENTRY = 1000  # [id, digest] pairs per `punches` entry (about 70 bytes each)
+IDS_PER_PURGE_ENTRY = 5000  # deleted ids per `purge` entry
+DIGEST_HEX = 32  # a punch digest: the first 128 bits of SHA-256, in hex
+
+_A = buffer_schema.audit
+_AC = _A.c
+_ANCHOR = buffer_schema.audit_anchor
+_LAST_SQL = (
+    f"SELECT {_AC.seq}, {_AC.hash}, {_AC.kind}, {_AC.entry} FROM {_A.name} ORDER BY {_AC.seq} DESC LIMIT 1"
+)
+_ANCHOR_SQL = f"SELECT {_ANCHOR.c.seq}, {_ANCHOR.c.hash} FROM {_ANCHOR.name}"
+_INSERT_SQL = (
+    f"INSERT INTO {_A.name} ({_AC.seq.name}, {_AC.kind.name}, {_AC.entry.name}, {_AC.hash.name})"
+    " VALUES (?, ?, ?, ?)"
+)
+_COUNT_SQL = f"SELECT count(*) FROM {_A.name}"
+_LAST_OF_KIND_SQL = f"SELECT {_AC.entry} FROM {_A.name} WHERE {_AC.kind} = ? ORDER BY {_AC.seq} DESC LIMIT 1"
+
+
+class AuditSettings(Strict):
+    """`[audit]`: how often the chain's head is published (it is also published on every
+    administrative action)."""
+
+    publish_interval_seconds: float = Field(
+        300,
+        ge=10,
+        le=86400,
+        description="seconds between retained publishes of the audit chain's head on {base}/audit "
+        "(it also goes out after every administrative action and on every connect)",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest entry of the chain: what `{base}/audit` publishes."""
+
+    seq: int
+    hash: str
+    kind: str
+    at: str  # UTC, ISO 8601 with milliseconds and Z
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "kind": self.kind, "at": self.at}
+
+
+def canonical(value: Any) -> str:
+    """The one JSON spelling of a value: sorted keys, no spaces, UTF-8 characters as they are."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def chain_hash(previous: str, entry_text: str) -> str:
+    """SHA-256 (hex) over the previous entry's hash (hex text) followed by the entry's JSON."""
+    return hashlib.sha256((previous + entry_text).encode("utf-8")).hexdigest()
+
+
+def punch_digest(row: Sequence[Any]) -> str:
+    """The digest of one stored punch row, in `buffer_outbox.INSERT_COLUMNS` order: id, device,
+    user_id, utc_time, source, payload, raw (bytes, written as hex), stored_at (a float)."""
+    ident, device, user_id, utc_time, source, payload, raw, stored_at = row
+    text = canonical([ident, device, user_id, utc_time, source, payload, bytes(raw).hex(), stored_at])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_HEX]
+
+
+# --- reading ------------------------------------------------------------------------------------
+def head(conn: Any) -> Head | None:
+    """The newest entry; None while the chain is empty. `conn`: SQLAlchemy or sqlite3."""
+    row = _fetchone(conn, _LAST_SQL)
+    if row is None:
+        return None
+    seq, digest, kind, entry = row
+    at = str(json.loads(entry).get("at", ""))
+    return Head(int(seq), str(digest), str(kind), at)
+
+
+def entry_count(conn: Any) -> int:
+    row = _fetchone(conn, _COUNT_SQL)
+    return int(row[0]) if row else 0
+
+
+def last_of_kind(conn: Any, kind: str) -> dict[str, Any] | None:
+    """The newest entry of `kind` as a dict; None when there is none."""
+    row = _fetchone(conn, _LAST_OF_KIND_SQL, (kind,))
+    if row is None:
+        return None
+    value = json.loads(row[0])
+    return value if isinstance(value, dict) else None
+
+
+def _fetchone(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    run = getattr(conn, "exec_driver_sql", None) or conn.execute
+    return run(sql, params).fetchone()
+
+
+def _previous(conn: Any) -> tuple[int, str]:
+    """(seq, hash) the next entry chains from: the last entry, else the anchor, else genesis."""
+    row = _fetchone(conn, f"SELECT {_AC.seq}, {_AC.hash} FROM {_A.name} ORDER BY {_AC.seq} DESC LIMIT 1")
+    if row is None:
+        row = _fetchone(conn, _ANCHOR_SQL)
+    return (0, GENESIS) if row is None else (int(row[0]), str(row[1]))
+
+
+# --- appending (inside the caller's write transaction) --------------------------------------------
+def append(conn: Any, kind: str, data: dict[str, Any], *, at: str | None = None) -> Head:
+    """Append one entry (`data` plus seq, kind and at); returns the new head."""
+    return append_many(conn, kind, [data], at=at)
+
+
+def append_many(conn: Any, kind: str, items: Iterable[dict[str, Any]], *, at: str | None = None) -> Head:
+    """Append one entry per item, in order, in one statement; returns the new head."""
+    at = at or now_text()
+    seq, previous = _previous(conn)
+    rows = []
+    for data in items:
+        seq += 1
+        text = canonical({**data, "seq": seq, "kind": kind, "at": at})
+        previous = chain_hash(previous, text)
+        rows.append((seq, kind, text, previous))
+    if not rows:
+        raise ValueError("nothing to append")
+    conn.exec_driver_sql(_INSERT_SQL, rows)
+    return Head(seq, previous, kind, at)
+
+
+def append_punches(conn: Any, rows: Sequence[Sequence[Any]], *, at: str | None = None) -> Head:
+    """Entries covering punch rows just inserted (in `INSERT_COLUMNS` order), in this transaction."""
+    pairs = [[row[0], punch_digest(row)] for row in rows]
+    chunks = (
+        {"punches": pairs[start : start + PUNCHES_PER_ENTRY]}
+        for start in range(0, len(pairs), PUNCHES_PER_ENTRY)
+    )
+    return append_many(conn, "punches", chunks, at=at)
+
+
+def append_purge(conn: Any, ids: Sequence[str], *, before: float, at: str | None = None) -> Head:
+    """Entries signing off the punches a retention purge deletes in this transaction."""
+    chunks = (
+        {"ids": list(ids[start : start + IDS_PER_PURGE_ENTRY]), "delivered_before": before}
+        for start in range(0, len(ids), IDS_PER_PURGE_ENTRY)
+    )
+    return append_many(conn, "purge", chunks, at=at)
