@@ -12,7 +12,7 @@ import datetime as dt
 import random
 import signal
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
@@ -41,6 +41,7 @@ log = structlog.get_logger(__name__)
 RETENTION_EVERY = dt.timedelta(hours=1)
 GATEWAY_CHECK_EVERY = 1.0  # seconds between checks of the buffer and broker
 BROKER_FAULT_AFTER = 3.0  # seconds without a broker connection before broker_unreachable
+FAULT_HISTORY = 1000  # fault transitions kept in memory since start, the console's terminal pages
 
 
 def _register_secrets(settings: Settings) -> None:
@@ -70,6 +71,7 @@ class Application:
         self._broker_lost_at: float | None = None
         self._last_status = ""
         self.fault_transitions: Counter[tuple[str, str, str]] = Counter()  # (device or "", code, direction)
+        self.fault_history: deque[FaultTransition] = deque(maxlen=FAULT_HISTORY)  # for the console
         self._published_states: dict[str, DeviceState] = {}  # the last retained state per terminal
 
     def forwarder_alive(self) -> bool:
@@ -270,6 +272,7 @@ class Application:
     def _publish_transition(self, transition: FaultTransition) -> None:
         direction = "raised" if transition.raised else "cleared"
         self.fault_transitions[(transition.device, transition.code, direction)] += 1
+        self.fault_history.append(transition)
         if self.forwarder is None:
             return
         event = DeviceEvent(

@@ -77,6 +77,8 @@ def check_config(config: Path) -> None:
         f"{config}: OK — gateway {settings.gateway_id!r}, {len(settings.terminals)} terminals ({summary}), "
         f"broker {settings.mqtt.host}:{settings.mqtt.port}, buffer {settings.buffer.path}"
     )
+    if settings.http.enabled:  # loopback, HTTPS, or plain HTTP beyond loopback (allow_plain_http)
+        click.echo(settings.http.serving())
     from punchgate.gateway.push import listener_summary, push_enabled
 
     if push_enabled(settings):  # where push terminals must send, and a warning for a wildcard bind
@@ -361,6 +363,12 @@ def buffer_recover(config: Path) -> None:
     for line in report.lines():
         click.echo(line)
     click.echo("then start the daemon again (systemctl start punchgate)")
+
+
+# --- the console's accounts (docs/console.md) ----------------------------------------------------
+from punchgate.gateway.cli_user import user as _user  # noqa: E402  (it imports this module lazily)
+
+main.add_command(_user)
 
 
 # --- make-up punches and the audit chain (docs/manual-punches.md, docs/audit.md) -------------

@@ -1,4 +1,4 @@
-"""The daemon's HTTP server: /metrics, /healthz, /api/devices, the status page and POST /api/replay.
+"""The daemon's HTTP server: /metrics, /healthz, /api/devices, POST /api/replay and the console.
 
 Built on aiohttp.web. It serves from the daemon's own asyncio loop, not from a thread or a second
 loop, so /healthz answering at all still proves that loop is alive. One maintained library gives
@@ -11,8 +11,9 @@ Safe against web pages and floods (docs/health.md, "HTTP"):
 
 * every request: Host and Origin must be this gateway's (`http_security.HostPolicy`), or 403;
   that defeats DNS rebinding and cross-site requests;
-* state-changing requests (POST): `Authorization: Bearer <token>` from the token file
-  (`punchgate.gateway.token`), compared in constant time, or 401; a JSON body
+* state-changing requests (POST) to the API: `Authorization: Bearer <token>` from the token file
+  (`punchgate.gateway.token`), compared in constant time, or an admin's console session with its
+  CSRF token in `X-CSRF-Token`, or 401; a JSON body
   (`Content-Type: application/json`), or 415; its fields checked, or 400 naming the problem;
 * floods: at most `MAX_CONNECTIONS` connections held, the oldest idle one pushed out for a new
   one; a request head within `HEADER_TIMEOUT`, a body within `BODY_TIMEOUT`
@@ -20,6 +21,11 @@ Safe against web pages and floods (docs/health.md, "HTTP"):
   for /healthz, counted apart), more get a quick 503; handlers query the store on the API's
   own threads, so a flood of /metrics never queues /healthz, the workers or the forwarder
   behind it; malformed requests are a rate-limited warning, not a traceback each.
+
+The console's pages (`punchgate.gateway.console.web`, docs/console.md) check their own
+sessions and CSRF tokens, behind the same middlewares; its routes are added by
+`console.web.add_routes`. With `[http] tls_cert_file` and `tls_key_file` the server speaks
+HTTPS only.
 
 Every route is in `ROUTES` (and the make-up punches' in `manual_api.ROUTES`) and every
 middleware in `MIDDLEWARES`. One request per connection
@@ -31,18 +37,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import html
 import json
 import math
+import ssl
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from punchgate.gateway.console import web as console_web
 from punchgate.gateway.http_limits import ConnectionGuard, quiet_aiohttp_loggers, raise_open_files_limit
 from punchgate.gateway.http_security import HostPolicy, bearer_problem
 from punchgate.gateway.logs import register_secret
@@ -66,7 +74,7 @@ BACKLOG = 64  # connections the kernel queues for us; asyncio accepts up to this
 MAX_CONNECTIONS = 256  # held at once: several accept bursts, far below any RLIMIT_NOFILE
 MAX_REQUESTS = 8  # in progress at once (all routes but /healthz); more: 503
 MAX_HEALTHZ = 4  # /healthz requests in progress at once; more: 503
-API_THREADS = 2  # threads answering /metrics, /api/devices, the page and replay
+API_THREADS = 2  # threads answering /metrics, /api/devices, replay and the console's pages
 EARLIEST_SINCE = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # no gateway delivered punches before this
 FUTURE_SLACK = 60.0  # seconds a `since` may lie ahead of our clock (the caller's clock may be ahead)
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -125,34 +133,6 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _api_devices(request: web.Request) -> web.Response:
     status = await _in_thread(request, gateway_status)
     return _reply(200, "application/json", json.dumps(status, default=str).encode())
-
-
-async def _page(request: web.Request) -> web.Response:
-    status = await _in_thread(request, gateway_status)
-    rows = "".join(
-        "<tr class='{s}'><td>{n}</td><td>{s}</td><td>{f}</td><td>{c}</td><td>{d}</td><td>{r}</td><td>{p}</td></tr>".format(
-            n=html.escape(d["device"]),
-            s=html.escape(d["state"]),
-            f=html.escape(", ".join(f"{f['code']}: {f['detail']}" for f in d["faults"]) or "—"),
-            c=html.escape(str(d["last_contact"] or "never")),
-            d=html.escape("—" if d["clock_drift_seconds"] is None else f"{d['clock_drift_seconds']:+.0f} s"),
-            r=html.escape(f"{d['record_count']}/{d['record_capacity']}" if d["record_capacity"] else "—"),
-            p=d["pending"],
-        )
-        for d in status["devices"]
-    )
-    gw = status["gateway"]
-    faults = ", ".join(f"{f['code']}: {f['detail']}" for f in gw["faults"]) or "none"
-    body = f"""<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-<title>punchgate {html.escape(gw["gateway_id"])}</title><style>
-body{{font-family:sans-serif;margin:2em}} td,th{{padding:.3em .8em;text-align:left}}
-.online{{background:#dfd}} .degraded{{background:#ffd}} .offline{{background:#fdd}}</style></head><body>
-<h1>punchgate {html.escape(gw["gateway_id"])}</h1>
-<p>broker: {"connected" if gw["broker_connected"] else "NOT connected"} · pending punches: {gw["pending"]}
-· gateway faults: {html.escape(faults)}</p>
-<table><tr><th>terminal</th><th>state</th><th>faults</th><th>last contact</th><th>drift</th>
-<th>records</th><th>pending</th></tr>{rows}</table></body></html>"""
-    return _reply(200, "text/html; charset=utf-8", body.encode())
 
 
 def _iso(when: float) -> str:
@@ -258,7 +238,6 @@ ROUTES = [
     web.get("/metrics", _metrics),
     web.get("/healthz", _healthz),
     web.get("/api/devices", _api_devices),
-    web.get("/", _page),
     web.post("/api/replay", _replay),
 ]
 
@@ -327,10 +306,18 @@ async def _own_host_and_origin(request: web.Request, handler: Handler) -> web.St
 
 @web.middleware
 async def _authenticated(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """State-changing requests to a known route need the API token (401 otherwise)."""
+    """State-changing requests to a known API route need the API token or an admin's console
+    session (401 otherwise); the console's own forms check their session and CSRF token."""
     if request.method not in STATE_CHANGING or request.match_info.http_exception is not None:
         return await handler(request)  # reads, and 404/405 answers, need no token
+    if console_web.is_console_route(request):
+        return await handler(request)
     state = request.app[STATE]
+    if not (state.token and bearer_problem(request.headers.get("Authorization"), state.token) is None):
+        admin = await console_web.api_admin(request)
+        if admin is not None:
+            log.info("api_request_by_account", account=admin, path=request.path)
+            return await handler(request)
     if state.token is None:
         return _refuse(
             503, f"the API token is not available, so nothing can be changed: {state.token_problem}"
@@ -375,10 +362,12 @@ MIDDLEWARES = [
 ]  # outermost first
 
 
-def build_app(state: ApiState) -> web.Application:
+def build_app(state: ApiState, console: console_web.Console) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=MIDDLEWARES)
     app[STATE] = state
     app.add_routes(ROUTES)
+    console.attach(state.gateway, state.api_threads)
+    console_web.add_routes(app, console)
     from punchgate.gateway.manual_api import ROUTES as MANUAL_ROUTES  # it imports this module
 
     app.add_routes(MANUAL_ROUTES)
@@ -389,15 +378,24 @@ class HttpServer:
     """The running server as the daemon and the tests use it: start(), port, close().
 
     `token` is the API token state-changing requests must send; without one (None) they are
-    answered 503 with `token_problem`, and everything else still works.
+    answered 503 with `token_problem`, and everything else still works. `console` serves the
+    pages (without one, signing in is unavailable); `tls` makes it HTTPS.
     """
 
     def __init__(
-        self, app: Application, *, token: str | None = None, token_problem: str = "no API token was loaded"
+        self,
+        app: Application,
+        *,
+        token: str | None = None,
+        token_problem: str = "no API token was loaded",
+        console: console_web.Console | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.app = app
         self.token = token
         self.token_problem = token_problem
+        self.console = console or console_web.Console.unavailable("the console was not set up")
+        self.tls = tls
         self.limited = RateLimitedLog(log)
         self.guard = ConnectionGuard(
             max_connections=MAX_CONNECTIONS, header_timeout=HEADER_TIMEOUT, limited=self.limited
@@ -415,7 +413,7 @@ class HttpServer:
     async def start(self, host: str, port: int) -> None:
         state = ApiState(self.app, self.token, self.token_problem, self.guard, self.limited)
         runner = web.AppRunner(
-            build_app(state),
+            build_app(state, self.console),
             handle_signals=False,
             access_log=None,
             keepalive_timeout=IDLE_TIMEOUT,
@@ -427,7 +425,7 @@ class HttpServer:
         self.guard.install(runner.server)
         quiet_aiohttp_loggers(self.limited)
         try:
-            await web.TCPSite(runner, host, port, backlog=BACKLOG).start()
+            await web.TCPSite(runner, host, port, backlog=BACKLOG, ssl_context=self.tls).start()
         except BaseException:
             await runner.cleanup()
             _stop_threads(state)
@@ -436,7 +434,14 @@ class HttpServer:
         state.policy = HostPolicy.build(
             port=self.port, bind=host, allowed_hosts=list(self.app.settings.http.allowed_hosts)
         )
-        log.info("http_listening", bind=host, port=self.port, token=self.token is not None)
+        log.info(
+            "http_listening",
+            bind=host,
+            port=self.port,
+            token=self.token is not None,
+            tls=self.tls is not None,
+            console=self.console.signer is not None,
+        )
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
@@ -461,6 +466,16 @@ async def start_http_server(app: Application) -> HttpServer:
     """
     raise_open_files_limit()
     settings = app.settings
+    tls: ssl.SSLContext | None = None
+    if settings.http.tls_cert_file is not None and settings.http.tls_key_file is not None:
+        try:
+            tls = await asyncio.to_thread(
+                tls_context, settings.http.tls_cert_file, settings.http.tls_key_file
+            )
+        except (OSError, ssl.SSLError) as exc:
+            # Never fall back to plain HTTP: serve nothing, and keep reading terminals.
+            log.error("http_tls_unavailable", error=f"{type(exc).__name__}: {exc}")
+            return HttpServer(app)
     token: str | None = None
     problem = ""
     try:
@@ -471,6 +486,17 @@ async def start_http_server(app: Application) -> HttpServer:
     else:
         register_secret(token)  # masked should it ever reach a log line
         log.info("api_token_ready", path=str(path))
-    server = HttpServer(app, token=token, token_problem=problem)
+    console = await asyncio.to_thread(
+        console_web.Console.open, settings.buffer.path, secure_cookies=tls is not None
+    )
+    server = HttpServer(app, token=token, token_problem=problem, console=console, tls=tls)
     await server.start(settings.http.bind, settings.http.port)
     return server
+
+
+def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """The server's TLS context: TLS 1.2 or newer, the certificate chain and its key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(cert_file, key_file)
+    return context

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import ipaddress
 import math
 import os
 import re
@@ -77,6 +78,15 @@ class HttpSettings(Strict):
         description="extra names (NAME or NAME:PORT) the API answers to in Host and Origin, "
         "besides loopback and the bind address",
     )
+    tls_cert_file: Path | None = Field(
+        None, strict=False, description="certificate (PEM) to serve HTTPS with; needs tls_key_file"
+    )
+    tls_key_file: Path | None = Field(None, strict=False, description="private key (PEM) of tls_cert_file")
+    allow_plain_http: bool = Field(
+        False,
+        description="serve plain HTTP on an address beyond loopback (passwords and sessions then "
+        "cross the network readable); without it such a bind needs tls_cert_file and tls_key_file",
+    )
 
     @field_validator("allowed_hosts")
     @classmethod
@@ -87,6 +97,56 @@ class HttpSettings(Strict):
                     f"{entry!r} is not a host name, address or [IPv6 address], with an optional :PORT"
                 )
         return [entry.lower() for entry in value]
+
+    @model_validator(mode="after")
+    def _tls_beyond_loopback(self) -> HttpSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            missing = "tls_key_file" if self.tls_key_file is None else "tls_cert_file"
+            raise config_problems(
+                "HttpSettings", [((missing,), "HTTPS needs both tls_cert_file and tls_key_file")]
+            )
+        try:
+            check_bind(self.bind)
+        except ValueError:
+            return self  # Settings says what is wrong with the address itself
+        if self.enabled and not self.tls and not self.allow_plain_http and not is_loopback_bind(self.bind):
+            raise config_problems(
+                "HttpSettings",
+                [
+                    (
+                        ("bind",),
+                        f"{self.bind!r} is beyond loopback: set tls_cert_file and tls_key_file (HTTPS), "
+                        'or allow_plain_http = true to serve plain HTTP there, or bind = "127.0.0.1"',
+                    )
+                ],
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None and self.tls_key_file is not None
+
+    def serving(self) -> str:
+        """How the API and console are served, for check-config: loopback, HTTPS or plain HTTP."""
+        if self.tls:
+            return f"http: HTTPS on {self.bind}:{self.port} (tls_cert_file {self.tls_cert_file})"
+        if is_loopback_bind(self.bind):
+            return f"http: plain HTTP on loopback {self.bind}:{self.port} (this machine only)"
+        return (
+            f"http: plain HTTP on {self.bind}:{self.port} (allow_plain_http = true): passwords and "
+            "sessions cross the network readable; prefer tls_cert_file and tls_key_file"
+        )
+
+
+def is_loopback_bind(bind: str) -> bool:
+    """Whether `bind` listens on loopback only (127.0.0.0/8, ::1, localhost)."""
+    host = bind.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class HealthSettings(StrictTyped):

@@ -90,7 +90,7 @@ async def test_replay_finds_the_token_through_the_config(tmp_path: Path) -> None
     token_file.write_text(TOKEN)
     config.write_text(
         f'gateway_id = "gw"\n[buffer]\npath = "{tmp_path / "b.db"}"\n'
-        f'[http]\nbind = "0.0.0.0"\nport = 9\ntoken_file = "{token_file}"\n'
+        f'[http]\nbind = "0.0.0.0"\nallow_plain_http = true\nport = 9\ntoken_file = "{token_file}"\n'
     )
     result = await _replay("--config", str(config), "--since", "2026-11-20T06:00:00Z")
     # Nothing listens on port 9: the token was read and the wildcard bind became loopback.
@@ -101,7 +101,8 @@ async def test_replay_finds_the_token_through_the_config(tmp_path: Path) -> None
 
 def test_api_url_reaches_a_wildcard_bind_over_loopback() -> None:
     def url(bind: str) -> str:
-        return _api_url(Settings.model_validate({"gateway_id": "gw", "http": {"bind": bind, "port": 9108}}))
+        http = {"bind": bind, "port": 9108, "allow_plain_http": True}  # beyond loopback: no TLS here
+        return _api_url(Settings.model_validate({"gateway_id": "gw", "http": http}))
 
     assert url("0.0.0.0") == "http://127.0.0.1:9108"
     assert url("::") == "http://[::1]:9108"

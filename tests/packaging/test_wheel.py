@@ -59,6 +59,22 @@ def test_the_wheel_holds_only_the_punchgate_package(wheel: Path) -> None:
     assert checkout <= packages, f"package folders missing from pyproject's list: {checkout - packages}"
 
 
+def test_the_wheel_holds_the_consoles_templates_and_scripts(wheel: Path) -> None:
+    """Not Python, so only [tool.setuptools.package-data] puts them in: without them every page is a 500."""
+    names = set(zipfile.ZipFile(wheel).namelist())
+    console = ROOT / "gateway" / "console"
+    shipped = {
+        "punchgate/gateway/console/" + str(p.relative_to(console))
+        for folder in ("templates", "static")
+        for p in (console / folder).iterdir()
+        if p.is_file()
+    }
+    assert any(name.endswith(".html") for name in shipped) and any(name.endswith(".js") for name in shipped)
+    assert shipped <= names, (
+        f"missing from the wheel (package-data in pyproject.toml): {sorted(shipped - names)}"
+    )
+
+
 def test_the_installed_wheel_runs_outside_the_checkout(wheel: Path, tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     assert _run(sys.executable, "-m", "venv", "--without-pip", venv, cwd=tmp_path).returncode == 0
