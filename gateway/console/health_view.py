@@ -210,7 +210,7 @@ def gateway_view(status: dict[str, Any]) -> GatewayView:
 
 
 def drift_text(drift: float | None) -> str:
-    return "—" if drift is None else f"{drift:+.0f} s"
+    return "—" if drift is None else f"{round(drift):+d} s"  # never "-0 s"
 
 
 def fill_text(view: TerminalView) -> str:

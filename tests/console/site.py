@@ -85,7 +85,7 @@ class Site:
             farm = EmulatorFarm()
             stack.callback(farm.close)
             emulators = {
-                name: farm.add(name, records=40 + 10 * i, seed=i) for i, name in enumerate(terminals)
+                name: farm.add(name, records=60 + 20 * i, seed=i) for i, name in enumerate(terminals)
             }
             buffer_path = folder / "state" / "buffer.db"
             accounts = Accounts.beside_buffer(buffer_path)
@@ -99,7 +99,8 @@ class Site:
                 buffer_path=buffer_path,
                 http_port=port,
                 terminals=[
-                    zk_terminal(name, emulator, poll_interval=POLL, timeout=1.0)
+                    # The emulators' clocks keep UTC (tests.health.rig); the site is elsewhere.
+                    zk_terminal(name, emulator, poll_interval=POLL, timeout=1.0, timezone="UTC")
                     for name, emulator in emulators.items()
                 ],
                 mqtt={"reconnect_max": 1.0},
