@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from punchgate.gateway.sdnotify import SystemdNotifier
+from tests.support.waiting import wait_for_async
 
 
 @pytest.fixture
@@ -67,12 +68,17 @@ async def test_watchdog_pings_from_the_loop_and_stop_when_it_blocks(
     sock.setblocking(False)
     notifier = SystemdNotifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "100000"})  # ping every 50 ms
     task = asyncio.create_task(notifier.run_watchdog())
-    await asyncio.sleep(0.3)
-    pings = _drain(sock)
-    assert pings.count(b"WATCHDOG=1") >= 3
+    pings: list[bytes] = []
+
+    def three_pings() -> bool:
+        pings.extend(_drain(sock))
+        return pings.count(b"WATCHDOG=1") >= 3
+
+    assert await wait_for_async(three_pings, timeout=30)  # the deadline only bounds a failure
     # A blocked event loop sends nothing: that is what lets systemd notice and restart us.
     import time
 
+    _drain(sock)  # nothing awaited since: the loop cannot have sent more meanwhile
     time.sleep(0.3)  # noqa: ASYNC251  (blocking the loop on purpose)
     assert _drain(sock) == []
     task.cancel()
