@@ -26,6 +26,7 @@ from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.drivers.zk.emulator.profiles import TFT
 from punchgate.drivers.zk.parsing import INVALID_TIME_EPOCH
 from punchgate.drivers.zk.pyzk_patches import PatchedZK
+from tests.support.waiting import wait_for_async
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 
 # Newer (SpeedFace-style) firmware: 49-byte records and 37-byte live events.
@@ -235,7 +236,8 @@ async def test_event_taken_for_reply_bug_and_fix(start_emulator: EmulatorFactory
     try:
         await asyncio.to_thread(bare.reg_event, zp.EF_ATTLOG)
         emulator.add_punch("2")
-        await asyncio.sleep(0.5)  # the event now waits in pyzk's socket
+        # The event now waits in pyzk's socket.
+        assert await wait_for_async(lambda: emulator.counters.events_sent >= 1, timeout=30)
         with pytest.raises(ZKErrorResponse, match="reg events 0"):
             await asyncio.to_thread(bare.reg_event, 0)  # the event was read as the reply
         with pytest.raises(ZKNetworkError):
@@ -249,8 +251,9 @@ async def test_event_taken_for_reply_bug_and_fix(start_emulator: EmulatorFactory
     await asyncio.to_thread(fixed.connect)
     try:
         await asyncio.to_thread(fixed.reg_event, zp.EF_ATTLOG)
+        sent = emulator.counters.events_sent
         emulator.add_punch("3")
-        await asyncio.sleep(0.5)
+        assert await wait_for_async(lambda: emulator.counters.events_sent > sent, timeout=30)
         reply = await asyncio.to_thread(fixed.exchange, zp.CMD_GET_TIME, b"", 1032)
         assert reply.command == zp.CMD_ACK_OK  # the event was acknowledged and skipped
         assert isinstance(await asyncio.to_thread(fixed.get_time), dt.datetime)  # still in step
