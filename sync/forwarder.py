@@ -629,6 +629,7 @@ class Forwarder:
             if head is not None and head is not self._audit_head_sent:
                 await self._publish(client, self.topics.audit, head, retain=True)
                 self._audit_head_sent = head
+                _raise_if_cancelled()
             while self._events:
                 device, payload = self._events[0]
                 topic = self.topics.device_events(device) if device else self.topics.gateway_events
