@@ -32,6 +32,7 @@ from punchgate.gateway.settings import Settings
 from punchgate.gateway.worker import DeviceWorker
 from punchgate.sync.audit import Head
 from punchgate.sync.contract import STATE_REFRESH_SECONDS, AuditHead, DeviceEvent, DeviceState, publish_due
+from punchgate.sync.digests import DigestPublisher
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import BufferRefusedError, Store
@@ -93,6 +94,11 @@ class Application:
         self._spawn_service(self.forwarder.run(), "forwarder")
         self._spawn_service(self.notifier.run_watchdog(), "watchdog")
         self._spawn_service(self._gateway_checks(), "gateway-checks")
+        if settings.mqtt.digest_interval > 0:
+            digests = DigestPublisher(
+                settings, self.store, self.forwarder, [t.name for t in settings.terminals]
+            )
+            self._spawn_service(digests.run(), "digests")
         await self._start_http()
 
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
@@ -311,6 +317,7 @@ class Application:
                 self.gateway_faults.set(code, code in store_faults, self._store_fault_detail(code))
             self._check_broker()
             await self._check_delivery_delay()
+            await self._check_confirmations()
             self._report_status()
             await asyncio.sleep(GATEWAY_CHECK_EVERY)
 
@@ -341,12 +348,35 @@ class Application:
         )
 
     async def _check_delivery_delay(self) -> None:
-        assert self.store is not None
+        assert self.store is not None and self.forwarder is not None
         limit = self.settings.health.max_pending_age_seconds
-        age = await asyncio.to_thread(self.store.oldest_pending_age)
+        # Central delivery: a punch sent and waiting for its confirmation is confirmation_delayed's.
+        oldest = (
+            self.store.oldest_pending_age if self.forwarder.central is None else self.store.oldest_unsent_age
+        )
+        age = await asyncio.to_thread(oldest)
         late = bool(limit) and age is not None and age > limit
         detail = f"oldest undelivered punch waits {age or 0:.0f} s (limit {limit:g} s)"
         self.gateway_faults.set(GatewayFault.DELIVERY_DELAYED, late, detail)
+
+    async def _check_confirmations(self) -> None:
+        """Central delivery: confirmation_delayed, and the retained gateway state's figures."""
+        assert self.forwarder is not None
+        central = self.forwarder.central
+        if central is None:
+            return
+        figures = await asyncio.to_thread(central.figures)
+        limit = self.settings.mqtt.max_unconfirmed_age
+        age = figures["oldest_unconfirmed_age_seconds"]
+        late = bool(limit) and age is not None and age > limit
+        detail = (
+            f"{figures['unconfirmed']} punches sent and not confirmed by central; the oldest was stored "
+            f"{age or 0:.0f} s ago (limit {limit:g} s)"
+        )
+        self.gateway_faults.set(GatewayFault.CONFIRMATION_DELAYED, late, detail)
+        state = central.gateway_state(figures, version=__version__, started_at=self.forwarder.started_at)
+        if state is not None:
+            self.forwarder.publish_retained(self.forwarder.topics.gateway_state, state)
 
     def _store_fault_detail(self, code: str) -> str:
         buffer = self.settings.buffer
@@ -382,8 +412,10 @@ class Application:
         """Give the forwarder what is left of the budget to deliver pending punches."""
         assert self.store is not None and self.forwarder is not None
         while time.monotonic() < deadline and self.forwarder.connected and self.forwarder_alive():
+            # Central delivery: what waits for a confirmation is sent again after a restart anyway.
+            unconfirmed = self.store.unconfirmed_count() if self.forwarder.central else 0
             pending = await asyncio.to_thread(self.store.pending_count)
-            if pending == 0:
+            if pending - unconfirmed <= 0:
                 return
             self.forwarder.notify_new_punches()
             await asyncio.sleep(0.1)

@@ -79,6 +79,11 @@ CATALOGUE: dict[str, FaultKind] = {
             Severity.WARNING,
             "a push terminal whose serial number is not in the config sends to the gateway",
         ),
+        FaultKind(
+            GatewayFault.CONFIRMATION_DELAYED,
+            Severity.WARNING,
+            "central delivery: the oldest punch sent waits too long for central's confirmation",
+        ),
     )
 }
 # What the person on site should do about each fault: the "what to do" column of docs/health.md,

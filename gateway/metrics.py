@@ -151,6 +151,35 @@ class GatewayCollector(Collector):
                 ("reconnects", "broker connection attempts after the first"),
             ):
                 yield CounterMetricFamily(f"punchgate_mqtt_{key}", help_text, value=getattr(stats, key))
+            yield from self._central()
+
+    def _central(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        """Central delivery (docs/mqtt-contract.md, "Confirmations"): nothing in broker mode."""
+        app = self.app
+        central = getattr(app.forwarder, "central", None)  # None: broker mode (or a test double)
+        if central is None or app.store is None:
+            return
+        yield GaugeMetricFamily(
+            "punchgate_buffer_unconfirmed_punches",
+            "punches sent and not confirmed by a central consumer yet",
+            value=app.store.unconfirmed_count(),
+        )
+        yield GaugeMetricFamily(
+            "punchgate_buffer_oldest_unconfirmed_age_seconds",
+            "age of the oldest sent, unconfirmed punch (0 when none)",
+            value=app.store.oldest_unconfirmed_age() or 0.0,
+        )
+        stats = central.stats
+        for key, help_text in (
+            ("messages", "confirmation messages read"),
+            ("confirmed", "punches delivered by a confirmation"),
+            ("repeated", "ids confirmed again after they were delivered (ignored)"),
+            ("unknown_ids", "confirmed ids the buffer does not hold (ignored)"),
+            ("unknown_batches", "confirmed batches the gateway does not remember (ignored)"),
+            ("malformed", "confirmation messages that are not valid (ignored, logged)"),
+            ("resent", "punches sent again for want of a confirmation"),
+        ):
+            yield CounterMetricFamily(f"punchgate_confirmations_{key}", help_text, value=getattr(stats, key))
 
 
 def render_metrics(app: Application) -> bytes:

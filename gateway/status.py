@@ -43,6 +43,7 @@ def gateway_status(app: Application) -> dict[str, Any]:
         devices.append(view)
     forwarder = app.forwarder
     clock = app.gateway_clock.status()
+    central = app.settings.mqtt.delivery == "central"
     status = {
         "gateway": {
             "gateway_id": app.settings.gateway_id,
@@ -51,6 +52,12 @@ def gateway_status(app: Application) -> dict[str, Any]:
             "broker_connected": bool(forwarder and forwarder.connected),
             "pending": sum(pending_by_device.values()),
             "oldest_pending_age_seconds": store.oldest_pending_age() if store is not None else None,
+            # Central delivery: sent and waiting for central's confirmation (0 / None in broker mode).
+            "delivery": app.settings.mqtt.delivery,
+            "unconfirmed": store.unconfirmed_count() if central and store is not None else 0,
+            "oldest_unconfirmed_age_seconds": (
+                store.oldest_unconfirmed_age() if central and store is not None else None
+            ),
             "faults": [f.as_dict() for f in app.gateway_faults.active.values()],
             "clock_synchronised": clock.synchronised,
             "clock_sync_source": clock.source,

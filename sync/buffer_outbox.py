@@ -11,6 +11,12 @@ Design and invariants:
 * `delivered_at IS NULL` is what "pending" means. `mark_delivered` changes only rows still
   pending and returns exactly how many it changed; `requeue_delivered` is its inverse for
   replay. The store adjusts its pending count by those return values.
+* Central delivery (migration v5): a pending row with `sent_at` set is "sent, unconfirmed";
+  `mark_sent` sets it at the PUBACK, `confirm_*` deliver rows a consumer confirmed (by id, or
+  by pk for a batch the forwarder remembers), `claim_resends` hands out rows whose last send
+  is older than the re-send timeout. They return exactly how many rows changed state, so the
+  store can keep its unconfirmed count as it keeps the pending count. A requeue clears
+  `sent_at` with `delivered_at`.
 * Undelivered rows are never deleted: `purge_delivered` removes only rows delivered before
   the cutoff.
 * A row holds what is read and nothing else (see `buffer_schema` and migration v2): the record
@@ -52,7 +58,24 @@ _PENDING_BATCH_SQL = (
     f" WHERE {P.delivered_at} IS NULL AND {P.pk} > ? ORDER BY {P.pk} LIMIT ?"
 )
 _MARK_SQL = f"UPDATE {_T.name} SET {P.delivered_at.name} = ? WHERE {P.delivered_at} IS NULL AND {P.pk} IN "
-_REQUEUE_SQL = f"UPDATE {_T.name} SET {P.delivered_at.name} = NULL WHERE {P.delivered_at} >= ?"
+_REQUEUE_SQL = (
+    f"UPDATE {_T.name} SET {P.delivered_at.name} = NULL, {P.sent_at.name} = NULL WHERE {P.delivered_at} >= ?"
+)
+# Central delivery (migration v5). The WHERE clauses repeat the partial indexes' conditions
+# word for word, so SQLite uses them.
+_UNSENT = f"{P.delivered_at} IS NULL AND {P.sent_at} IS NULL"
+_UNCONFIRMED = f"{P.delivered_at} IS NULL AND {P.sent_at} IS NOT NULL"
+_UNSENT_BATCH_SQL = (
+    f"SELECT {P.pk}, {P.device}, {P.source}, {P.payload} FROM {_T.name}"
+    f" WHERE {_UNSENT} AND {P.pk} > ? ORDER BY {P.pk} LIMIT ?"
+)
+_DUE_SQL = (
+    f"SELECT {P.pk}, {P.device}, {P.source}, {P.payload} FROM {_T.name}"
+    f" WHERE {_UNCONFIRMED} AND {P.sent_at} <= ? ORDER BY {P.pk} LIMIT ?"
+)
+_SENT_NEW_SQL = f"UPDATE {_T.name} SET {P.sent_at.name} = ? WHERE {_UNSENT} AND {P.pk} IN "
+_SENT_AGAIN_SQL = f"UPDATE {_T.name} SET {P.sent_at.name} = ? WHERE {_UNCONFIRMED} AND {P.pk} IN "
+_CONFIRM_SQL = f"UPDATE {_T.name} SET {P.delivered_at.name} = ? WHERE {P.delivered_at} IS NULL AND "
 _REQUEUE_DEVICE_SQL = f"{_REQUEUE_SQL} AND {P.device} = ?"
 
 
@@ -141,6 +164,86 @@ def mark_delivered(conn: Connection, pks: Sequence[int], now: float) -> int:
     return changed
 
 
+# --- central delivery: sent, unconfirmed, confirmed -----------------------------------------------
+def unsent_batch(conn: Connection, limit: int, *, after: int = 0) -> list[PendingRow]:
+    """Up to `limit` pending rows not sent yet with pk > `after`, oldest first (central mode)."""
+    rows = conn.exec_driver_sql(_UNSENT_BATCH_SQL, (after, limit)).fetchall()
+    return [PendingRow(pk, device, source, payload) for pk, device, source, payload in rows]
+
+
+def _update_in(conn: Connection, sql: str, head: tuple[Any, ...], keys: Sequence[Any]) -> int:
+    """Run `sql` + `(?, ?, ...)` over `keys` in chunks; the rows changed."""
+    changed = 0
+    for start in range(0, len(keys), _IN_CHUNK):
+        part = list(keys[start : start + _IN_CHUNK])
+        changed += int(conn.exec_driver_sql(f"{sql}({','.join('?' * len(part))})", (*head, *part)).rowcount)
+    return changed
+
+
+def mark_sent(conn: Connection, pks: Sequence[int], now: float) -> int:
+    """Note the PUBACK of these pending rows at `now`; returns how many became unconfirmed
+    (rows sent again only get the new time; delivered rows are left alone)."""
+    fresh = _update_in(conn, _SENT_NEW_SQL, (now,), pks)
+    _update_in(conn, _SENT_AGAIN_SQL, (now,), pks)
+    return fresh
+
+
+def claim_resends(conn: Connection, *, sent_before: float, now: float, limit: int) -> list[PendingRow]:
+    """Up to `limit` unconfirmed rows last sent at or before `sent_before`, oldest first, each
+    claimed (its `sent_at` set to `now`) so that the next scan does not hand it out again while it
+    is in flight. If that send fails it is simply due again one timeout later."""
+    rows = conn.exec_driver_sql(_DUE_SQL, (sent_before, limit)).fetchall()
+    _update_in(conn, _SENT_AGAIN_SQL, (now,), [row[0] for row in rows])
+    return [PendingRow(pk, device, source, payload) for pk, device, source, payload in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmed:
+    """What one confirmation changed: rows that were sent and unconfirmed, and rows confirmed
+    before the PUBACK of their send was noted (or never sent by this file: after a replay)."""
+
+    unconfirmed: int
+    unsent: int
+
+    @property
+    def total(self) -> int:
+        return self.unconfirmed + self.unsent
+
+
+def _confirm(conn: Connection, column: str, keys: Sequence[Any], now: float) -> Confirmed:
+    unconfirmed = _update_in(conn, f"{_CONFIRM_SQL}{P.sent_at} IS NOT NULL AND {column} IN ", (now,), keys)
+    unsent = _update_in(conn, f"{_CONFIRM_SQL}{P.sent_at} IS NULL AND {column} IN ", (now,), keys)
+    return Confirmed(unconfirmed, unsent)
+
+
+def confirm_ids(conn: Connection, ids: Sequence[str], now: float) -> Confirmed:
+    """Deliver the pending rows with these record ids (a consumer stored them)."""
+    return _confirm(conn, str(P.id), ids, now)
+
+
+def confirm_pks(conn: Connection, pks: Sequence[int], now: float) -> Confirmed:
+    """Deliver the pending rows with these pks (a batch the forwarder remembers was confirmed)."""
+    return _confirm(conn, str(P.pk), pks, now)
+
+
+def count_unconfirmed(conn: Connection) -> int:
+    return int(conn.exec_driver_sql(f"SELECT count(*) FROM {_T.name} WHERE {_UNCONFIRMED}").scalar_one())
+
+
+def oldest_unconfirmed_stored_at(conn: Connection) -> float | None:
+    """When the oldest sent, unconfirmed row was stored (unix time); None when there is none."""
+    sql = f"SELECT {P.stored_at} FROM {_T.name} WHERE {_UNCONFIRMED} ORDER BY {P.pk} LIMIT 1"
+    value = conn.exec_driver_sql(sql).scalar_one_or_none()
+    return None if value is None else float(value)
+
+
+def oldest_unsent_stored_at(conn: Connection) -> float | None:
+    """When the oldest pending row not sent yet was stored (unix time); None when there is none."""
+    sql = f"SELECT {P.stored_at} FROM {_T.name} WHERE {_UNSENT} ORDER BY {P.pk} LIMIT 1"
+    value = conn.exec_driver_sql(sql).scalar_one_or_none()
+    return None if value is None else float(value)
+
+
 def requeue_delivered(conn: Connection, *, since: float, device: str | None = None) -> int:
     """Make rows delivered at or after `since` pending again; returns how many changed."""
     if device is None:
@@ -172,3 +275,35 @@ def delivered_ids(conn: Connection) -> set[str]:
 
 def all_ids(conn: Connection) -> set[str]:
     return set(conn.execute(select(P.id)).scalars())
+
+
+# The terminal-local day of a punch, from the record it carries (the table keeps no local time).
+_LOCAL_DAY = f"substr(json_extract({P.payload}, '$.local_time'), 1, 10)"
+
+
+def day_ids(conn: Connection, device: str, day: str, *, utc_from: str, utc_to: str) -> list[str]:
+    """Ids of one terminal's punches of terminal-local `day` (`YYYY-MM-DD`), delivered or not.
+
+    `utc_from` <= utc_time < `utc_to` (ISO 8601 prefixes) bounds the index range to read; the
+    caller makes it wide enough for any UTC offset."""
+    sql = (
+        f"SELECT {P.id} FROM {_T.name} WHERE {P.device} = ? AND {P.utc_time} >= ? AND {P.utc_time} < ?"
+        f" AND {_LOCAL_DAY} = ?"
+    )
+    return [str(i) for (i,) in conn.exec_driver_sql(sql, (device, utc_from, utc_to, day)).fetchall()]
+
+
+def days_stored_since(conn: Connection, after_pk: int) -> tuple[dict[str, set[str]], int]:
+    """The terminals and terminal-local days of punches with pk > `after_pk`, and the highest pk
+    seen (`after_pk` when none): which digests new punches changed."""
+    sql = f"SELECT {P.pk}, {P.device}, {_LOCAL_DAY} FROM {_T.name} WHERE {P.pk} > ?"
+    changed: dict[str, set[str]] = {}
+    top = after_pk
+    for pk, device, day in conn.exec_driver_sql(sql, (after_pk,)).fetchall():
+        changed.setdefault(str(device), set()).add(str(day))
+        top = max(top, int(pk))
+    return changed, top
+
+
+def max_pk(conn: Connection) -> int:
+    return int(conn.exec_driver_sql(f"SELECT coalesce(max({P.pk}), 0) FROM {_T.name}").scalar_one())

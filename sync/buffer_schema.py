@@ -36,6 +36,7 @@ punches = table(
     column("raw"),  # the terminal's own record bytes: evidence for audits (see migration v2)
     column("stored_at"),  # unix time of the durable commit: oldest pending age
     column("delivered_at"),  # unix time of the PUBACK, NULL while pending: delivery, replay, purge
+    column("sent_at"),  # central delivery: last PUBACK while unconfirmed; NULL: not sent (migration v5)
 )
 
 # Per-device batch sequence numbers, reserved in blocks.

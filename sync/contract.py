@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -176,6 +177,29 @@ class GatewayState(_Payload):
     started_at: UtcDateTime | None = Field(
         default=None, description="when the gateway process started (online only)"
     )
+    # Delivery figures (additions to v1, online only): republished while connected when they change.
+    as_of: UtcDateTime | None = Field(
+        default=None, description="when the gateway built this state (with the delivery figures only)"
+    )
+    delivery: Literal["broker", "central"] | None = Field(
+        default=None,
+        description="delivery mode: broker (delivered at the broker's PUBACK) or central (delivered when "
+        "a consumer confirms it stored the punch)",
+    )
+    pending: int | None = Field(
+        default=None, ge=0, description="punches in the buffer not delivered yet (central: not confirmed)"
+    )
+    unconfirmed: int | None = Field(
+        default=None,
+        ge=0,
+        description="central: punches sent and waiting for a confirmation (0 in broker mode)",
+    )
+    oldest_unconfirmed_age_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="central: seconds since the oldest unconfirmed punch was stored at the gateway; "
+        "null when none",
+    )
 
 
 class Fault(_Payload):
@@ -251,6 +275,79 @@ class DeviceEvent(_Payload):
     time: UtcDateTime = Field(description="when it happened")
 
 
+RECORD_ID_PATTERN = r"^[0-9a-f]{32}$"
+CONFIRM_SCHEMA_NAME = "punchgate.confirm"
+DIGESTS_SCHEMA_NAME = "punchgate.digests"
+DIGEST_SCHEME = 1  # the digest recipe's version (docs/mqtt-contract.md, "Reconciliation digests")
+
+
+class ConfirmedBatch(_Payload):
+    """One batch confirmed whole, named as the gateway numbered it."""
+
+    device: str = Field(description="the batch's `device`")
+    seq: int = Field(ge=1, description="the batch's `seq`")
+    count: int = Field(
+        ge=1, description="how many records the batch carried (a check: a mismatch is ignored)"
+    )
+
+
+class Confirmation(_Payload):
+    """Published by a central consumer on `{base}/confirm` (QoS 1, not retained): these punches
+    are durably stored at central. Ids are the truth; batches are a shorthand that only works
+    while the gateway remembers the batch (it forgets them when it restarts)."""
+
+    model_config = ConfigDict(
+        populate_by_name=True, serialize_by_alias=True, json_schema_extra={_COMPLETE_KEY: False}
+    )
+
+    schema_name: Literal["punchgate.confirm"] = Field(alias="schema", description="payload schema name")
+    version: Literal[1] = Field(description="payload schema version")
+    consumer: str = Field(default="", description="who confirms (e.g. the consumer's client id), for logs")
+    ids: list[Annotated[str, Field(pattern=RECORD_ID_PATTERN)]] = Field(
+        default_factory=list, description="record ids stored durably, in any order, repeats allowed"
+    )
+    batches: list[ConfirmedBatch] = Field(
+        default_factory=list, description="batches whose every record was stored durably"
+    )
+
+
+class DigestDay(_Payload):
+    """The punches a gateway holds for one terminal-local day."""
+
+    day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="terminal-local day, YYYY-MM-DD")
+    count: int = Field(ge=1, description="punches held for that day")
+    digest: str = Field(
+        pattern=r"^[0-9a-f]{64}$",
+        description="SHA-256 (hex) of the day's record ids, sorted, joined by newlines (scheme 1)",
+    )
+
+
+class DeviceDigests(_Payload):
+    """Retained on `{base}/devices/{device}/digests`: what the gateway holds per local day of one
+    terminal, for reconciliation (docs/mqtt-contract.md, "Reconciliation digests")."""
+
+    model_config = ConfigDict(populate_by_name=True, serialize_by_alias=True)
+
+    schema_name: Literal["punchgate.digests"] = Field(alias="schema", description="payload schema name")
+    version: Literal[1] = Field(description="payload schema version")
+    scheme: Literal[1] = Field(description="digest recipe version")
+    gateway: str = Field(description="id of the gateway that holds the punches")
+    device: str = Field(description="configured name of the terminal")
+    as_of: UtcDateTime = Field(description="when the gateway computed these digests")
+    first_day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="first local day covered")
+    last_day: str = Field(pattern=r"^\d{4}-\d{2}-\d{2}$", description="last local day covered")
+    days: list[DigestDay] = Field(
+        description="every covered day with at least one punch, oldest first; a covered day not "
+        "listed has none"
+    )
+
+
+def day_digest(ids: Sequence[str]) -> str:
+    """The digest of one day's record ids (scheme 1): SHA-256, hex, of the ids sorted and joined
+    by "\\n" (no trailing newline), as UTF-8. Repeats count once."""
+    return hashlib.sha256("\n".join(sorted(set(ids))).encode("utf-8")).hexdigest()
+
+
 # ---------------------------------------------------------------------------------------------
 # Building payloads
 
@@ -307,8 +404,11 @@ def batch_json(*, gateway: str, device: str, seq: int, records: Sequence[str]) -
     return (head[:-1] + ',"records":[' + ",".join(records) + "]}").encode("utf-8")
 
 
-def gateway_online(*, version: str, started_at: dt.datetime) -> bytes:
-    return GatewayState(state="online", version=version, started_at=started_at).model_dump_json().encode()
+def gateway_online(*, version: str, started_at: dt.datetime, **figures: Any) -> bytes:
+    """The retained online state; `figures` adds the delivery figures (as_of, delivery, pending,
+    unconfirmed, oldest_unconfirmed_age_seconds), and a field left None is not sent."""
+    state = GatewayState(state="online", version=version, started_at=started_at, **figures)
+    return state.model_dump_json(exclude_none=not figures).encode()
 
 
 def gateway_offline() -> bytes:
@@ -386,6 +486,8 @@ SCHEMA_MODELS: dict[str, type[BaseModel]] = {
     "gateway-state": GatewayState,
     "device-state": DeviceState,
     "device-event": DeviceEvent,
+    "confirmation": Confirmation,
+    "device-digests": DeviceDigests,
     "audit-head": AuditHead,
 }
 

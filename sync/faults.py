@@ -18,3 +18,4 @@ class GatewayFault(StrEnum):
     BROKER_UNREACHABLE = "broker_unreachable"
     DELIVERY_DELAYED = "delivery_delayed"
     UNKNOWN_TERMINAL = "unknown_terminal"
+    CONFIRMATION_DELAYED = "confirmation_delayed"

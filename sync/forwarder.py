@@ -43,6 +43,7 @@ from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt import client as paho_client
 from paho.mqtt.reasoncodes import ReasonCode
 
+from punchgate.sync.confirmations import CentralDelivery
 from punchgate.sync.contract import (
     AuditHead,
     DeviceEvent,
@@ -308,6 +309,10 @@ class Forwarder:
         self._audit_head_sent: bytes | None = None
         self._events: deque[tuple[str, bytes]] = deque()
         self._event_queue_size = event_queue_size
+        # Central delivery (sync/confirmations.py): None in broker mode.
+        self.central = CentralDelivery(self.mqtt, store) if self.mqtt.delivery == "central" else None
+        self._retained: dict[str, bytes] = {}  # other retained messages by topic, latest only
+        self._dirty_retained: set[str] = set()
         self._acked: list[int] = []  # acknowledged pks not yet marked delivered
         self._acked_ready = asyncio.Event()
         self._in_flight = 0
@@ -369,6 +374,19 @@ class Forwarder:
     def publish_gateway_event(self, payload: DeviceEvent) -> None:
         """Queue an event of the gateway itself (on `{base}/events`) in the same bounded queue."""
         self.publish_event("", payload)  # "" is never a device name (the config forbids it)
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """Publish a retained message (latest per topic kept, superseding an older one not sent
+        yet), now if connected and again on every connect: digests, gateway state updates."""
+        self._retained[topic] = payload
+        self._dirty_retained.add(topic)
+        self._poke_side()
+
+    async def _read_pending(self, limit: int, after: int) -> list[PendingRow]:
+        """The drain's next rows: pending ones (broker mode), or unsent and due ones (central)."""
+        if self.central is None:
+            return await asyncio.to_thread(self.store.pending_batch, limit, after=after)
+        return await asyncio.to_thread(self.central.next_rows, limit, after)
 
     def _poke_side(self) -> None:
         loop = self._loop
@@ -545,8 +563,12 @@ class Forwarder:
 
     async def _watch_connection(self, client: aiomqtt.Client) -> None:
         """Ends the session the moment the connection drops (pending publishes never would)."""
-        async for _message in client.messages:  # we subscribe to nothing; this only waits
-            pass
+        central = self.central
+        if central is not None:  # the only subscription: confirmations of what central stored
+            await client.subscribe(self.topics.confirm, qos=1)
+        async for message in client.messages:  # otherwise this only waits
+            if central is not None and isinstance(message.payload, bytes):
+                await asyncio.to_thread(central.handle, message.payload)
 
     async def _drain(self, client: aiomqtt.Client, tasks: _SessionTasks) -> None:
         window = asyncio.Semaphore(self.max_in_flight)
@@ -558,11 +580,11 @@ class Forwarder:
                 # Rows went back to pending behind our cursor (a replay): read from the start.
                 self._rewind = False
                 after = 0
-            rows = await asyncio.to_thread(self.store.pending_batch, read_limit, after=after)
+            rows = await self._read_pending(read_limit, after)
             if not rows:
                 await _wait_event(self._wake, IDLE_POLL_SECONDS)
                 continue
-            after = rows[-1].pk
+            after = max(after, rows[-1].pk)  # re-sent rows (central) lie behind the cursor
             # Each read is sent as soon as it is grouped, so the broker is never idle while
             # the next read runs (carrying partial batches over would starve the pipeline).
             batches = group_batches(rows, self.mqtt.batch_size)
@@ -574,6 +596,8 @@ class Forwarder:
                     seq=seq,
                     records=[r.payload for r in chunk],
                 )
+                if self.central is not None:
+                    self.central.remember_batch(device, seq, [r.pk for r in chunk])
                 await window.acquire()
                 pks = [r.pk for r in chunk]
                 tasks.spawn(self._publish_batch(client, device, payload, pks, window), "mqtt-publish")
@@ -607,7 +631,9 @@ class Forwarder:
         pks, self._acked = self._acked, []
         try:
             # Shielded: once the rows are handed to the buffer, let the commit finish.
-            await asyncio.shield(asyncio.to_thread(self.store.mark_delivered, pks))
+            # Central delivery: acknowledged by the broker is only "sent" until confirmed.
+            mark = self.store.mark_delivered if self.central is None else self.store.mark_sent
+            await asyncio.shield(asyncio.to_thread(mark, pks))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -617,8 +643,15 @@ class Forwarder:
 
     async def _side_messages(self, client: aiomqtt.Client) -> None:
         """Retained device states (latest only) and queued device events."""
+        self._dirty_retained.update(self._retained)  # `publish_retained`: again in every session
         while True:
             self._side_wake.clear()
+            for topic in sorted(self._dirty_retained):  # a newer one sets _side_wake: no lost wake-up
+                retained = self._retained[topic]
+                await self._publish(client, topic, retained, retain=True)
+                if self._retained.get(topic) is retained:
+                    self._dirty_retained.discard(topic)
+                _raise_if_cancelled()
             for device in sorted(self._dirty_states):
                 payload = self._device_states[device]
                 await self._publish(client, self.topics.device_state(device), payload, retain=True)

@@ -252,8 +252,42 @@ def _v4_manual_and_audit(conn: Connection) -> None:
     )
 
 
+def _v5_central_delivery(conn: Connection) -> None:
+    """Central delivery (docs/mqtt-contract.md, "Confirmations") and reconciliation digests.
+
+    * `punches.sent_at`: in `central` delivery mode a punch is delivered only when a central
+      consumer confirms it stored it. Until then `delivered_at` stays NULL (so the punch counts
+      against `max_pending`, is never purged, and `requeue` works as before) and `sent_at` holds
+      the unix time of its last PUBACK: NULL means not sent yet, a value means "sent,
+      unconfirmed", and a value older than `mqtt.resend_after` means "send it again". In
+      `broker` mode nothing writes it. Existing rows start NULL: nothing was sent unconfirmed.
+    * Two partial indexes split the pending rows the same way, so the drain (unsent rows by
+      pk), the re-send scan, and the unconfirmed count and oldest age stay proportional to what
+      they read, not to history.
+    * `ix_punches_device_time`: the digests (punchgate.sync.digests) read one terminal's ids of
+      a few days at a time by `utc_time`.
+
+    ADD COLUMN with no default and CREATE INDEX: no table rebuild, no row touched.
+    """
+    conn.exec_driver_sql("ALTER TABLE punches ADD COLUMN sent_at REAL")
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_punches_unsent ON punches (pk) WHERE delivered_at IS NULL AND sent_at IS NULL"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_punches_unconfirmed ON punches (pk)"
+        " WHERE delivered_at IS NULL AND sent_at IS NOT NULL"
+    )
+    conn.exec_driver_sql("CREATE INDEX ix_punches_device_time ON punches (device, utc_time)")
+
+
 # Index i holds the step that takes the schema from version i to i + 1. Append only.
-STEPS: list[Step] = [_v1_initial, _v2_keep_only_what_is_read, _v3_identity, _v4_manual_and_audit]
+STEPS: list[Step] = [
+    _v1_initial,
+    _v2_keep_only_what_is_read,
+    _v3_identity,
+    _v4_manual_and_audit,
+    _v5_central_delivery,
+]
 LATEST_VERSION = len(STEPS)
 
 

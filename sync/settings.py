@@ -139,6 +139,30 @@ class MqttSettings(Strict):
     reconnect_max: float = Field(
         60.0, gt=0, le=3600, description="longest reconnect delay in seconds (>= reconnect_min)"
     )
+    # Delivery mode (docs/mqtt-contract.md, "Confirmations"): what makes a punch delivered.
+    delivery: Literal["broker", "central"] = Field(
+        "broker",
+        description="when a punch counts as delivered: broker (the broker's PUBACK) or central (a "
+        "consumer's confirmation on {base}/confirm that it stored the punch)",
+    )
+    resend_after: float = Field(
+        120.0,
+        ge=1,
+        le=86400,
+        description="central: seconds a published punch waits for its confirmation before it is sent again",
+    )
+    max_unconfirmed_age: float = Field(
+        900.0,
+        ge=0,
+        le=30 * 86400,
+        description="central: age (s) of the oldest unconfirmed punch that raises confirmation_delayed; 0 disables",
+    )
+    digest_interval: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="shortest time (s) between two reconciliation digests of one terminal; 0: no digests",
+    )
 
     @field_validator("host")
     @classmethod

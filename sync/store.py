@@ -53,7 +53,7 @@ from punchgate.sync.buffer_errors import (
 from punchgate.sync.buffer_file import OpenedFile, open_file
 from punchgate.sync.buffer_identity import Identity
 from punchgate.sync.buffer_limits import Limits
-from punchgate.sync.buffer_outbox import PendingRow
+from punchgate.sync.buffer_outbox import Confirmed, PendingRow
 from punchgate.sync.manual import ManualEntry, ManualRefused, ManualSettings
 from punchgate.sync.records import Punch
 from punchgate.sync.settings import BufferSettings
@@ -62,6 +62,7 @@ __all__ = [
     "BufferFullError",
     "BufferLockedError",
     "BufferRefusedError",
+    "Confirmed",
     "DiskLowError",
     "PendingRow",
     "Store",
@@ -96,6 +97,8 @@ class Store:
         self.on_audit_action: list[Callable[[Head], None]] = []
         with engine.connect() as conn:
             self._limits = Limits(settings, pending=buffer_outbox.count_pending(conn))
+            # Sent and not confirmed yet (central delivery); kept like the pending count.
+            self._unconfirmed = buffer_outbox.count_unconfirmed(conn)
 
     # --- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -238,6 +241,88 @@ class Store:
             self._limits.update_full()
         self._companion.update(self._stored)  # catches the companion up after a burst of inserts
         return changed
+
+    # --- central delivery (docs/mqtt-contract.md, "Confirmations") ---------------------------
+    def unsent_batch(self, limit: int, *, after: int = 0) -> list[PendingRow]:
+        """Up to `limit` undelivered punches not sent yet with pk > `after`, oldest first."""
+        with self._engine.connect() as conn:
+            return buffer_outbox.unsent_batch(conn, limit, after=after)
+
+    def mark_sent(self, pks: Sequence[int]) -> int:
+        """Note the PUBACK of these rows (central mode: they stay pending until confirmed);
+        returns how many became "sent, unconfirmed"."""
+        if not pks:
+            return 0
+        with self._write_lock:
+            with self._writer.begin() as conn:
+                fresh = buffer_outbox.mark_sent(conn, pks, time.time())
+            self._unconfirmed += fresh
+        self._companion.update(self._stored)
+        return fresh
+
+    def claim_resends(self, *, older_than: float, limit: int) -> list[PendingRow]:
+        """Unconfirmed punches last sent `older_than` seconds ago or earlier, oldest first; each
+        is claimed for a new send (see `buffer_outbox.claim_resends`)."""
+        now = time.time()
+        with self._write_lock, self._writer.begin() as conn:
+            return buffer_outbox.claim_resends(conn, sent_before=now - older_than, now=now, limit=limit)
+
+    def confirm_ids(self, ids: Sequence[str]) -> Confirmed:
+        """Deliver the pending punches with these ids: a consumer confirmed it stored them."""
+        return self._confirm(ids=list(dict.fromkeys(ids)))
+
+    def confirm_pks(self, pks: Sequence[int]) -> Confirmed:
+        """Deliver the pending rows with these pks (a confirmed batch the forwarder remembers)."""
+        return self._confirm(pks=list(dict.fromkeys(pks)))
+
+    def _confirm(self, *, ids: list[str] | None = None, pks: list[int] | None = None) -> Confirmed:
+        if not ids and not pks:
+            return Confirmed(0, 0)
+        with self._write_lock:
+            with self._writer.begin() as conn:
+                now = time.time()
+                if ids:
+                    done = buffer_outbox.confirm_ids(conn, ids, now)
+                else:
+                    done = buffer_outbox.confirm_pks(conn, pks or [], now)
+            self._unconfirmed -= done.unconfirmed
+            self._limits.pending -= done.total
+            self._limits.update_full()
+        return done
+
+    def unconfirmed_count(self) -> int:
+        """Punches sent and not confirmed yet (always 0 in broker mode)."""
+        return self._unconfirmed
+
+    def oldest_unconfirmed_age(self) -> float | None:
+        """Seconds since the oldest sent, unconfirmed punch was stored; None when there is none."""
+        with self._engine.connect() as conn:
+            stored_at = buffer_outbox.oldest_unconfirmed_stored_at(conn)
+        return None if stored_at is None else max(0.0, time.time() - stored_at)
+
+    def oldest_unsent_age(self) -> float | None:
+        """Seconds since the oldest undelivered punch not sent yet was stored; None when none."""
+        with self._engine.connect() as conn:
+            stored_at = buffer_outbox.oldest_unsent_stored_at(conn)
+        return None if stored_at is None else max(0.0, time.time() - stored_at)
+
+    # --- reconciliation digests (punchgate.sync.digests) ----------------------------------
+    def day_ids(self, device: str, day: dt.date) -> list[str]:
+        """Ids of one terminal's punches of terminal-local `day`, delivered or not."""
+        # Any UTC offset (-12:00 .. +14:00) keeps a local day within the UTC days around it.
+        utc_from = (day - dt.timedelta(days=1)).isoformat()
+        utc_to = (day + dt.timedelta(days=2)).isoformat()
+        with self._engine.connect() as conn:
+            return buffer_outbox.day_ids(conn, device, day.isoformat(), utc_from=utc_from, utc_to=utc_to)
+
+    def days_stored_since(self, after_pk: int) -> tuple[dict[str, set[str]], int]:
+        """Terminal -> local days of punches stored after `after_pk`, and the newest pk."""
+        with self._engine.connect() as conn:
+            return buffer_outbox.days_stored_since(conn, after_pk)
+
+    def max_pk(self) -> int:
+        with self._engine.connect() as conn:
+            return buffer_outbox.max_pk(conn)
 
     def requeue_delivered(self, *, since: float, device: str | None = None) -> int:
         """Make punches delivered at or after `since` (unix time) pending again, to send them

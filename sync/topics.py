@@ -48,6 +48,16 @@ class Topics:
         return f"{self.base}/audit"
 
     @property
+    def confirm(self) -> str:
+        """Confirmations from central consumers of what they stored (QoS 1; the gateway subscribes
+        in central delivery mode)."""
+        return f"{self.base}/confirm"
+
+    def device_digests(self, device: str) -> str:
+        """Retained reconciliation digests of one terminal: count and id digest per local day."""
+        return f"{self.base}/devices/{device}/digests"
+
+    @property
     def all_devices_wildcard(self) -> str:
         """A subscription filter matching every device topic of this gateway."""
         return f"{self.base}/devices/#"

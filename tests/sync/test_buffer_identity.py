@@ -178,5 +178,7 @@ def test_a_file_from_before_the_identity_gets_one_at_upgrade(tmp_path: Path) -> 
         store = open_buffer(path)
     assert store.identity.gateway_id == GATEWAY and store.identity.stored == 2
     store.close()
-    assert any(e["event"] == "buffer_schema_migrated" and e["to_version"] == 3 for e in logs)
+    assert any(
+        e["event"] == "buffer_schema_migrated" and e["to_version"] == migrations.LATEST_VERSION for e in logs
+    )
     assert companion_of(path)["stored"] == 2

@@ -85,11 +85,11 @@ def test_the_file_holds_only_columns_the_store_names(migrated: sqlite3.Connectio
         assert sorted(_columns(migrated, handle.name)) == sorted(c.name for c in handle.columns)
 
 
-def test_an_insert_writes_every_column_but_pk_and_delivered_at(tmp_path: Path) -> None:
+def test_an_insert_writes_every_column_but_pk_and_the_delivery_marks(tmp_path: Path) -> None:
     punch = make_punches("a", 1)[0]
     assert len(buffer_outbox.punch_row(punch, 0.0)) == len(buffer_outbox.INSERT_COLUMNS)
     written = {c.name for c in buffer_outbox.INSERT_COLUMNS}
-    assert written == {c.name for c in buffer_schema.punches.columns} - {"pk", "delivered_at"}
+    assert written == {c.name for c in buffer_schema.punches.columns} - {"pk", "delivered_at", "sent_at"}
 
 
 def _string_constants(tree: ast.AST) -> Iterator[str]:

@@ -181,7 +181,9 @@ def test_a_v1_file_upgrades_keeping_every_row_payload_state_and_sequence(
     try:
         new = _snapshot(v1_file)
         assert new["version"] == migrations.LATEST_VERSION
-        assert new["punch_columns"] == KEPT
+        # v2 kept these; v5 added sent_at (central delivery), NULL for every row: nothing was sent unconfirmed.
+        assert new["punch_columns"] == [*KEPT, "sent_at"]
+        assert _snapshot(v1_file, ["count(sent_at)"])["punches"] == [(0,)]
         # Every row, column for column: pk (drain order), id, payload, stored_at, delivered_at.
         assert new["punches"] == old_rows
         assert new["batch_seq"] == old["batch_seq"]

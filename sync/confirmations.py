@@ -1,0 +1,262 @@
+"""Central delivery, the gateway's side (docs/mqtt-contract.md, "Confirmations").
+
+With `mqtt.delivery = "central"` a punch is delivered when a central consumer says it has stored
+it, not when the broker acknowledged the message: a broker that crashes between its PUBACK and
+handing the message on (or without persistence) can then lose nothing. The forwarder owns the
+connection and calls in here:
+
+* `next_rows` replaces the drain's read: rows never sent, oldest first, and, every few seconds,
+  the unconfirmed rows whose last send is `mqtt.resend_after` old (claimed in the buffer, so a
+  crash or a lost send only delays them by one more timeout);
+* after a PUBACK the forwarder marks rows *sent* (`Store.mark_sent`) instead of delivered;
+* `handle` reads one message from `{base}/confirm` and delivers what it names.
+
+Invariants, each of which keeps it correct across gateway restarts, re-sends in new batches,
+reordering and repeated confirmations:
+
+* Record ids are the truth. A confirmed id delivers the pending row with that id, whatever
+  batch, send or gateway run carried it, and whether or not its PUBACK was noted yet. An id the
+  buffer does not hold (purged, another gateway's, garbage) is ignored and counted; an id
+  already delivered is a harmless repeat, counted too.
+* A batch confirmation (device, seq, count) is a shorthand: it delivers the rows of a batch
+  this process published and still remembers, when `count` matches what it carried. A batch it
+  does not know (sent before a restart, forgotten, never sent) is ignored and counted: its rows
+  stay unconfirmed and are sent again, and the consumer confirms them again, by id.
+* Nothing here can end the broker session: a malformed confirmation is logged with its payload
+  and counted; a buffer error is logged, and the rows simply stay unconfirmed.
+* Re-sends back off while nobody confirms anything: each round that re-sent rows without any
+  confirmation arriving since the previous one doubles the wait (up to `_MAX_BACKOFF` times
+  `resend_after`), so a central system that is down does not get the whole backlog again
+  every timeout. Any confirmation resets it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+
+from punchgate.sync.contract import CONFIRM_SCHEMA_NAME, Confirmation, gateway_online
+from punchgate.sync.settings import MqttSettings
+from punchgate.sync.store import PendingRow, Store
+
+log = structlog.get_logger(__name__)
+
+# Rows of the batches remembered for batch confirmations (oldest batches forgotten first).
+BATCH_MEMORY_ROWS = 200_000
+# A malformed confirmation is logged with at most this much of its payload.
+LOGGED_PAYLOAD_BYTES = 1000
+# How often the drain looks for rows due to be sent again (at most; see `_scan_every`).
+RESEND_SCAN_SECONDS = 5.0
+_MAX_BACKOFF = 8
+# The retained gateway state with delivery figures (`gateway_state`): how often it is republished.
+STATE_MIN_SECONDS = 5.0
+STATE_AGE_BAND = 60.0
+STATE_REFRESH_SECONDS = 600.0
+
+
+@dataclass
+class ConfirmationStats:
+    """Counters for /metrics and the status (monotonic except `last_*` and `backoff`)."""
+
+    messages: int = 0  # confirmation messages read (malformed ones included)
+    confirmed: int = 0  # punches delivered by a confirmation
+    confirmed_batches: int = 0  # batch entries that delivered their rows
+    repeated: int = 0  # ids confirmed again after they were delivered (harmless)
+    unknown_ids: int = 0  # ids the buffer does not hold: ignored
+    unknown_batches: int = 0  # batches this process does not remember (or a count mismatch): ignored
+    malformed: int = 0  # messages that are not a valid confirmation: ignored, logged
+    errors: int = 0  # confirmations the buffer failed to record (the rows stay unconfirmed)
+    resent: int = 0  # punches sent again after `resend_after` without a confirmation
+    last_confirmation_at: float | None = None
+    backoff: int = 1  # the current re-send wait, in multiples of `resend_after`
+
+
+class _Batches:
+    """The pks of recently published batches by (device, seq), bounded by their total rows."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._rows = 0
+        self._batches: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+
+    def add(self, device: str, seq: int, pks: list[int]) -> None:
+        self._batches[(device, seq)] = pks
+        self._rows += len(pks)
+        while self._rows > self._max_rows and self._batches:
+            _key, dropped = self._batches.popitem(last=False)
+            self._rows -= len(dropped)
+
+    def pop(self, device: str, seq: int) -> list[int] | None:
+        pks = self._batches.pop((device, seq), None)
+        if pks is not None:
+            self._rows -= len(pks)
+        return pks
+
+
+def _shown(payload: bytes) -> str:
+    text = payload[:LOGGED_PAYLOAD_BYTES].decode("utf-8", errors="replace")
+    return text + ("…" if len(payload) > LOGGED_PAYLOAD_BYTES else "")
+
+
+def parse_confirmation(payload: bytes) -> Confirmation:
+    """A confirmation from its JSON; fields this release does not know are ignored (a later
+    consumer may send more). Raises ValueError naming what is wrong."""
+    try:
+        data = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("schema") != CONFIRM_SCHEMA_NAME:
+        raise ValueError(f"schema is {data.get('schema')!r}, not {CONFIRM_SCHEMA_NAME!r}")
+    known = {"schema", "version", "consumer", "ids", "batches"}
+    batches = data.get("batches")
+    if isinstance(batches, list):
+        data["batches"] = [
+            {k: v for k, v in b.items() if k in {"device", "seq", "count"}} if isinstance(b, dict) else b
+            for b in batches
+        ]
+    try:
+        return Confirmation.model_validate({k: v for k, v in data.items() if k in known})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
+        )
+        raise ValueError(problems) from None
+
+
+class CentralDelivery:
+    """The central delivery mode's state: re-send timing, remembered batches and the counters."""
+
+    def __init__(self, mqtt: MqttSettings, store: Store, *, batch_memory: int = BATCH_MEMORY_ROWS) -> None:
+        self.mqtt = mqtt
+        self.store = store
+        self.stats = ConfirmationStats()
+        self._batches = _Batches(batch_memory)
+        self._scan_every = min(RESEND_SCAN_SECONDS, mqtt.resend_after / 4)
+        self._next_scan = time.monotonic() + self._scan_every
+        self._confirmed_since_resend = True
+        self._state_sent: tuple[float, dict[str, Any]] | None = None
+
+    # --- the drain (called in a worker thread) --------------------------------------------------
+    def next_rows(self, limit: int, after: int) -> list[PendingRow]:
+        """What the drain sends next: rows due again (every few seconds), else rows not sent yet
+        with pk > `after`. Re-sent rows come first and may lie behind the drain's cursor."""
+        now = time.monotonic()
+        if now >= self._next_scan:
+            self._next_scan = now + self._scan_every
+            rows = self.store.claim_resends(
+                older_than=self.mqtt.resend_after * self.stats.backoff, limit=limit
+            )
+            if rows:
+                self._resent(rows)
+                self._next_scan = now  # more may be due: look again at the next read
+                return rows
+        return self.store.unsent_batch(limit, after=after)
+
+    def _resent(self, rows: Sequence[PendingRow]) -> None:
+        if not self._confirmed_since_resend:
+            self.stats.backoff = min(_MAX_BACKOFF, self.stats.backoff * 2)
+        self._confirmed_since_resend = False
+        self.stats.resent += len(rows)
+        log.info(
+            "central_resend",
+            punches=len(rows),
+            after_seconds=self.mqtt.resend_after * self.stats.backoff,
+            backoff=self.stats.backoff,
+        )
+
+    def remember_batch(self, device: str, seq: int, pks: list[int]) -> None:
+        """The rows a published batch carries, for a confirmation that names the batch."""
+        self._batches.add(device, seq, pks)
+
+    # --- confirmations (called in a worker thread) ----------------------------------------------
+    def handle(self, payload: bytes) -> None:
+        """Deliver what one message on `{base}/confirm` names; never raises."""
+        self.stats.messages += 1
+        try:
+            confirmation = parse_confirmation(payload)
+        except ValueError as exc:
+            self.stats.malformed += 1
+            log.warning("confirmation_malformed", error=str(exc), payload=_shown(payload))
+            return
+        try:
+            self._apply(confirmation)
+        except Exception as exc:
+            self.stats.errors += 1
+            log.error("confirmation_not_recorded", consumer=confirmation.consumer, error=str(exc))
+
+    def _apply(self, confirmation: Confirmation) -> None:
+        ids = list(dict.fromkeys(confirmation.ids))
+        done = self.store.confirm_ids(ids) if ids else None
+        confirmed = done.total if done else 0
+        repeated = unknown = 0
+        if done is not None and done.total < len(ids):
+            # Which of the rest are repeats (already delivered) and which are not ours at all.
+            rest = len(ids) - done.total
+            held = len(self.store.known_ids(ids)) - done.total
+            repeated, unknown = held, rest - held
+        for batch in confirmation.batches:
+            pks = self._batches.pop(batch.device, batch.seq)
+            if pks is None or len(pks) != batch.count:
+                self.stats.unknown_batches += 1
+                continue
+            confirmed += self.store.confirm_pks(pks).total
+            self.stats.confirmed_batches += 1
+        self.stats.confirmed += confirmed
+        self.stats.repeated += repeated
+        self.stats.unknown_ids += unknown
+        if confirmed:
+            self.stats.last_confirmation_at = time.time()
+            self._confirmed_since_resend = True
+            self.stats.backoff = 1
+        if unknown:
+            log.info("confirmation_unknown_ids", consumer=confirmation.consumer, ids=unknown)
+
+    # --- for the status and the retained gateway state ------------------------------------------
+    def figures(self) -> dict[str, Any]:
+        """Pending and unconfirmed counts and the oldest unconfirmed age (queries the buffer: call
+        off the event loop)."""
+        return {
+            "delivery": "central",
+            "pending": self.store.pending_count(),
+            "unconfirmed": self.store.unconfirmed_count(),
+            "oldest_unconfirmed_age_seconds": self.store.oldest_unconfirmed_age(),
+        }
+
+    def gateway_state(
+        self, figures: dict[str, Any], *, version: str, started_at: dt.datetime
+    ) -> bytes | None:
+        """The retained `{base}/state` with `figures`, when they changed enough since the last one:
+        at most every STATE_MIN_SECONDS, on a new count, the oldest age moving by STATE_AGE_BAND
+        or appearing/disappearing, or STATE_REFRESH_SECONDS after the last; None otherwise."""
+        now = time.monotonic()
+        last = self._state_sent
+        if last is not None:
+            since, sent = last
+            if now - since < STATE_MIN_SECONDS:
+                return None
+            age, old_age = figures["oldest_unconfirmed_age_seconds"], sent["oldest_unconfirmed_age_seconds"]
+            moved = (age is None) != (old_age is None) or (
+                age is not None and old_age is not None and abs(age - old_age) >= STATE_AGE_BAND
+            )
+            counts = ("pending", "unconfirmed")
+            if (
+                not moved
+                and all(figures[k] == sent[k] for k in counts)
+                and now - since < STATE_REFRESH_SECONDS
+            ):
+                return None
+        self._state_sent = (now, figures)
+        shown = dict(figures)
+        if shown["oldest_unconfirmed_age_seconds"] is not None:
+            shown["oldest_unconfirmed_age_seconds"] = round(shown["oldest_unconfirmed_age_seconds"], 1)
+        return gateway_online(version=version, started_at=started_at, as_of=dt.datetime.now(dt.UTC), **shown)

@@ -1,0 +1,163 @@
+"""Reconciliation digests (docs/mqtt-contract.md, "Reconciliation digests").
+
+For each terminal the gateway publishes, retained on `{base}/devices/{device}/digests`, what its
+buffer holds per terminal-local day over a window of recent days: the number of punches and a
+digest of their ids (`contract.day_digest`). A central system compares them with what it stored
+and finds a gap without trusting the broker, the gateway's delivery marks or anything else. It
+works in either delivery mode.
+
+Invariants:
+
+* The window covers only days the buffer still holds completely: a delivered punch is purged
+  `buffer.retention_days` after its delivery, which is never before its own local day, so days
+  from `retention_days - 2` days ago (UTC, with a day's margin for time zones) to tomorrow are
+  whole. It is capped at MAX_WINDOW_DAYS so a message stays small. With a retention below two
+  days there is no whole day to show, and nothing is published.
+* Published on change, rate-limited: new punches mark their terminal's local days dirty (read
+  by pk, so each new row is looked at once); a terminal is published again at most every
+  `mqtt.digest_interval` seconds, and every terminal when the window moves (a new day).
+* Only the days that changed are recomputed, from the buffer (never from a running sum that
+  could drift); a published message always lists every day of the window that has a punch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+import structlog
+
+from punchgate.sync.contract import DeviceDigests, DigestDay, day_digest
+from punchgate.sync.forwarder import Forwarder
+from punchgate.sync.settings import BufferSettings, MqttSettings
+from punchgate.sync.store import Store
+
+log = structlog.get_logger(__name__)
+
+MAX_WINDOW_DAYS = 92
+TICK_SECONDS = 5.0  # how often new punches are looked for (at most; see DigestPublisher)
+
+
+class DigestConfig(Protocol):
+    @property
+    def gateway_id(self) -> str: ...
+
+    @property
+    def mqtt(self) -> MqttSettings: ...
+
+    @property
+    def buffer(self) -> BufferSettings: ...
+
+
+def window(today: dt.date, retention_days: int) -> tuple[dt.date, dt.date] | None:
+    """(first, last) local day covered on UTC day `today`, or None when the retention keeps no
+    whole day."""
+    if retention_days < 2:
+        return None
+    span = min(retention_days - 2, MAX_WINDOW_DAYS - 2)
+    return today - dt.timedelta(days=span), today + dt.timedelta(days=1)
+
+
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def _utc_today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+class DigestPublisher:
+    """Computes and publishes every terminal's digests; `await run()` in a task, cancel to stop."""
+
+    def __init__(
+        self,
+        settings: DigestConfig,
+        store: Store,
+        forwarder: Forwarder,
+        devices: Sequence[str],
+        *,
+        today: Callable[[], dt.date] = _utc_today,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.forwarder = forwarder
+        self.interval = settings.mqtt.digest_interval
+        self._today = today
+        self._after = 0  # pks up to here have been looked at
+        self._dirty: dict[str, set[dt.date]] = {device: set() for device in devices}
+        self._days: dict[str, dict[dt.date, DigestDay]] = {}  # device -> the window's days with punches
+        self._sent_at: dict[str, float] = {}
+        self._window: tuple[dt.date, dt.date] | None = None
+        self.published = 0  # messages handed to the forwarder
+
+    async def run(self) -> None:
+        if window(self._today(), self.settings.buffer.retention_days) is None:
+            log.info("digests_off", reason="buffer.retention_days below 2 keeps no whole day")
+            return
+        tick = min(TICK_SECONDS, self.interval)
+        while True:
+            # Computed in a thread (buffer reads), handed to the forwarder on the event loop.
+            for topic, payload in await asyncio.to_thread(self.tick):
+                self.forwarder.publish_retained(topic, payload)
+                self.published += 1
+            await asyncio.sleep(tick)
+
+    def tick(self) -> list[tuple[str, bytes]]:
+        """Note new punches, move the window at a new day; the messages of the terminals due."""
+        current = window(self._today(), self.settings.buffer.retention_days)
+        if current is None:
+            return []
+        if current != self._window:
+            # The first tick, or a new day: every day of every terminal is (re)computed.
+            if self._window is None:
+                self._after = self.store.max_pk()
+            self._window = current
+            for device in {*self._dirty, *self._days}:
+                self._dirty[device] = set(_days(*current))
+                self._sent_at.pop(device, None)
+        changed, self._after = self.store.days_stored_since(self._after)
+        for device, days in changed.items():
+            for day in days:
+                try:
+                    self._dirty.setdefault(device, set()).add(dt.date.fromisoformat(day))
+                except (TypeError, ValueError):
+                    continue  # a record without a readable local time: in no day
+        now = time.monotonic()
+        due = []
+        for device in sorted(self._dirty):
+            if now - self._sent_at.get(device, -1e18) < self.interval:
+                continue
+            due.append((self.forwarder.topics.device_digests(device), self._message(device, current)))
+            self._sent_at[device] = now
+        return due
+
+    def _message(self, device: str, covered: tuple[dt.date, dt.date]) -> bytes:
+        first, last = covered
+        days = self._days.setdefault(device, {})
+        for day in self._dirty.pop(device):
+            if not first <= day <= last:
+                continue
+            ids = self.store.day_ids(device, day)
+            if ids:
+                days[day] = DigestDay(day=day.isoformat(), count=len(set(ids)), digest=day_digest(ids))
+            else:
+                days.pop(day, None)
+        for day in [d for d in days if not first <= d <= last]:
+            del days[day]
+        message = DeviceDigests.model_validate(
+            {
+                "schema": "punchgate.digests",
+                "version": 1,
+                "scheme": 1,
+                "gateway": self.settings.gateway_id,
+                "device": device,
+                "as_of": dt.datetime.now(dt.UTC),
+                "first_day": first.isoformat(),
+                "last_day": last.isoformat(),
+                "days": [days[d] for d in sorted(days)],
+            }
+        )
+        return message.model_dump_json(by_alias=True).encode()
