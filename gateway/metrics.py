@@ -38,6 +38,9 @@ class GatewayCollector(Collector):
         )
         yield from self._devices()
         yield from self._gateway()
+        push = getattr(app, "_push", None)  # the [push] listener, when it runs (gateway/push.py)
+        if push is not None:
+            yield from push.metrics()
 
     def _devices(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         app = self.app

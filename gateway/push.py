@@ -35,8 +35,8 @@ import datetime as dt
 import ipaddress
 import ssl
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
+from prometheus_client.core import CounterMetricFamily
 
 from punchgate.drivers.base import DeviceInfo, RawPunch
 from punchgate.drivers.config import TerminalConfig
@@ -79,6 +80,8 @@ MAX_UNKNOWN_TRACKED = 256  # unknown serial numbers remembered (the oldest forgo
 MAX_QUARANTINED = 32  # unknown serial numbers stored under devices of their own; more are refused
 MIN_UNKNOWN_HOLD = 60.0  # seconds unknown_terminal stays raised at least
 QUARANTINE_PREFIX = "unknown-"
+# Why the receiver refused a request: the `outcome` label of punchgate_push_requests_total.
+REFUSALS = ("no_serial", "bad_serial", "unknown_serial", "wrong_source", "unknown_table", "store")
 
 
 def push_terminals(settings: Settings) -> list[ZkPushTerminal]:
@@ -179,6 +182,11 @@ class PushService:
         self._watched: dict[str, _Watched] = {}
         self._unknown: OrderedDict[str, _Unknown] = OrderedDict()
         self._quarantined: dict[str, PushTerminal] = {}
+        self._disabled = {  # serial number -> name of a zk-push entry with enabled = false
+            t.serial_number: t.name
+            for t in app.settings.terminals
+            if isinstance(t, ZkPushTerminal) and not t.enabled
+        }
         self._runner: web.AppRunner | None = None
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -246,6 +254,26 @@ class PushService:
         self.limited.flush()
         if self.receiver is not None:
             log.info("push_stopped", **{k: v for k, v in sorted(self.receiver.counts.items())})
+
+    def metrics(self) -> Iterator[CounterMetricFamily]:
+        """The listener's counters for /metrics (gateway/metrics.py); docs/health.md lists them."""
+        counts = self.receiver.counts if self.receiver is not None else Counter[str]()
+        requests = CounterMetricFamily(
+            "punchgate_push_requests",
+            "requests to the push listener by outcome (accepted, or why refused)",
+            labels=["outcome"],
+        )
+        requests.add_metric(["accepted"], counts["requests"])
+        for outcome in REFUSALS:
+            requests.add_metric([outcome], counts[f"refused_{outcome}"])
+        yield requests
+        for key, help_text in (
+            ("punches_received", "punches in accepted ATTLOG uploads, new or already stored"),
+            ("unparsed_lines", "uploaded lines that could not be read (kept aside, protocol_error)"),
+            ("photos", "attendance photos answered and not kept"),
+            ("biometric_lines", "fingerprint and face template lines counted and not kept"),
+        ):
+            yield CounterMetricFamily(f"punchgate_push_{key}", help_text, value=counts[key])
 
     # --- PushBackend -------------------------------------------------------------------------
     async def commit(
@@ -332,6 +360,11 @@ class PushService:
         health.set_fault(fault, True, detail)
 
     def unknown_terminal(self, serial_number: str, address: str) -> PushTerminal | None:
+        if serial_number in self._disabled:  # configured, and switched off: refused, not unknown
+            self.limited.info(
+                "push_terminal_disabled", key="push_terminal_disabled", device=self._disabled[serial_number]
+            )
+            return None
         now = time.monotonic()
         entry = self._unknown.get(serial_number)
         first = entry is None
@@ -410,28 +443,35 @@ class PushService:
 
     # --- heartbeats --------------------------------------------------------------------------
     async def _watch(self) -> None:
-        missed = self.settings.missed_heartbeats
         while True:
-            now = time.monotonic()
-            for name, watched in self._watched.items():
-                delay = watched.terminal.delay
-                silent = now - watched.last_request
-                if silent <= missed * delay:
-                    continue
-                if watched.reported_at is not None and now - watched.reported_at < delay:
-                    continue
-                health = self.app.devices.get(name)
-                if watched.reported_at is None:
-                    log.warning("push_terminal_silent", device=name, seconds=round(silent), delay=delay)
-                watched.reported_at = now
-                if health is not None:
-                    health.contact_failed(
-                        DeviceFault.UNREACHABLE,
-                        f"no request from the terminal for {silent:.0f} s (it should ask every {delay} s; "
-                        f"unreachable after {missed} missed): check its power, network and ADMS server setting",
-                    )
-            self._forget_unknown(now)
+            try:
+                now = time.monotonic()
+                for watched in self._watched.values():
+                    self._check_heartbeat(watched, now)
+                self._forget_unknown(now)
+            except Exception:  # a bug here must not end the watch: terminals would never go offline
+                self.limited.error("push_watch_failed", key="push_watch_failed", exc_info=True)
             await asyncio.sleep(WATCH_EVERY)
+
+    def _check_heartbeat(self, watched: _Watched, now: float) -> None:
+        """Report a terminal silent for `missed_heartbeats` × its delay, again every delay."""
+        missed, delay = self.settings.missed_heartbeats, watched.terminal.delay
+        silent = now - watched.last_request
+        if silent <= missed * delay:
+            return
+        if watched.reported_at is not None and now - watched.reported_at < delay:
+            return
+        name = watched.terminal.name
+        if watched.reported_at is None:
+            log.warning("push_terminal_silent", device=name, seconds=round(silent), delay=delay)
+        watched.reported_at = now
+        health = self.app.devices.get(name)
+        if health is not None:
+            health.contact_failed(
+                DeviceFault.UNREACHABLE,
+                f"no request from the terminal for {silent:.0f} s (it should ask every {delay} s; "
+                f"unreachable after {missed} missed): check its power, network and ADMS server setting",
+            )
 
 
 # --- middlewares ---------------------------------------------------------------------------------

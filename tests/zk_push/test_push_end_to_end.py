@@ -94,10 +94,16 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def push_gateway(
-    gateway_factory: Callable[..., GatewayProcess], terminals: list[dict[str, Any]], **push: Any
+    gateway_factory: Callable[..., GatewayProcess],
+    terminals: list[dict[str, Any]],
+    *,
+    http_port: int | None = None,
+    **push: Any,
 ) -> tuple[GatewayProcess, int]:
     port = free_port()
-    gateway = gateway_factory(terminals, sections={"push": {"bind": "127.0.0.1", "port": port, **push}})
+    gateway = gateway_factory(
+        terminals, sections={"push": {"bind": "127.0.0.1", "port": port, **push}}, http_port=http_port
+    )
     return gateway, port
 
 
@@ -110,7 +116,8 @@ async def test_a_pushed_punch_reaches_the_subscriber_with_source_push(
     subscriber: Subscriber,
     session: aiohttp.ClientSession,
 ) -> None:
-    gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN)])
+    http_port = free_port()
+    gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN)], http_port=http_port)
     gateway.start()
     terminal = Terminal(session, port)
     status, options = await terminal.handshake()
@@ -136,6 +143,11 @@ async def test_a_pushed_punch_reaches_the_subscriber_with_source_push(
     await wait_until_async(lambda: (state() or {}).get("state") == "online", timeout=20, message="online")
     current = state()
     assert current is not None and current["serial_number"] == SN and current["record_count"] == 3
+    async with session.get(f"http://127.0.0.1:{http_port}/metrics") as response:
+        metrics = await response.text()
+    assert 'punchgate_push_requests_total{outcome="accepted"} 3.0' in metrics
+    assert "punchgate_push_punches_received_total 3.0" in metrics
+    assert 'punchgate_device_state{device="door-1",state="online"} 1.0' in metrics
 
     # The stamp outlives a restart: the terminal resumes where it was.
     assert gateway.stop() == 0

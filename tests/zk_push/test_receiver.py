@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from punchgate.gateway.push import PushService, push_terminals
 from punchgate.gateway.settings import Settings, settings_from_dict
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.store import Store
+from tests.support.broker import make_test_pki
 from tests.support.waiting import wait_until_async
 
 SN = "CKJT203460012"
@@ -431,6 +433,17 @@ async def test_an_unknown_serial_is_refused_with_one_event_per_serial(rig: PushR
     assert "127.0.0.1" in events[0].detail
     assert GatewayFault.UNKNOWN_TERMINAL in rig.gateway_faults.active
     assert rig.service.receiver is not None and rig.service.receiver.counts["refused_unknown_serial"] == 4
+    assert await rig.upload(SN, "ATTLOG", ATTLOG + b"x\n", stamp="1") == (200, "OK: 3")
+    metrics = {
+        (sample.name, sample.labels.get("outcome", "")): sample.value
+        for family in rig.service.metrics()
+        for sample in family.samples
+    }
+    assert metrics[("punchgate_push_requests_total", "unknown_serial")] == 4
+    assert metrics[("punchgate_push_requests_total", "accepted")] == 1
+    assert metrics[("punchgate_push_requests_total", "wrong_source")] == 0
+    assert metrics[("punchgate_push_punches_received_total", "")] == 3
+    assert metrics[("punchgate_push_unparsed_lines_total", "")] == 1
 
 
 async def test_an_unknown_serial_can_be_quarantined(make_rig: Any) -> None:
@@ -444,6 +457,34 @@ async def test_an_unknown_serial_can_be_quarantined(make_rig: Any) -> None:
         assert rig.store is not None and rig.store.pending_devices() == {"unknown-STRAY0001": 3}
         assert "stored under device unknown-STRAY0001" in rig.raised(GatewayFault.UNKNOWN_TERMINAL)[0].detail
         assert rig.meta("unknown-STRAY0001")["push_stamps"] == {"ATTLOG": "3"}
+    finally:
+        await close_rig(rig)
+
+
+async def test_a_disabled_terminal_is_refused_but_not_unknown(make_rig: Any) -> None:
+    rig = await make_rig([push_terminal("door-1", SN), push_terminal("door-2", SN2, enabled=False)])
+    try:
+        status, text = await rig.upload(SN2, "ATTLOG", ATTLOG, stamp="1")
+        assert status == 403 and f"{SN2} is not configured" in text
+        assert rig.raised(GatewayFault.UNKNOWN_TERMINAL) == [] and rig.punches() == []
+    finally:
+        await close_rig(rig)
+
+
+async def test_https(make_rig: Any, tmp_path: Path) -> None:
+    pki = await asyncio.to_thread(make_test_pki, tmp_path / "pki")
+    rig = await make_rig(tls_cert_file=str(pki.server_cert), tls_key_file=str(pki.server_key))
+    try:
+        context = ssl.create_default_context(cafile=str(pki.ca_file))
+        assert rig.session is not None
+        url = f"https://127.0.0.1:{rig.port}/iclock/cdata"
+        params = {"SN": SN, "table": "ATTLOG", "Stamp": "1"}
+        async with rig.session.post(url, params=params, data=ATTLOG, ssl=context) as response:
+            assert (response.status, await response.text()) == (200, "OK: 3")
+        # Plain HTTP on the HTTPS port gets nowhere, and stores nothing.
+        status, _ = await exchange(rig.port, b"GET /iclock/cdata?SN=" + SN.encode() + b" HTTP/1.1\r\n\r\n")
+        assert status in (0, 400)
+        assert len(rig.punches()) == 3
     finally:
         await close_rig(rig)
 
