@@ -138,3 +138,59 @@ def search(path: Path, flt: PunchFilter, tz: ZoneInfo, *, page: int = 1, size: i
         conn.close()
     pages = max(1, -(-total // size))
     return PunchPage([_row(*row) for row in rows], total, page, pages)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    seq: int
+    kind: str
+    at: str
+    account: str  # who did it, when the entry names someone
+    summary: str  # the entry's other fields, short
+
+
+@dataclass(frozen=True)
+class AuditView:
+    entries: int
+    head_seq: int | None
+    head_hash: str
+    head_at: str
+    actions: list[AuditEntry]
+
+
+def _audit_entry(seq: int, kind: str, text: str) -> AuditEntry:
+    try:
+        data: dict[str, Any] = json.loads(text)
+    except ValueError:
+        data = {}
+    who = next((str(data[k]) for k in ("by", "entered_by", "decided_by", "account") if data.get(k)), "")
+    rest = {k: v for k, v in data.items() if k not in ("seq", "kind", "at")}
+    summary = ", ".join(f"{k}={v}" for k, v in rest.items() if not isinstance(v, dict | list))[:300]
+    return AuditEntry(int(seq), str(kind), str(data.get("at", "")), who, summary)
+
+
+def audit_view(path: Path, *, actions: int = 30) -> AuditView:
+    """The chain's length and head, and its latest administrative entries (not the punch ones)."""
+    table, c = buffer_schema.audit.name, buffer_schema.audit.c
+    conn = connect_read_only(path)
+    try:
+        count = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        head = conn.execute(
+            f"SELECT {c.seq.name}, {c.kind.name}, {c.entry.name}, {c.hash.name} FROM {table} "
+            f"ORDER BY {c.seq.name} DESC LIMIT 1"
+        ).fetchone()
+        rows = conn.execute(
+            f"SELECT {c.seq.name}, {c.kind.name}, {c.entry.name} FROM {table} "
+            f"WHERE {c.kind.name} NOT IN ('punches', 'purge') ORDER BY {c.seq.name} DESC LIMIT ?",
+            (actions,),
+        ).fetchall()
+    finally:
+        conn.close()
+    head_at = _audit_entry(head[0], head[1], head[2]).at if head else ""
+    return AuditView(
+        count,
+        int(head[0]) if head else None,
+        str(head[3]) if head else "",
+        head_at,
+        [_audit_entry(*row) for row in rows],
+    )

@@ -93,6 +93,7 @@ STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
 NAV: tuple[tuple[str, str, Permission], ...] = (
     ("/", "nav.overview", "view"),
     ("/punches", "nav.punches", "view"),
+    ("/audit", "nav.audit", "audit"),
     ("/accounts", "nav.accounts", "accounts"),
 )
 
@@ -613,6 +614,27 @@ def _punches(console: Console, page: Page, request: web.Request) -> web.StreamRe
     )
 
 
+# --- the audit chain -------------------------------------------------------------------------------
+def _audit_page(console: Console, page: Page, request: web.Request) -> web.StreamResponse:
+    """The chain's head and recent administrative actions; `?verify=1` recomputes the whole
+    chain (punchgate.sync.audit_verify, read-only; it reads every punch, so only on demand)."""
+    assert console.gateway is not None
+    from punchgate.sync.audit_verify import verify
+
+    path = Path(console.gateway.settings.buffer.path)
+    view, report, problem = None, None, ""
+    try:
+        view = punch_query.audit_view(path)
+        if request.query.get("verify") == "1":
+            report = verify(path)
+            log.info(
+                "console_audit_verified", account=page.account.name if page.account else "", ok=report.ok
+            )
+    except (OSError, sqlite3.Error) as exc:
+        problem = str(exc)
+    return _render(console, page, "audit.html", view=view, report=report, problem=problem)
+
+
 # --- accounts ----------------------------------------------------------------------------------
 def _account_page(console: Console, page: Page, request: web.Request) -> web.StreamResponse:
     return _render(console, page, "account.html", error="")
@@ -751,6 +773,7 @@ def add_routes(app: web.Application, console: Console) -> None:
             web.get("/fragments/overview", _page_handler("view", _overview_fragment), name=p + "fragment"),
             web.get("/terminals/{name}", _page_handler("view", _terminal), name=p + "terminal"),
             web.get("/punches", _page_handler("view", _punches), name=p + "punches"),
+            web.get("/audit", _page_handler("audit", _audit_page), name=p + "audit"),
             web.get("/account", _page_handler("view", _account_page), name=p + "account"),
             web.post("/account/password", _post_handler("view", _change_password), name=p + "password"),
             web.get("/accounts", _page_handler("accounts", _accounts_get), name=p + "accounts"),

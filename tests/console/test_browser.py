@@ -25,8 +25,8 @@ from tests.support.broker import free_port
 NAV = {
     "viewer": ["Overview", "Punches"],
     "clerk": ["Overview", "Punches"],
-    "approver": ["Overview", "Punches"],
-    "admin": ["Overview", "Punches", "Accounts"],
+    "approver": ["Overview", "Punches", "Audit"],
+    "admin": ["Overview", "Punches", "Audit", "Accounts"],
 }
 
 
@@ -62,9 +62,33 @@ def test_each_role_sees_only_what_it_may(site: Site, role: str) -> None:
     page = site.new_page()
     site.sign_in(page, role)
     assert _nav(page) == NAV[role]
-    for path, allowed in (("/punches", True), ("/terminals/gate-a", True), ("/accounts", role == "admin")):
+    checks = (
+        ("/punches", True),
+        ("/terminals/gate-a", True),
+        ("/audit", role in ("approver", "admin")),
+        ("/accounts", role == "admin"),
+    )
+    for path, allowed in checks:
         response = page.goto(site.url + path)
         assert response is not None and response.status == (200 if allowed else 403), (role, path)
+    page.context.close()
+
+
+@pytest.mark.long
+def test_an_admin_adds_an_account_and_the_audit_chain_names_who(site: Site) -> None:
+    page = site.new_page()
+    site.sign_in(page, "admin")
+    page.goto(site.url + "/accounts")
+    form = page.locator("form.search")
+    form.get_by_label("Name").fill("supervisor-1")
+    form.get_by_label("Role").select_option("approver")
+    form.get_by_label("Initial password").fill(PASSWORD)
+    form.get_by_role("button", name="Create").click()
+    page.get_by_text("Account supervisor-1 created.").wait_for()
+    page.goto(site.url + "/audit?verify=1")
+    assert "The chain is intact" in page.inner_text("main")
+    row = page.locator("tbody tr", has=page.locator("code", has_text="account_added")).first
+    assert "admin" in row.inner_text() and "supervisor-1" in row.inner_text()
     page.context.close()
 
 
@@ -198,6 +222,7 @@ def test_screenshots_at_desktop_and_phone_width(site: Site, tmp_path: Path) -> N
                 ("terminal", "/terminals/gate-b"),
                 ("punches", "/punches?terminal=gate-a"),
                 ("accounts", "/accounts"),
+                ("audit", "/audit"),
             ):
                 page.goto(site.url + path)
                 shot = screenshot(page, folder, f"{name}-{lang}-{width}")
