@@ -1,84 +1,87 @@
-"""One READ_BUFFER chunk over TCP, framed by the ZK envelope lengths (replaces pyzk's reassembly).
+"""The rest of a bulk transfer (PREPARE_DATA, CMD_DATA..., ACK_OK), bounded by what was asked.
 
-A bulk read answers one READ_BUFFER with a burst: PREPARE_DATA (the byte count), CMD_DATA
-packets, and a closing ACK_OK. pyzk 0.9 reassembles that burst from the sizes it asks
-recv() for and loses its place (then waits forever) when a TCP segment boundary falls inside
-a packet header, which depends on timing. Here every packet is cut out by its envelope
-length (the codec's `TcpReassembler`), its checksum checked, and matched on its reply
-number; a live event straggling in is acknowledged and skipped.
+A bulk read answers one request (READ_BUFFER, or a table command sent directly) either with
+one CMD_DATA holding everything or with a burst: PREPARE_DATA announcing the byte count,
+CMD_DATA packets, and a closing ACK_OK. pyzk 0.9 reassembles that burst from the sizes it
+asks recv() for (over TCP it loses its place when a segment boundary falls inside a packet
+header, then waits forever), appends CMD_DATA packets for as long as a terminal sends them
+(over UDP with no limit at all), and loops forever on an empty read once the terminal has
+closed the connection.
 
-Plain socket code: the pyzk session state (reply numbers, the session id) is read and
-written by the caller, `PatchedZK._read_chunk_tcp` in `pyzk_patches`.
+Here every packet comes from `Link.read_packet` (cut out by its envelope, bounded in time),
+its checksum is checked, and it is matched on its reply number. The announced count may not
+exceed what was asked (`OversizedReply`, refused before any data is read), the data may not
+exceed the announced count, and everything received while waiting for the burst's end
+(stragglers, live events, late answers) counts against an allowance twice the announced
+count (`EndlessData`): a terminal that keeps sending cannot make the driver keep anything.
+
+Plain socket code: pyzk's session state is read and written by the caller (`pyzk_patches`).
 """
 
 from __future__ import annotations
 
-import socket
+from typing import Final
 
 from zk.exception import ZKErrorResponse
 
 from punchgate.drivers.zk import protocol as zp
+from punchgate.drivers.zk.errors import EndlessData, OversizedReply
+from punchgate.drivers.zk.link import Link
+
+# Bytes allowed besides a burst's own data while waiting for its end: envelopes, headers,
+# a few live events, a late answer or two.
+BURST_SLACK: Final = 64 * 1024
+# No packet of a burst is longer than what was asked, but a short chunk still meets
+# full-size stragglers and live events.
+MIN_PACKET_LIMIT: Final = 2048
 
 
-def ack_event_tcp(sock: socket.socket, session_id: int, reply: int) -> None:
-    """Acknowledge a real-time event over TCP (echoing its reply number), or the terminal resends it."""
-    sock.sendall(zp.tcp_wrap(zp.build_packet(zp.CMD_ACK_OK, session_id, reply)))
+def ack_event(link: Link, session_id: int, reply: int) -> None:
+    """Acknowledge a real-time event (echoing its reply number), or the terminal resends it."""
+    link.send(zp.build_packet(zp.CMD_ACK_OK, session_id, reply))
 
 
-def request_chunk(sock: socket.socket, session_id: int, reply_no: int, start: int, size: int) -> None:
-    """Send READ_BUFFER for `size` bytes from `start` of the table the terminal has staged."""
-    request = zp.build_packet(zp.CMD_READ_BUFFER, session_id, reply_no, zp.encode_read_buffer(start, size))
-    sock.sendall(zp.tcp_wrap(request))
+def finish_burst(link: Link, session_id: int, first: zp.ZkPacket, limit: int) -> bytes:
+    """The data of a bulk transfer whose first packet, `first`, has been read.
 
-
-class _Burst:
-    """The packets answering one READ_BUFFER, collected until the data is complete."""
-
-    def __init__(self, start: int, size: int) -> None:
-        self.start = start
-        self.size = size
-        self.data = bytearray()
-        self.expected: int | None = None
-
-    def take(self, packet: zp.ZkPacket) -> bytes | None:
-        """Add one reply packet; the chunk's bytes once complete, else None."""
-        if packet.command == zp.CMD_PREPARE_DATA:
-            self.expected = zp.decode_prepare_data(packet.data)[0]
-            return None
-        if packet.command == zp.CMD_DATA:
-            self.data += packet.data
-            # Some firmware answers with one CMD_DATA and no burst.
-            return bytes(self.data) if self.expected is None else None
-        if packet.command == zp.CMD_ACK_OK and self.expected is not None:
-            if len(self.data) != self.expected:
-                raise zp.ZkFrameError(f"bulk read announced {self.expected} bytes, carried {len(self.data)}")
-            return bytes(self.data)
-        raise ZKErrorResponse(f"READ_BUFFER {self.start}+{self.size} answered with code {packet.command}")
-
-
-def receive_chunk(sock: socket.socket, session_id: int, reply_no: int, start: int, size: int) -> bytes:
-    """The data answering READ_BUFFER `reply_no`, whatever the segment boundaries.
-
-    Raises ConnectionResetError when the terminal closes the connection, ZkFrameError for
-    bytes outside any frame, a bad checksum or a short burst (the data cannot be trusted),
-    and ZKErrorResponse for any other reply.
+    `limit` is the most data bytes the caller asked for (or accepts). Raises OversizedReply
+    or EndlessData when the terminal breaks that bound, ZkFrameError for a bad checksum or a
+    short transfer (the data cannot be trusted), ZKErrorResponse for any other answer.
     """
-    garbage: list[bytes] = []
-    reassembler = zp.TcpReassembler(on_garbage=garbage.append)
-    burst = _Burst(start, size)
+    if first.command == zp.CMD_DATA:  # the whole set in one packet (framing made it complete)
+        if len(first.data) > limit:
+            raise OversizedReply(
+                f"a {len(first.data)}-byte data packet; at most {limit} bytes were asked for"
+            )
+        return first.data
+    if first.command != zp.CMD_PREPARE_DATA:
+        raise ZKErrorResponse(f"bulk read answered with code {first.command}")
+    total = zp.decode_prepare_data(first.data)[0]
+    if total > limit:
+        raise OversizedReply(f"the terminal announced {total} bytes; at most {limit} were asked for")
+    data = bytearray()
+    allowance = 2 * total + BURST_SLACK
+    received = 0
     while True:
-        received = sock.recv(max(65536, size + 64))
-        if not received:
-            raise ConnectionResetError("the terminal closed the connection during a bulk read")
-        if garbage:
-            raise zp.ZkFrameError("bytes outside any ZK frame in a bulk read", garbage[0][:64])
-        for raw in reassembler.feed(received):
-            packet = zp.parse_packet(raw)  # a bad checksum raises: the data cannot be trusted
-            if packet.command == zp.CMD_REG_EVENT:  # a straggling live event: ack, skip
-                ack_event_tcp(sock, session_id, packet.reply)
-                continue
-            if packet.reply != reply_no:
-                continue  # a late answer to something earlier; not ours
-            chunk = burst.take(packet)
-            if chunk is not None:
-                return chunk
+        raw = link.read_packet(max(total, MIN_PACKET_LIMIT))
+        received += len(raw)
+        if received > allowance:
+            raise EndlessData(
+                f"{received} bytes arrived for a transfer announced as {total} bytes, and still no end"
+            )
+        packet = zp.parse_packet(raw)  # a bad checksum raises: the data cannot be trusted
+        if packet.command == zp.CMD_REG_EVENT:  # a straggling live event: ack, skip
+            ack_event(link, session_id, packet.reply)
+            continue
+        if packet.reply != first.reply:
+            continue  # a late answer to something earlier; not ours
+        if packet.command == zp.CMD_DATA:
+            data += packet.data
+            if len(data) > total:
+                raise EndlessData(f"the terminal sent more than the {total} bytes it announced")
+        elif packet.command == zp.CMD_ACK_OK:
+            if len(data) != total:
+                raise zp.ZkFrameError(f"bulk read announced {total} bytes, carried {len(data)}")
+            return bytes(data)
+        else:
+            raise ZKErrorResponse(f"bulk transfer interrupted by code {packet.command}")

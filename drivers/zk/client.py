@@ -1,10 +1,11 @@
 """The blocking queries the driver asks a ZK terminal, encoded and decoded by the codec.
 
 `ZkClient` adds to the patched pyzk client (`pyzk_patches.PatchedZK`) the small commands the
-driver needs (free sizes, options, state, firmware, clock) and the buffered table read. They
-go through `PatchedZK.exchange` and the codec (`punchgate.drivers.zk.protocol`) rather than
-pyzk's own methods, so replies are checked the same way everywhere and pyzk's encoders are
-not used (its SET_TIME encodes year % 100, wrong from 2100). No pyzk private state here.
+driver needs (free sizes, options, state, firmware, clock) and the buffered table read, capped
+by the caller (`limits`). They go through `PatchedZK.exchange` and the codec
+(`punchgate.drivers.zk.protocol`) rather than pyzk's own methods, so replies are checked the
+same way everywhere and pyzk's encoders are not used (its SET_TIME encodes year % 100, wrong
+from 2100). No pyzk private state here.
 
 Blocking, one thread at a time: the driver calls these from its thread pool (`session`).
 """
@@ -24,10 +25,9 @@ from punchgate.drivers.zk.pyzk_patches import PatchedZK
 class ZkClient(PatchedZK):
     """The patched pyzk client with the driver's queries. Blocking; one thread at a time."""
 
-    def read_table(self, command: int, fct: int) -> bytes:
-        """A whole table through pyzk's buffered read (PREPARE_BUFFER / READ_BUFFER)."""
-        data, _size = self.read_with_buffer(command, fct)
-        return bytes(data)
+    def read_table(self, command: int, fct: int, cap: int) -> bytes:
+        """A whole table by buffered read (PREPARE_BUFFER / READ_BUFFER), at most `cap` bytes."""
+        return self.read_buffered(command, fct, cap)
 
     def free_sizes(self) -> zp.FreeSizes:
         reply = self.exchange(zp.CMD_GET_FREE_SIZES, b"", 1024)

@@ -6,15 +6,18 @@
                  thread pool every blocking pyzk call runs in, with deadlines;
 * `client`       the queries it sends (sizes, options, clock, tables), through the codec;
 * `pyzk_patches` pyzk's `ZK` with its known bugs worked around (the only code touching
-                 pyzk's private state); `bulk_read` frames its bulk reads over TCP;
+                 pyzk's private state); `bulk_read` bounds and frames its bulk transfers;
+* `link`         the session's socket: every read bounded in time, in bytes and by abort;
+* `limits`       the counts and sizes the driver accepts, whatever a terminal claims;
 * `parsing`      attendance, users and device info decoded from what the terminal sent;
 * `errors`       pyzk and socket errors mapped onto the driver's errors and fault codes;
 * `live`         real-time punches, read by asyncio without holding a pool thread.
 
-What stays here is the Driver interface and the rules that span those parts: a full read
-must add up to the count the terminal reports (else `CountMismatchError`), a clear goes
-ahead only while the count is what the caller stored, and a live stream on a 16-byte-log
-terminal learns the user ids first.
+What stays here is the Driver interface and the rules that span those parts: a count must be
+possible for the terminal (`limits.check_count`) before a table is read, and the table may
+not exceed the cap its capacity allows; a full read must add up to the count the terminal
+reports (else `CountMismatchError`); a clear goes ahead only while the count is what the
+caller stored; and a live stream on a 16-byte-log terminal learns the user ids first.
 
 The names tests and benchmarks import from this module (`raw_punch_from_record`,
 `configure_pool`, the error classes, ...) are re-exported from their modules.
@@ -33,6 +36,14 @@ from punchgate.drivers.base import DeviceInfo, DriverError, ProtocolError, RawPu
 from punchgate.drivers.zk import protocol as zp
 from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.errors import ClearRefusedError, CountMismatchError, map_error
+from punchgate.drivers.zk.limits import (
+    MAX_ATTENDANCE_RECORD,
+    MAX_RECORDS,
+    MAX_USER_RECORD,
+    MAX_USERS,
+    check_count,
+    table_cap,
+)
 from punchgate.drivers.zk.live import LiveChannel
 from punchgate.drivers.zk.parsing import (
     INVALID_TIME_EPOCH,
@@ -64,10 +75,11 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-# A terminal needs time to stage a big log before it answers, and pyzk waits per recv, so
-# the socket timeout during a bulk read grows with the log: +1 s per 2,000 records.
+# A terminal needs time to stage a big log before it answers, so the wait for one reply
+# during a bulk read grows with the log: +1 s per 2,000 records. The whole bulk read must also
+# finish within a deadline that grows with the log. Both grow only with a count that passed
+# `check_count` (at most the terminal's capacity and MAX_RECORDS), never with a raw claim.
 READ_SECONDS_PER_RECORD: Final = 0.0005
-# The whole bulk read must also finish within a deadline that grows with the log.
 DEADLINE_SECONDS_PER_RECORD: Final = 0.002
 
 
@@ -111,15 +123,22 @@ class ZkDriver:
         `progress(bytes_so_far, total_bytes)` is called from a pool thread as chunks arrive.
         """
         zk = self._session.current()
-        reported = await self._session.run("read record count", lambda: zk.free_sizes().records)
+
+        def count() -> tuple[int, int]:
+            sizes = zk.free_sizes()
+            records = check_count("records", sizes.records, sizes.record_capacity, MAX_RECORDS)
+            return records, sizes.record_capacity
+
+        reported, capacity = await self._session.run("read record count", count)
         if reported == 0:
             return []
+        cap = table_cap(capacity, MAX_RECORDS, MAX_ATTENDANCE_RECORD)
 
         def download() -> bytes:
             zk.set_timeout(self.timeout + reported * READ_SECONDS_PER_RECORD)
             zk.on_chunk = progress
             try:
-                return zk.read_table(zp.CMD_ATTLOG_RRQ, 0)
+                return zk.read_table(zp.CMD_ATTLOG_RRQ, 0, cap)
             finally:
                 zk.on_chunk = None
                 zk.set_timeout(self.timeout)
@@ -151,10 +170,12 @@ class ZkDriver:
         zk = self._session.current()
 
         def download() -> list[zp.UserRecord]:
-            reported = zk.free_sizes().users
+            sizes = zk.free_sizes()
+            reported = check_count("users", sizes.users, sizes.user_capacity, MAX_USERS)
             if reported == 0:
                 return []
-            data = zk.read_table(zp.CMD_USERTEMP_RRQ, zp.FCT_USER)
+            cap = table_cap(sizes.user_capacity, MAX_USERS, MAX_USER_RECORD)
+            data = zk.read_table(zp.CMD_USERTEMP_RRQ, zp.FCT_USER, cap)
             try:
                 return parse_users(data, reported, self.encoding)
             except zp.ZkFrameError as exc:

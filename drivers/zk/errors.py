@@ -2,9 +2,11 @@
 
 Every blocking pyzk call runs through `map_error`, so the gateway sees only the
 `punchgate.drivers.base` hierarchy, each class carrying its `DeviceFault` code: a closed port
-is `UnreachableError` (unreachable), silence is `DriverTimeoutError` (timeout), a wrong comm
-key is `AuthError` (auth_failed), a foreign device is `UnsupportedDeviceError` (unsupported),
-and anything pyzk could not parse is `ProtocolError` (protocol_error). Kept apart from the
+is `UnreachableError` (unreachable), silence or an answer too slow for the call's deadline is
+`DriverTimeoutError` (timeout), a wrong comm key is `AuthError` (auth_failed), a foreign
+device is `UnsupportedDeviceError` (unsupported), and anything pyzk could not parse, or that
+broke the driver's bounds (an oversized reply, endless data, a count beyond capacity), is
+`ProtocolError` (protocol_error). Kept apart from the
 driver so the mapping is unit-tested without sockets and read in one place.
 """
 
@@ -42,6 +44,42 @@ class NotZkError(Exception):
 
 class AuthRefused(Exception):
     """The terminal refused the comm key (or wants one and none is configured)."""
+
+
+class LimitExceeded(Exception):
+    """What the terminal sent broke one of the driver's bounds (`limits`); `reason` says which.
+
+    The session ends with `protocol_error` and this reason: the terminal's claims are not
+    to be believed, and nothing it sent in this call is kept.
+    """
+
+    reason = "limit exceeded"
+
+
+class OversizedReply(LimitExceeded):
+    """A reply announced more bytes than the driver accepts for it (refused before reading them)."""
+
+    reason = "oversized reply"
+
+
+class EndlessData(LimitExceeded):
+    """The terminal kept sending past what it announced, or past what was asked of it."""
+
+    reason = "endless data"
+
+
+class CountBeyondCapacity(LimitExceeded):
+    """A count beyond the terminal's declared capacity or the driver's hard ceiling."""
+
+    reason = "claimed count beyond capacity"
+
+
+class TooSlow(Exception):
+    """The answer was still incomplete when the call's deadline came (it kept trickling in)."""
+
+
+class Aborted(Exception):
+    """The session gave up on the call from the event loop (deadline or cancellation)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -120,6 +158,12 @@ def map_error(
         return AuthError(f"{what}: {exc} (check comm_key)", device=device)
     if isinstance(exc, NotZkError):
         return UnsupportedDeviceError(f"{what}: not a ZK terminal: {exc}", device=device)
+    if isinstance(exc, LimitExceeded):
+        return ProtocolError(f"{what}: {exc.reason}: {exc}", device=device)
+    if isinstance(exc, TooSlow):
+        return DriverTimeoutError(f"{what}: the terminal answers too slowly: {exc}", device=device)
+    if isinstance(exc, Aborted):
+        return DriverTimeoutError(f"{what}: abandoned ({exc})", device=device)
     cause = _root_cause(exc)
     if isinstance(cause, OSError):
         return _map_os_error(cause, device=device, what=what, connecting=connecting, udp=udp)

@@ -4,9 +4,11 @@ pyzk's `live_capture` holds a thread for as long as it listens and decodes only 
 and 36-byte events (10-byte payloads are skipped, 14 and 37 bytes crash it). Here the driver
 registers for EF_ATTLOG through pyzk, then reads the socket with asyncio itself: no pool
 thread is held while a terminal is quiet, every event is acknowledged, decoded by the codec
-for every payload size, and an idle tick (None) is yielded every `LIVE_TICK_SECONDS` so the
-worker can leave to reconcile. Closing the stream unregisters from asyncio too, so an event
-already on its way is never taken by pyzk for the reply (see `pyzk_patches`).
+for every payload size, and a tick (None) is yielded after `LIVE_TICK_SECONDS` without a
+punch, quiet or flooded with other packets, so the worker can leave to reconcile. A packet
+announcing more than `limits.MAX_REPLY_BYTES` is skipped as garbage, never waited for.
+Closing the stream unregisters from asyncio too, so an event already on its way is never
+taken by pyzk for the reply (see `pyzk_patches`).
 
 While the stream is open the socket belongs to it (`ZkSession.live_active` refuses
 commands); it is handed back blocking, with the session's timeout.
@@ -27,6 +29,7 @@ from punchgate.drivers.base import DriverTimeoutError, RawPunch, UnreachableErro
 from punchgate.drivers.zk import protocol as zp
 from punchgate.drivers.zk.client import ZkClient
 from punchgate.drivers.zk.errors import map_error
+from punchgate.drivers.zk.limits import MAX_REPLY_BYTES
 from punchgate.drivers.zk.session import ZkSession
 
 log = structlog.get_logger(__name__)
@@ -61,25 +64,39 @@ class LiveChannel:
         sock = zk.sock
         sock.setblocking(False)
         session.live_active = True
-        reassembler = zp.TcpReassembler(on_garbage=self._garbage) if zk.tcp else None
+        reassembler = (
+            zp.TcpReassembler(max_length=MAX_REPLY_BYTES, on_garbage=self._garbage) if zk.tcp else None
+        )
+        # Bytes the last command's read took past its reply (an event on its way) come first.
+        queued = [zk.link.take_pending()] if reassembler is not None else []
         pending: asyncio.Future[bytes] | None = None
+        last_yield = loop.time()
         try:
             while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(loop.sock_recv(sock, 65536))
-                done, _ = await asyncio.wait({pending}, timeout=LIVE_TICK_SECONDS)
-                if not done:
-                    yield None  # idle tick: the worker may leave to reconcile
-                    continue
-                try:
-                    chunk = self._received(pending, zk)
-                finally:
-                    pending = None
+                if queued:
+                    chunk = queued.pop()
+                else:
+                    if pending is None:
+                        pending = asyncio.ensure_future(loop.sock_recv(sock, 65536))
+                    done, _ = await asyncio.wait({pending}, timeout=LIVE_TICK_SECONDS)
+                    if not done:
+                        last_yield = loop.time()
+                        yield None  # idle tick: the worker may leave to reconcile
+                        continue
+                    try:
+                        chunk = self._received(pending, zk)
+                    finally:
+                        pending = None
                 packets = reassembler.feed(chunk) if reassembler is not None else [chunk]
                 for packet in packets:
                     punch = await self._on_event_packet(loop, sock, packet)
                     if punch is not None:
+                        last_yield = loop.time()
                         yield punch
+                if loop.time() - last_yield >= LIVE_TICK_SECONDS:
+                    # Busy with packets that are no punches: still let the worker leave.
+                    last_yield = loop.time()
+                    yield None
         finally:
             leftover = b""
             if pending is not None:

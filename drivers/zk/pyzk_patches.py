@@ -4,7 +4,11 @@ pyzk keeps its session in name-mangled attributes (`self.__sock` is `_ZK__sock`)
 hooks, so fixing it means overriding those private methods and reading those private
 attributes. All of that is here, in `PatchedZK`, so an upgrade of pyzk is checked against
 one file. Everything else in the driver uses the public accessors at the top of the class
-(`sock`, `session_id`, `exchange`, `next_reply_number`, ...).
+(`sock`, `link`, `session_id`, `exchange`, `next_reply_number`, ...).
+
+Every byte from the terminal is read through `link.Link`, bounded in time (the call's
+deadline), in bytes (what the caller accepts) and by abort from the event loop; pyzk's own
+receive code is no longer on any path the driver takes.
 
 Each patch is named after the upstream pyzk 0.9 bug it works around, and says which test
 shows it. "bare" tests are in tests/zk_driver/test_pyzk_bugs.py and reproduce the bug with
@@ -25,10 +29,18 @@ patch is undone); "none" means no test fails when the patch is undone:
                              fix only: test_driver.py::test_something_else_on_the_port_is_unsupported,
                                        test_driver.py::test_comm_key_right_and_wrong
     closed_link_is_garbage   an empty recv (the terminal closed TCP) is "TCP packet invalid"
-                             none
+                             fix only: test_eof_read_spins_forever_bug_and_fix (the empty
+                             read raises ConnectionResetError)
+    reply_cut_at_recv_size   a reply is read with one recv of the size pyzk expects: a reply
+                             that arrives in pieces (a slow terminal) is "TCP packet invalid",
+                             which connect reports as "not a ZK terminal", and a longer one
+                             is cut, the rest read as the next reply
+                             bare: test_reply_cut_at_recv_size_bug_and_fix
+                             fix only: tests/hostile/test_zk_attacks.py::test_slow_terminal_*
     event_taken_for_reply    a live event is read as the reply to the next command, and
                              the session is out of step from then on
-                             bare: test_event_taken_for_reply_bug_and_fix
+                             bare: test_event_taken_for_reply_bug_and_fix,
+                                   test_reply_cut_at_recv_size_bug_and_fix (a long event)
                              fix only: test_driver.py::test_live_ticks_when_idle_and_close_during_a_burst
     event_glued_to_reply     an event in the same recv as the reply is read as its data
                              none (depends on segment timing)
@@ -37,6 +49,15 @@ patch is undone); "none" means no test fails when the patch is undone:
     bulk_read_loses_place    the READ_BUFFER burst is reassembled from recv sizes, and a
                              segment boundary inside a header hangs the read
                              none (pyzk survives the emulator's trickled bursts)
+    bulk_read_unbounded      read_with_buffer believes the size a terminal announces (and an
+                             envelope's length) and keeps every CMD_DATA packet that comes,
+                             over UDP for as long as they come: gigabytes from one terminal
+                             fix only: tests/hostile/test_zk_attacks.py (oversized, endless)
+    eof_read_spins_forever   __recieve_raw_data loops on recv until it has the bytes an
+                             envelope announced; once the terminal has closed the connection
+                             every recv returns b"" at once, and the loop spins on one core
+                             for good (its thread never ends)
+                             bare: test_eof_read_spins_forever_bug_and_fix
 
 Not patches but bypasses (pyzk's code for them is never called): attendance decoding for
 8-byte (both layouts) and 49-byte records and impossible dates (`parsing`;
@@ -56,17 +77,32 @@ from typing import Any, Final
 
 import structlog
 from zk import ZK
-from zk.exception import ZKErrorResponse, ZKNetworkError
+from zk.exception import ZKErrorConnection, ZKErrorResponse, ZKNetworkError
 
 from punchgate.drivers.zk import protocol as zp
-from punchgate.drivers.zk.bulk_read import ack_event_tcp, receive_chunk, request_chunk
-from punchgate.drivers.zk.errors import AuthRefused, NotZkError
+from punchgate.drivers.zk.bulk_read import ack_event, finish_burst
+from punchgate.drivers.zk.errors import AuthRefused, NotZkError, OversizedReply
+from punchgate.drivers.zk.limits import (
+    MAX_ATTENDANCE_RECORD,
+    MAX_RECORDS,
+    MAX_REPLY_BYTES,
+    MAX_USER_RECORD,
+    MAX_USERS,
+    table_cap,
+)
+from punchgate.drivers.zk.link import Link
 
 log = structlog.get_logger(__name__)
 
 MAX_STRAY_EVENTS: Final = 64  # events skipped while waiting for one reply before giving up
-_NOT_RECEIVED: Final = b"(nothing received yet)"
 _ACK_OK_STATUS: Final = frozenset({zp.CMD_ACK_OK, zp.CMD_PREPARE_DATA, zp.CMD_DATA})
+# pyzk's chunk sizes for READ_BUFFER (zk.md, section 6.4).
+TCP_MAX_CHUNK: Final = 0xFFC0
+UDP_MAX_CHUNK: Final = 16 * 1024
+# What pyzk's own callers of read_with_buffer may receive: the largest table a terminal may hold.
+DEFAULT_TABLE_CAP: Final = max(
+    table_cap(0, MAX_RECORDS, MAX_ATTENDANCE_RECORD), table_cap(0, MAX_USERS, MAX_USER_RECORD)
+)
 
 
 class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
@@ -79,8 +115,6 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
     _ZK__sock: socket.socket
     _ZK__address: tuple[Any, ...]
     _ZK__header: tuple[int, ...]
-    _ZK__tcp_data_recv: bytes
-    _ZK__tcp_length: int
 
     def __init__(
         self, *, host: str, port: int, udp: bool, comm_key: int, timeout: float, encoding: str
@@ -99,9 +133,8 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         )
         self.base_timeout = timeout
         self.comm_key = comm_key
+        self.link = Link(tcp=not udp, timeout=timeout)
         self.on_chunk: Callable[[int, int], None] | None = None  # (bytes so far, total)
-        self._buffer_total = 0
-        self._buffer_done = 0
 
     # -- accessors: pyzk's session state, for the rest of the driver ------------------------
     @property
@@ -121,8 +154,9 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         self._ZK__reply_id = reply
 
     def set_timeout(self, seconds: float) -> None:
+        """How long one recv may wait for the terminal (the call's deadline still applies)."""
         self._ZK__timeout = seconds
-        self.sock.settimeout(seconds)
+        self.link.timeout = seconds
 
     def exchange(self, command: int, data: bytes = b"", response_size: int = 1024) -> zp.ZkPacket:
         """Send one command and return the terminal's reply packet (any reply code)."""
@@ -140,22 +174,16 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         pyzk 0.9 leaves the UDP socket unconnected and ignores connect_ex's result, so a
         closed port shows up later as a confusing send error (TCP) or a full timeout of
         silence (UDP). Reproduced by test_connect_ex_ignored_makes_a_closed_port_look_silent.
+        The socket belongs to the link before it connects, so an abort reaches it there too.
         """
         with contextlib.suppress(OSError):
-            self._ZK__sock.close()  # the placeholder UDP socket pyzk made in __init__
+            self._ZK__sock.close()  # pyzk's placeholder UDP socket from __init__, or a previous one
         host, port = self._ZK__address
         kind = socket.SOCK_DGRAM if not self.tcp else socket.SOCK_STREAM
         family, _, _, _, address = socket.getaddrinfo(host, port, type=kind)[0]
-        sock = socket.socket(family, kind)
-        sock.settimeout(self.base_timeout)
-        try:
-            # UDP too: a connected UDP socket hears ICMP "port unreachable" as a refusal,
-            # and ignores datagrams from anyone but the terminal.
-            sock.connect(address)
-        except BaseException:
-            sock.close()
-            raise
-        self._ZK__sock = sock
+        # UDP too: a connected UDP socket hears ICMP "port unreachable" as a refusal,
+        # and ignores datagrams from anyone but the terminal.
+        self._ZK__sock = self.link.open(family, kind, address)
         self._ZK__address = address[:2]
 
     # -- patches ping_before_connect, throwaway_tcp_probe, connect_reply_unchecked ----------
@@ -189,13 +217,15 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         return self
 
     def _checked_reply(self, command: int, data: bytes = b"") -> zp.ZkPacket:
-        """One exchange during connect, where anything not ZK means a foreign device."""
+        """One exchange during connect, where anything not ZK means a foreign device.
+
+        Only bytes that cannot begin a ZK reply count: a reply still arriving when the
+        deadline comes is a slow terminal (TooSlow), not a foreign one.
+        """
         try:
             self._ZK__send_command(command, data)
-        except ZKNetworkError as exc:
-            if "TCP packet invalid" in str(exc):
-                raise NotZkError("reply without the ZK TCP envelope", self._ZK__tcp_data_recv) from exc
-            raise
+        except zp.ZkFrameError as exc:
+            raise NotZkError(f"reply without the ZK TCP envelope: {exc}", exc.raw) from exc
         raw = self._last_packet()
         try:
             packet = zp.parse_packet(raw)
@@ -205,94 +235,77 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             raise NotZkError(f"reply code {packet.command} is not a ZK reply", raw)
         return packet
 
-    # -- patches closed_link_is_garbage, event_taken_for_reply, event_glued_to_reply ---------
+    # -- patches reply_cut_at_recv_size, closed_link_is_garbage, event_taken_for_reply,
+    #    event_glued_to_reply ------------------------------------------------------------------
     def _ZK__send_command(self, command: int, command_string: bytes = b"", response_size: int = 8) -> Any:
-        """pyzk's send/receive, but a real-time event is never taken for the reply.
+        """pyzk's send/receive, with the reply read whole and a real-time event never taken for it.
+
+        reply_cut_at_recv_size: pyzk reads a reply with a single recv of `response_size` + 8
+        bytes. A terminal that hands a reply over in pieces (a slow one) gets "TCP packet
+        invalid", which at connect reads as "not a ZK terminal"; a longer reply (or a live
+        event) is cut, and its rest is read as the next reply. Here the link reads the
+        packet its envelope announces (within the call's deadline: TooSlow when it keeps
+        trickling), and refuses at once an envelope announcing more than
+        max(response_size, MAX_REPLY_BYTES). Reproduced by test_reply_cut_at_recv_size_bug_and_fix.
 
         event_taken_for_reply: an event can be on its way when we unregister, or be queued
         by the terminal after it; pyzk would read it as the answer to its next command and
         stay one reply behind for the rest of the session. Events (command 500, never a
-        reply) are acknowledged, logged and skipped; the full read that follows picks their
-        punches up. Reproduced by test_event_taken_for_reply_bug_and_fix. Over TCP the
-        event must fit in the recv pyzk makes (response_size + 8 bytes); a longer event met
-        by a command with a small response_size still desynchronises the session.
+        reply) are acknowledged, logged and skipped, whatever their length; the full read
+        that follows picks their punches up. Reproduced by test_event_taken_for_reply_bug_and_fix.
 
         closed_link_is_garbage: pyzk reports an empty recv (the terminal closed the TCP
-        connection) as "TCP packet invalid"; it is raised here as ConnectionResetError, so
-        it maps to unreachable, not to a protocol error. No test reproduces it.
+        connection) as "TCP packet invalid"; the link raises ConnectionResetError, so it
+        maps to unreachable, not to a protocol error.
         """
-        self._ZK__tcp_data_recv = _NOT_RECEIVED  # tells "the recv got nothing" apart from a failed send
-        try:
-            result = ZK._ZK__send_command(self, command, command_string, response_size)
-        except ZKNetworkError as exc:
-            if self.tcp and self._ZK__tcp_data_recv == b"":
-                # pyzk calls an empty recv "TCP packet invalid"; it is the terminal closing the
-                # connection (a reboot, a dropped session), which is unreachable, not garbage.
-                raise ConnectionResetError("the terminal closed the connection") from exc
-            raise
-        for _ in range(MAX_STRAY_EVENTS):
-            if self._ZK__header[0] != zp.CMD_REG_EVENT:
-                if self.tcp:
-                    self._trim_to_envelope()
-                return result
-            result = self._skip_stray_event(response_size)
-        raise ZKNetworkError(f"more than {MAX_STRAY_EVENTS} events arrived instead of a reply")
+        if command not in (zp.CMD_CONNECT, zp.CMD_AUTH) and not self.is_connect:
+            raise ZKErrorConnection("instance are not connected.")
+        self.link.send(zp.build_packet(command, self.session_id, self.next_reply_number(), command_string))
+        limit = max(response_size, MAX_REPLY_BYTES)
+        for _ in range(MAX_STRAY_EVENTS + 1):
+            raw = self.link.read_packet(limit)
+            if len(raw) < zp.HEADER_SIZE:
+                raise zp.ZkFrameError(f"a reply of {len(raw)} bytes is shorter than a packet header", raw)
+            header = struct.unpack_from("<4H", raw)
+            if header[0] != zp.CMD_REG_EVENT:
+                break
+            log.info("zk_stray_event_skipped", event_code=header[2], size=len(raw))
+            ack_event(self.link, self.session_id, header[3])
+        else:
+            raise ZKNetworkError(f"more than {MAX_STRAY_EVENTS} events arrived instead of a reply")
+        if self.tcp and header[0] != zp.CMD_PREPARE_DATA:  # a burst's packets follow PREPARE_DATA
+            self._skip_glued_packets()
+        self._ZK__header = header
+        self._ZK__response = header[0]
+        self._ZK__reply_id = header[3]
+        self._ZK__data_recv = raw
+        self._ZK__data = raw[zp.HEADER_SIZE :]
+        self._ZK__tcp_length = len(raw)  # pyzk's name for the envelope length
+        self._ZK__tcp_data_recv = zp.tcp_wrap(raw)
+        return {"status": header[0] in _ACK_OK_STATUS, "code": header[0]}
 
-    def _trim_to_envelope(self) -> None:
-        """Keep only the reply's own bytes when more arrived in the same recv (event_glued_to_reply).
+    def _skip_glued_packets(self) -> None:
+        """Packets that came behind the reply in the same segment (event_glued_to_reply).
 
-        pyzk takes everything one recv returned as the reply's data. A live event queued just
-        before we unregistered can land right behind the reply in the same segment, and
-        would then be read as part of (say) a small attendance set. The envelope says where
-        the reply ends; a trailing event is acknowledged and skipped like any stray event.
-        No test reproduces it (it depends on segment timing).
+        A live event queued just before we unregistered can land right behind the reply:
+        it is acknowledged and skipped like any stray event. Anything else complete behind
+        a reply answers nothing we asked, and is dropped. A packet still incomplete stays
+        for the next read. No test reproduces it (it depends on segment timing).
         """
-        received = bytes(self._ZK__tcp_data_recv or b"")
-        end = 8 + int(self._ZK__tcp_length or 0)
-        if self._ZK__tcp_length <= 0 or len(received) <= end:
-            return
-        self._ZK__data_recv = received[8:end]
-        self._ZK__data = received[16:end]
-        for raw in zp.TcpReassembler().feed(received[end:]):
+        while True:
             try:
-                packet = zp.parse_packet(raw)
-            except zp.ZkFrameError:
-                log.warning("zk_trailing_bytes_dropped", raw=raw[:64].hex())
-                continue
-            if packet.command == zp.CMD_REG_EVENT:
-                log.info("zk_stray_event_skipped", event_code=packet.session)
-                ack_event_tcp(self.sock, self.session_id, packet.reply)
-
-    def _skip_stray_event(self, response_size: int) -> Any:
-        """Acknowledge the event pyzk just received and read the real reply in its place."""
-        header = self._ZK__header
-        log.info("zk_stray_event_skipped", event_code=header[2])
-        ack = zp.build_packet(zp.CMD_ACK_OK, self.session_id, header[3])
-        try:
-            if self.tcp:
-                received = bytes(self._ZK__tcp_data_recv)
-                # The reply may have come in the same recv, right behind the event.
-                rest = received[8 + self._ZK__tcp_length :]
-                self.sock.sendall(zp.tcp_wrap(ack))
-                frame = rest or self.sock.recv(response_size + 8)
-                self._ZK__tcp_data_recv = frame
-                self._ZK__tcp_length = self._ZK__test_tcp_top(frame)
-                if self._ZK__tcp_length == 0:
-                    raise ZKNetworkError("TCP packet invalid")
-                packet = frame[8:]
+                packet = self.link.buffered_packet(MAX_REPLY_BYTES)
+            except (zp.ZkFrameError, OversizedReply) as exc:
+                log.warning("zk_trailing_bytes_dropped", error=str(exc))
+                return
+            if packet is None:
+                return
+            header = struct.unpack_from("<4H", packet)
+            if header[0] == zp.CMD_REG_EVENT:
+                log.info("zk_stray_event_skipped", event_code=header[2], size=len(packet))
+                ack_event(self.link, self.session_id, header[3])
             else:
-                self.sock.sendall(ack)
-                packet = self.sock.recv(response_size)
-            self._ZK__header = struct.unpack("<4H", packet[:8])
-        except ZKNetworkError:
-            raise
-        except Exception as exc:
-            raise ZKNetworkError(str(exc)) from exc
-        self._ZK__data_recv = packet
-        self._ZK__response = self._ZK__header[0]
-        self._ZK__reply_id = self._ZK__header[3]
-        self._ZK__data = packet[8:]
-        return {"status": self._ZK__response in _ACK_OK_STATUS, "code": self._ZK__response}
+                log.warning("zk_trailing_packet_dropped", raw=packet[:64].hex())
 
     # -- patch clear_data_sends_str ---------------------------------------------------------
     def clear_data(self) -> bool:
@@ -307,32 +320,80 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         self.next_uid = 1
         return True
 
-    # -- patch bulk_read_loses_place (and progress reporting) -------------------------------
-    def _ZK__read_chunk(self, start: int, size: int) -> bytes:
-        """One READ_BUFFER chunk: framed by envelope lengths over TCP, with progress reported.
+    # -- patches bulk_read_unbounded, bulk_read_loses_place, eof_read_spins_forever ----------
+    def read_buffered(self, command: int, fct: int, cap: int) -> bytes:
+        """A whole table (PREPARE_BUFFER, then READ_BUFFER chunks), never more than `cap` bytes.
 
-        bulk_read_loses_place: see `bulk_read`. No test reproduces it (it depends on
-        segment timing; pyzk survives the emulator's trickled bursts, so the tests pass with
-        pyzk's own chunk reader too). The progress total is only known here, from the
-        PREPARE_BUFFER reply pyzk has just parsed into its private `__data`.
+        bulk_read_unbounded: pyzk's read_with_buffer believes the size the terminal
+        announces (2**31 bytes makes it ask for 32,768 chunks and keep them all) and keeps
+        every CMD_DATA packet that comes. Here an announcement above `cap` is refused at
+        once (OversizedReply), each chunk stops at what it asked for (`finish_burst`), and
+        nothing beyond `cap` is ever held. Shown by tests/hostile/test_zk_attacks.py.
         """
-        if start == 0:
-            # read_with_buffer has just parsed the PREPARE_BUFFER reply, still in __data:
-            # 00, u32 size. It is the only place the total is known.
-            data = bytes(self._ZK__data or b"")
-            self._buffer_total = zp.decode_buffer_ready(data) if len(data) >= 5 else 0
-            self._buffer_done = 0
-        chunk: bytes = (
-            self._read_chunk_tcp(start, size) if self.tcp else ZK._ZK__read_chunk(self, start, size)
-        )
-        self._buffer_done += len(chunk)
-        if self.on_chunk is not None:
-            self.on_chunk(self._buffer_done, max(self._buffer_total, self._buffer_done))
-        return chunk
+        request = zp.encode_buffer_request(zp.BufferRequest(command, fct))
+        self._ZK__send_command(zp.CMD_PREPARE_BUFFER, request, cap)
+        header = self._ZK__header
+        if header[0] == zp.CMD_DATA:  # small sets come at once, complete (framing)
+            data = bytes(self._ZK__data)
+            if len(data) > cap:
+                raise OversizedReply(f"a {len(data)}-byte data set; at most {cap} are accepted")
+            self._progress(len(data), len(data))
+            return data
+        if header[0] != zp.CMD_ACK_OK:
+            raise ZKErrorResponse(f"buffered read refused (reply {header[0]})")
+        total = zp.decode_buffer_ready(bytes(self._ZK__data))
+        if total > cap:
+            raise OversizedReply(
+                f"the terminal announced a {total}-byte data set; at most {cap} are accepted"
+            )
+        chunk_size = TCP_MAX_CHUNK if self.tcp else UDP_MAX_CHUNK
+        buffer = bytearray()
+        for start in range(0, total, chunk_size):
+            size = min(chunk_size, total - start)
+            chunk = self._ZK__read_chunk(start, size)
+            if len(chunk) != size:  # the rest would be misplaced: the set cannot be trusted
+                raise zp.ZkFrameError(f"READ_BUFFER {start}+{size} carried {len(chunk)} bytes")
+            buffer += chunk
+            self._progress(len(buffer), total)
+        self.free_data()
+        return bytes(buffer)
 
-    def _read_chunk_tcp(self, start: int, size: int) -> bytes:
-        """READ_BUFFER over TCP, framed by the envelope lengths whatever the segment boundaries."""
-        reply_no = self.next_reply_number()
-        request_chunk(self.sock, self.session_id, reply_no, start, size)
-        self.set_reply_number(reply_no)
-        return receive_chunk(self.sock, self.session_id, reply_no, start, size)
+    def read_with_buffer(self, command: int, fct: int = 0, ext: int = 0) -> tuple[bytes, int]:
+        """pyzk's entry point for buffered reads, bounded (for pyzk's own callers)."""
+        data = self.read_buffered(command, fct, DEFAULT_TABLE_CAP)
+        return data, len(data)
+
+    def _progress(self, done: int, total: int) -> None:
+        if self.on_chunk is not None:
+            self.on_chunk(done, max(total, done))
+
+    def _ZK__read_chunk(self, start: int, size: int) -> bytes:
+        """One READ_BUFFER chunk of `size` bytes: the burst framed by envelopes, bounded by `size`.
+
+        bulk_read_loses_place: pyzk reassembles a TCP burst from the sizes it asked recv()
+        for and loses its place (then waits forever) when a segment boundary falls inside a
+        packet header; here every packet is cut out by its envelope (`link`), checked and
+        matched on its reply number (`bulk_read`). No test reproduces it (it depends on
+        segment timing; pyzk survives the emulator's trickled bursts).
+        """
+        self._ZK__send_command(zp.CMD_READ_BUFFER, zp.encode_read_buffer(start, size), size)
+        return self._ZK__recieve_chunk(size)
+
+    def _ZK__recieve_chunk(self, limit: int = DEFAULT_TABLE_CAP) -> bytes:
+        """The rest of a bulk transfer whose first packet __send_command has just read."""
+        header = self._ZK__header
+        first = zp.ZkPacket(header[0], header[2], header[3], bytes(self._ZK__data or b""), header[1])
+        return finish_burst(self.link, self.session_id, first, limit)
+
+    def _ZK__recieve_raw_data(self, size: int) -> bytes:
+        """`size` more bytes of the stream, read through the link (pyzk's callers only).
+
+        eof_read_spins_forever: pyzk loops on recv until it has `size` bytes, `size` taken
+        from the envelope; after the terminal closes the connection every recv returns b""
+        at once, and the loop spins on one core for good, its thread never finishing. The
+        link raises on an empty read and obeys the call's deadline. Reproduced by
+        test_eof_read_spins_forever_bug_and_fix.
+        """
+        if size > DEFAULT_TABLE_CAP:
+            raise OversizedReply(f"{size} more bytes announced; at most {DEFAULT_TABLE_CAP} are accepted")
+        return self.link.read_bytes(size)

@@ -2,10 +2,13 @@
 
 pyzk blocks, so each of its calls runs in one module-wide pool of threads sized once for the
 process (`configure_pool`), never one thread per terminal. `ZkSession.run` bounds every call
-by an overall deadline and turns whatever it raised into the driver's errors (`errors`);
-when the deadline passes, or the caller is cancelled, the socket is shut down to free the
-stuck pool thread, and the session is marked out of step (`desynced`): its replies can no
-longer be matched, so it is closed without the goodbye and the next connect starts over.
+by an overall deadline, which binds the pool thread's own reads (`link`), and turns whatever
+it raised into the driver's errors (`errors`). When the caller is cancelled, or the thread
+is not back shortly after the deadline, the call is aborted: the pool thread's wait ends (at
+once over TCP, where the socket is shut down; within `link.ABORT_POLL` over UDP) and the
+thread finishes; the socket is closed only after that, and its outcome collected. The
+session is then out of step (`desynced`): its replies can no longer be matched, so it is
+closed without the goodbye and the next connect starts over.
 
 A terminal allows one session at a time, so a process holds at most one per address.
 """
@@ -13,12 +16,10 @@ A terminal allows one session at a time, so a process holds at most one per addr
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 
@@ -42,6 +43,8 @@ T = TypeVar("T")
 # ---------------------------------------------------------------------------------------
 
 DEFAULT_POOL_SIZE: Final = 32
+# How long past its deadline a call may take to come back once aborted (it is woken at once).
+ABORT_GRACE: Final = 1.0
 _pool: ThreadPoolExecutor | None = None
 _pool_size = DEFAULT_POOL_SIZE
 _pool_guard = threading.Lock()
@@ -66,6 +69,17 @@ def _executor() -> ThreadPoolExecutor:
         return _pool
 
 
+def _collect(future: asyncio.Future[Any]) -> None:
+    """Retrieve a finished call's outcome: an abandoned call's error is not worth a warning.
+
+    A call abandoned by its caller (cancelled, or past its deadline) still ends in its pool
+    thread, often with the error the abort caused; asyncio would otherwise log it as "Future
+    exception was never retrieved", long after the fact (at shutdown, say).
+    """
+    if not future.cancelled():
+        future.exception()
+
+
 # ---------------------------------------------------------------------------------------
 # The session
 # ---------------------------------------------------------------------------------------
@@ -85,6 +99,7 @@ class ZkSession:
         self.client: ZkClient | None = None
         self.desynced = False  # after a timeout or garbage the stream position is unknown
         self.live_active = False  # the live stream owns the socket; no command may be sent
+        self._inflight: asyncio.Future[Any] | None = None  # the last call run in the pool
         self._comm_key = int(config.comm_key.get_secret_value()) if config.comm_key else 0
         self._owner_key = (config.host, config.port, config.transport)
 
@@ -101,16 +116,26 @@ class ZkSession:
         return self.client
 
     def abort(self) -> None:
-        """Unblock a pool thread stuck in recv: shut the socket down (close() closes it)."""
+        """Give up on the call in flight: flag it and shut its socket down (from the event loop).
+
+        The pool thread waiting on the terminal wakes up, sees the flag and raises; the socket
+        is closed only once that thread is out (`_teardown`), so its descriptor cannot be
+        reused under it.
+        """
         self.desynced = True
         if self.client is not None:
-            with contextlib.suppress(OSError):
-                self.client.sock.shutdown(socket.SHUT_RDWR)
+            self.client.link.abort()
 
     async def run(
         self, what: str, call: Callable[[], T], *, deadline: float | None = None, connecting: bool = False
     ) -> T:
-        """Run one blocking pyzk call in the shared pool, bounded by an overall deadline."""
+        """Run one blocking pyzk call in the shared pool, bounded by an overall deadline.
+
+        The deadline binds the thread itself: every recv it makes ends by then (`link`),
+        with the reason (TooSlow, silence, a bound broken). Should the thread still not be
+        back ABORT_GRACE later, or should the caller be cancelled, the call is aborted;
+        its outcome is collected whenever the thread ends, so nothing is left unretrieved.
+        """
 
         def guarded() -> T:
             try:
@@ -122,15 +147,23 @@ class ZkSession:
                     exc, device=self.name, what=what, connecting=connecting, udp=self.udp
                 ) from exc
 
+        if self._inflight is not None and not self._inflight.done():
+            raise DriverTimeoutError(
+                f"{what}: an abandoned call to the terminal is still running", device=self.name
+            )
         limit = deadline if deadline is not None else self.timeout * 3 + 5
+        if self.client is not None:
+            self.client.link.begin(limit)
         future = asyncio.get_running_loop().run_in_executor(_executor(), guarded)
+        future.add_done_callback(_collect)
+        self._inflight = future
         try:
-            return await asyncio.wait_for(asyncio.shield(future), limit)
+            return await asyncio.wait_for(asyncio.shield(future), limit + ABORT_GRACE)
         except TimeoutError:
-            # `guarded` maps its own errors, so a TimeoutError here is our deadline.
+            # `guarded` maps its own errors, so a TimeoutError here is our deadline: the
+            # thread is stuck outside a recv (name resolution, say). Wake it, give it a moment.
             self.abort()
-            with contextlib.suppress(BaseException):
-                await future
+            await asyncio.wait({future}, timeout=ABORT_GRACE)
             cls = UnreachableError if connecting and self.udp else DriverTimeoutError
             raise cls(f"{what}: no answer within {limit:.0f} s", device=self.name) from None
         except asyncio.CancelledError:
@@ -163,6 +196,7 @@ class ZkSession:
         self.desynced = False
         _owners[self._owner_key] = self.name
         self.client = client
+        self._inflight = None  # a call abandoned on the previous client finishes on its own
         try:
             await self.run(
                 f"connect {self.config.transport}://{self.config.host}:{self.config.port}",
@@ -207,7 +241,13 @@ class ZkSession:
         client, self.client = self.client, None
         if _owners.get(self._owner_key) == self.name:
             del _owners[self._owner_key]
-        if client is not None:
-            client.is_connect = False
-            with contextlib.suppress(OSError):
-                client.sock.close()
+        if client is None:
+            return
+        client.is_connect = False
+        inflight = self._inflight
+        if inflight is not None and not inflight.done():
+            # A pool thread still uses the socket: wake it, and close once it is out.
+            client.link.abort()
+            inflight.add_done_callback(lambda _: client.link.close())
+        else:
+            client.link.close()
