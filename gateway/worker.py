@@ -4,7 +4,9 @@ A session is: connect, ask the terminal who it is (serial, clock, counts), do a 
 commit every new punch durably, then either listen for live punches or wait for the next
 poll — reconciling with a full read after every reconnect and whenever a poll falls due.
 Failures stay here: they are reported to the health model, and the worker backs off with
-jitter and tries again. One bad terminal never stops another.
+jitter and tries again. One bad terminal never stops another, and none holds its worker for
+ever: every driver call runs under the worker's own deadline (`_bounded`), on top of the
+driver's, which no claim of the terminal can lift.
 """
 
 from __future__ import annotations
@@ -15,13 +17,13 @@ import datetime as dt
 import random
 import time
 import weakref
-from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import Protocol
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch
+from punchgate.drivers.base import DeviceInfo, Driver, DriverError, DriverTimeoutError, RawPunch
 from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.clock import ClockCare
@@ -32,6 +34,20 @@ from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Sour
 from punchgate.sync.store import Store, StoreRefusedError
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+# Every driver call runs under a deadline of the worker's own, on top of the driver's: a
+# driver that never returns (a thread stuck in a recv, a loop a terminal keeps feeding) must
+# not hold its worker. The deadline grows with the terminal's configured timeout and retries;
+# for a full read, also with the log the terminal can hold (its declared capacity, capped),
+# never with the count it claims to hold now. It is a safety net, far above the drivers' own
+# deadlines, which end a call first and say why.
+CALL_DEADLINE_FACTOR = 8
+CALL_DEADLINE_EXTRA = 15.0
+CALL_TIMEOUT_DEFAULT = 10.0  # for a terminal type without a `timeout` key
+READ_SECONDS_PER_RECORD = 0.02  # a 9600-baud serial line carries about 70 records a second
+READ_ALLOWANCE_RECORDS = 200_000  # the read allowance stops growing here, whatever the capacity
 
 # How many full reads (read + normalise + commit) run at once across all workers. Commits are
 # serialised by the store anyway; without a bound, a fleet's reads (e.g. 500 terminals at
@@ -221,13 +237,39 @@ class DeviceWorker:
 
     async def _close_quietly(self) -> None:
         try:
-            await asyncio.shield(self.driver.close())
+            await asyncio.shield(self._bounded("close", self.driver.close()))
         except Exception as exc:
             log.debug("close_failed", error=str(exc))
 
     # --- one session ---------------------------------------------------------------------
+    # --- the worker's own deadline around every driver call ------------------------------
+    def _call_limit(self, info: DeviceInfo | None = None) -> float:
+        """Seconds one driver call may take; with `info`, for a full read of that terminal."""
+        timeout = float(getattr(self.terminal, "timeout", CALL_TIMEOUT_DEFAULT))
+        attempts = 1 + int(getattr(self.terminal, "retries", 0))
+        limit = CALL_DEADLINE_FACTOR * timeout * attempts + CALL_DEADLINE_EXTRA
+        if info is not None:
+            capacity = info.record_capacity or 0
+            records = min(capacity, READ_ALLOWANCE_RECORDS) if capacity > 0 else READ_ALLOWANCE_RECORDS
+            limit += READ_SECONDS_PER_RECORD * records
+        return limit
+
+    async def _bounded(self, what: str, call: Awaitable[T], limit: float | None = None) -> T:
+        """Await one driver call under the worker's deadline; DriverTimeoutError when it passes."""
+        seconds = self._call_limit() if limit is None else limit
+        deadline = asyncio.timeout(seconds)
+        try:
+            async with deadline:
+                return await call
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the driver's own, not ours
+            raise DriverTimeoutError(
+                f"{what}: no result within {seconds:.0f} s (the worker's deadline)", device=self.name
+            ) from None
+
     async def _session(self) -> None:
-        await self.driver.connect()
+        await self._bounded("connect", self.driver.connect())
         info = await self._contact()
         await self._full_read(info, historical=True)  # reconcile after every (re)connect
         self.backoff.reset()
@@ -259,13 +301,17 @@ class DeviceWorker:
         push events at any time while registered, which would interleave with replies.
         """
         try:
-            async for raw in live:
+            while True:
+                try:
+                    raw = await self._bounded("live", anext(live))
+                except StopAsyncIteration:
+                    return
                 if raw is not None:  # None is an idle tick: lets us notice a due poll
                     await self._commit([raw], source="live", historical=False)
                 if self._poll_due.is_set():
                     return
         finally:
-            await live.aclose()
+            await self._bounded("stop live", live.aclose())
 
     async def _contact(self) -> DeviceInfo:
         """Ask who the terminal is; measure (and maybe correct) its clock; report to health.
@@ -273,7 +319,7 @@ class DeviceWorker:
         The health model judges the clock (clock_drift, clock_invalid), the counts and the
         enabled flag; the worker only measures.
         """
-        info = await self.driver.info()
+        info = await self._bounded("info", self.driver.info())
         drift = self._drift(info)
         if self.clock_care is not None:
             info, drift = await self._maybe_correct_clock(info, drift)
@@ -292,8 +338,9 @@ class DeviceWorker:
             return info, drift
         assert drift is not None and info.clock is not None
         target = self.clock().astimezone(self.zone).replace(tzinfo=None)
-        await self.driver.set_time(target)
-        after = await self.driver.info()  # measure again: the terminal may have ignored us
+        await self._bounded("set time", self.driver.set_time(target))
+        # Measure again: the terminal may have ignored us.
+        after = await self._bounded("info", self.driver.info())
         new_drift = self._drift(after)
         shown = "unknown" if new_drift is None else f"{new_drift:+.0f} s"
         sync = why.rsplit("; ", 1)[-1]  # the policy's reason ends with the clock sync verdict
@@ -344,7 +391,7 @@ class DeviceWorker:
             reset,
             f"record count went from {self._last_count} to {count} without a clear",
         )
-        raws = await self.driver.read_records()
+        raws = await self._bounded("read records", self.driver.read_records(), self._call_limit(info))
         new = await self._commit(raws, source="poll", historical=historical)
         self._last_count = len(raws)
         self.health.read_done(count=len(raws), new=new)
@@ -361,7 +408,7 @@ class DeviceWorker:
 
     async def _clear_after_commit(self, expected: int) -> None:
         """Clear only what is durably stored: every record read is in the buffer (just committed)."""
-        await self.driver.clear_records(expected)
+        await self._bounded("clear records", self.driver.clear_records(expected))
         self._last_count = 0
         await asyncio.to_thread(
             self.store.set_device_meta, self.name, {"serial_number": self._serial, "record_count": 0}
