@@ -45,13 +45,23 @@ class BadLine:
     number: int  # 1-based line number within the body
     text: str  # cut at MAX_KEPT_TEXT characters
     problem: str
+    raw_hex: str = ""  # the bytes, when the text could not show them all (undecodable bytes)
 
     def as_dict(self) -> dict[str, object]:
-        return {"line": self.number, "text": self.text, "problem": self.problem}
+        line: dict[str, object] = {"line": self.number, "text": self.text, "problem": self.problem}
+        if self.raw_hex:
+            line["raw_hex"] = self.raw_hex
+        return line
 
 
 def _kept(text: str) -> str:
     return text if len(text) <= MAX_KEPT_TEXT else text[:MAX_KEPT_TEXT] + f"…({len(text)} chars)"
+
+
+def _bad(number: int, raw: bytes, text: str, problem: str) -> BadLine:
+    """A bad line as kept: its text, and its bytes too when decoding replaced some of them."""
+    raw_hex = raw[:MAX_KEPT_TEXT].hex() if "\ufffd" in text else ""
+    return BadLine(number, _kept(text), problem, raw_hex)
 
 
 def body_lines(body: bytes) -> Iterator[tuple[int, bytes]]:
@@ -126,7 +136,7 @@ def parse_attlog(body: bytes, encoding: str) -> AttlogParse:
         try:
             punches.append(parse_attlog_line(text, raw))
         except ValueError as exc:
-            bad.append(BadLine(number, _kept(text), str(exc)))
+            bad.append(_bad(number, raw, text, str(exc)))
     return AttlogParse(punches, bad, lines)
 
 
@@ -232,8 +242,12 @@ def parse_operlog(body: bytes, encoding: str) -> OperlogParse:
                 parsed.other += 1  # another firmware's kind of line; nothing the gateway uses
         except ValueError as exc:
             # A bad USER line may hold a password: keep what names the line, not its values.
-            shown = "USER … (values not kept: they may hold a password)" if word == "USER" else _kept(text)
-            parsed.bad.append(BadLine(number, shown, str(exc)))
+            if word == "USER":
+                parsed.bad.append(
+                    BadLine(number, "USER … (values not kept: they may hold a password)", str(exc))
+                )
+            else:
+                parsed.bad.append(_bad(number, raw, text, str(exc)))
     return parsed
 
 

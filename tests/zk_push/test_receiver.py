@@ -295,9 +295,12 @@ async def test_a_bad_line_is_kept_aside_and_the_rest_stored(rig: PushRig) -> Non
 
 
 async def test_a_body_that_is_not_text_costs_nothing_but_its_lines(rig: PushRig) -> None:
-    body = bytes(range(256)) * 16 + b"\n" + ATTLOG
+    junk = b"\xff\xfe\x80\x81garbage\x00\x01"
+    body = bytes(range(256)) * 16 + b"\n" + ATTLOG + junk + b"\n"
     status, text = await rig.upload(SN, "ATTLOG", body)
     assert status == 200 and text == "OK: 3"
+    kept = rig.meta("door-1")["push_unparsed"]
+    assert bytes.fromhex(kept[-1]["raw_hex"]) == junk  # bytes no text can show are kept as bytes
 
 
 async def test_a_stamp_that_goes_back_is_a_log_reset_and_is_stored(rig: PushRig) -> None:
