@@ -371,8 +371,9 @@ from punchgate.gateway.cli_user import user as _user  # noqa: E402  (it imports 
 main.add_command(_user)
 
 
-# --- make-up punches and the audit chain (docs/manual-punches.md, docs/audit.md) -------------
-from punchgate.gateway import cli_audit, cli_punch  # noqa: E402  (they import this module lazily)
+# --- make-up punches, the audit chain, exports (docs/manual-punches.md, audit.md, export.md) ---
+from punchgate.gateway import cli_audit, cli_export, cli_punch  # noqa: E402  (they import this module lazily)
 
 main.add_command(cli_punch.punch)
 main.add_command(cli_audit.audit)
+main.add_command(cli_export.export)

@@ -1,11 +1,13 @@
 """A make-up punch end to end: `punchgate punch add` and `approve` against the running daemon,
 the subscriber receives it with its reason, the audit head is retained on the broker, `audit
-verify --from-broker` proves the chain, all while the daemon runs."""
+verify --from-broker` proves the chain and `export` shows the punch, all while the daemon runs."""
 
 from __future__ import annotations
 
 import asyncio
+import csv
 import datetime as dt
+import io
 import re
 import subprocess
 import sys
@@ -106,3 +108,26 @@ async def test_add_approve_and_receive_a_make_up_punch(
     checked = await asyncio.to_thread(punchgate, "audit", "verify", "--config", config, "--from-broker")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "OK" in checked.stdout and "matches" in checked.stdout
+
+    out = tmp_path / "march.csv"
+    day = when.date().isoformat()
+    exported = await asyncio.to_thread(
+        punchgate,
+        "export",
+        "--config",
+        config,
+        "--from",
+        day,
+        "--to",
+        day,
+        "--user",
+        "9001",
+        "--out",
+        str(out),
+    )
+    assert exported.returncode == 0, exported.stderr
+    text = out.read_bytes().decode("utf-8")
+    assert text.startswith("\ufeff")
+    (row,) = list(csv.DictReader(io.StringIO(text[1:])))
+    assert row["source"] == "manual" and row["manual_reason"] == "人脸识别失败 (face not recognised)"
+    assert row["manual_approved_by"] == "Bob" and row["record_id"] == record["id"]
