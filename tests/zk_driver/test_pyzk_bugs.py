@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,16 @@ from zk.exception import ZKErrorResponse, ZKNetworkError
 
 from punchgate.drivers.base import RawPunch, UnreachableError
 from punchgate.drivers.zk import protocol as zp
+from punchgate.drivers.zk.client import ZkClient
 from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.driver import ZkDriver
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.drivers.zk.emulator.profiles import TFT
+from punchgate.drivers.zk.errors import OversizedReply
 from punchgate.drivers.zk.parsing import INVALID_TIME_EPOCH
 from punchgate.drivers.zk.pyzk_patches import PatchedZK
+from tests.hostile import fake_zk as fake
+from tests.support.measure import cpu_seconds
 from tests.support.waiting import wait_for_async
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 
@@ -314,3 +319,82 @@ async def test_live_events_of_other_lengths(
     assert [(p.user_id, p.state, p.verify) for p in got] == [("2", 4, 15), ("4", 4, 15)]
     assert all(len(p.raw) == size for p in got)
     assert got[0].timestamp == emulator.records[-2].timestamp
+
+
+# --- a reply read with one recv of the size pyzk expects ------------------------------------
+
+
+def _patched(port: int) -> ZkClient:
+    return ZkClient(host="127.0.0.1", port=port, udp=False, comm_key=0, timeout=2, encoding="utf-8")
+
+
+async def test_reply_cut_at_recv_size_bug_and_fix() -> None:
+    # A terminal that hands every reply over a few bytes at a time (a slow one): pyzk's single
+    # recv gets the first piece, calls it "TCP packet invalid", and connect says it is no ZK
+    # terminal at all.
+    slow = fake.FakeTerminal(slow=0.01)
+    with fake.serve(slow, "tcp") as peer:
+        bare = ZK("127.0.0.1", port=peer.port, timeout=2, ommit_ping=True)
+        with pytest.raises(ZKNetworkError, match="TCP packet invalid"):
+            await asyncio.to_thread(bare.connect)
+        bare._ZK__sock.close()
+        fixed = _patched(peer.port)
+        await asyncio.to_thread(fixed.connect)
+        assert await asyncio.to_thread(fixed.device_enabled) is True
+        await asyncio.to_thread(fixed.disconnect)
+
+    # A 60-byte live event before the reply to DISABLEDEVICE, which pyzk reads with a 16-byte
+    # recv: the event's head is taken for the reply, its tail for the next one.
+    eventful = fake.FakeTerminal(attack=fake.long_event_before_short_replies)
+    with fake.serve(eventful, "tcp") as peer:
+        bare = ZK("127.0.0.1", port=peer.port, timeout=2, ommit_ping=True)
+        await asyncio.to_thread(bare.connect)
+        with pytest.raises(ZKErrorResponse, match="Can't disable device"):
+            await asyncio.to_thread(bare.disable_device)
+        with pytest.raises(ZKNetworkError, match="TCP packet invalid"):
+            await asyncio.to_thread(bare.enable_device)  # out of step from now on
+        bare._ZK__sock.close()
+        fixed = _patched(peer.port)
+        await asyncio.to_thread(fixed.connect)
+        assert await asyncio.to_thread(fixed.disable_device) is True
+        assert await asyncio.to_thread(fixed.enable_device) is True
+        assert await asyncio.to_thread(fixed.device_enabled) is True
+        await asyncio.to_thread(fixed.disconnect)
+    events = [p for p in eventful.received if p.command == zp.CMD_ACK_OK and p.reply == 0]
+    assert len(events) == 3  # the fixed client acknowledged each event it skipped
+
+
+# --- an empty read after the terminal closed: pyzk spins -------------------------------------
+
+_BARE_READ = """
+import sys
+from zk import ZK
+zk = ZK("127.0.0.1", port=int(sys.argv[1]), timeout=2, ommit_ping=True)
+zk.connect()
+zk.read_with_buffer(13)
+"""
+
+
+async def test_eof_read_spins_forever_bug_and_fix() -> None:
+    # The data set comes in an envelope announcing 2**31 bytes, then the terminal closes the
+    # connection: bare pyzk loops on recv() == b"" for good. In a child process, so that the
+    # spinning thread can be killed.
+    with fake.serve(fake.FakeTerminal(attack=fake.huge_envelope), "tcp") as peer:
+        child = await asyncio.create_subprocess_exec(sys.executable, "-c", _BARE_READ, str(peer.port))
+        try:
+            spinning = await wait_for_async(lambda: cpu_seconds(child.pid) >= 1.0, timeout=20)
+            assert spinning and child.returncode is None, "pyzk's read ended (or never used a core)"
+        finally:
+            child.kill()
+            await child.wait()
+
+        fixed = _patched(peer.port)
+        await asyncio.to_thread(fixed.connect)
+        started = time.monotonic()
+        with pytest.raises(OversizedReply, match="2147483648-byte packet"):
+            await asyncio.to_thread(fixed.read_table, zp.CMD_ATTLOG_RRQ, 0, 1 << 20)
+        # pyzk's own loop, patched: the closed connection ends it at once.
+        with pytest.raises(ConnectionResetError):
+            await asyncio.to_thread(fixed._ZK__recieve_raw_data, 1 << 20)
+        assert time.monotonic() - started < 1.0
+        fixed.link.close()
