@@ -703,10 +703,14 @@ def _unreadable(path: Path) -> str | None:
 
 def _file_problems(settings: Settings) -> list[str]:
     """Files the settings name that this machine must have: the TLS certificate and keys."""
+    problems = [  # the push listener's HTTPS files
+        f"push.{key}: {problem}"
+        for key in ("tls_cert_file", "tls_key_file")
+        if (path := getattr(settings.push, key)) is not None and (problem := _unreadable(path))
+    ]
     tls = settings.mqtt.tls
     if tls is None:
-        return []
-    problems = []
+        return problems
     for key in ("ca_file", "cert_file", "key_file"):
         path: Path | None = getattr(tls, key)
         problem = _unreadable(path) if path is not None else None

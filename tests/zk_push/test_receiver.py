@@ -18,17 +18,20 @@ from typing import Any
 
 import aiohttp
 import pytest
+import tomli_w
+from click.testing import CliRunner
 
 from punchgate.drivers.base import RawPunch
 from punchgate.drivers.faults import DeviceFault
 from punchgate.drivers.zk_push import protocol
+from punchgate.gateway import cli
 from punchgate.gateway import push as push_module
 from punchgate.gateway.faults import FaultSet, FaultTransition
 from punchgate.gateway.health import DeviceHealth, Thresholds, calendar_for
 from punchgate.gateway.mosquitto import free_port
 from punchgate.gateway.normalize import record_id
 from punchgate.gateway.push import PushService, push_terminals
-from punchgate.gateway.settings import Settings, settings_from_dict
+from punchgate.gateway.settings import ConfigError, Settings, load_settings, settings_from_dict
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.store import Store
 from tests.support.broker import make_test_pki
@@ -617,3 +620,50 @@ def test_attlog_lines_parse_like_the_protocol_says() -> None:
     ):
         with pytest.raises(ValueError):
             protocol.parse_attlog_line(bad)
+
+
+# --- the [push] section and check-config --------------------------------------------------------
+
+
+def _config_file(tmp_path: Path, push: dict[str, Any]) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(
+        tomli_w.dumps(
+            {
+                "gateway_id": "gw-push",
+                "buffer": {"path": str(tmp_path / "buffer.db")},
+                "push": push,
+                "terminals": [push_terminal("door-1", SN)],
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("bind", "says"),
+    [
+        ("0.0.0.0", "push listener http://0.0.0.0:8081/iclock/ for 1 terminals (WARNING: bind is a wildcard"),
+        ("::", "push listener http://[::]:8081/iclock/ for 1 terminals (WARNING: bind is a wildcard"),
+        ("127.0.0.1", "(loopback only: terminals on the LAN cannot reach it; set [push] bind)"),
+        ("192.0.2.10", "push listener http://192.0.2.10:8081/iclock/ for 1 terminals\n"),
+    ],
+)
+def test_check_config_says_where_push_terminals_must_send(tmp_path: Path, bind: str, says: str) -> None:
+    result = CliRunner().invoke(cli.main, ["check-config", str(_config_file(tmp_path, {"bind": bind}))])
+    assert result.exit_code == 0, result.output
+    assert says in result.output
+
+
+def test_the_https_files_must_be_readable(tmp_path: Path) -> None:
+    path = _config_file(
+        tmp_path, {"tls_cert_file": str(tmp_path / "missing.crt"), "tls_key_file": str(tmp_path / "x.key")}
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    assert caught.value.problems == [
+        f"push.tls_cert_file: {tmp_path / 'missing.crt'} does not exist: check the path",
+        f"push.tls_key_file: {tmp_path / 'x.key'} does not exist: check the path",
+    ]
+    with pytest.raises(ConfigError, match=r"push\.tls_key_file: HTTPS needs both"):
+        load_settings(_config_file(tmp_path, {"tls_cert_file": str(tmp_path / "missing.crt")}))
