@@ -51,15 +51,31 @@ class RssWatch:
 
 class LoopHeartbeat:
     """A task on the running loop that wakes every `interval` seconds and records the longest gap
-    between two wake-ups: how long anything else held the loop without yielding."""
+    between two wake-ups: how long anything else held the loop without yielding.
+
+    `max_gap` is wall-clock time. On a machine shared with other busy processes (two cores for
+    everyone here), a gap also holds time in which this process was not running at all;
+    `max_own_gap` leaves that out: it counts a gap only up to the interval plus the CPU time the
+    process (all its threads: the loop's, the peers', the serial workers') used meanwhile. That
+    is the gap as it would be with a core to spare: code in this process that holds the loop or
+    the GIL still counts in full, in CPU seconds. `slowdown()` says how late the beats came on
+    average (1.0: on time); a wall-clock budget for a call that mostly waits scales by it, since
+    a machine that runs the process a fifth of the time makes each wait about five times longer.
+    (What none of them sees: a blocking system call on the loop's thread. The code under test
+    here makes none; the serial link's blocking calls run in worker threads.)
+    """
 
     def __init__(self, interval: float = 0.01) -> None:
         self.interval = interval
         self.max_gap = 0.0
+        self.max_own_gap = 0.0
         self.beats = 0
+        self._start = self._last = self._last_cpu = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
+        self._start = self._last = time.monotonic()
+        self._last_cpu = time.process_time()
         self._task = asyncio.create_task(self._run(), name="loop-heartbeat")
         await asyncio.sleep(0)  # let it take its first beat
         return self
@@ -72,14 +88,20 @@ class LoopHeartbeat:
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
 
+    def slowdown(self) -> float:
+        """The mean gap between beats over the interval asked for, at least 1."""
+        beats = self.beats + 1  # the one under way counts, with what it has waited so far
+        return max(1.0, (time.monotonic() - self._start) / (beats * self.interval))
+
     async def _run(self) -> None:
-        last = time.monotonic()
         while True:
             await asyncio.sleep(self.interval)
-            now = time.monotonic()
-            self.max_gap = max(self.max_gap, now - last)
+            now, cpu = time.monotonic(), time.process_time()
+            gap = now - self._last
+            self.max_gap = max(self.max_gap, gap)
+            self.max_own_gap = max(self.max_own_gap, min(gap, self.interval + cpu - self._last_cpu))
             self.beats += 1
-            last = now
+            self._last, self._last_cpu = now, cpu
 
 
 async def send_for(

@@ -104,6 +104,12 @@ async def _good_terminal_reads_normally(transport: str, make_driver: DriverFacto
     assert records == [raw_punch(r, terminal.epoch) for r in terminal.records]
 
 
+def _check_time(seconds: float, budget: float, slowdown: float, what: str) -> None:
+    """Within the budget, scaled by how much slower than asked the loop's heartbeat ran (1.0
+    on a machine with a core to spare; more while other processes crowd the shared cores)."""
+    assert seconds <= budget * slowdown, f"{what} took {seconds:.2f}s (budget {budget:g}s x {slowdown:.2f})"
+
+
 def _check_logs(logs: Sequence[Mapping[str, object]], expected: str, seconds: float) -> None:
     """What was discarded is logged, with a reason, its raw bytes truncated, within the budget."""
     discarded = [e for e in logs if e["event"] in ("anviz_garbage_discarded", "anviz_unexpected_frame")]
@@ -131,6 +137,7 @@ async def test_an_attack_ends_the_call_in_time_with_a_reason_and_harms_nothing(
                 # the hard stop only keeps a broken driver from hanging the suite
                 await asyncio.wait_for(driver.connect(), ATTEMPTS * TIMEOUT + MARGIN + 10)
             elapsed = time.monotonic() - started
+            slowdown = beat.slowdown()
             link = driver.link
             if isinstance(link, TcpLink) and attack.name in ("flood of 0xA5", "random bytes"):
                 # the connection stays open until the worker closes it: the reader goes on
@@ -145,9 +152,11 @@ async def test_an_attack_ends_the_call_in_time_with_a_reason_and_harms_nothing(
             await driver.close()
             close_time = time.monotonic() - closing
         assert not peer.errors
-    assert elapsed <= ATTEMPTS * TIMEOUT + MARGIN, f"the call took {elapsed:.2f}s"
-    assert close_time <= TIMEOUT + MARGIN, f"closing took {close_time:.2f}s"
-    assert beat.max_gap < MAX_STALL, f"the event loop stalled for {beat.max_gap:.3f}s"
+    _check_time(elapsed, ATTEMPTS * TIMEOUT + MARGIN, slowdown, "the call")
+    _check_time(close_time, TIMEOUT + MARGIN, slowdown, "closing")
+    assert beat.max_own_gap < MAX_STALL, (
+        f"the event loop stalled for {beat.max_own_gap:.3f}s ({beat.max_gap:.3f}s)"
+    )
     assert rss.growth_mb < MAX_RSS_GROWTH_MB, f"RSS grew by {rss.growth_mb:.1f} MB"
     assert failure.value.fault == "protocol_error"
     stats = driver.link.stats
@@ -176,6 +185,7 @@ async def test_heartbeats_from_a_peer_that_reads_nothing_cost_bounded_memory(
             with pytest.raises(UnreachableError, match="no answer after 3 attempts"):
                 await driver.connect()
             elapsed = time.monotonic() - started
+            slowdown = beat.slowdown()
             await wait_until_async(
                 lambda: link.stats.unanswered_heartbeats > 0, timeout=20, message="pongs held back"
             )
@@ -183,9 +193,11 @@ async def test_heartbeats_from_a_peer_that_reads_nothing_cost_bounded_memory(
             await driver.close()
             close_time = time.monotonic() - closing
         assert not peer.errors
-    assert elapsed <= ATTEMPTS * TIMEOUT + MARGIN, f"the call took {elapsed:.2f}s"
-    assert close_time <= TIMEOUT + MARGIN, f"closing took {close_time:.2f}s"
-    assert beat.max_gap < MAX_STALL, f"the event loop stalled for {beat.max_gap:.3f}s"
+    _check_time(elapsed, ATTEMPTS * TIMEOUT + MARGIN, slowdown, "the call")
+    _check_time(close_time, TIMEOUT + MARGIN, slowdown, "closing")
+    assert beat.max_own_gap < MAX_STALL, (
+        f"the event loop stalled for {beat.max_own_gap:.3f}s ({beat.max_gap:.3f}s)"
+    )
     assert rss.growth_mb < MAX_RSS_GROWTH_MB, f"RSS grew by {rss.growth_mb:.1f} MB"
     await _good_terminal_reads_normally("tcp", make_driver)
 
@@ -206,7 +218,9 @@ async def test_endless_pushes_fill_a_bounded_queue_and_polling_still_works(
             await wait_until_async(lambda: link.pushes.full(), timeout=20, message="push queue full")
             await driver.close()
         assert not peer.errors
-    assert beat.max_gap < MAX_STALL, f"the event loop stalled for {beat.max_gap:.3f}s"
+    assert beat.max_own_gap < MAX_STALL, (
+        f"the event loop stalled for {beat.max_own_gap:.3f}s ({beat.max_gap:.3f}s)"
+    )
     assert rss.growth_mb < MAX_RSS_GROWTH_MB, f"RSS grew by {rss.growth_mb:.1f} MB"
     full = [e for e in logs if e["event"] == "anviz_push_queue_full"]
     assert 0 < len(full) < link.stats.log_lines_suppressed + len(full)
