@@ -93,6 +93,7 @@ STATIC_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; char
 NAV: tuple[tuple[str, str, Permission], ...] = (
     ("/", "nav.overview", "view"),
     ("/punches", "nav.punches", "view"),
+    ("/manual", "nav.manual", "manual_enter"),
     ("/audit", "nav.audit", "audit"),
     ("/accounts", "nav.accounts", "accounts"),
 )
@@ -614,6 +615,145 @@ def _punches(console: Console, page: Page, request: web.Request) -> web.StreamRe
     )
 
 
+# --- make-up punches (punchgate.sync.manual; the rules: [manual]) --------------------------------
+MANUAL_SHOWN = 100
+
+
+def _manual_choices(console: Console) -> dict[str, Any]:
+    assert console.gateway is not None
+    from punchgate.gateway.manual_records import target
+
+    settings = console.gateway.settings
+    devices = [t.name for t in settings.terminals] + [n for n in [settings.manual.virtual_terminal] if n]
+    states: dict[str, None] = {}
+    for device in devices:
+        for _code, name in sorted(target(settings, device).state_names().items()):
+            states.setdefault(name, None)
+    return {"devices": devices, "states": list(states), "reasons": settings.manual.reasons}
+
+
+def _manual_page(
+    console: Console,
+    page: Page,
+    request: web.Request,
+    *,
+    status: int = 200,
+    error: str = "",
+    notice: str = "",
+    form: Mapping[str, str] | None = None,
+) -> web.Response:
+    assert console.gateway is not None
+    store = console.gateway.store
+    shown = request.query.get("status", "pending")
+    entries = []
+    if store is not None:
+        from punchgate.sync.manual import STATUSES
+
+        entries = store.list_manual(status=next((s for s in STATUSES if s == shown), None))
+    return _render(
+        console,
+        page,
+        "manual.html",
+        status,
+        entries=entries[:MANUAL_SHOWN],
+        shown=shown,
+        error=error,
+        notice=notice,
+        form=dict(form or {}),
+        may_decide=bool(page.account and page.account.may("manual_decide")),
+        approval_required=console.gateway.settings.manual.approval_required,
+        **_manual_choices(console),
+    )
+
+
+def _manual_get(console: Console, page: Page, request: web.Request) -> web.StreamResponse:
+    return _manual_page(console, page, request)
+
+
+def _manual_add(
+    console: Console, page: Page, request: web.Request, form: Mapping[str, str]
+) -> web.StreamResponse:
+    """Enter a make-up punch; the person entering it is the signed-in account, never a form field."""
+    assert console.gateway is not None and page.account is not None
+    from punchgate.gateway.manual_records import new_entry, punch_builder
+    from punchgate.sync.manual import ManualRefused
+
+    app, store = console.gateway, console.gateway.store
+    if store is None:
+        return _manual_page(console, page, request, status=503, error="starting", form=form)
+    keys = ("device", "user_id", "local_time", "state", "reason_code", "reason")
+    body: dict[str, Any] = {key: form.get(key, "") for key in keys}
+    body["entered_by"] = page.account.name
+    try:
+        entry = new_entry(
+            app.settings,
+            lambda device: store.get_device_meta(device).get("serial_number", ""),
+            body,
+            now=dt.datetime.now(dt.UTC),
+        )
+        entry = store.add_manual(entry, app.settings.manual, punch_builder(app.settings))
+    except ManualRefused as exc:
+        return _manual_page(console, page, request, status=exc.status, error=str(exc), form=form)
+    log.info(
+        "manual_punch_entered",
+        entry=entry.entry_id,
+        device=entry.device,
+        user=entry.user_id,
+        local_time=entry.local_time,
+        by=entry.entered_by,
+        status=entry.status,
+        via="console",
+    )
+    if entry.status == "approved" and app.forwarder is not None:
+        app.forwarder.notify_new_punches()
+    notice = page.words("manual.entered", user=entry.user_id, time=entry.local_time)
+    return _manual_page(console, page, request, notice=notice)
+
+
+def _manual_decide(
+    approve: bool,
+) -> Callable[[Console, Page, web.Request, Mapping[str, str]], web.StreamResponse]:
+    def act(
+        console: Console, page: Page, request: web.Request, form: Mapping[str, str]
+    ) -> web.StreamResponse:
+        assert console.gateway is not None and page.account is not None
+        from punchgate.gateway.manual_records import MAX_TEXT, punch_builder
+        from punchgate.sync.manual import ManualRefused
+
+        app, store = console.gateway, console.gateway.store
+        if store is None:
+            return _manual_page(console, page, request, status=503, error="starting")
+        note = form.get("note", "").strip()[:MAX_TEXT]
+        if not approve and not note:
+            return _manual_page(console, page, request, status=400, error=page.words("manual.note_required"))
+        try:
+            entry = store.decide_manual(
+                request.match_info["entry_id"],
+                approve=approve,
+                by=page.account.name,
+                note=note or None,
+                settings=app.settings.manual,
+                punch=punch_builder(app.settings),
+            )
+        except ManualRefused as exc:
+            return _manual_page(console, page, request, status=exc.status, error=str(exc))
+        log.info(
+            "manual_punch_decided",
+            entry=entry.entry_id,
+            status=entry.status,
+            by=entry.decided_by,
+            via="console",
+        )
+        if approve and app.forwarder is not None:
+            app.forwarder.notify_new_punches()
+        key = "manual.approved" if approve else "manual.rejected"
+        return _manual_page(
+            console, page, request, notice=page.words(key, user=entry.user_id, time=entry.local_time)
+        )
+
+    return act
+
+
 # --- the audit chain -------------------------------------------------------------------------------
 def _audit_page(console: Console, page: Page, request: web.Request) -> web.StreamResponse:
     """The chain's head and recent administrative actions; `?verify=1` recomputes the whole
@@ -774,6 +914,18 @@ def add_routes(app: web.Application, console: Console) -> None:
             web.get("/terminals/{name}", _page_handler("view", _terminal), name=p + "terminal"),
             web.get("/punches", _page_handler("view", _punches), name=p + "punches"),
             web.get("/audit", _page_handler("audit", _audit_page), name=p + "audit"),
+            web.get("/manual", _page_handler("manual_enter", _manual_get), name=p + "manual"),
+            web.post("/manual", _post_handler("manual_enter", _manual_add), name=p + "manual_add"),
+            web.post(
+                "/manual/{entry_id}/approve",
+                _post_handler("manual_decide", _manual_decide(True)),
+                name=p + "manual_approve",
+            ),
+            web.post(
+                "/manual/{entry_id}/reject",
+                _post_handler("manual_decide", _manual_decide(False)),
+                name=p + "manual_reject",
+            ),
             web.get("/account", _page_handler("view", _account_page), name=p + "account"),
             web.post("/account/password", _post_handler("view", _change_password), name=p + "password"),
             web.get("/accounts", _page_handler("accounts", _accounts_get), name=p + "accounts"),

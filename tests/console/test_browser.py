@@ -7,12 +7,14 @@ Screenshots go under pytest's tmp folder; their paths are printed (run with -s t
 
 from __future__ import annotations
 
+import datetime as dt
 import http.server
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -21,12 +23,13 @@ from punchgate.gateway.console.web import REFRESH_SECONDS
 from tests.console.site import PASSWORD, PHONE, Site, screenshot
 from tests.health.rig import api_devices
 from tests.support.broker import free_port
+from tests.support.subscriber import Subscriber
 
 NAV = {
     "viewer": ["Overview", "Punches"],
-    "clerk": ["Overview", "Punches"],
-    "approver": ["Overview", "Punches", "Audit"],
-    "admin": ["Overview", "Punches", "Audit", "Accounts"],
+    "clerk": ["Overview", "Punches", "Make-up punches"],
+    "approver": ["Overview", "Punches", "Make-up punches", "Audit"],
+    "admin": ["Overview", "Punches", "Make-up punches", "Audit", "Accounts"],
 }
 
 
@@ -65,6 +68,7 @@ def test_each_role_sees_only_what_it_may(site: Site, role: str) -> None:
     checks = (
         ("/punches", True),
         ("/terminals/gate-a", True),
+        ("/manual", role != "viewer"),
         ("/audit", role in ("approver", "admin")),
         ("/accounts", role == "admin"),
     )
@@ -90,6 +94,54 @@ def test_an_admin_adds_an_account_and_the_audit_chain_names_who(site: Site) -> N
     row = page.locator("tbody tr", has=page.locator("code", has_text="account_added")).first
     assert "admin" in row.inner_text() and "supervisor-1" in row.inner_text()
     page.context.close()
+
+
+def _enter_make_up(site: Site, page: Any, user: str, hour: int) -> None:
+    when = dt.datetime.now(ZoneInfo("UTC")).replace(hour=hour, minute=5, second=0, microsecond=0)
+    if when > dt.datetime.now(ZoneInfo("UTC")):
+        when -= dt.timedelta(days=1)
+    page.goto(site.url + "/manual")
+    form = page.locator("#enter")
+    form.get_by_label("Terminal", exact=True).select_option("gate-a")
+    form.get_by_label("User id").fill(user)
+    form.get_by_label("Time at the terminal").fill(when.strftime("%Y-%m-%dT%H:%M"))
+    form.get_by_label("State").select_option("check_in")
+    form.get_by_label("Explanation").fill("the reader did not recognise her")
+    form.get_by_role("button", name="Enter").click()
+    page.get_by_text(f"Make-up punch for {user} at").wait_for()
+
+
+@pytest.mark.long
+def test_a_clerks_make_up_punch_approved_by_an_approver_reaches_the_broker(site: Site) -> None:
+    subscriber = Subscriber(site.broker.host, site.broker.port, "#").start()
+    try:
+        clerk = site.new_page()
+        site.sign_in(clerk, "clerk")
+        _enter_make_up(site, clerk, "M-101", 3)
+        assert clerk.get_by_role("button", name="Approve").count() == 0  # a clerk cannot decide
+        approver = site.new_page()
+        site.sign_in(approver, "approver")
+        approver.goto(site.url + "/manual")
+        entry = approver.locator(".tile", has_text="M-101")
+        entry.get_by_role("button", name="Approve").click()
+        approver.get_by_text("Make-up punch for M-101 at").wait_for()
+        assert subscriber.wait_for(
+            lambda: any(
+                b'"manual"' in m.payload and b'"M-101"' in m.payload
+                for m in subscriber.messages
+                if m.topic.endswith("/punches")
+            ),
+            timeout=20,
+        ), [m.topic for m in subscriber.messages][-10:]
+        # Their own: the approver enters one and finds no Approve button, and a forged POST is refused.
+        _enter_make_up(site, approver, "M-102", 4)
+        own = approver.locator(".tile", has_text="M-102")
+        assert own.get_by_role("button", name="Approve").count() == 0
+        assert "another person decides it" in own.inner_text()
+        clerk.close()
+        approver.context.close()
+    finally:
+        subscriber.stop()
 
 
 @pytest.mark.long
@@ -223,6 +275,7 @@ def test_screenshots_at_desktop_and_phone_width(site: Site, tmp_path: Path) -> N
                 ("punches", "/punches?terminal=gate-a"),
                 ("accounts", "/accounts"),
                 ("audit", "/audit"),
+                ("manual", "/manual?status=all"),
             ):
                 page.goto(site.url + path)
                 shot = screenshot(page, folder, f"{name}-{lang}-{width}")
