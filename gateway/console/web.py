@@ -94,6 +94,7 @@ NAV: tuple[tuple[str, str, Permission], ...] = (
     ("/", "nav.overview", "view"),
     ("/punches", "nav.punches", "view"),
     ("/manual", "nav.manual", "manual_enter"),
+    ("/exports", "nav.exports", "export"),
     ("/audit", "nav.audit", "audit"),
     ("/accounts", "nav.accounts", "accounts"),
 )
@@ -754,6 +755,102 @@ def _manual_decide(
     return act
 
 
+# --- exports (punchgate.sync.export: the same files as `punchgate export`) -------------------------
+MAX_EXPORT_BYTES = 64 * 1024 * 1024  # larger: `punchgate export` on the gateway writes it to a file
+EXPORT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+
+
+def _exports_page(
+    console: Console, page: Page, request: web.Request, *, status: int = 200, error: str = ""
+) -> web.Response:
+    assert console.gateway is not None
+    today = dt.datetime.now(zone(_site_zone(console))).date()
+    shown = {
+        "from": request.query.get("from") or today.replace(day=1).isoformat(),
+        "to": request.query.get("to") or today.isoformat(),
+        "terminal": request.query.get("terminal", ""),
+        "user": request.query.get("user", ""),
+        "format": request.query.get("format", "xlsx"),
+    }
+    terminals = [t.name for t in console.gateway.settings.terminals]
+    return _render(
+        console,
+        page,
+        "exports.html",
+        status,
+        shown=shown,
+        terminals=terminals,
+        formats=list(EXPORT_TYPES),
+        error=error,
+    )
+
+
+def _exports_get(console: Console, page: Page, request: web.Request) -> web.StreamResponse:
+    return _exports_page(console, page, request)
+
+
+def _export_download(console: Console, page: Page, request: web.Request) -> web.StreamResponse:
+    """The export as a download: written to a private temporary folder, read back, removed."""
+    assert console.gateway is not None and page.account is not None
+    import tempfile
+
+    from punchgate.sync.export import ExportError, ExportQuery, export, parse_bound
+
+    query, settings = request.query, console.gateway.settings
+    fmt = query.get("format", "xlsx")
+    if fmt not in EXPORT_TYPES:
+        return _exports_page(
+            console, page, request, status=400, error=f"format must be one of {', '.join(EXPORT_TYPES)}"
+        )
+    try:
+        wanted = ExportQuery(
+            start=parse_bound(query.get("from", ""), end=False),
+            end=parse_bound(query.get("to", ""), end=True),
+            devices=[query["terminal"]] if query.get("terminal") else [],
+            users=[query["user"].strip()] if query.get("user", "").strip() else [],
+        )
+        name = f"punches-{query.get('from', '')}-{query.get('to', '')}.{fmt}".replace("/", "-")
+        with tempfile.TemporaryDirectory(prefix="punchgate-export-") as folder:
+            out = Path(folder) / name
+            result = export(
+                Path(settings.buffer.path),
+                wanted,
+                out,
+                fmt,  # type: ignore[arg-type]  # checked against EXPORT_TYPES above
+                known_devices=[t.name for t in settings.terminals],
+            )
+            if out.stat().st_size > MAX_EXPORT_BYTES:
+                raise ExportError(
+                    "the export is too large to download here: use punchgate export on the gateway"
+                )
+            body = out.read_bytes()
+    except (ExportError, OSError) as exc:
+        return _exports_page(console, page, request, status=400, error=str(exc))
+    log.info("console_export", account=page.account.name, rows=result.rows, format=fmt, range=name)
+    _audit(
+        console,
+        "export",
+        {
+            "by": page.account.name,
+            "from": query.get("from"),
+            "to": query.get("to"),
+            "rows": result.rows,
+            "format": fmt,
+        },
+    )
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": EXPORT_TYPES[fmt],
+            "Content-Disposition": f'attachment; filename="{name}"',
+            **SECURITY_HEADERS,
+        },
+    )
+
+
 # --- the audit chain -------------------------------------------------------------------------------
 def _audit_page(console: Console, page: Page, request: web.Request) -> web.StreamResponse:
     """The chain's head and recent administrative actions; `?verify=1` recomputes the whole
@@ -914,6 +1011,10 @@ def add_routes(app: web.Application, console: Console) -> None:
             web.get("/terminals/{name}", _page_handler("view", _terminal), name=p + "terminal"),
             web.get("/punches", _page_handler("view", _punches), name=p + "punches"),
             web.get("/audit", _page_handler("audit", _audit_page), name=p + "audit"),
+            web.get("/exports", _page_handler("export", _exports_get), name=p + "exports"),
+            web.get(
+                "/exports/download", _page_handler("export", _export_download), name=p + "export_download"
+            ),
             web.get("/manual", _page_handler("manual_enter", _manual_get), name=p + "manual"),
             web.post("/manual", _post_handler("manual_enter", _manual_add), name=p + "manual_add"),
             web.post(

@@ -7,8 +7,10 @@ Screenshots go under pytest's tmp folder; their paths are printed (run with -s t
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
 import http.server
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -27,9 +29,9 @@ from tests.support.subscriber import Subscriber
 
 NAV = {
     "viewer": ["Overview", "Punches"],
-    "clerk": ["Overview", "Punches", "Make-up punches"],
-    "approver": ["Overview", "Punches", "Make-up punches", "Audit"],
-    "admin": ["Overview", "Punches", "Make-up punches", "Audit", "Accounts"],
+    "clerk": ["Overview", "Punches", "Make-up punches", "Exports"],
+    "approver": ["Overview", "Punches", "Make-up punches", "Exports", "Audit"],
+    "admin": ["Overview", "Punches", "Make-up punches", "Exports", "Audit", "Accounts"],
 }
 
 
@@ -69,6 +71,7 @@ def test_each_role_sees_only_what_it_may(site: Site, role: str) -> None:
         ("/punches", True),
         ("/terminals/gate-a", True),
         ("/manual", role != "viewer"),
+        ("/exports", role != "viewer"),
         ("/audit", role in ("approver", "admin")),
         ("/accounts", role == "admin"),
     )
@@ -142,6 +145,36 @@ def test_a_clerks_make_up_punch_approved_by_an_approver_reaches_the_broker(site:
         approver.context.close()
     finally:
         subscriber.stop()
+
+
+@pytest.mark.long
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_a_clerk_downloads_an_export_that_opens(site: Site, fmt: str, tmp_path: Path) -> None:
+    page = site.new_page()
+    site.sign_in(page, "clerk")
+    page.goto(site.url + "/exports")
+    today = dt.date.today()
+    page.get_by_label("From (day)").fill((today - dt.timedelta(days=7)).isoformat())
+    page.get_by_label("To (day, included)").fill((today + dt.timedelta(days=1)).isoformat())
+    page.get_by_label("Terminal").select_option("gate-a")
+    page.get_by_label("Format").select_option(fmt)
+    with page.expect_download() as waiting:
+        page.get_by_role("button", name="Download").click()
+    saved = tmp_path / waiting.value.suggested_filename
+    waiting.value.save_as(saved)
+    assert saved.suffix == f".{fmt}"
+    if fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(saved.read_text(encoding="utf-8-sig"))))
+        devices = {row["device"] for row in rows}
+    else:
+        import openpyxl  # type: ignore[import-untyped]  # no type information shipped
+
+        book = openpyxl.load_workbook(saved, read_only=True)
+        assert "gate-a" in book.sheetnames
+        rows = list(book["gate-a"].iter_rows(min_row=2, values_only=True))
+        devices = {"gate-a"}
+    assert devices == {"gate-a"} and len(rows) >= len(site.terminals["gate-a"].records)
+    page.context.close()
 
 
 @pytest.mark.long
@@ -276,6 +309,7 @@ def test_screenshots_at_desktop_and_phone_width(site: Site, tmp_path: Path) -> N
                 ("accounts", "/accounts"),
                 ("audit", "/audit"),
                 ("manual", "/manual?status=all"),
+                ("exports", "/exports"),
             ):
                 page.goto(site.url + path)
                 shot = screenshot(page, folder, f"{name}-{lang}-{width}")
