@@ -285,26 +285,15 @@ class PushService:
             raise PushStoreRefusedError("the gateway is starting")
         if not punches:
             return Committed(new=0, received=0)
-        zone = ZoneInfo(terminal.timezone)
-        normalized: list[Punch] = []
-        for raw in punches:
-            punch = normalize_punch(
-                raw,
-                device=terminal.name,
-                serial_number=terminal.serial_number,
-                zone=zone,
-                source="push",
-                historical=True,
-                driver_type=TYPE_NAME,
-                now=received_at,
-            )
-            # A realtime upload of a fresh punch is one seen as it happened (the forwarder sends
-            # it at once); anything else is backlog.
-            live = terminal.realtime and received_at - punch.utc_time <= LIVE_WINDOW
-            normalized.append(dataclasses.replace(punch, historical=False) if live else punch)
+
+        def normalize_and_store() -> tuple[list[Punch], list[str]]:
+            normalized = _normalized(terminal, punches, received_at)
+            return normalized, store.add_punches(normalized)
+
         try:
+            # In a thread: a large upload costs seconds of CPU the event loop must not wait for.
             # Shielded: a shutdown that cancels the request mid-commit still lets the commit finish.
-            inserted = await asyncio.shield(asyncio.to_thread(store.add_punches, normalized))
+            normalized, inserted = await asyncio.shield(asyncio.to_thread(normalize_and_store))
         except StoreRefusedError as exc:
             if exc.stored:
                 forwarder.notify_new_punches()
@@ -472,6 +461,27 @@ class PushService:
                 f"no request from the terminal for {silent:.0f} s (it should ask every {delay} s; "
                 f"unreachable after {missed} missed): check its power, network and ADMS server setting",
             )
+
+
+def _normalized(terminal: PushTerminal, punches: Sequence[RawPunch], received_at: dt.datetime) -> list[Punch]:
+    """The punches as the device workers normalise theirs (so the ids match), source push."""
+    zone = ZoneInfo(terminal.timezone)
+    normalized: list[Punch] = []
+    for raw in punches:
+        punch = normalize_punch(
+            raw,
+            device=terminal.name,
+            serial_number=terminal.serial_number,
+            zone=zone,
+            source="push",
+            historical=True,
+            driver_type=TYPE_NAME,
+            now=received_at,
+        )
+        # A fresh punch uploaded in real time was seen as it happened; anything else is backlog.
+        live = terminal.realtime and received_at - punch.utc_time <= LIVE_WINDOW
+        normalized.append(dataclasses.replace(punch, historical=False) if live else punch)
+    return normalized
 
 
 # --- middlewares ---------------------------------------------------------------------------------

@@ -706,7 +706,7 @@ def _file_problems(settings: Settings) -> list[str]:
     problems = [  # the push listener's HTTPS files
         f"push.{key}: {problem}"
         for key in ("tls_cert_file", "tls_key_file")
-        if (path := getattr(settings.push, key)) is not None and (problem := _unreadable(path))
+        if (file := getattr(settings.push, key)) is not None and (problem := _unreadable(file))
     ]
     tls = settings.mqtt.tls
     if tls is None:

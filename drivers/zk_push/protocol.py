@@ -32,7 +32,8 @@ TABLES = ("ATTLOG", "OPERLOG", "ATTPHOTO")
 MAX_KEPT_TEXT = 512  # characters of a bad line kept with it (the rest is cut, and says so)
 MAX_PIN = 64  # characters of a user id; the pull protocol's longest is 24
 MAX_CODE = 2**31 - 1
-_TIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S")
+# YYYY-MM-DD HH:MM:SS (a T instead of the space on some firmware), ASCII digits only.
+_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})")
 _DIGITS = re.compile(r"[0-9]{1,10}")
 # ATTPHOTO's binary parts and other firmware's tables are never decoded as text.
 _OPERLOG_COUNTED = ("FP", "FACE", "FVEIN", "BIODATA", "BIOPHOTO", "USERPIC", "FPLOG")
@@ -97,13 +98,14 @@ def _code(value: str, what: str) -> int:
 
 
 def _time(value: str) -> dt.datetime:
-    value = value.strip()
-    for pattern in _TIME_FORMATS:
-        try:
-            return dt.datetime.strptime(value, pattern)
-        except ValueError:
-            continue
-    raise ValueError(f"time {value[:40]!r} is not YYYY-MM-DD HH:MM:SS")
+    match = _TIME.fullmatch(value.strip())
+    try:
+        if match is None:
+            raise ValueError
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        return dt.datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        raise ValueError(f"time {value.strip()[:40]!r} is not YYYY-MM-DD HH:MM:SS") from None
 
 
 def parse_attlog_line(text: str, raw: bytes = b"") -> RawPunch:

@@ -271,7 +271,9 @@ class Receiver:
     async def _attlog(self, state: TerminalState, body: bytes, stamp: str | None) -> str:
         terminal = state.terminal
         meta = await self._meta(state)
-        parsed = protocol.parse_attlog(body, terminal.encoding)
+        parsed = await asyncio.to_thread(
+            protocol.parse_attlog, body, terminal.encoding
+        )  # CPU: not on the loop
         self._check_stamp(state, meta, "ATTLOG", stamp)
         try:
             committed = await self.backend.commit(terminal, parsed.punches, received_at=self.clock())
@@ -298,7 +300,7 @@ class Receiver:
     async def _operlog(self, state: TerminalState, body: bytes, stamp: str | None) -> str:
         terminal = state.terminal
         meta = await self._meta(state)
-        parsed = protocol.parse_operlog(body, terminal.encoding)
+        parsed = await asyncio.to_thread(protocol.parse_operlog, body, terminal.encoding)
         self.counts["biometric_lines"] += parsed.templates
         self.counts["operlog_lines"] += parsed.lines
         if "OPERLOG" not in terminal.tables:
