@@ -163,6 +163,12 @@ terminal has, changes nothing and is logged as zk_push_fault_file_rejected.""",
 @click.option(
     "--realtime/--no-realtime", default=True, show_default=True, help="when the server does not say"
 )
+@click.option(
+    "--sync-clock/--no-sync-clock",
+    default=False,
+    show_default=True,
+    help="set the clock from the server's Date header at each handshake, as some firmware does",
+)
 @click.option("--chunk-size", default=500, show_default=True, type=int, help="record lines per post")
 @click.option("--delay", type=float, default=None, help="heartbeat every N s instead of the server's Delay")
 @click.option("--error-delay", type=float, default=None, help="retry after N s instead of ErrorDelay")
@@ -188,6 +194,7 @@ def emulate_command(
     timezone: str,
     encoding: str,
     realtime: bool,
+    sync_clock: bool,
     chunk_size: int,
     delay: float | None,
     error_delay: float | None,
@@ -220,6 +227,7 @@ def emulate_command(
             timezone=timezone,
             encoding=encoding,
             realtime=realtime,
+            sync_clock=sync_clock,
             punch_rate=rate,
             chunk_size=chunk_size,
             delay=delay,

@@ -459,3 +459,14 @@ async def test_data_query_attlog_posts_the_matching_records_without_a_stamp(
     assert answer.lines() == [record.line() for record in emulator.records[5:10]]
     assert receiver.result_codes()["9"] == (5, "DATA")
     assert emulator.stamp == 20
+
+
+async def test_with_sync_clock_the_servers_date_header_sets_the_clock(
+    receiver: FakeReceiver, make: Maker
+) -> None:
+    emulator = make(sync_clock=True)
+    emulator.set_clock(datetime(2031, 5, 6, 7, 8, 9))
+    await emulator.start()
+    await wait_until_async(lambda: emulator.counters.handshakes == 1, timeout=5)
+    local_now = datetime.now(emulator.zone).replace(tzinfo=None)
+    assert abs(emulator.now() - local_now) < timedelta(seconds=5)
