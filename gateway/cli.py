@@ -290,6 +290,22 @@ def replay(
     click.echo(f"{count} punches queued to be sent again (delivered since {when.isoformat()})")
 
 
+@main.command(
+    "sink",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []},
+)
+@click.pass_context
+def sink(ctx: click.Context) -> None:
+    """The reference central consumer: `punchgate sink run|check` (docs/sink.md)."""
+    from punchgate.gateway.logs import configure_logging
+    from punchgate.sync.sink.cli import sink as sink_group
+
+    def logging_hook(level: str, json: bool | None) -> None:
+        configure_logging(level, json=json)
+
+    sink_group.main(args=list(ctx.args), prog_name="punchgate sink", obj=logging_hook)
+
+
 @main.command("demo")
 @click.option("--duration", type=float, default=0, help="stop after this many seconds (0: until Ctrl-C)")
 def demo(duration: float) -> None:

@@ -1,0 +1,1 @@
+"""The sink database's migrations: frozen, append only (a change is a new revision)."""
