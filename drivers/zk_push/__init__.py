@@ -36,4 +36,5 @@ DESCRIPTION = DriverDescription(
     create=_create,
     state_names=STATE_NAMES,
     verify_names=VERIFY_NAMES,
+    emulate_command="punchgate.drivers.zk_push.cli:emulate_command",
 )
