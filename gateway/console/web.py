@@ -633,6 +633,23 @@ def _manual_choices(console: Console) -> dict[str, Any]:
     return {"devices": devices, "states": list(states), "reasons": settings.manual.reasons}
 
 
+def _state_label(console: Console) -> Callable[[str, int], str]:
+    """`check_in` for a make-up entry's raw state code at its terminal (the code when unnamed)."""
+    assert console.gateway is not None
+    from punchgate.gateway.manual_records import target
+    from punchgate.sync.manual import ManualRefused
+
+    settings = console.gateway.settings
+
+    def label(device: str, code: int) -> str:
+        try:
+            return target(settings, device).state_names().get(code, str(code))
+        except ManualRefused:  # a terminal since removed from the config
+            return str(code)
+
+    return label
+
+
 def _manual_page(
     console: Console,
     page: Page,
@@ -662,6 +679,7 @@ def _manual_page(
         notice=notice,
         form=dict(form or {}),
         may_decide=bool(page.account and page.account.may("manual_decide")),
+        state_label=_state_label(console),
         approval_required=console.gateway.settings.manual.approval_required,
         **_manual_choices(console),
     )

@@ -141,6 +141,7 @@ def test_a_clerks_make_up_punch_approved_by_an_approver_reaches_the_broker(site:
         own = approver.locator(".tile", has_text="M-102")
         assert own.get_by_role("button", name="Approve").count() == 0
         assert "another person decides it" in own.inner_text()
+        assert "check_in" in own.inner_text()  # the state by name, not its code
         clerk.close()
         approver.context.close()
     finally:
