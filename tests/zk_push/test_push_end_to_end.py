@@ -3,7 +3,9 @@ mosquitto → a subscriber. Real sockets, a real broker, the daemon as its own p
 
 Also: the same punch pulled (an emulated ZK terminal) and pushed gets one id and is stored and
 sent once; a gateway SIGKILLed mid-upload stores everything exactly once after the terminal's
-retry; an unknown serial number is refused and announced with a gateway event.
+retry; an unknown serial number is refused and announced with a gateway event. And the push
+terminal emulator (drivers/zk_push/emulator) against the daemon: with dropped, repeated and
+garbage posts and a gateway kill every punch arrives once; a factory reset is a log_reset.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from punchgate.drivers.zk import parsing as zk_parsing
 from punchgate.drivers.zk import protocol as zk_protocol
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.drivers.zk_push import protocol as push_protocol
+from punchgate.drivers.zk_push.emulator import ZkPushEmulator
 from punchgate.gateway.mosquitto import free_port
 from punchgate.gateway.normalize import normalize_punch, record_id
 from punchgate.sync.faults import GatewayFault
@@ -321,7 +324,7 @@ async def test_an_unknown_serial_is_refused_with_a_gateway_event(
 # --- with the push-terminal emulator -----------------------------------------------------------
 
 
-def emulated_ids(emulator: Any) -> set[str]:
+def emulated_ids(emulator: ZkPushEmulator) -> set[str]:
     return {
         record_id(emulator.sn, RawPunch(user_id=r.user_id, timestamp=r.when, state=r.state, verify=r.verify))
         for r in emulator.records
@@ -333,10 +336,6 @@ async def test_an_emulated_terminal_with_faults_delivers_every_punch_once(
     subscriber: Subscriber,
     tmp_path: Path,
 ) -> None:
-    # The emulator is a colleague's work in progress: skip (visibly) until it is in the checkout.
-    emulator_module = pytest.importorskip("punchgate.drivers.zk_push.emulator")
-    ZkPushEmulator = emulator_module.ZkPushEmulator
-
     gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN, encoding="gb18030")])
     gateway.start()
     emulator = ZkPushEmulator(
@@ -378,3 +377,44 @@ async def test_an_emulated_terminal_with_faults_delivers_every_punch_once(
     assert unparsed and all(event["text"] for event in unparsed), "the garbage lines, logged with their text"
     faults = [m.json() for m in subscriber.on("/devices/door-1/events")]
     assert any(f["code"] == "protocol_error" and f["event"] == "fault_raised" for f in faults)
+
+
+async def test_an_emulated_factory_reset_is_a_log_reset_and_loses_nothing(
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+) -> None:
+    gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN, encoding="gb18030")])
+    gateway.start()
+    emulator = ZkPushEmulator(
+        f"http://127.0.0.1:{port}",
+        SN,
+        records=300,
+        timezone=ZONE,
+        seed=5,
+        delay=0.5,
+        error_delay=0.5,
+        reboot_seconds=0.5,
+    )
+    async with emulator:
+        before = emulated_ids(emulator)
+        assert not await subscriber.missing_after(before, timeout=60)
+        emulator.set_fault("factory_reset")
+        await wait_until_async(lambda: emulator.counters.reboots >= 1, timeout=20, message="the reset reboot")
+        after = {emulator.punch(pin) for pin in ("7", "8")}
+        ids = {
+            record_id(SN, RawPunch(user_id=r.user_id, timestamp=r.when, state=r.state, verify=r.verify))
+            for r in after
+        }
+        assert not await subscriber.missing_after(ids, timeout=60)
+
+    def device_events() -> list[dict[str, Any]]:
+        return [m.json() for m in subscriber.on("/devices/door-1/events")]
+
+    await wait_until_async(
+        lambda: any(e["code"] == "log_reset" and e["event"] == "fault_raised" for e in device_events()),
+        timeout=20,
+        message="log_reset raised",
+    )
+    assert any(e.get("code") == 22 for e in gateway.events("push_operation")), (
+        "OPLOG 22 (factory reset) logged"
+    )
