@@ -32,8 +32,13 @@ async def test_guarded_clear_empties_the_terminal_only_after_a_durable_read(
     with sqlite3.connect(tmp_path / "buffer.db") as db:
         (stored,) = db.execute("SELECT count(*) FROM punches").fetchone()
     assert stored == 800
-    # Punches after a clear are read, delivered and cleared like any other.
-    terminal.add_punch("2", state=1, verify=1)
+    # Punches after a clear are read, delivered and cleared like any other. The log is empty as
+    # soon as CLEAR_ATTLOG is done, but the clear holds the terminal disabled (refusing punches)
+    # until it re-enables it; the gateway logs terminal_log_cleared after that.
+    await gateway.wait_until_async(
+        lambda: gateway.events("terminal_log_cleared"), timeout=60, message="the first clear"
+    )
+    assert terminal.add_punch("2", state=1, verify=1) is not None, "the terminal refused the punch"
     after = expected_ids(terminal)
     assert not await subscriber.missing_after(set(after), timeout=60)
     await gateway.wait_until_async(
