@@ -28,7 +28,7 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
@@ -137,7 +137,8 @@ class PunchRecord(_Payload):
     verify: VerifyCode = Field(description="verification: fingerprint, face, card, password, ...")
     work_code: int = Field(description="work code entered at the terminal; 0 when none")
     source: Source = Field(
-        description="poll (full read), live (real-time event), manual or push (uploaded by the terminal)"
+        description="poll (full read), live (real-time event), manual or push (uploaded by the terminal)",
+        json_schema_extra=_names("sources"),
     )
     historical: bool = Field(description="true for backlog and replay, false for a punch seen as it happened")
     flags: list[str] = Field(
@@ -512,12 +513,18 @@ class Vocabulary:
         """A vocabulary's values without repeats, in the order given (fault_codes: both kinds)."""
         if name == "fault_codes":
             return list(dict.fromkeys([*self.device_faults, *self.gateway_faults]))
+        if name == "sources":  # defined here in sync, by the record type
+            return list(get_args(Source))
         return list(dict.fromkeys(getattr(self, name)))
 
 
 # Vocabularies a later release may extend (a new terminal family, fault or flag) without a new
 # schema version: the consumer schemas list them but accept other strings too.
-OPEN_VOCABULARIES = frozenset({"state_names", "verify_names", "time_flags", "device_faults", "fault_codes"})
+# `source` is open too: the design announced `manual` and `push` as part of v1, and a new way
+# of getting punches (a new terminal family) must not break consumers.
+OPEN_VOCABULARIES = frozenset(
+    {"state_names", "verify_names", "time_flags", "device_faults", "fault_codes", "sources"}
+)
 
 
 def _nodes(node: Any) -> Iterator[dict[str, Any]]:
