@@ -53,7 +53,8 @@ def _keys(model: type[BaseModel]) -> list[str]:
 def _cases() -> list[tuple[str, dict[str, Any]]]:
     zk = {"type": "zk", "name": "t", "host": "192.0.2.1"}
     anviz = {"type": "anviz", "name": "a", "endpoint": "tcp://192.0.2.2"}
-    bases = {"zk": zk, "anviz": anviz}
+    push = {"type": "zk-push", "name": "p", "serial_number": "PUSH0001"}
+    bases = {"zk": zk, "anviz": anviz, "zk-push": push}
     cases: list[tuple[str, dict[str, Any]]] = []
     for value in NASTY:
         label = repr(value)[:20]
