@@ -9,8 +9,9 @@ Design and invariants:
 * `pk` is insertion order and "oldest first" means lowest pk. The forwarder drains with a
   cursor (`pending_batch(after=last pk)`), so a row must never change its pk.
 * `delivered_at IS NULL` is what "pending" means. `mark_delivered` changes only rows still
-  pending and returns exactly how many it changed; `requeue_delivered` is its inverse for
-  replay. The store adjusts its pending count by those return values.
+  pending and returns exactly which devices' rows it changed (`RETURNING device`);
+  `requeue_delivered` is its inverse for replay. The store adjusts its pending counts (in
+  total and per device) by those returned rows, so nobody has to count the table again.
 * Central delivery (migration v5): a pending row with `sent_at` set is "sent, unconfirmed";
   `mark_sent` sets it at the PUBACK, `confirm_*` deliver rows a consumer confirmed (by id, or
   by pk for a batch the forwarder remembers), `claim_resends` hands out rows whose last send
@@ -29,11 +30,12 @@ Design and invariants:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select
+from sqlalchemy import Connection, func, select
 
 from punchgate.sync import buffer_schema
 from punchgate.sync.contract import record_json
@@ -61,6 +63,13 @@ _MARK_SQL = f"UPDATE {_T.name} SET {P.delivered_at.name} = ? WHERE {P.delivered_
 _REQUEUE_SQL = (
     f"UPDATE {_T.name} SET {P.delivered_at.name} = NULL, {P.sent_at.name} = NULL WHERE {P.delivered_at} >= ?"
 )
+# The statements that change what is pending say whose rows they changed (SQLite >= 3.35).
+_RETURNING_DEVICE = f" RETURNING {P.device.name}"
+# The known-id check: one probe of the unique index per id, plain SQL (no statement compilation).
+_KNOWN_SQL = f"SELECT {P.id} FROM {_T.name} WHERE {P.id} IN "
+_PENDING_DEVICES_SQL = (
+    f"SELECT {P.device}, count(*) FROM {_T.name} WHERE {P.delivered_at} IS NULL GROUP BY {P.device}"
+)
 # Central delivery (migration v5). The WHERE clauses repeat the partial indexes' conditions
 # word for word, so SQLite uses them.
 _UNSENT = f"{P.delivered_at} IS NULL AND {P.sent_at} IS NULL"
@@ -77,6 +86,11 @@ _SENT_NEW_SQL = f"UPDATE {_T.name} SET {P.sent_at.name} = ? WHERE {_UNSENT} AND 
 _SENT_AGAIN_SQL = f"UPDATE {_T.name} SET {P.sent_at.name} = ? WHERE {_UNCONFIRMED} AND {P.pk} IN "
 _CONFIRM_SQL = f"UPDATE {_T.name} SET {P.delivered_at.name} = ? WHERE {P.delivered_at} IS NULL AND "
 _REQUEUE_DEVICE_SQL = f"{_REQUEUE_SQL} AND {P.device} = ?"
+
+
+def _devices(rows: Iterable[Any]) -> Counter[str]:
+    """Rows returned by `RETURNING device`, counted per device."""
+    return Counter(str(device) for (device,) in rows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +119,16 @@ def punch_row(punch: Punch, now: float) -> tuple[Any, ...]:
 
 # --- punches in ---------------------------------------------------------------------------------
 def known_ids(conn: Connection, ids: Iterable[str]) -> set[str]:
-    """The subset of `ids` already in the buffer (pending or delivered)."""
+    """The subset of `ids` already in the buffer (pending or delivered).
+
+    Plain SQL, one `IN (...)` per chunk answered from the unique index on `id`: SQLAlchemy's
+    expanding parameters and per-row fetch cost more than SQLite itself here (py-spy)."""
     wanted = list(dict.fromkeys(ids))
     found: set[str] = set()
-    query = select(P.id).where(P.id.in_(bindparam("ids", expanding=True)))
     for start in range(0, len(wanted), _IN_CHUNK):
-        found.update(conn.execute(query, {"ids": wanted[start : start + _IN_CHUNK]}).scalars())
+        part = wanted[start : start + _IN_CHUNK]
+        rows = conn.exec_driver_sql(f"{_KNOWN_SQL}({','.join('?' * len(part))})", tuple(part)).fetchall()
+        found.update(str(ident) for (ident,) in rows)
     return found
 
 
@@ -133,9 +151,10 @@ def count_pending(conn: Connection, device: str | None = None) -> int:
 
 
 def pending_devices(conn: Connection) -> dict[str, int]:
-    """Undelivered punches per device."""
-    query = select(P.device, func.count()).where(P.delivered_at.is_(None)).group_by(P.device)
-    return {device: int(count) for device, count in conn.execute(query)}
+    """Undelivered punches per device, counted in the table (the store does this once, at open,
+    and keeps the counts itself from then on)."""
+    rows = conn.exec_driver_sql(_PENDING_DEVICES_SQL).fetchall()
+    return {str(device): int(count) for device, count in rows}
 
 
 def oldest_pending_stored_at(conn: Connection) -> float | None:
@@ -153,14 +172,15 @@ def pending_batch(conn: Connection, limit: int, *, after: int = 0) -> list[Pendi
 
 
 # --- delivery state -----------------------------------------------------------------------------
-def mark_delivered(conn: Connection, pks: Sequence[int], now: float) -> int:
-    """Mark exactly these rows delivered at `now`; returns how many were pending and changed."""
-    changed = 0
+def mark_delivered(conn: Connection, pks: Sequence[int], now: float) -> Counter[str]:
+    """Mark exactly these rows delivered at `now`; returns the rows that were pending and
+    changed, counted per device."""
+    changed: Counter[str] = Counter()
     # Hot path: plain SQL with one placeholder per row, no statement compilation.
     for start in range(0, len(pks), _MARK_CHUNK):
         part = list(pks[start : start + _MARK_CHUNK])
-        sql = f"{_MARK_SQL}({','.join('?' * len(part))})"
-        changed += int(conn.exec_driver_sql(sql, (now, *part)).rowcount)
+        sql = f"{_MARK_SQL}({','.join('?' * len(part))}){_RETURNING_DEVICE}"
+        changed.update(_devices(conn.exec_driver_sql(sql, (now, *part)).fetchall()))
     return changed
 
 
@@ -177,6 +197,18 @@ def _update_in(conn: Connection, sql: str, head: tuple[Any, ...], keys: Sequence
     for start in range(0, len(keys), _IN_CHUNK):
         part = list(keys[start : start + _IN_CHUNK])
         changed += int(conn.exec_driver_sql(f"{sql}({','.join('?' * len(part))})", (*head, *part)).rowcount)
+    return changed
+
+
+def _update_in_devices(
+    conn: Connection, sql: str, head: tuple[Any, ...], keys: Sequence[Any]
+) -> Counter[str]:
+    """`_update_in`, returning the rows changed counted per device."""
+    changed: Counter[str] = Counter()
+    for start in range(0, len(keys), _IN_CHUNK):
+        part = list(keys[start : start + _IN_CHUNK])
+        statement = f"{sql}({','.join('?' * len(part))}){_RETURNING_DEVICE}"
+        changed.update(_devices(conn.exec_driver_sql(statement, (*head, *part)).fetchall()))
     return changed
 
 
@@ -204,6 +236,7 @@ class Confirmed:
 
     unconfirmed: int
     unsent: int
+    devices: Counter[str] = field(default_factory=Counter)  # both, per device
 
     @property
     def total(self) -> int:
@@ -211,9 +244,10 @@ class Confirmed:
 
 
 def _confirm(conn: Connection, column: str, keys: Sequence[Any], now: float) -> Confirmed:
-    unconfirmed = _update_in(conn, f"{_CONFIRM_SQL}{P.sent_at} IS NOT NULL AND {column} IN ", (now,), keys)
-    unsent = _update_in(conn, f"{_CONFIRM_SQL}{P.sent_at} IS NULL AND {column} IN ", (now,), keys)
-    return Confirmed(unconfirmed, unsent)
+    sql = f"{_CONFIRM_SQL}{P.sent_at} IS NOT NULL AND {column} IN "
+    unconfirmed = _update_in_devices(conn, sql, (now,), keys)
+    unsent = _update_in_devices(conn, f"{_CONFIRM_SQL}{P.sent_at} IS NULL AND {column} IN ", (now,), keys)
+    return Confirmed(unconfirmed.total(), unsent.total(), unconfirmed + unsent)
 
 
 def confirm_ids(conn: Connection, ids: Sequence[str], now: float) -> Confirmed:
@@ -244,11 +278,12 @@ def oldest_unsent_stored_at(conn: Connection) -> float | None:
     return None if value is None else float(value)
 
 
-def requeue_delivered(conn: Connection, *, since: float, device: str | None = None) -> int:
-    """Make rows delivered at or after `since` pending again; returns how many changed."""
+def requeue_delivered(conn: Connection, *, since: float, device: str | None = None) -> Counter[str]:
+    """Make rows delivered at or after `since` pending again; returns the rows that changed,
+    counted per device."""
     if device is None:
-        return int(conn.exec_driver_sql(_REQUEUE_SQL, (since,)).rowcount)
-    return int(conn.exec_driver_sql(_REQUEUE_DEVICE_SQL, (since, device)).rowcount)
+        return _devices(conn.exec_driver_sql(_REQUEUE_SQL + _RETURNING_DEVICE, (since,)).fetchall())
+    return _devices(conn.exec_driver_sql(_REQUEUE_DEVICE_SQL + _RETURNING_DEVICE, (since, device)).fetchall())
 
 
 def purge_ids(conn: Connection, *, before: float) -> list[str]:

@@ -25,6 +25,12 @@ in-process avoids busy-waiting on file locks); the lock also guards the pending 
 limit state and the in-memory batch sequence cache, which change only together with the
 commit that justifies them. Reads need no lock: WAL readers see the last commit.
 
+Pending counts, in total and per device, are counted in the table once, at open, and from then
+on kept in memory by exactly the rows each committed statement inserted or changed (the
+statements that change delivery state return the devices of the rows they changed), so
+`/metrics`, `/api/devices` and `punchgate status` never count the table. `recount_pending()`
+counts it again and says whether the kept counts agreed.
+
 Undelivered punches are never evicted: when the pending count reaches `max_pending` or free
 disk drops below `min_free_disk_mb`, new punches are refused with `BufferFullError` /
 `DiskLowError` and the workers stop reading terminals (which still hold their records).
@@ -35,7 +41,8 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -95,8 +102,13 @@ class Store:
         self.audit_enabled = True
         # Called (in the committing thread, outside the lock) after an administrative entry.
         self.on_audit_action: list[Callable[[Head], None]] = []
+        # Undelivered punches per device (devices with none are dropped), counted in the file
+        # here and kept from then on like the total; `_counts_lock` lets readers copy it whole.
+        self._pending_by_device: dict[str, int] = {}
+        self._counts_lock = threading.Lock()
         with engine.connect() as conn:
-            self._limits = Limits(settings, pending=buffer_outbox.count_pending(conn))
+            self._limits = Limits(settings, pending=0)
+            self._set_pending_counts(buffer_outbox.pending_devices(conn))
             # Sent and not confirmed yet (central delivery); kept like the pending count.
             self._unconfirmed = buffer_outbox.count_unconfirmed(conn)
 
@@ -155,6 +167,43 @@ class Store:
         identity = self._opened.identity
         return Identity(identity.gateway_id, identity.created, self._stored)
 
+    # --- pending counts (kept in memory; see the module docstring) ---------------------------
+    def _set_pending_counts(self, by_device: Mapping[str, int]) -> None:
+        with self._counts_lock:
+            self._pending_by_device = {device: count for device, count in by_device.items() if count}
+            self._limits.pending = sum(self._pending_by_device.values())
+
+    def _pending_changed(self, changes: Mapping[str, int], sign: int) -> None:
+        """Add (`sign` 1) or take away (-1) committed rows, per device. Under the write lock."""
+        with self._counts_lock:
+            counts = self._pending_by_device
+            for device, rows in changes.items():
+                left = counts.get(device, 0) + sign * rows
+                if left:
+                    counts[device] = left
+                else:
+                    counts.pop(device, None)
+                self._limits.pending += sign * rows
+
+    def recount_pending(self) -> bool:
+        """Count pending punches per device in the table and adopt those counts; True when the
+        counts kept in memory agreed (a disagreement is logged: it would be a bug)."""
+        with self._write_lock:
+            with self._engine.connect() as conn:
+                counted = buffer_outbox.pending_devices(conn)
+            with self._counts_lock:
+                kept = dict(self._pending_by_device)
+            if kept != counted:
+                log.warning(
+                    "buffer_pending_counts_corrected",
+                    kept=sum(kept.values()),
+                    counted=sum(counted.values()),
+                    devices=sorted(set(kept.items()) ^ set(counted.items()))[:20],
+                )
+            self._set_pending_counts(counted)
+            self._limits.update_full()
+        return kept == counted
+
     # --- punches in -----------------------------------------------------------------------
     def known_ids(self, ids: Iterable[str]) -> set[str]:
         """The subset of `ids` already in the buffer (pending or delivered)."""
@@ -196,7 +245,7 @@ class Store:
                     buffer_identity.count_stored(conn, len(fits))
                     if self.audit_enabled:
                         audit.append_punches(conn, rows)
-                self._limits.pending += len(fits)
+                self._pending_changed(Counter(p.device for p in fits), 1)
                 self._stored += len(fits)
             if refused:
                 self._limits.refuse(len(refused), stored=[p.id for p in fits])
@@ -209,15 +258,22 @@ class Store:
 
     # --- the outbox ---------------------------------------------------------------------------
     def pending_count(self, device: str | None = None) -> int:
+        """Undelivered punches (of one device); from memory, no query."""
         if device is None:
             return self._limits.pending
-        with self._engine.connect() as conn:
-            return buffer_outbox.count_pending(conn, device)
+        with self._counts_lock:
+            return self._pending_by_device.get(device, 0)
 
     def pending_devices(self) -> dict[str, int]:
-        """Undelivered punches per device."""
-        with self._engine.connect() as conn:
-            return buffer_outbox.pending_devices(conn)
+        """Undelivered punches per device (devices with some); from memory, no query."""
+        with self._counts_lock:
+            counts, total = dict(self._pending_by_device), self._limits.pending
+        if sum(counts.values()) != total:
+            # A write path kept the total but not the devices' counts: count them again.
+            self.recount_pending()
+            with self._counts_lock:
+                counts = dict(self._pending_by_device)
+        return counts
 
     def oldest_pending_age(self) -> float | None:
         """Seconds since the oldest undelivered punch was stored; None when nothing is pending."""
@@ -237,10 +293,10 @@ class Store:
         with self._write_lock:
             with self._writer.begin() as conn:
                 changed = buffer_outbox.mark_delivered(conn, pks, time.time())
-            self._limits.pending -= changed
+            self._pending_changed(changed, -1)
             self._limits.update_full()
         self._companion.update(self._stored)  # catches the companion up after a burst of inserts
-        return changed
+        return changed.total()
 
     # --- central delivery (docs/mqtt-contract.md, "Confirmations") ---------------------------
     def unsent_batch(self, limit: int, *, after: int = 0) -> list[PendingRow]:
@@ -286,7 +342,7 @@ class Store:
                 else:
                     done = buffer_outbox.confirm_pks(conn, pks or [], now)
             self._unconfirmed -= done.unconfirmed
-            self._limits.pending -= done.total
+            self._pending_changed(done.devices, -1)
             self._limits.update_full()
         return done
 
@@ -330,9 +386,10 @@ class Store:
         repeats harmless at central. Returns how many rows went back to pending."""
         with self._write_lock:
             with self._writer.begin() as conn:
-                changed = buffer_outbox.requeue_delivered(conn, since=since, device=device)
+                requeued = buffer_outbox.requeue_delivered(conn, since=since, device=device)
+                changed = requeued.total()
                 head = audit.append(conn, "replay", {"since": since, "device": device, "requeued": changed})
-            self._limits.pending += changed
+            self._pending_changed(requeued, 1)
         log.info("buffer_requeued", punches=changed, since=since, device=device)
         self._audited(head)
         return changed
@@ -501,7 +558,7 @@ class Store:
     def _after_manual(self, entry: ManualEntry) -> None:
         """After the commit: a stored make-up punch counts as pending like any other."""
         if entry.status == "approved":
-            self._limits.pending += 1
+            self._pending_changed({entry.device: 1}, 1)
             self._stored += 1
 
     def get_manual(self, entry_id: str) -> ManualEntry | None:
