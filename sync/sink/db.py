@@ -17,12 +17,14 @@ Invariants:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -201,10 +203,13 @@ def write(conn: Connection, items: Sequence[Item], now: dt.datetime) -> Written:
                 rows.setdefault(record["id"], punch_row(item, record, now))
                 ids.append(record["id"])
     if rows:
-        statement = _insert(conn, t.punches).on_conflict_do_nothing(index_elements=["id"])
-        inserted = conn.execute(statement.returning(t.punches.c.id), list(rows.values())).all()
-        written.punches_new = len(inserted)
-        written.punches_repeated = sum(len(ids) for ids in written.confirm.values()) - len(inserted)
+        if conn.dialect.name == "postgresql":
+            inserted = _insert_punches_by_copy(conn, list(rows.values()))
+        else:
+            statement = _insert(conn, t.punches).on_conflict_do_nothing(index_elements=["id"])
+            inserted = len(conn.execute(statement.returning(t.punches.c.id), list(rows.values())).all())
+        written.punches_new = inserted
+        written.punches_repeated = sum(len(ids) for ids in written.confirm.values()) - inserted
     for item in items:
         if isinstance(item, DeviceState):
             _device_state(conn, item, now)
@@ -222,6 +227,38 @@ def write(conn: Connection, items: Sequence[Item], now: dt.datetime) -> Written:
             )
             written.dead_letters += 1
     return written
+
+
+# PostgreSQL: the rows go in with COPY into a session-local staging table, then one
+# INSERT ... SELECT ... ON CONFLICT DO NOTHING moves the new ones over. A multi-row INSERT of
+# the same rows spends most of its time in the driver composing a statement with tens of
+# thousands of parameters (~1,200 rows/s here); this runs near COPY speed (docs/scale-out.md).
+_STAGING = sa.Table("punches_in", sa.MetaData(), *(sa.Column(c.name, c.type) for c in t.punches.columns))
+_COLUMNS = [c.name for c in t.punches.columns]
+
+
+def _insert_punches_by_copy(conn: Connection, rows: list[dict[str, Any]]) -> int:
+    """Insert the rows not stored yet, in the caller's transaction; how many were new."""
+    driver = conn.connection.driver_connection  # psycopg's, in the same transaction
+    assert driver is not None
+    statement = f"COPY punches_in ({', '.join(_COLUMNS)}) FROM STDIN"
+    try:
+        with driver.cursor() as cursor:
+            cursor.execute("CREATE TEMP TABLE IF NOT EXISTS punches_in (LIKE punches) ON COMMIT DELETE ROWS")
+            with cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row([json.dumps(row[c]) if c == "record" else row[c] for c in _COLUMNS])
+    except psycopg.Error as exc:  # as SQLAlchemy would raise it (DataError, OperationalError, ...)
+        raise sa.exc.DBAPIError.instance(statement, None, exc, psycopg.Error) from exc
+    move = (
+        postgresql.insert(t.punches)
+        .from_select(_COLUMNS, sa.select(*(_STAGING.c[c] for c in _COLUMNS)))
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(t.punches.c.id)
+    )
+    inserted = len(conn.execute(move).all())
+    conn.execute(_STAGING.delete())  # the next flush in this transaction (one-by-one) starts empty
+    return inserted
 
 
 def _device_state(conn: Connection, item: DeviceState, now: dt.datetime) -> None:

@@ -24,11 +24,11 @@ from typing import Any
 import psycopg
 
 from punchgate.drivers.zk.emulator import ZkEmulator
-from tests.sink.sinkproc import SinkProcess
 from tests.support.broker import Broker
 from tests.support.config import zk_terminal
 from tests.support.gateway import GatewayProcess
 from tests.support.postgres import Postgres
+from tests.support.sink import SinkProcess
 from tests.support.zk import expected_ids
 
 TERMINALS = 2

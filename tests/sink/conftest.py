@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from tests.sink.sinkproc import SinkProcess
 from tests.support import postgres
 from tests.support.broker import Broker
+from tests.support.sink import SinkProcess
 
 
 @pytest.fixture(scope="session")

@@ -28,10 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from punchgate.drivers.zk.emulator import ZkEmulator
 from tests.health.rig import http_get
-from tests.sink.sinkproc import SinkProcess
 from tests.support.broker import Broker
 from tests.support.config import zk_terminal
 from tests.support.gateway import REPO, GatewayProcess
+from tests.support.sink import SinkProcess
 from tests.support.zk import expected_ids
 
 CENTRAL = {"delivery": "central", "resend_after": 3, "batch_size": 100, "digest_interval": 1}

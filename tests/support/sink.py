@@ -1,4 +1,4 @@
-"""`punchgate sink run` as a child process for the tests, started and signalled by its pid."""
+"""`punchgate sink run` as a child process for tests and benchmarks, started and signalled by its pid."""
 
 from __future__ import annotations
 
