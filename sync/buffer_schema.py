@@ -74,6 +74,30 @@ manual_punches = table(
 audit = table("audit", column("seq"), column("kind"), column("entry"), column("hash"))
 audit_anchor = table("audit_anchor", column("singleton"), column("seq"), column("hash"))
 
+# Remote commands the gateway accepted, and each one's answer per terminal (migration v6;
+# punchgate.sync.command_store).
+command_requests = table(
+    "command_requests",
+    column("id"),
+    column("command"),
+    column("requester"),
+    column("request"),
+    column("reply_topic"),
+    column("correlation"),
+    column("received_at"),
+    column("expires_at"),
+    column("done_at"),
+)
+command_targets = table(
+    "command_targets",
+    column("id"),
+    column("target"),
+    column("status"),
+    column("response"),
+    column("published"),
+    column("updated_at"),
+)
+
 TABLES: tuple[TableClause, ...] = (
     punches,
     batch_seq,
@@ -82,6 +106,8 @@ TABLES: tuple[TableClause, ...] = (
     manual_punches,
     audit,
     audit_anchor,
+    command_requests,
+    command_targets,
 )
 
 

@@ -618,9 +618,12 @@ def json_schema(model: type[BaseModel], vocabulary: Vocabulary, *, strict: bool)
 
 def schema_files(vocabulary: Vocabulary) -> dict[str, str]:
     """Every schema file's text by its path relative to `SCHEMA_DIR` (`x.json`, `strict/x.json`)."""
+    # The remote commands' payloads live in their own module, which builds on this one.
+    from punchgate.sync.command_contract import COMMAND_SCHEMA_MODELS
+
     files = {}
     for strict in (False, True):
-        for name, model in SCHEMA_MODELS.items():
+        for name, model in {**SCHEMA_MODELS, **COMMAND_SCHEMA_MODELS}.items():
             path = f"strict/{name}.json" if strict else f"{name}.json"
             files[path] = (
                 json.dumps(json_schema(model, vocabulary, strict=strict), indent=2, sort_keys=True) + "\n"

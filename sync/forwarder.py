@@ -41,6 +41,8 @@ import aiomqtt
 import structlog
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt import client as paho_client
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from punchgate.sync.confirmations import CentralDelivery
@@ -96,6 +98,27 @@ class ForwarderStats:
     last_connected_at: float | None = None
     last_publish_at: float | None = None
     history: list[str] = field(default_factory=list)  # recent connection errors, newest last
+    replies_dropped: int = 0  # command answers dropped from the full in-memory queue (oldest first)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message on a topic the gateway subscribed to with `Forwarder.subscribe`."""
+
+    topic: str
+    payload: bytes
+    response_topic: str | None = None  # MQTT 5: where the sender wants the answer
+    correlation_data: bytes | None = None  # MQTT 5: to echo with the answer
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An answer to publish (QoS 1, not retained); `on_sent` runs on the loop after its PUBACK."""
+
+    topic: str
+    payload: bytes
+    correlation_data: bytes | None = None
+    on_sent: Callable[[], None] | None = None
 
 
 def describe_error(exc: BaseException) -> str:
@@ -314,6 +337,11 @@ class Forwarder:
         self._retained: dict[str, bytes] = {}  # other retained messages by topic, latest only
         self._dirty_retained: set[str] = set()
         self._acked: list[int] = []  # acknowledged pks not yet marked delivered
+        # Other subscriptions (remote commands): topic -> handler, called on the loop per message.
+        self._subscriptions: dict[str, Callable[[Incoming], None]] = {}
+        self._replies: deque[Reply] = deque()  # answers to publish, oldest first
+        self._reply_wake = asyncio.Event()
+        self._reply_queue_size = event_queue_size * 10
         self._acked_ready = asyncio.Event()
         self._in_flight = 0
 
@@ -374,6 +402,24 @@ class Forwarder:
     def publish_gateway_event(self, payload: DeviceEvent) -> None:
         """Queue an event of the gateway itself (on `{base}/events`) in the same bounded queue."""
         self.publish_event("", payload)  # "" is never a device name (the config forbids it)
+
+    def subscribe(self, topic: str, handler: Callable[[Incoming], None]) -> None:
+        """Subscribe to `topic` (QoS 1) on every connection and hand each message to `handler`,
+        on the loop, in order. Register before `run()`. The handler must be quick (queue the
+        work) and must not raise; a message it fails on is logged and dropped."""
+        self._subscriptions[topic] = handler
+
+    def publish_reply(self, reply: Reply) -> None:
+        """Queue an answer for QoS 1 delivery, in order; it waits while the broker is away. The
+        queue is bounded (oldest dropped, counted): the caller keeps what must survive."""
+        if len(self._replies) >= self._reply_queue_size:
+            self._replies.popleft()
+            self.stats.replies_dropped += 1
+            log.warning("mqtt_reply_dropped", queue=self._reply_queue_size)
+        self._replies.append(reply)
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._reply_wake.set)
 
     def publish_retained(self, topic: str, payload: bytes) -> None:
         """Publish a retained message (latest per topic kept, superseding an older one not sent
@@ -532,6 +578,7 @@ class Forwarder:
             tasks.spawn(self._watch_connection(client), "mqtt-watch")
             tasks.spawn(self._mark_acked(), "mqtt-mark-acked")
             tasks.spawn(self._side_messages(client), "mqtt-side")
+            tasks.spawn(self._publish_replies(client), "mqtt-replies")
             tasks.spawn(self._drain(client, tasks), "mqtt-drain")
             raise await tasks.first_failure()
         except asyncio.CancelledError:
@@ -548,11 +595,19 @@ class Forwarder:
             await tasks.stop()
 
     async def _publish(
-        self, client: aiomqtt.Client, topic: str, payload: bytes, *, retain: bool = False
+        self,
+        client: aiomqtt.Client,
+        topic: str,
+        payload: bytes,
+        *,
+        retain: bool = False,
+        properties: Properties | None = None,
     ) -> None:
         self._in_flight += 1
         try:
-            await client.publish(topic, payload, qos=1, retain=retain, timeout=self.mqtt.publish_timeout)
+            await client.publish(
+                topic, payload, qos=1, retain=retain, properties=properties, timeout=self.mqtt.publish_timeout
+            )
         except aiomqtt.MqttError as exc:
             self.stats.publish_failures += 1
             raise SessionEnded(f"publish to {topic} failed") from exc
@@ -564,11 +619,59 @@ class Forwarder:
     async def _watch_connection(self, client: aiomqtt.Client) -> None:
         """Ends the session the moment the connection drops (pending publishes never would)."""
         central = self.central
-        if central is not None:  # the only subscription: confirmations of what central stored
+        if central is not None:  # confirmations of what central stored
             await client.subscribe(self.topics.confirm, qos=1)
-        async for message in client.messages:  # otherwise this only waits
-            if central is not None and isinstance(message.payload, bytes):
+        for topic in self._subscriptions:  # remote commands (`subscribe`)
+            await client.subscribe(topic, qos=1)
+        async for message in client.messages:  # without subscriptions this only waits
+            if not isinstance(message.payload, bytes):
+                continue
+            handler = self._subscriptions.get(message.topic.value)
+            if handler is not None:
+                self._hand_over(handler, message)
+            elif central is not None:
                 await asyncio.to_thread(central.handle, message.payload)
+
+    def _hand_over(self, handler: Callable[[Incoming], None], message: aiomqtt.Message) -> None:
+        assert isinstance(message.payload, bytes)
+        properties = message.properties
+        response_topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
+        correlation = getattr(properties, "CorrelationData", None) if properties is not None else None
+        incoming = Incoming(
+            message.topic.value,
+            message.payload,
+            response_topic if isinstance(response_topic, str) else None,
+            bytes(correlation) if isinstance(correlation, bytes | bytearray) else None,
+        )
+        try:
+            handler(incoming)
+        except Exception:
+            log.exception("mqtt_incoming_handler_failed", topic=incoming.topic)
+
+    async def _publish_replies(self, client: aiomqtt.Client) -> None:
+        """Queued answers, oldest first; one stays queued until its PUBACK (a lost connection
+        sends it again on the next one)."""
+        v5 = self.mqtt.protocol == "5"
+        while True:
+            self._reply_wake.clear()
+            while self._replies:
+                reply = self._replies[0]
+                properties = None
+                if v5:
+                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                    properties.ContentType = "application/json"
+                    if reply.correlation_data is not None:
+                        properties.CorrelationData = reply.correlation_data
+                await self._publish(client, reply.topic, reply.payload, properties=properties)
+                if self._replies and self._replies[0] is reply:
+                    self._replies.popleft()
+                if reply.on_sent is not None:
+                    try:
+                        reply.on_sent()
+                    except Exception:
+                        log.exception("mqtt_reply_callback_failed", topic=reply.topic)
+                _raise_if_cancelled()
+            await self._reply_wake.wait()
 
     async def _drain(self, client: aiomqtt.Client, tasks: _SessionTasks) -> None:
         window = asyncio.Semaphore(self.max_in_flight)

@@ -280,6 +280,62 @@ def _v5_central_delivery(conn: Connection) -> None:
     conn.exec_driver_sql("CREATE INDEX ix_punches_device_time ON punches (device, utc_time)")
 
 
+def _v6_remote_commands(conn: Connection) -> None:
+    """Remote commands over MQTT (docs/mqtt-contract.md, "Remote commands"; gateway/commands).
+
+    * `command_requests`: one row per request the gateway accepted, by the requester's id (the
+      primary key is what makes a repeated id an answer from here, never a second run).
+      `request` is the request as accepted (JSON; once the request is done its secrets are
+      replaced by a mask), `reply_topic` and `correlation` where and how to answer (MQTT 5),
+      `received_at` / `expires_at` unix times, `done_at` set when every target has its final
+      answer (NULL while open: such requests are resumed at start-up).
+    * `command_targets`: one row per request and terminal (`target` '' for a gateway-wide
+      command): `status` waiting, running, or final (ok, error, expired) with its `response`
+      (the JSON answered), and `published` once the broker acknowledged that final answer, so
+      an answer lost to a crash is sent after the restart.
+
+    New tables only: no existing row is touched.
+    """
+    conn.exec_driver_sql(
+        """
+        CREATE TABLE command_requests (
+            id TEXT PRIMARY KEY,              -- the requester's id for the request
+            command TEXT NOT NULL,
+            requester TEXT NOT NULL,
+            request TEXT NOT NULL,            -- the accepted request, JSON
+            reply_topic TEXT NOT NULL,
+            correlation BLOB,                 -- MQTT 5 correlation data, echoed; NULL if none
+            received_at REAL NOT NULL,        -- unix time
+            expires_at REAL NOT NULL,         -- unix time: targets not started by then expire
+            done_at REAL                      -- every target answered finally; NULL while open
+        )
+        """
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_command_requests_open ON command_requests (id) WHERE done_at IS NULL"
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_command_requests_done ON command_requests (done_at) WHERE done_at IS NOT NULL"
+    )
+    conn.exec_driver_sql(
+        """
+        CREATE TABLE command_targets (
+            id TEXT NOT NULL,                 -- command_requests.id
+            target TEXT NOT NULL,             -- terminal name; '' for a gateway-wide command
+            status TEXT NOT NULL CHECK (status IN ('waiting', 'running', 'ok', 'error', 'expired')),
+            response TEXT,                    -- the final answer (JSON); NULL until final
+            published INTEGER NOT NULL DEFAULT 0,  -- 1 once the broker acknowledged the final answer
+            updated_at REAL NOT NULL,
+            PRIMARY KEY (id, target)
+        )
+        """
+    )
+    conn.exec_driver_sql(
+        "CREATE INDEX ix_command_targets_unpublished ON command_targets (id)"
+        " WHERE published = 0 AND response IS NOT NULL"
+    )
+
+
 # Index i holds the step that takes the schema from version i to i + 1. Append only.
 STEPS: list[Step] = [
     _v1_initial,
@@ -287,6 +343,7 @@ STEPS: list[Step] = [
     _v3_identity,
     _v4_manual_and_audit,
     _v5_central_delivery,
+    _v6_remote_commands,
 ]
 LATEST_VERSION = len(STEPS)
 

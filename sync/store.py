@@ -18,6 +18,8 @@
 * `audit`: the hash chain every stored punch and administrative action is appended to, in the
   transaction that makes the change (docs/audit.md);
 * `manual`: make-up punches, entered and decided under the same lock and transactions.
+* `command_store`: remote commands accepted and their answers (idempotency, resuming after a
+  restart), audited in the transaction that records them.
 
 The API is synchronous and thread-safe; async callers wrap it in `asyncio.to_thread`. Writes
 are serialised by one re-entrant lock (SQLite has a single writer anyway, and taking the lock
@@ -47,7 +49,7 @@ from typing import Any
 
 import structlog
 
-from punchgate.sync import audit, buffer_devices, buffer_identity, buffer_outbox, manual
+from punchgate.sync import audit, buffer_devices, buffer_identity, buffer_outbox, command_store, manual
 from punchgate.sync.audit import Head
 from punchgate.sync.buffer_errors import (
     BufferFullError,
@@ -61,6 +63,7 @@ from punchgate.sync.buffer_file import OpenedFile, open_file
 from punchgate.sync.buffer_identity import Identity
 from punchgate.sync.buffer_limits import Limits
 from punchgate.sync.buffer_outbox import Confirmed, PendingRow
+from punchgate.sync.command_store import StoredRequest
 from punchgate.sync.manual import ManualEntry, ManualRefused, ManualSettings
 from punchgate.sync.records import Punch
 from punchgate.sync.settings import BufferSettings
@@ -575,3 +578,92 @@ class Store:
     ) -> list[ManualEntry]:
         with self._engine.connect() as conn:
             return manual.list_entries(conn, status=status, device=device, user_id=user_id, limit=limit)
+
+    # --- remote commands (punchgate.sync.command_store; gateway/commands) ----------------------------
+    def command_accept(self, new: command_store.NewRequest, entry: dict[str, Any]) -> StoredRequest | None:
+        """Store a new request and append `command_accepted` to the audit chain, in one
+        transaction; the stored request instead (nothing written) when its id is known."""
+        with self._write_lock, self._writer.begin() as conn:
+            existing = command_store.insert(conn, new)
+            head = None if existing is not None else audit.append(conn, "command_accepted", entry)
+        self._audited(head)
+        return existing
+
+    def command_get(self, request_id: str) -> StoredRequest | None:
+        with self._engine.connect() as conn:
+            return command_store.get(conn, request_id)
+
+    def command_status(self, request_id: str, target: str, status: str) -> None:
+        """A target starts running, or waits again (a terminal lost in the middle)."""
+        with self._write_lock, self._writer.begin() as conn:
+            command_store.set_status(conn, request_id, target, status, time.time())
+
+    def command_finish(
+        self,
+        request_id: str,
+        target: str,
+        status: str,
+        response: str,
+        entry: dict[str, Any],
+        *,
+        masked_request: dict[str, Any],
+    ) -> bool:
+        """Store a target's final answer with its `command_done` audit entry, in one transaction.
+        False (nothing written) when the target had its final answer already."""
+        with self._write_lock, self._writer.begin() as conn:
+            stored, _done = command_store.finish(
+                conn, request_id, target, status, response, time.time(), masked_request=masked_request
+            )
+            head = audit.append(conn, "command_done", entry) if stored else None
+        self._audited(head)
+        return stored
+
+    def command_published(self, keys: Sequence[tuple[str, str]]) -> None:
+        if keys:
+            with self._write_lock, self._writer.begin() as conn:
+                command_store.mark_published(conn, keys)
+
+    def command_open(self) -> list[StoredRequest]:
+        """Requests to resume at start-up (see `command_store.open_requests`)."""
+        with self._engine.connect() as conn:
+            return command_store.open_requests(conn)
+
+    def command_purge(self, older_than_days: float) -> int:
+        with self._write_lock, self._writer.begin() as conn:
+            return command_store.purge_done(conn, time.time() - older_than_days * 86400)
+
+    def requeue_range(
+        self,
+        device: str,
+        *,
+        utc_from: dt.datetime,
+        utc_to: dt.datetime,
+        local_day: dt.date | None = None,
+        note: dict[str, Any] | None = None,
+    ) -> int:
+        """Send one terminal's delivered punches of a time range (or of one terminal-local day
+        inside it) again: the remote `punches.resend`. Audited as a `replay` in the same
+        transaction; returns how many went back to pending."""
+        utc_from, utc_to = utc_from.astimezone(dt.UTC), utc_to.astimezone(dt.UTC)
+        day = None if local_day is None else local_day.isoformat()
+        with self._write_lock:
+            with self._writer.begin() as conn:
+                changed = command_store.requeue_range(
+                    conn, device, utc_from=utc_from.isoformat(), utc_to=utc_to.isoformat(), local_day=day
+                )
+                head = audit.append(
+                    conn,
+                    "replay",
+                    {
+                        "device": device,
+                        "from": utc_from.isoformat(),
+                        "to": utc_to.isoformat(),
+                        "day": day,
+                        "requeued": changed,
+                        **(note or {}),
+                    },
+                )
+            self._limits.pending += changed
+        log.info("buffer_requeued_range", punches=changed, device=device, day=day)
+        self._audited(head)
+        return changed

@@ -53,6 +53,18 @@ class Topics:
         in central delivery mode)."""
         return f"{self.base}/confirm"
 
+    @property
+    def command_request(self) -> str:
+        """Remote commands for this gateway, published by central (QoS 1; the gateway subscribes
+        when `[commands]` is enabled; docs/mqtt-contract.md, "Remote commands")."""
+        return f"{self.base}/commands/request"
+
+    @property
+    def command_response(self) -> str:
+        """The gateway's answers to remote commands, unless a request names its own MQTT 5
+        response topic (QoS 1, not retained)."""
+        return f"{self.base}/commands/response"
+
     def device_digests(self, device: str) -> str:
         """Retained reconciliation digests of one terminal: count and id digest per local day."""
         return f"{self.base}/devices/{device}/digests"
