@@ -12,7 +12,7 @@ never `punchgate.gateway` or `punchgate.sync` (import-linter enforces it).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -97,6 +97,82 @@ class UnsupportedDeviceError(DriverError):
     """Something answered, but it does not speak this protocol."""
 
     fault: DeviceFault = DeviceFault.UNSUPPORTED
+
+
+class CommandRefusedError(DriverError):
+    """The terminal answered a remote command and refused it; the session is still usable."""
+
+
+class CommandUnsupportedError(DriverError):
+    """The terminal's protocol (or this driver) cannot do what a remote command asks; says why."""
+
+    fault: DeviceFault = DeviceFault.UNSUPPORTED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TerminalUser:
+    """An enrolled user as remote commands see it (users.list / users.upsert), family-neutral.
+
+    On upsert, None means "leave as it is" for an existing user, "the default" for a new one.
+    Read back, `password` is never filled: `password_set` says whether one is.
+    """
+
+    user_id: str
+    name: str | None = None
+    privilege: str | None = None  # "user" or "admin"
+    card: int | None = None  # 0: no card
+    password: str | None = None  # digits; "" removes it
+    password_set: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "user_id": self.user_id,
+            "name": self.name,
+            "privilege": self.privilege,
+            "card": self.card,
+            "password_set": self.password_set,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class UserProblem:
+    """A user that does not fit the terminal (checked before anything is sent)."""
+
+    user_id: str
+    problem: str  # e.g. "name 'Zoë Smith-Jones' needs 26 bytes in gbk, the terminal keeps 24"
+
+
+@dataclass(frozen=True, slots=True)
+class UsersChanged:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    not_found: list[str] = field(default_factory=list)
+    problems: list[UserProblem] = field(default_factory=list)  # nothing was sent when not empty
+
+
+@runtime_checkable
+class Administered(Protocol):
+    """What a driver offers remote commands besides reading (gateway/commands). A driver that
+    cannot do one raises CommandUnsupportedError saying why, and lists it in `cannot` (method
+    name -> reason) so the gateway can answer without waiting for the terminal."""
+
+    cannot: Mapping[str, str]
+
+    async def restart(self) -> None:
+        """Reboot the terminal; the session is over afterwards (the worker reconnects)."""
+        ...
+
+    async def set_enabled(self, enabled: bool) -> None: ...
+
+    async def list_users(self) -> list[TerminalUser]: ...
+
+    async def upsert_users(self, users: Sequence[TerminalUser]) -> UsersChanged:
+        """Create or change users; checks every one first and sends nothing when one does not
+        fit (`problems`)."""
+        ...
+
+    async def delete_users(self, user_ids: Sequence[str]) -> UsersChanged: ...
 
 
 @runtime_checkable

@@ -19,12 +19,22 @@ CMD_GET_DEVICE_ID = 0x46
 CMD_GET_MODEL = 0x48
 CMD_CLEAR_RECORDS = 0x4E
 CMD_GET_CAPACITY = 0x5D
+# Remote commands (gateway/commands): staff records, deleting one, reboot [anviz.md §5.8].
+CMD_REBOOT = 0x2E  # D = REBOOT_PARAMETER
+CMD_DELETE_USER = 0x4C  # D = user id (5 bytes) + what to delete (0xFF: the whole user)
+CMD_GET_USERS = 0x72  # D = (1: from the first | 0: the next), count <= USERS_PER_PACKET
+CMD_SET_USERS = 0x73  # D = count, then that many 40-byte staff records
 CMD_HEARTBEAT = 0x7F  # sent by the device, in request form
 ACK_REALTIME_RECORD = 0xDF  # a punch pushed by the device, in reply form, unrequested
 ACK_PONG = 0xFF  # the host's answer to a heartbeat
 
 RET_SUCCESS = 0x00
 RET_FAILED = 0x01
+RET_NO_SUCH_USER = 0x06
+
+REBOOT_PARAMETER = 0x60  # as the SDK sends it
+DELETE_WHOLE_USER = 0xFF
+USERS_PER_PACKET = 8
 
 # 0x40 download modes (D[0]) and the per-packet limit (D[1]).
 DOWNLOAD_CONTINUE = 0x00

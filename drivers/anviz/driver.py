@@ -12,21 +12,26 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import structlog
 
-from punchgate.drivers.anviz import codec
+from punchgate.drivers.anviz import codec, staff
 from punchgate.drivers.anviz.codec import Record, RecordInfo, Request
 from punchgate.drivers.anviz.endpoint import Endpoint, parse_endpoint
 from punchgate.drivers.anviz.transport import Link, TcpLink, make_link
 from punchgate.drivers.base import (
+    CommandRefusedError,
+    CommandUnsupportedError,
     DeviceInfo,
     DriverError,
     ProtocolError,
     RawPunch,
+    TerminalUser,
     UnreachableError,
+    UserProblem,
+    UsersChanged,
 )
 
 if TYPE_CHECKING:
@@ -262,6 +267,96 @@ class AnvizDriver:
             log.info("anviz_new_flags_cleared", device=self.name, records=cleared)
             return
         raise UnreachableError(f"clear of {expected_count} records got no answer", device=self.name)
+
+    # ---- remote commands (punchgate.drivers.base.Administered; gateway/commands) ---------------
+    cannot: Mapping[str, str] = {
+        "set_enabled": "the Anviz TC_B protocol has no command to disable or enable a terminal",
+    }
+
+    async def restart(self) -> None:
+        """0x2E with 0x60, as the SDK reboots a terminal; the link is closed afterwards (the
+        terminal drops it while it reboots) and the worker connects again."""
+        await self._ask(codec.CMD_REBOOT, bytes([codec.REBOOT_PARAMETER]))
+        log.info("anviz_restarted", device=self.name)
+        await self.link.close()
+
+    async def set_enabled(self, enabled: bool) -> None:
+        raise CommandUnsupportedError(self.cannot["set_enabled"], device=self.name)
+
+    async def _staff(self) -> list[staff.StaffRecord]:
+        """Every staff record (0x72, up to 8 per packet, as many as 0x3C counts users)."""
+        wanted = (await self.record_info()).users
+        records: list[staff.StaffRecord] = []
+        first = True
+        while len(records) < wanted:
+            count = min(codec.USERS_PER_PACKET, wanted - len(records))
+            data = await self._ask(codec.CMD_GET_USERS, bytes([1 if first else 0, count]))
+            try:
+                batch = staff.decode_batch(data)
+            except codec.CodecError as exc:
+                raise self._decode_error(exc) from None
+            records.extend(batch)
+            first = False
+            if len(batch) < count:
+                break  # fewer than counted (deleted meanwhile)
+        return records
+
+    async def list_users(self) -> list[TerminalUser]:
+        return [staff.to_terminal_user(record) for record in await self._staff()]
+
+    async def upsert_users(self, users: Sequence[TerminalUser]) -> UsersChanged:
+        """Create or change staff records (0x73, 8 per packet). Every user is checked first;
+        with any misfit nothing is sent. A changed user keeps the bytes not asked to change."""
+        problems = [
+            UserProblem(user.user_id, problem)
+            for user in users
+            if (problem := staff.user_problem(user)) is not None
+        ]
+        if problems:
+            return UsersChanged(problems=problems)
+        existing = {record.user_id: record for record in await self._staff()}
+        records: dict[int, staff.StaffRecord] = {}
+        created: list[str] = []
+        updated: list[str] = []
+        for user in users:
+            key = int(user.user_id)
+            (updated if key in existing or key in records else created).append(user.user_id)
+            records[key] = staff.merged(records.get(key) or existing.get(key), user)
+        batch = list(records.values())
+        for start in range(0, len(batch), codec.USERS_PER_PACKET):
+            chunk = batch[start : start + codec.USERS_PER_PACKET]
+            response = await self.link.request(self._request(codec.CMD_SET_USERS, staff.encode_batch(chunk)))
+            if response.ret != codec.RET_SUCCESS:
+                names = ", ".join(str(r.user_id) for r in chunk)
+                raise CommandRefusedError(
+                    f"the terminal refused users {names} (0x73, RET 0x{response.ret:02X}: "
+                    f"{'full' if response.ret == 0x04 else 'refused'})",
+                    device=self.name,
+                )
+        log.info("anviz_users_written", device=self.name, created=len(created), updated=len(updated))
+        return UsersChanged(created=created, updated=updated)
+
+    async def delete_users(self, user_ids: Sequence[str]) -> UsersChanged:
+        """Delete whole users (0x4C with 0xFF); RET 0x06 means there was no such user."""
+        deleted: list[str] = []
+        not_found: list[str] = []
+        for user_id in dict.fromkeys(user_ids):
+            if not (user_id.isascii() and user_id.isdigit()) or int(user_id) > staff.MAX_USER_ID:
+                not_found.append(user_id)  # no Anviz terminal can hold it
+                continue
+            data = int(user_id).to_bytes(5, "big") + bytes([codec.DELETE_WHOLE_USER])
+            response = await self.link.request(self._request(codec.CMD_DELETE_USER, data))
+            if response.ret == codec.RET_NO_SUCH_USER:
+                not_found.append(user_id)
+            elif response.ret == codec.RET_SUCCESS:
+                deleted.append(user_id)
+            else:
+                raise CommandRefusedError(
+                    f"the terminal refused to delete user {user_id} (0x4C, RET 0x{response.ret:02X})",
+                    device=self.name,
+                )
+        log.info("anviz_users_deleted", device=self.name, deleted=len(deleted))
+        return UsersChanged(deleted=deleted, not_found=not_found)
 
     def live(self) -> AsyncGenerator[RawPunch | None, None] | None:
         """Real-time pushes (TCP only: on a shared RS485 line a terminal cannot speak unasked)."""

@@ -18,6 +18,7 @@ from punchgate.drivers.anviz.commands import (
     CLEAR_NEW_FLAG_ALL,
     CLEAR_NEW_FLAG_COUNT,
     CMD_CLEAR_RECORDS,
+    CMD_DELETE_USER,
     CMD_DOWNLOAD_RECORDS,
     CMD_GET_CAPACITY,
     CMD_GET_CONFIG1,
@@ -27,13 +28,19 @@ from punchgate.drivers.anviz.commands import (
     CMD_GET_RECORD_INFO,
     CMD_GET_SERIAL,
     CMD_GET_TIME,
+    CMD_GET_USERS,
+    CMD_REBOOT,
     CMD_SET_CONFIG2,
     CMD_SET_TIME,
+    CMD_SET_USERS,
     DOWNLOAD_ALL_FROM_START,
     DOWNLOAD_CONTINUE,
     DOWNLOAD_NEW_FROM_START,
     DOWNLOAD_RESEND_LAST,
     MAX_RECORDS_PER_PACKET,
+    REBOOT_PARAMETER,
+    RET_NO_SUCH_USER,
+    USERS_PER_PACKET,
 )
 from punchgate.drivers.anviz.payloads import (
     CONFIG2_SIZE,
@@ -45,6 +52,7 @@ from punchgate.drivers.anviz.payloads import (
     encode_records,
     encode_text,
 )
+from punchgate.drivers.anviz.staff import decode_batch, encode_batch
 
 if TYPE_CHECKING:
     from punchgate.drivers.anviz.emulator_terminal import EmulatedTerminal
@@ -57,6 +65,14 @@ class DownloadSession:
     selection: list[int] = field(default_factory=list)  # indexes into records, snapshot at start
     cursor: int = 0
     last_batch: list[int] = field(default_factory=list)
+
+
+class RefusedWith(Exception):
+    """Raised by a handler to refuse with a particular RET (default refusals are RET_FAILED)."""
+
+    def __init__(self, ret: int, reason: str) -> None:
+        super().__init__(reason)
+        self.ret = ret
 
 
 def _exact(data: bytes, size: int) -> None:
@@ -95,7 +111,7 @@ def set_time(terminal: EmulatedTerminal, data: bytes) -> bytes:
 
 
 def get_record_info(terminal: EmulatedTerminal, data: bytes) -> bytes:
-    users = len({r.user_code for r in terminal.records})
+    users = len(terminal.staff)
     info = RecordInfo(users, users, 0, 0, len(terminal.records), sum(terminal.new_flags))
     return info.encode()
 
@@ -158,6 +174,47 @@ def clear_records(terminal: EmulatedTerminal, data: bytes) -> bytes:
     return done.to_bytes(3, "big")
 
 
+def get_users(terminal: EmulatedTerminal, data: bytes) -> bytes:
+    """0x72: staff records in user id order, up to 8 a packet; D[0] = 1 restarts the cursor."""
+    _exact(data, 2)
+    if data[0] == 1:
+        terminal.user_cursor = 0
+    ids = sorted(terminal.staff)
+    batch = ids[terminal.user_cursor : terminal.user_cursor + min(data[1], USERS_PER_PACKET)]
+    terminal.user_cursor += len(batch)
+    return encode_batch([terminal.staff[i] for i in batch])
+
+
+def set_users(terminal: EmulatedTerminal, data: bytes) -> bytes:
+    """0x73: add or replace staff records (matched on user id)."""
+    records = decode_batch(data)
+    new = {r.user_id for r in records} - set(terminal.staff)
+    if len(terminal.staff) + len(new) > terminal.user_capacity:
+        raise RefusedWith(0x04, f"user table full ({terminal.user_capacity})")
+    for record in records:
+        terminal.staff[record.user_id] = record
+    return b""
+
+
+def delete_user(terminal: EmulatedTerminal, data: bytes) -> bytes:
+    """0x4C: delete one user (D[5] 0xFF: everything of theirs); RET 0x06 when there is none."""
+    _exact(data, 6)
+    user_id = int.from_bytes(data[0:5], "big")
+    if terminal.staff.pop(user_id, None) is None:
+        raise RefusedWith(RET_NO_SUCH_USER, f"no user {user_id}")
+    return b""
+
+
+def reboot(terminal: EmulatedTerminal, data: bytes) -> bytes:
+    """0x2E with 0x60: answered, then the terminal "reboots": download cursors start over."""
+    if data != bytes([REBOOT_PARAMETER]):
+        raise ValueError(f"unknown reboot parameter {data.hex()}")
+    terminal.restarts += 1
+    terminal.download = DownloadSession()
+    terminal.user_cursor = 0
+    return b""
+
+
 HANDLERS: dict[int, Callable[[EmulatedTerminal, bytes], bytes]] = {
     CMD_GET_SERIAL: get_serial,
     CMD_GET_CONFIG1: get_config1,
@@ -171,4 +228,8 @@ HANDLERS: dict[int, Callable[[EmulatedTerminal, bytes], bytes]] = {
     CMD_GET_MODEL: get_model,
     CMD_CLEAR_RECORDS: clear_records,
     CMD_GET_CAPACITY: get_capacity,
+    CMD_GET_USERS: get_users,
+    CMD_SET_USERS: set_users,
+    CMD_DELETE_USER: delete_user,
+    CMD_REBOOT: reboot,
 }

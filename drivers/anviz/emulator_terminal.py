@@ -16,7 +16,7 @@ import structlog
 
 from punchgate.drivers.anviz.commands import ACK_REALTIME_RECORD, RET_FAILED, RET_SUCCESS
 from punchgate.drivers.anviz.emulator_faults import Faults
-from punchgate.drivers.anviz.emulator_handlers import HANDLERS, DownloadSession
+from punchgate.drivers.anviz.emulator_handlers import HANDLERS, DownloadSession, RefusedWith
 from punchgate.drivers.anviz.frames import BROADCAST_ID, CodecError, Request, Response
 from punchgate.drivers.anviz.payloads import (
     CONFIG2_REALTIME_INDEX,
@@ -24,6 +24,7 @@ from punchgate.drivers.anviz.payloads import (
     Record,
     seconds_since_epoch,
 )
+from punchgate.drivers.anviz.staff import StaffRecord
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +60,9 @@ class EmulatedTerminal:
         self.pongs = 0  # host answers to our heartbeats
         self.push_listeners: list[Callable[[EmulatedTerminal, bytes], None]] = []
         self.download = DownloadSession()  # the 0x40 batch cursor
+        self.staff: dict[int, StaffRecord] = {}  # enrolled users by id (0x72/0x73/0x4C)
+        self.user_cursor = 0  # the 0x72 cursor
+        self.restarts = 0  # 0x2E reboots asked for
         self._lock = threading.RLock()
 
     # ---- state a test or the CLI changes ---------------------------------------------------
@@ -93,6 +97,7 @@ class EmulatedTerminal:
                 return None
             self.records.append(record)
             self.new_flags.append(True)
+            self.staff.setdefault(user_code, StaffRecord(user_id=user_code))  # one who punches is enrolled
             listeners = list(self.push_listeners) if self.realtime else []
         push = Response(self.device_id, ACK_REALTIME_RECORD, RET_SUCCESS, record.encode()).encode()
         for listener in listeners:
@@ -141,6 +146,9 @@ class EmulatedTerminal:
             return RET_FAILED, b""
         try:
             return RET_SUCCESS, handler(self, request.data)
+        except RefusedWith as exc:
+            log.info("emulator_refused", device_id=self.device_id, command=request.command, error=str(exc))
+            return exc.ret, b""
         except (CodecError, ValueError, IndexError) as exc:
             log.info("emulator_refused", device_id=self.device_id, command=request.command, error=str(exc))
             return RET_FAILED, b""

@@ -14,6 +14,7 @@ from punchgate.drivers.anviz.commands import (
     ACK_PONG,
     ACK_REALTIME_RECORD,
     CMD_CLEAR_RECORDS,
+    CMD_DELETE_USER,
     CMD_DOWNLOAD_RECORDS,
     CMD_GET_CAPACITY,
     CMD_GET_CONFIG1,
@@ -23,10 +24,14 @@ from punchgate.drivers.anviz.commands import (
     CMD_GET_RECORD_INFO,
     CMD_GET_SERIAL,
     CMD_GET_TIME,
+    CMD_GET_USERS,
     CMD_HEARTBEAT,
+    CMD_REBOOT,
     CMD_SET_CONFIG2,
     CMD_SET_TIME,
+    CMD_SET_USERS,
     MAX_RECORDS_PER_PACKET,
+    USERS_PER_PACKET,
 )
 from punchgate.drivers.anviz.frames import CodecError, Request
 
@@ -45,6 +50,8 @@ DEVICE_ID_SIZE = 4
 DOWNLOAD_REQUEST_SIZE = 2
 CLEAR_REQUEST_SIZE = 4
 CLEAR_REPLY_SIZE = 3
+STAFF_RECORD_SIZE = 40  # the 0x72/0x73 staff record (staff.py)
+STAFF_BATCH_MAX_SIZE = 1 + USERS_PER_PACKET * STAFF_RECORD_SIZE
 
 # The longest DATA a frame can carry, by its byte 5 (a command, or a reply's ACK = command |
 # 0x80), for every frame punchgate sends, answers or expects. The frame decoder refuses a LEN
@@ -76,6 +83,14 @@ MAX_DATA: dict[int, int] = {
     CMD_CLEAR_RECORDS | _REPLY: CLEAR_REPLY_SIZE,
     CMD_GET_CAPACITY: 0,
     CMD_GET_CAPACITY | _REPLY: CAPACITY_SIZE,
+    CMD_REBOOT: 1,
+    CMD_REBOOT | _REPLY: 0,
+    CMD_DELETE_USER: 6,
+    CMD_DELETE_USER | _REPLY: 0,
+    CMD_GET_USERS: 2,
+    CMD_GET_USERS | _REPLY: STAFF_BATCH_MAX_SIZE,
+    CMD_SET_USERS: STAFF_BATCH_MAX_SIZE,
+    CMD_SET_USERS | _REPLY: 0,
     CMD_HEARTBEAT: 0,
     ACK_REALTIME_RECORD: RECORD_SIZE,
     ACK_PONG: 0,

@@ -70,6 +70,28 @@ class ZkClient(PatchedZK):
         if reply.command != zp.CMD_ACK_OK:
             raise ZKErrorResponse(f"SET_TIME refused (reply {reply.command})")
 
+    # -- what remote commands send (gateway/commands); each returns whether the terminal agreed --
+    def write_user(self, record: bytes) -> bool:
+        """CMD_USER_WRQ: create or replace the user with that record's uid."""
+        return self.exchange(zp.CMD_USER_WRQ, record, 1024).command == zp.CMD_ACK_OK
+
+    def remove_user(self, uid: int) -> bool:
+        """CMD_DELETE_USER by internal uid (the terminal answers ACK_ERROR for an unknown one)."""
+        return self.exchange(zp.CMD_DELETE_USER, struct.pack("<H", uid), 1024).command == zp.CMD_ACK_OK
+
+    def refresh_data(self) -> bool:
+        """CMD_REFRESHDATA: the terminal reloads its tables after user changes (as pyzk does)."""
+        return self.exchange(zp.CMD_REFRESHDATA, b"", 1024).command == zp.CMD_ACK_OK
+
+    def set_enabled(self, enabled: bool) -> bool:
+        """CMD_ENABLEDEVICE / CMD_DISABLEDEVICE (disabled: the terminal refuses punches)."""
+        command = zp.CMD_ENABLEDEVICE if enabled else zp.CMD_DISABLEDEVICE
+        return self.exchange(command, b"", 1024).command == zp.CMD_ACK_OK
+
+    def reboot(self) -> bool:
+        """CMD_RESTART: the terminal acknowledges, then reboots (the session is gone)."""
+        return self.exchange(zp.CMD_RESTART, b"", 1024).command == zp.CMD_ACK_OK
+
     def info_answers(self) -> InfoAnswers:
         """Everything `ZkDriver.info()` reports, asked in one go (in this order on the wire)."""
         sizes = self.free_sizes()

@@ -27,12 +27,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Final
 
 import structlog
 
-from punchgate.drivers.base import DeviceInfo, DriverError, ProtocolError, RawPunch
+from punchgate.drivers.base import (
+    CommandRefusedError,
+    DeviceInfo,
+    DriverError,
+    ProtocolError,
+    RawPunch,
+    TerminalUser,
+    UsersChanged,
+)
 from punchgate.drivers.zk import protocol as zp
 from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.errors import ClearRefusedError, CountMismatchError, map_error
@@ -56,6 +64,7 @@ from punchgate.drivers.zk.parsing import (
 )
 from punchgate.drivers.zk.pyzk_patches import PatchedZK
 from punchgate.drivers.zk.session import DEFAULT_POOL_SIZE, ZkSession, configure_pool
+from punchgate.drivers.zk.users import plan_upsert, to_terminal_user
 
 __all__ = [
     "DEFAULT_POOL_SIZE",
@@ -219,6 +228,100 @@ class ZkDriver:
         if left:
             raise ProtocolError(f"terminal still reports {left} records after clearing", device=self.name)
         log.info("zk_log_cleared", device=self.name, records=expected_count)
+
+    # --- remote commands (punchgate.drivers.base.Administered; gateway/commands) -----------------
+    cannot: Mapping[str, str] = {}  # the ZK protocol has every command remote commands use
+
+    async def restart(self) -> None:
+        """CMD_RESTART. The terminal reboots, so the session is over: it is closed without the
+        goodbye (nothing would answer it), and the worker connects again."""
+        zk = self._session.current()
+        if not await self._session.run("restart", zk.reboot):
+            raise CommandRefusedError("the terminal refused CMD_RESTART", device=self.name)
+        self._session.desynced = True  # nothing left to talk to: close() only closes the socket
+        log.info("zk_restarted", device=self.name)
+
+    async def set_enabled(self, enabled: bool) -> None:
+        """Enable or disable the terminal (disabled, it refuses punches). The driver re-enables
+        it whenever it closes a session, so a disable holds while the gateway stays connected."""
+        zk = self._session.current()
+        if not await self._session.run("enable" if enabled else "disable", lambda: zk.set_enabled(enabled)):
+            raise CommandRefusedError(
+                f"the terminal refused to {'enable' if enabled else 'disable'}", device=self.name
+            )
+        log.info("zk_enabled" if enabled else "zk_disabled", device=self.name)
+
+    async def list_users(self) -> list[TerminalUser]:
+        return [to_terminal_user(record) for record in await self.read_users()]
+
+    async def _user_table(self) -> tuple[list[zp.UserRecord], int]:
+        """The user table and its record size (learned from it, else from the transport)."""
+        zk = self._session.current()
+
+        def download() -> tuple[list[zp.UserRecord], int | None]:
+            sizes = zk.free_sizes()
+            reported = check_count("users", sizes.users, sizes.user_capacity, MAX_USERS)
+            if reported == 0:
+                return [], None
+            cap = table_cap(sizes.user_capacity, MAX_USERS, MAX_USER_RECORD)
+            data = zk.read_table(zp.CMD_USERTEMP_RRQ, zp.FCT_USER, cap)
+            try:
+                return parse_users(data, reported, self.encoding), (len(data) - 4) // reported
+            except zp.ZkFrameError as exc:
+                raise ProtocolError(f"user table: {exc}", device=self.name) from exc
+
+        users, size = await self._session.run("read users", download)
+        # No user to learn the layout from: the transport's, as pyzk_patches assumes.
+        return users, size or (72 if self.config.transport == "tcp" else 28)
+
+    async def upsert_users(self, users: Sequence[TerminalUser]) -> UsersChanged:
+        """Create or change users (CMD_USER_WRQ, then CMD_REFRESHDATA). Every user is checked
+        against the terminal's layout and encoding first; with any misfit nothing is sent."""
+        existing, size = await self._user_table()
+        plan = plan_upsert(users, existing, size, self.encoding)
+        if plan.problems:
+            return UsersChanged(problems=plan.problems)
+        zk = self._session.current()
+        encoding = self.encoding
+
+        def write() -> str | None:
+            for record in plan.records:
+                if not zk.write_user(zp.encode_user(record, size, encoding=encoding)):
+                    return record.user_id
+            zk.refresh_data()
+            return None
+
+        refused = await self._session.run(f"write {len(plan.records)} users", write)
+        if refused is not None:
+            raise CommandRefusedError(
+                f"the terminal refused user {refused!r} (CMD_USER_WRQ)", device=self.name
+            )
+        self._live.user_ids = {}  # learned again before the next live stream
+        log.info("zk_users_written", device=self.name, created=len(plan.created), updated=len(plan.updated))
+        return UsersChanged(created=plan.created, updated=plan.updated)
+
+    async def delete_users(self, user_ids: Sequence[str]) -> UsersChanged:
+        """Delete users by user id (CMD_DELETE_USER by their uid, then CMD_REFRESHDATA)."""
+        existing, _size = await self._user_table()
+        uids = {record.user_id: record.uid for record in existing}
+        wanted = list(dict.fromkeys(user_ids))
+        present = [user_id for user_id in wanted if user_id in uids]
+        zk = self._session.current()
+
+        def remove() -> str | None:
+            for user_id in present:
+                if not zk.remove_user(uids[user_id]):
+                    return user_id
+            if present:
+                zk.refresh_data()
+            return None
+
+        refused = await self._session.run(f"delete {len(present)} users", remove)
+        if refused is not None:
+            raise CommandRefusedError(f"the terminal refused to delete user {refused!r}", device=self.name)
+        self._live.user_ids = {}
+        log.info("zk_users_deleted", device=self.name, deleted=len(present))
+        return UsersChanged(deleted=present, not_found=[u for u in wanted if u not in uids])
 
     def live(self) -> AsyncGenerator[RawPunch | None, None] | None:
         if not self.config.live:

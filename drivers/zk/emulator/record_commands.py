@@ -7,6 +7,7 @@ and deletes, and the clears. Handlers for identity, options, clock and control a
 
 from __future__ import annotations
 
+import dataclasses
 import struct
 from typing import Final
 
@@ -74,8 +75,11 @@ def _cmd_user_write(ctx: TerminalContext, session: Session, packet: p.ZkPacket, 
     size = ctx.terminal.profile.user_record_size
     if len(packet.data) != size:
         return ack(session.id, packet, code=p.CMD_ACK_ERROR)
+    # The name travels in the terminal's own encoding (the codec decodes text as UTF-8).
+    name_at = slice(11, 35) if size == 72 else slice(8, 16)
+    name = packet.data[name_at].split(b"\x00", 1)[0].decode(ctx.terminal.data.text_encoding, errors="replace")
     try:
-        ctx.terminal.data.put_user(p.decode_user(packet.data, size))
+        ctx.terminal.data.put_user(dataclasses.replace(p.decode_user(packet.data, size), name=name))
     except ValueError as exc:
         ctx.log.info("zk_user_rejected", reason=str(exc))
         return ack(session.id, packet, code=p.CMD_ACK_ERROR)
