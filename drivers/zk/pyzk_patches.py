@@ -273,7 +273,9 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             ack_event(self.link, self.session_id, header[3])
         else:
             raise ZKNetworkError(f"more than {MAX_STRAY_EVENTS} events arrived instead of a reply")
-        if self.tcp and header[0] != zp.CMD_PREPARE_DATA:  # a burst's packets follow PREPARE_DATA
+        # A burst's packets follow PREPARE_DATA; events behind a registration are the live
+        # stream's (`live` takes the bytes read past the reply).
+        if self.tcp and header[0] != zp.CMD_PREPARE_DATA and command != zp.CMD_REG_EVENT:
             self._skip_glued_packets()
         self._ZK__header = header
         self._ZK__response = header[0]
@@ -331,17 +333,15 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         nothing beyond `cap` is ever held. Shown by tests/hostile/test_zk_attacks.py.
         """
         request = zp.encode_buffer_request(zp.BufferRequest(command, fct))
-        self._ZK__send_command(zp.CMD_PREPARE_BUFFER, request, cap)
-        header = self._ZK__header
-        if header[0] == zp.CMD_DATA:  # small sets come at once, complete (framing)
-            data = bytes(self._ZK__data)
-            if len(data) > cap:
-                raise OversizedReply(f"a {len(data)}-byte data set; at most {cap} are accepted")
-            self._progress(len(data), len(data))
-            return data
-        if header[0] != zp.CMD_ACK_OK:
-            raise ZKErrorResponse(f"buffered read refused (reply {header[0]})")
-        total = zp.decode_buffer_ready(bytes(self._ZK__data))
+        reply = self.exchange(zp.CMD_PREPARE_BUFFER, request, cap)
+        if reply.command == zp.CMD_DATA:  # small sets come at once, complete (framing)
+            if len(reply.data) > cap:
+                raise OversizedReply(f"a {len(reply.data)}-byte data set; at most {cap} are accepted")
+            self._progress(len(reply.data), len(reply.data))
+            return reply.data
+        if reply.command != zp.CMD_ACK_OK:
+            raise ZKErrorResponse(f"buffered read refused (reply {reply.command})")
+        total = zp.decode_buffer_ready(reply.data)
         if total > cap:
             raise OversizedReply(
                 f"the terminal announced a {total}-byte data set; at most {cap} are accepted"
