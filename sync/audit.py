@@ -93,9 +93,18 @@ def chain_hash(previous: str, entry_text: str) -> str:
 
 def punch_digest(row: Sequence[Any]) -> str:
     """The digest of one stored punch row, in `buffer_outbox.INSERT_COLUMNS` order: id, device,
-    user_id, utc_time, source, payload, raw (bytes, written as hex), stored_at (a float)."""
+    user_id, utc_time, source, payload, raw, stored_at.
+
+    SHA-256 (first `DIGEST_HEX` hex digits) over the UTF-8 text of the fields joined by U+001E,
+    in the order id, device, len(user_id):user_id, utc_time, source, repr(stored_at), raw as
+    hex, payload. Only the user id may hold any character, so it carries its length; the
+    payload (JSON, control characters escaped) comes last. Built with one f-string: this runs
+    for every punch stored, inside the commit (bench/bench_audit.py)."""
     ident, device, user_id, utc_time, source, payload, raw, stored_at = row
-    text = canonical([ident, device, user_id, utc_time, source, payload, bytes(raw).hex(), stored_at])
+    text = (
+        f"{ident}\x1e{device}\x1e{len(user_id)}:{user_id}\x1e{utc_time}\x1e{source}\x1e{stored_at!r}"
+        f"\x1e{bytes(raw).hex()}\x1e{payload}"
+    )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_HEX]
 
 
@@ -124,9 +133,16 @@ def last_of_kind(conn: Any, kind: str) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+def _raw(conn: Any) -> Any:
+    """The DB-API connection under a SQLAlchemy one (the same transaction), or `conn` itself:
+    the chain's statements run once per commit, where SQLAlchemy's per-statement work would
+    cost more than SQLite's (bench/bench_audit.py)."""
+    fairy = getattr(conn, "connection", None)
+    return getattr(fairy, "dbapi_connection", None) or conn
+
+
 def _fetchone(conn: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
-    run = getattr(conn, "exec_driver_sql", None) or conn.execute
-    return run(sql, params).fetchone()
+    return _raw(conn).execute(sql, params).fetchone()
 
 
 def _previous(conn: Any) -> tuple[int, str]:
@@ -155,7 +171,7 @@ def append_many(conn: Any, kind: str, items: Iterable[dict[str, Any]], *, at: st
         rows.append((seq, kind, text, previous))
     if not rows:
         raise ValueError("nothing to append")
-    conn.exec_driver_sql(_INSERT_SQL, rows)
+    _raw(conn).executemany(_INSERT_SQL, rows)
     return Head(seq, previous, kind, at)
 
 
