@@ -24,6 +24,7 @@ from punchgate.drivers.registry import create_driver
 from punchgate.drivers.zk_push import is_push_terminal
 from punchgate.gateway import __version__
 from punchgate.gateway.clock import ClockCare, CorrectionPolicy, GatewayClock
+from punchgate.gateway.commands.service import CommandService
 from punchgate.gateway.faults import FaultSet, FaultTransition, Notice
 from punchgate.gateway.health import DeviceHealth, Thresholds, calendar_for
 from punchgate.gateway.logs import register_secret
@@ -74,6 +75,7 @@ class Application:
         self.fault_transitions: Counter[tuple[str, str, str]] = Counter()  # (device or "", code, direction)
         self.fault_history: deque[FaultTransition] = deque(maxlen=FAULT_HISTORY)  # for the console
         self._published_states: dict[str, DeviceState] = {}  # the last retained state per terminal
+        self._commands: CommandService | None = None  # remote commands (gateway/commands)
 
     def forwarder_alive(self) -> bool:
         return any(t.get_name() == "forwarder" and not t.done() for t in self._service_tasks)
@@ -88,6 +90,7 @@ class Application:
         # A damaged, missing or foreign buffer raises BufferRefusedError: see run_daemon.
         self.store = await asyncio.to_thread(Store.open, settings.buffer, gateway_id=settings.gateway_id)
         self.forwarder = Forwarder(settings, self.store, version=__version__)
+        self._commands = CommandService.attach(self, settings.commands)  # subscribes before connecting
         await self._start_audit()
         self.gateway_faults.on_transition.append(self._publish_transition)
         self.forwarder.on_connection_change.append(self._on_broker_connection)
@@ -131,6 +134,8 @@ class Application:
         scheduler.start()
         self._scheduler = scheduler
         await self._start_push()
+        if self._commands is not None:  # once the workers exist: it resumes what waits for them
+            self._spawn_service(self._commands.run(), "commands")
         status = f"reading {len(self._worker_tasks)} terminals"
         self.notifier.ready(status)
         log.info("gateway_started", gateway=settings.gateway_id, terminals=len(self._worker_tasks))

@@ -41,6 +41,9 @@ class GatewayCollector(Collector):
         push = getattr(app, "_push", None)  # the [push] listener, when it runs (gateway/push.py)
         if push is not None:
             yield from push.metrics()
+        commands = getattr(app, "_commands", None)  # remote commands (gateway/commands)
+        if commands is not None:
+            yield from commands.metrics()
 
     def _devices(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         app = self.app

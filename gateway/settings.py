@@ -41,6 +41,7 @@ from punchgate.drivers.config import (
     config_problems,
 )
 from punchgate.drivers.registry import DRIVERS
+from punchgate.gateway.commands.settings import CommandsSettings
 from punchgate.gateway.secrets import SecretError, apply_secrets, comm_key_env_name
 from punchgate.sync.audit import AuditSettings
 from punchgate.sync.manual import ManualSettings
@@ -348,6 +349,7 @@ class Settings(StrictTyped):
     manual: ManualSettings = Field(default_factory=ManualSettings, description="make-up punches")  # type: ignore[arg-type]
     audit: AuditSettings = Field(default_factory=AuditSettings, description="the audit chain's head")  # type: ignore[arg-type]
     push: PushSettings = Field(default_factory=PushSettings, description="listener for push terminals")  # type: ignore[arg-type]
+    commands: CommandsSettings = Field(default_factory=CommandsSettings, description="remote commands")  # type: ignore[arg-type]
     terminals: list[Terminal] = Field(default_factory=list, description="the terminals to read")
 
     @field_validator("timezone")

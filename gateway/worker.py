@@ -17,6 +17,7 @@ import datetime as dt
 import random
 import time
 import weakref
+from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Protocol, TypeVar
 from zoneinfo import ZoneInfo
@@ -71,6 +72,15 @@ def _full_read_slot() -> asyncio.Semaphore:
 
 class PunchSink(Protocol):
     def notify_new_punches(self) -> None: ...
+
+
+class RemoteCommand(Protocol):
+    """A remote command for this terminal (gateway/commands), run by the worker's own task."""
+
+    async def run(self, worker: DeviceWorker) -> bool:
+        """Do it; True when the session must end (the terminal restarts). A DriverError it lets
+        out ends the session like any failed contact."""
+        ...
 
 
 class Backoff:
@@ -191,6 +201,9 @@ class DeviceWorker:
         self.poll_lags: list[float] = []  # seconds between a poll falling due and its start
         self._due_at: float | None = None
         self.failure_log = FailureLog()
+        # Remote commands wait here until the worker is between operations and connected.
+        self._commands: deque[RemoteCommand] = deque()
+        self._command_ready = asyncio.Event()
 
     # --- scheduling ----------------------------------------------------------------------
     async def poll_due(self) -> None:
@@ -203,6 +216,32 @@ class DeviceWorker:
         if self._due_at is None:
             self._due_at = time.monotonic()
         self._poll_due.set()
+
+    # --- remote commands (gateway/commands) ---------------------------------------------------
+    def submit(self, command: RemoteCommand) -> None:
+        """Queue a remote command: it runs in this task, in order, between reads, once connected
+        (call on the event loop)."""
+        self._commands.append(command)
+        self._command_ready.set()
+
+    async def _run_commands(self) -> bool:
+        """Run the queued remote commands; True when one ended the session."""
+        while self._commands:
+            if await self._commands.popleft().run(self):
+                return True
+        return False
+
+    async def call(self, what: str, call: Awaitable[T]) -> T:
+        """One driver call of a remote command, under the worker's deadline."""
+        return await self._bounded(what, call)
+
+    async def contact(self) -> DeviceInfo:
+        """A remote command's contact: who the terminal is now (health and clock care included)."""
+        return await self._contact()
+
+    async def reconcile(self, info: DeviceInfo) -> None:
+        """A remote command's full read: read, commit, and clear where the config says so."""
+        await self._full_read(info, historical=True)
 
     async def run(self) -> None:
         with bind_device(self.name):
@@ -276,11 +315,15 @@ class DeviceWorker:
         self.failure_log.succeeded()
         wants_live = bool(getattr(self.terminal, "live", False))
         while True:
+            if await self._run_commands():
+                return  # a command restarted the terminal: connect again
             live = self.driver.live() if wants_live else None
             if live is not None:
                 await self._listen(live)
             else:
                 await self._wait_for_poll()
+            if self._commands and not self._poll_due.is_set():
+                continue  # woken for remote commands only: no read
             info = await self._contact()
             await self._full_read(info, historical=True)
 
@@ -289,10 +332,20 @@ class DeviceWorker:
         # previous read ran is served at once rather than cleared away (that cost a whole
         # interval of lag). The timeout is only a safety net should no scheduler call us; it is
         # long enough never to add reads of its own between the scheduler's.
-        if self._poll_due.is_set():
+        if self._poll_due.is_set() or self._commands:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._poll_due.wait(), timeout=2 * self.terminal.poll_interval)
+        self._command_ready.clear()
+        waits = {
+            asyncio.ensure_future(self._poll_due.wait()),
+            asyncio.ensure_future(self._command_ready.wait()),
+        }
+        try:
+            await asyncio.wait(
+                waits, timeout=2 * self.terminal.poll_interval, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waits:
+                waiter.cancel()
 
     async def _listen(self, live: AsyncGenerator[RawPunch | None, None]) -> None:
         """Commit live punches one by one until a poll falls due (then return to reconcile).
@@ -308,7 +361,7 @@ class DeviceWorker:
                     return
                 if raw is not None:  # None is an idle tick: lets us notice a due poll
                     await self._commit([raw], source="live", historical=False)
-                if self._poll_due.is_set():
+                if self._poll_due.is_set() or self._commands:
                     return
         finally:
             await self._bounded("stop live", live.aclose())

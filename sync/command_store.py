@@ -41,6 +41,7 @@ _REQUEST_COLUMNS = (
     f"{_RC.received_at}, {_RC.expires_at}, {_RC.done_at}"
 )
 _TARGET_COLUMNS = f"{_TC.id}, {_TC.target}, {_TC.status}, {_TC.response}, {_TC.published}"
+_INSERT_COLUMNS = ", ".join(c.name for c in _R.columns if c.name != "done_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ def insert(conn: Connection, new: NewRequest) -> StoredRequest | None:
     if existing is not None:
         return existing
     conn.exec_driver_sql(
-        f"INSERT INTO {_R.name} ({_REQUEST_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        f"INSERT INTO {_R.name} ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         (
             new.id,
             new.command,

@@ -1,0 +1,14 @@
+"""Remote commands over MQTT: central asks, the gateway answers (docs/mqtt-contract.md, "Remote
+commands").
+
+    catalogue  what each command is: its scope, whether it is allowed by default, destructive,
+               safe to repeat after a crash, and what it needs of the driver
+    settings   `[commands]`: the allow list and the limits
+    intake     a request read, checked and accepted, or refused with a code and a sentence
+    execute    what each command does, on a terminal (in its worker's task), the buffer or the gateway
+    service    the service: intake, the buffer's idempotency and resumption, dispatch to the
+               workers, expiry, answers, audit, /metrics
+
+The wire format is `punchgate.sync.command_contract`; the buffer's tables are
+`punchgate.sync.command_store`; the one MQTT connection is the forwarder's.
+"""
