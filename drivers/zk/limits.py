@@ -17,9 +17,9 @@ from typing import Final
 
 from punchgate.drivers.zk.errors import CountBeyondCapacity
 
-# Hard ceilings, whatever a terminal declares. Real ZK logs hold 50,000 to 200,000 records
-# (docs/protocols/zk.md, section 8) and user tables a few thousand; the ceilings leave ample
-# room above that (punchgate's choice, not a protocol limit).
+# Hard ceilings, whatever a terminal declares: well above the capacities terminals declare
+# (the emulator's profiles, modelled on them, say 50,000 to 200,000 records and 500 to 10,000
+# users). Punchgate's choice, not a protocol limit.
 MAX_RECORDS: Final = 1_000_000
 MAX_USERS: Final = 200_000
 
