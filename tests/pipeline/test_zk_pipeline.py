@@ -47,6 +47,12 @@ async def test_fifty_terminals_with_live_punches_every_punch_once(
     assert not missing, f"{len(missing)} punches never arrived"
 
     # Live punches while the daemon listens: they arrive without waiting for the 30 s poll.
+    # (A punch made before a worker registered for events would wait for that poll, rightly.)
+    await wait_until_async(
+        lambda: all(listening_for_punches(e) for e in terminals[::5]),
+        timeout=60,
+        message="workers registered for live punches",
+    )
     for emulator in terminals[::5]:
         emulator.add_punch("7", state=1, verify=15)
     live = {i for e in terminals[::5] for i in expected_ids(e)[-1:]}

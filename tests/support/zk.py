@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from punchgate.drivers.base import RawPunch
-from punchgate.drivers.zk import protocol
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.gateway.normalize import record_id
 
@@ -28,5 +27,4 @@ def expected_ids(emulator: ZkEmulator) -> list[str]:
 def listening_for_punches(emulator: ZkEmulator) -> bool:
     """True once a client's session on the terminal has registered for real-time punch events
     (what the gateway's worker does after its first full read in live mode)."""
-    session = emulator._session
-    return session is not None and bool(session.event_mask & protocol.EF_ATTLOG)
+    return emulator.listening_for_punches

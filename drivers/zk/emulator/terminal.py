@@ -226,6 +226,13 @@ class ZkEmulator:
         return self._slot.session is not None
 
     @property
+    def listening_for_punches(self) -> bool:
+        """Whether the open session registered for live attendance events: a punch added now
+        is announced to it at once (before that, a client only finds it on its next read)."""
+        session = self._slot.session
+        return session is not None and bool(session.event_mask & p.EF_ATTLOG)
+
+    @property
     def _session(self) -> Session | None:
         """The open session (tests peek at it to wait for a registration or a busy reply)."""
         return self._slot.session
