@@ -2,12 +2,14 @@
 
 It starts a private mosquitto on a free port, three emulated ZK terminals (two TFT over TCP,
 one of them with a comm key, and one BW over UDP), two emulated Anviz terminals sharing one
-pseudo-terminal (an RS485 bus), and the real gateway as a child process. People punch at
-random on the terminals; a "central" subscriber shows the punches arriving and each
-terminal's health: a live table on a terminal, one line per arrival when the output is piped
-(`| tee`), flushed as it comes. Ctrl-C stops everything it started. The config, the buffer and
-every log (gateway, emulators, broker) stay in a folder under the system's temp directory,
-named at start and at exit, for a look afterwards.
+pseudo-terminal (an RS485 bus), an emulated push terminal (ADMS) uploading to the gateway's
+`[push]` listener, and the real gateway as a child process. People punch at random on the
+terminals; a "central" subscriber shows the punches arriving and each terminal's health: a
+live table on a terminal, one line per arrival when the output is piped (`| tee`), flushed as
+it comes. A console account (admin, a random password) is created before the gateway starts,
+and printed with the status page's address. Ctrl-C stops everything it started. The config,
+the buffer and every log (gateway, emulators, broker) stay in a folder under the system's temp
+directory, named at start and at exit, for a look afterwards.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import datetime as dt
 import json
 import os
 import random
+import secrets
 import shutil
 import signal
 import subprocess
@@ -25,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,14 +43,21 @@ from rich.table import Table
 from punchgate.drivers.anviz.emulator import EmulatedTerminal as AnvizEmulator
 from punchgate.drivers.anviz.emulator import PtyBus
 from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk_push.emulator import ZkPushEmulator
+from punchgate.gateway.console.accounts import Accounts
 from punchgate.gateway.logs import configure_logging
 from punchgate.gateway.mosquitto import MosquittoBroker, free_port
 
 GATEWAY_ID = "demo-gw"
 COMM_KEY = 1234
+PUSH_TERMINAL = "reception"  # the push terminal's name in the config
+PUSH_SERIAL = "DEMO-PUSH-0006"
+PUSH_RATE = 0.5  # punches a second on the push terminal (Poisson; the three ZK ones: about 0.8 together)
+CONSOLE_ACCOUNT = "admin"
 BATCH_AS_ONE_LINE = 3  # piped output: a backlog batch larger than this is one line, not one per punch
 PROGRESS_EVERY = 10.0  # piped output: seconds between progress lines
 STATE_STYLE = {"online": "green", "degraded": "yellow", "offline": "red"}
+SOURCE_STYLE = {"live": "bold magenta", "push": "bold cyan"}
 
 
 @dataclass
@@ -124,7 +135,7 @@ class CentralView:
                 p["utc_time"][11:19],
                 _name(p["state"]),
                 _name(p["verify"]),
-                f"[bold magenta]{p['source']}[/]" if p["source"] == "live" else p["source"],
+                _source(p["source"]),
                 p["id"][:10],
             )
         devices = Table(title="terminals (retained state topics)", title_justify="left", expand=True)
@@ -149,13 +160,23 @@ def _name(field: dict[str, Any]) -> str:
     return str(field["name"] or field["code"])
 
 
+def _source(source: str) -> str:
+    style = SOURCE_STYLE.get(source)
+    return f"[{style}]{source}[/]" if style else source
+
+
 def _faults_text(state: dict[str, Any]) -> str:
     faults = [f"{f['code']} ({f['detail']})" for f in state.get("faults", [])]
     return f"faults: {'; '.join(faults)}" if faults else "no faults"
 
 
 def _write_config(
-    workdir: Path, broker_port: int, http_port: int, emulators: dict[str, ZkEmulator], anviz_pty: str
+    workdir: Path,
+    broker_port: int,
+    http_port: int,
+    push_port: int,
+    emulators: dict[str, ZkEmulator],
+    anviz_pty: str,
 ) -> Path:
     tft_a, tft_b, bw = emulators["gate-north"], emulators["gate-south"], emulators["canteen"]
     config = f"""
@@ -172,6 +193,11 @@ path = "{workdir / "buffer.db"}"
 
 [http]
 port = {http_port}
+
+# The listener push terminals upload to (loopback here; on a site, the gateway's LAN address).
+[push]
+bind = "127.0.0.1"
+port = {push_port}
 
 [[terminals]]
 type = "zk"
@@ -211,6 +237,13 @@ name = "assembly-2"
 endpoint = "serial://{anviz_pty}?baud=9600"
 device_id = 2
 poll_interval = 10
+
+# a terminal that pushes its punches to the [push] listener (ADMS), named by its serial number
+[[terminals]]
+type = "zk-push"
+name = "{PUSH_TERMINAL}"
+serial_number = "{PUSH_SERIAL}"
+encoding = "gb18030"
 """
     path = workdir / "punchgate.toml"
     path.write_text(config)
@@ -257,14 +290,14 @@ def _zone_offset(zone: str) -> dt.timedelta:
 
 
 async def _wait_for_last_punches(
-    view: CentralView, produced: int, gateway: subprocess.Popen[bytes], console: Console
+    view: CentralView, produced: Callable[[], int], gateway: subprocess.Popen[bytes], console: Console
 ) -> None:
     """Punching has stopped: give the pipeline a moment to deliver what is in flight."""
     deadline = time.monotonic() + 10
     if not console.is_terminal:
         console.print("waiting for the last punches to arrive…")
     with console.status("waiting for the last punches to arrive…"):
-        while len(view.ids) < produced and time.monotonic() < deadline and gateway.poll() is None:
+        while len(view.ids) < produced() and time.monotonic() < deadline and gateway.poll() is None:
             await asyncio.sleep(0.2)
 
 
@@ -279,13 +312,34 @@ def _punchgate_command() -> str:
     return str(script)
 
 
-def _where_to_look(http_port: int) -> list[tuple[str, str]]:
+def _where_to_look(http_port: int, password: str) -> list[tuple[str, str]]:
     url = f"http://127.0.0.1:{http_port}"
     return [
-        ("status page", f"{url}/"),
+        ("status page", f"{url}/  (sign in as {CONSOLE_ACCOUNT}, password {password})"),
         ("metrics", f"{url}/metrics"),
         ("status", f"{_punchgate_command()} status --url {url}"),
     ]
+
+
+def _console_account(buffer: Path) -> str:
+    """An admin account for the console (beside the buffer, as `punchgate user add` makes it),
+    with a random password: the status page needs a sign-in. Returns the password."""
+    password = secrets.token_urlsafe(12)
+    Accounts.beside_buffer(buffer).add(CONSOLE_ACCOUNT, "admin", password)
+    return password
+
+
+async def _start_push_terminal(
+    emulator: ZkPushEmulator, gateway: subprocess.Popen[bytes], log: Path, stop: asyncio.Event
+) -> None:
+    """Switch the push terminal on once the gateway's listener is up (`push_listening` in its
+    log): a terminal that finds nobody listening waits its ErrorDelay (30 s) to try again."""
+    while not stop.is_set() and gateway.poll() is None:
+        with contextlib.suppress(OSError):
+            if '"push_listening"' in await asyncio.to_thread(log.read_text, errors="replace"):
+                await emulator.start()
+                return
+        await asyncio.sleep(0.2)
 
 
 def _start_gateway(workdir: Path, config: Path) -> subprocess.Popen[bytes]:
@@ -310,7 +364,7 @@ def _start_gateway(workdir: Path, config: Path) -> subprocess.Popen[bytes]:
 
 async def _show(
     view: CentralView,
-    produced: list[int],
+    produced: Callable[[], int],
     gateway: subprocess.Popen[bytes],
     stop: asyncio.Event,
     console: Console,
@@ -321,7 +375,7 @@ async def _show(
     table on a terminal, otherwise one line per arrival, written (and flushed) as it comes."""
     deadline = time.monotonic() + duration if duration > 0 else None
     piped = not console.is_terminal
-    live = None if piped else Live(view.render(produced[0]), console=console, refresh_per_second=4)
+    live = None if piped else Live(view.render(produced()), console=console, refresh_per_second=4)
     next_progress = time.monotonic() + PROGRESS_EVERY
     with live or contextlib.nullcontext():
         while not stop.is_set():
@@ -334,12 +388,12 @@ async def _show(
                 )
                 break
             if live is not None:
-                live.update(view.render(produced[0]))
+                live.update(view.render(produced()))
             else:
                 lines, view.lines = view.lines or [], []
                 if time.monotonic() >= next_progress:
                     next_progress += PROGRESS_EVERY
-                    lines.append(f"{dt.datetime.now():%H:%M:%S} progress: {view.summary_line(produced[0])}")
+                    lines.append(f"{dt.datetime.now():%H:%M:%S} progress: {view.summary_line(produced())}")
                 for line in lines:
                     console.print(line, markup=False, highlight=False, soft_wrap=True)
             with contextlib.suppress(TimeoutError):
@@ -380,15 +434,32 @@ async def _demo(duration: float) -> int:
     for terminal in anviz:
         terminal.clock_offset = berlin
     anviz_bus = PtyBus(anviz)
+    # The push terminal keeps the time of its zone by itself (the site's zone, Berlin) and
+    # punches on its own at PUSH_RATE; it posts each punch as it happens (realtime).
+    push_port = free_port()
+    push = ZkPushEmulator(
+        f"http://127.0.0.1:{push_port}",
+        PUSH_SERIAL,
+        records=30,
+        days=3,
+        users=25,
+        timezone="Europe/Berlin",
+        encoding="gb18030",
+        punch_rate=PUSH_RATE,
+    )
     gateway: subprocess.Popen[bytes] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    produced = [0]
+    produced = [0]  # by the pull terminals (the push terminal's log is its own count)
+
+    def produced_total() -> int:
+        return produced[0] + len(push.records)
+
     view = CentralView(lines=None if console.is_terminal else [])
     kept = (
-        f"kept in {workdir}: gateway.log, emulators.log, broker/, punchgate.toml, buffer.db "
+        f"kept in {workdir}: gateway.log, emulators.log, broker/, punchgate.toml, buffer.db, console/ "
         f"(delete it when done: rm -r {workdir})"
     )
     try:
@@ -401,14 +472,15 @@ async def _demo(duration: float) -> int:
         anviz_bus.start()
         produced[0] = sum(len(e.records) for e in emulators.values()) + sum(len(t.records) for t in anviz)
         http_port = free_port()
-        config = _write_config(workdir, broker.port, http_port, emulators, anviz_bus.path)
+        config = _write_config(workdir, broker.port, http_port, push_port, emulators, anviz_bus.path)
+        password = await asyncio.to_thread(_console_account, workdir / "buffer.db")
         gateway = _start_gateway(workdir, config)
         console.print(
-            f"[bold]punchgate demo[/]: broker 127.0.0.1:{broker.port} · 5 emulated terminals · "
-            f"gateway pid {gateway.pid}, log {workdir / 'gateway.log'}",
+            f"[bold]punchgate demo[/]: broker 127.0.0.1:{broker.port} · 6 emulated terminals "
+            f"(one pushing to 127.0.0.1:{push_port}) · gateway pid {gateway.pid}, log {workdir / 'gateway.log'}",
             soft_wrap=True,
         )
-        where_to_look = _where_to_look(http_port)
+        where_to_look = _where_to_look(http_port, password)
         for name, where in where_to_look:
             also = f"   (or --config {config})" if name == "status" else ""
             console.print(f"  {name:<12} {escape(where)}{escape(also)}", soft_wrap=True, highlight=False)
@@ -418,19 +490,22 @@ async def _demo(duration: float) -> int:
             asyncio.create_task(_subscribe(broker.port, view, stop)),
             asyncio.create_task(_punch_at_random(list(emulators.values()), stop, produced)),
             asyncio.create_task(_punch_anviz_at_random(anviz, stop, produced)),
+            asyncio.create_task(_start_push_terminal(push, gateway, workdir / "gateway.log", stop)),
         ]
-        await _show(view, produced, gateway, stop, console, duration, workdir / "gateway.log")
+        await _show(view, produced_total, gateway, stop, console, duration, workdir / "gateway.log")
         punchers, subscriber = tasks[1:], tasks[0]
         for task in punchers:
             task.cancel()
-        await _wait_for_last_punches(view, produced[0], gateway, console)
+        await _wait_for_last_punches(view, produced_total, gateway, console)
         stop.set()
         subscriber.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         for line in view.lines or []:
             console.print(line, markup=False, highlight=False, soft_wrap=True)
         console.print()
-        console.print(f"stopped: {produced[0]} punches on the terminals, {len(view.ids)} unique received.")
+        console.print(
+            f"stopped: {produced_total()} punches on the terminals, {len(view.ids)} unique received."
+        )
         return 0 if gateway.returncode in (None, 0) else 1
     finally:
         if gateway is not None and gateway.poll() is None:
@@ -442,6 +517,8 @@ async def _demo(duration: float) -> int:
         for emulator in emulators.values():
             with contextlib.suppress(Exception):
                 await emulator.stop()
+        with contextlib.suppress(Exception):
+            await push.stop()
         anviz_bus.stop()
         broker.close()
         emulator_log.close()

@@ -1,12 +1,15 @@
 """The README's main command, `punchgate demo`, runs end to end and shows punches arriving.
 
 Run as `./dev demo | tee` would run it: stdout is a pipe, not a terminal. What it prints must
-come as it happens (not all at the end), name the status page, /metrics and the status
-command (which must work while the demo runs), and the folder with the logs, which stays.
+come as it happens (not all at the end), name the status page with a console account that can
+sign in, /metrics and the status command (which must work while the demo runs), and the
+folder with the logs, which stays. Its push terminal's punches arrive as they happen, with
+source push.
 """
 
 from __future__ import annotations
 
+import http.cookiejar
 import os
 import re
 import shutil
@@ -14,10 +17,13 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DURATION = 20
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 
 
 def _read_lines(process: subprocess.Popen[str], lines: list[tuple[float, bool, str]]) -> None:
@@ -41,7 +47,7 @@ def test_demo_runs_and_punches_arrive_as_they_happen() -> None:
     reader.start()
     kept: Path | None = None
     try:
-        status = _status_while_running(process, lines)
+        status, (landed, page) = _while_running(process, lines)
         process.wait(120)
         reader.join(10)
         text = "\n".join(line for _, _, line in lines)
@@ -55,7 +61,10 @@ def test_demo_runs_and_punches_arrive_as_they_happen() -> None:
             process.wait()
     # The status command it printed worked against the running demo.
     assert status.returncode in (0, 1), status.stdout + status.stderr
-    assert "gate-north" in status.stdout and "canteen" in status.stdout
+    assert "gate-north" in status.stdout and "canteen" in status.stdout and "reception" in status.stdout
+    # The status page's link was usable: the printed account signed in and saw the terminals.
+    assert landed.endswith("/") and not landed.endswith("/login"), page[-2000:]
+    assert "gate-north" in page and "reception" in page
 
     match = re.search(r"stopped: (\d+) punches on the terminals, (\d+) unique received", text)
     assert match, text[-2000:]
@@ -64,8 +73,12 @@ def test_demo_runs_and_punches_arrive_as_they_happen() -> None:
     # A serial terminal's newest punch can still be waiting for its next poll (10 s);
     # everything else has arrived.
     assert received >= produced - 2
-    for terminal in ("gate-north", "gate-south", "canteen", "assembly-1", "assembly-2"):
+    for terminal in ("gate-north", "gate-south", "canteen", "assembly-1", "assembly-2", "reception"):
         assert terminal in text
+    # The push terminal's backlog came at its handshake, and its punches as they happened.
+    assert re.search(r" punches: \d+ from reception in one batch \(push\)", text), text[-2000:]
+    pushed = [line for _, _, line in lines if " punch: reception user " in line]
+    assert pushed and all(" push id " in line for line in pushed), text[-2000:]
 
     # Piped, it printed each arrival while running, not everything at the end.
     live = [(when, line) for when, running, line in lines if running and " punch: " in line]
@@ -82,22 +95,41 @@ def test_demo_runs_and_punches_arrive_as_they_happen() -> None:
         shutil.rmtree(kept, ignore_errors=True)
 
 
-def _status_while_running(
+def _while_running(
     process: subprocess.Popen[str], lines: list[tuple[float, bool, str]]
-) -> subprocess.CompletedProcess[str]:
-    """Once the demo shows live punches, run the `status` command it printed; its result."""
+) -> tuple[subprocess.CompletedProcess[str], tuple[str, str]]:
+    """Once the demo shows live punches, run the `status` command it printed and sign in to
+    the status page with the account it printed: the status result, and (the address the
+    sign-in landed on, that page)."""
     deadline = time.monotonic() + 60
     command: list[str] | None = None
+    url, account = "", None
     while time.monotonic() < deadline and process.poll() is None:
         text = "\n".join(line for _, _, line in lines)
         printed = re.search(r"status +(\S*punchgate) status --url (http://127\.0\.0\.1:\d+) ", text)
         if printed and " punch: " in text:
             url = printed[2]
-            assert f"status page  {url}/" in text and f"metrics      {url}/metrics" in text, text
+            assert f"metrics      {url}/metrics" in text, text
+            account = re.search(
+                rf"status page  {re.escape(url)}/  \(sign in as (\S+), password (\S+)\)", text
+            )
+            assert account, text
             command = [sys.executable, "-m", "punchgate.gateway", "status", "--url", url]
             break
         time.sleep(0.2)
-    assert command is not None, "\n".join(line for _, _, line in lines)[-2000:]
-    return subprocess.run(
+    assert command is not None and account is not None, "\n".join(line for _, _, line in lines)[-2000:]
+    status = subprocess.run(
         command, capture_output=True, text=True, timeout=60, cwd=REPO, env={**os.environ, "COLUMNS": "200"}
     )
+    return status, _sign_in(url, account[1], account[2])
+
+
+def _sign_in(url: str, name: str, password: str) -> tuple[str, str]:
+    """Sign in as a browser would (the form's CSRF token, cookies kept); where it landed, and the page."""
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    with opener.open(f"{url}/login", timeout=30) as response:
+        token = CSRF.search(response.read().decode())
+    assert token, "no CSRF token in the sign-in form"
+    form = urllib.parse.urlencode({"csrf": token[1], "name": name, "password": password, "next": "/"})
+    with opener.open(f"{url}/login", data=form.encode(), timeout=30) as response:  # 303 → GET /
+        return response.geturl(), response.read().decode()
