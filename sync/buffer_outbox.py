@@ -216,7 +216,8 @@ def mark_sent(conn: Connection, pks: Sequence[int], now: float) -> int:
     """Note the PUBACK of these pending rows at `now`; returns how many became unconfirmed
     (rows sent again only get the new time; delivered rows are left alone)."""
     fresh = _update_in(conn, _SENT_NEW_SQL, (now,), pks)
-    _update_in(conn, _SENT_AGAIN_SQL, (now,), pks)
+    if fresh < len(pks):  # some were sent before (a re-send), or confirmed already
+        _update_in(conn, _SENT_AGAIN_SQL, (now,), pks)
     return fresh
 
 

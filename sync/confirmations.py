@@ -9,7 +9,8 @@ connection and calls in here:
   the unconfirmed rows whose last send is `mqtt.resend_after` old (claimed in the buffer, so a
   crash or a lost send only delays them by one more timeout);
 * after a PUBACK the forwarder marks rows *sent* (`Store.mark_sent`) instead of delivered;
-* `handle` reads one message from `{base}/confirm` and delivers what it names.
+* `submit` queues a message from `{base}/confirm`; a worker thread delivers what the messages
+  queued meanwhile name, together, in one buffer transaction (`handle_many`).
 
 Invariants, each of which keeps it correct across gateway restarts, re-sends in new batches,
 reordering and repeated confirmations:
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -86,19 +88,22 @@ class _Batches:
         self._max_rows = max_rows
         self._rows = 0
         self._batches: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+        self._lock = threading.Lock()  # the drain adds, the confirmations' worker pops
 
     def add(self, device: str, seq: int, pks: list[int]) -> None:
-        self._batches[(device, seq)] = pks
-        self._rows += len(pks)
-        while self._rows > self._max_rows and self._batches:
-            _key, dropped = self._batches.popitem(last=False)
-            self._rows -= len(dropped)
+        with self._lock:
+            self._batches[(device, seq)] = pks
+            self._rows += len(pks)
+            while self._rows > self._max_rows and self._batches:
+                _key, dropped = self._batches.popitem(last=False)
+                self._rows -= len(dropped)
 
     def pop(self, device: str, seq: int) -> list[int] | None:
-        pks = self._batches.pop((device, seq), None)
-        if pks is not None:
-            self._rows -= len(pks)
-        return pks
+        with self._lock:
+            pks = self._batches.pop((device, seq), None)
+            if pks is not None:
+                self._rows -= len(pks)
+            return pks
 
 
 def _shown(payload: bytes) -> str:
@@ -145,6 +150,10 @@ class CentralDelivery:
         self._next_scan = time.monotonic() + self._scan_every
         self._confirmed_since_resend = True
         self._state_sent: tuple[float, dict[str, Any]] | None = None
+        self._lock = threading.Lock()
+        self._queue: list[bytes] = []
+        self._ready = threading.Event()
+        self._worker: threading.Thread | None = None
 
     # --- the drain (called in a worker thread) --------------------------------------------------
     def next_rows(self, limit: int, after: int) -> list[PendingRow]:
@@ -179,23 +188,57 @@ class CentralDelivery:
         self._batches.add(device, seq, pks)
 
     # --- confirmations (called in a worker thread) ----------------------------------------------
+    def submit(self, payload: bytes) -> None:
+        """Queue one message from `{base}/confirm` and return at once: a worker thread applies
+        whatever has queued up meanwhile together, in one buffer transaction (`handle_many`), so
+        a busy stream of confirmations costs one commit per round, not one per message."""
+        with self._lock:
+            self._queue.append(payload)
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="confirmations", daemon=True)
+                self._worker.start()
+        self._ready.set()
+
+    def _work(self) -> None:
+        while True:
+            self._ready.wait()
+            with self._lock:
+                self._ready.clear()
+                payloads = list(self._queue)
+                self._queue.clear()
+            if payloads:
+                self.handle_many(payloads)
+
+    def idle(self) -> bool:
+        """Nothing queued and nothing being applied (for tests)."""
+        with self._lock:
+            return not self._queue and not self._ready.is_set()
+
     def handle(self, payload: bytes) -> None:
-        """Deliver what one message on `{base}/confirm` names; never raises."""
-        self.stats.messages += 1
-        try:
-            confirmation = parse_confirmation(payload)
-        except ValueError as exc:
-            self.stats.malformed += 1
-            log.warning("confirmation_malformed", error=str(exc), payload=_shown(payload))
+        """Deliver what one message on `{base}/confirm` names, now; never raises."""
+        self.handle_many([payload])
+
+    def handle_many(self, payloads: Sequence[bytes]) -> None:
+        """Deliver what these messages name, in one transaction; never raises."""
+        confirmations = []
+        for payload in payloads:
+            self.stats.messages += 1
+            try:
+                confirmations.append(parse_confirmation(payload))
+            except ValueError as exc:
+                self.stats.malformed += 1
+                log.warning("confirmation_malformed", error=str(exc), payload=_shown(payload))
+        if not confirmations:
             return
         try:
-            self._apply(confirmation)
+            self._apply(confirmations)
         except Exception as exc:
-            self.stats.errors += 1
-            log.error("confirmation_not_recorded", consumer=confirmation.consumer, error=str(exc))
+            self.stats.errors += len(confirmations)
+            consumers = sorted({c.consumer for c in confirmations})
+            log.error("confirmation_not_recorded", consumers=consumers, error=str(exc))
 
-    def _apply(self, confirmation: Confirmation) -> None:
-        ids = list(dict.fromkeys(confirmation.ids))
+    def _apply(self, confirmations: Sequence[Confirmation]) -> None:
+        ids = list(dict.fromkeys(i for c in confirmations for i in c.ids))
         done = self.store.confirm_ids(ids) if ids else None
         confirmed = done.total if done else 0
         repeated = unknown = 0
@@ -204,7 +247,7 @@ class CentralDelivery:
             rest = len(ids) - done.total
             held = len(self.store.known_ids(ids)) - done.total
             repeated, unknown = held, rest - held
-        for batch in confirmation.batches:
+        for batch in (b for c in confirmations for b in c.batches):
             pks = self._batches.pop(batch.device, batch.seq)
             if pks is None or len(pks) != batch.count:
                 self.stats.unknown_batches += 1
@@ -219,7 +262,8 @@ class CentralDelivery:
             self._confirmed_since_resend = True
             self.stats.backoff = 1
         if unknown:
-            log.info("confirmation_unknown_ids", consumer=confirmation.consumer, ids=unknown)
+            consumers = sorted({c.consumer for c in confirmations})
+            log.info("confirmation_unknown_ids", consumers=consumers, ids=unknown)
 
     # --- for the status and the retained gateway state ------------------------------------------
     def figures(self) -> dict[str, Any]:

@@ -630,7 +630,7 @@ class Forwarder:
             if handler is not None:
                 self._hand_over(handler, message)
             elif central is not None:
-                await asyncio.to_thread(central.handle, message.payload)
+                central.submit(message.payload)  # applied by its own thread, several per commit
 
     def _hand_over(self, handler: Callable[[Incoming], None], message: aiomqtt.Message) -> None:
         assert isinstance(message.payload, bytes)
