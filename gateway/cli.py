@@ -388,8 +388,9 @@ main.add_command(_user)
 
 
 # --- make-up punches, the audit chain, exports (docs/manual-punches.md, audit.md, export.md) ---
-from punchgate.gateway import cli_audit, cli_export, cli_punch  # noqa: E402  (they import this module lazily)
+from punchgate.gateway import cli_audit, cli_command, cli_export, cli_punch  # noqa: E402  (they import this module lazily)
 
 main.add_command(cli_punch.punch)
 main.add_command(cli_audit.audit)
 main.add_command(cli_export.export)
+main.add_command(cli_command.command)  # remote commands over MQTT (docs/mqtt-contract.md)

@@ -210,7 +210,17 @@ class CommandService:
             now=now,
         )
         if isinstance(outcome, Rejection):
-            await self._reject(outcome, message)
+            # A known id is answered from the buffer whatever the repeat says (a retry may come
+            # from a newer requester, or after the allow list changed): never run, never refused.
+            known = None
+            if outcome.request_id is not None:
+                known = await asyncio.to_thread(self.store.command_get, outcome.request_id)
+            if known is not None:
+                self.requests["repeat"] += 1
+                log.info("command_repeated", id=known.id, command=known.command, requester=outcome.requester)
+                self._answer_repeat(known, outcome.reply_topic or self.default_topic, message.correlation_data)
+            else:
+                await self._reject(outcome, message)
             return
         new = NewRequest(
             id=outcome.id,
