@@ -394,3 +394,6 @@ main.add_command(cli_punch.punch)
 main.add_command(cli_audit.audit)
 main.add_command(cli_export.export)
 main.add_command(cli_command.command)  # remote commands over MQTT (docs/mqtt-contract.md)
+from punchgate.gateway.cli_push import push_command  # noqa: E402  (push-terminal commands, docs/zk-push.md)
+
+main.add_command(push_command)

@@ -27,7 +27,8 @@ sessions and CSRF tokens, behind the same middlewares; its routes are added by
 `console.web.add_routes`. With `[http] tls_cert_file` and `tls_key_file` the server speaks
 HTTPS only.
 
-Every route is in `ROUTES` (and the make-up punches' in `manual_api.ROUTES`) and every
+Every route is in `ROUTES` (the make-up punches' in `manual_api.ROUTES`, the push-terminal
+commands' in `push_commands_api.ROUTES`) and every
 middleware in `MIDDLEWARES`. One request per connection
 (`Connection: close`) and plain-text errors. A wrong method on a known path is 405, an unknown
 path 404, whatever the method; a malformed request 400, a handler that fails 500.
@@ -371,6 +372,9 @@ def build_app(state: ApiState, console: console_web.Console) -> web.Application:
     from punchgate.gateway.manual_api import ROUTES as MANUAL_ROUTES  # it imports this module
 
     app.add_routes(MANUAL_ROUTES)
+    from punchgate.gateway.push_commands_api import ROUTES as PUSH_COMMAND_ROUTES  # it imports this module
+
+    app.add_routes(PUSH_COMMAND_ROUTES)
     return app
 
 

@@ -25,6 +25,9 @@ It implements the receiver's `PushBackend`:
   (`[push] unknown_terminals`); either way the gateway fault `unknown_terminal` is raised once
   per serial number, naming it and its address, and cleared after `fault_hold_seconds`
   without any unknown terminal.
+
+It owns the terminals' command queue (`commands`, `punchgate.gateway.push_commands`): loaded
+from the buffer before the listener serves, handed to the receiver, closed with it.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from punchgate.drivers.base import DeviceInfo, RawPunch
 from punchgate.drivers.config import TerminalConfig
@@ -56,6 +59,7 @@ from punchgate.drivers.zk_push.receiver import RECEIVER, Receiver, build_receive
 from punchgate.gateway.faults import CATALOGUE, FaultTransition
 from punchgate.gateway.http_limits import ConnectionGuard, quiet_aiohttp_loggers
 from punchgate.gateway.normalize import normalize_punch
+from punchgate.gateway.push_commands import PushCommandQueue
 from punchgate.gateway.ratelimit_log import RateLimitedLog
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch
@@ -189,6 +193,7 @@ class PushService:
         }
         self._runner: web.AppRunner | None = None
         self._watch_task: asyncio.Task[None] | None = None
+        self.commands = PushCommandQueue(self.terminals, load=self.load_meta, save=self.save_meta)
 
     @property
     def port(self) -> int:
@@ -204,7 +209,8 @@ class PushService:
             client_max_size=push.max_body_bytes, middlewares=[_plain_answers, _bounded_work, _bounded_body]
         )
         outer[SERVICE] = self
-        receiver_app = build_receiver(self.terminals, self)
+        await self.commands.load()
+        receiver_app = build_receiver(self.terminals, self, command_source=self.commands)
         self.receiver = receiver_app[RECEIVER]
         outer.add_subapp("/iclock/", receiver_app)
         runner = web.AppRunner(
@@ -228,6 +234,7 @@ class PushService:
         now = time.monotonic()
         self._watched = {t.name: _Watched(t, now) for t in self.terminals}
         self._watch_task = asyncio.create_task(self._watch(), name="push-watch")
+        self.commands.start()
         log.info(
             "push_listening",
             bind=push.bind,
@@ -251,11 +258,12 @@ class PushService:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        await self.commands.close()
         self.limited.flush()
         if self.receiver is not None:
             log.info("push_stopped", **{k: v for k, v in sorted(self.receiver.counts.items())})
 
-    def metrics(self) -> Iterator[CounterMetricFamily]:
+    def metrics(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         """The listener's counters for /metrics (gateway/metrics.py); docs/health.md lists them."""
         counts = self.receiver.counts if self.receiver is not None else Counter[str]()
         requests = CounterMetricFamily(
@@ -274,6 +282,7 @@ class PushService:
             ("biometric_lines", "fingerprint and face template lines counted and not kept"),
         ):
             yield CounterMetricFamily(f"punchgate_push_{key}", help_text, value=counts[key])
+        yield from self.commands.metrics()
 
     # --- PushBackend -------------------------------------------------------------------------
     async def commit(

@@ -41,6 +41,7 @@ class PushTerminal:
     tables: tuple[Table, ...] = ("ATTLOG", "OPERLOG")
     encoding: str = "utf-8"
     allowed_sources: tuple[str, ...] = ()
+    commands_per_answer: int = 10  # queued commands in one heartbeat answer at most
     quarantined: bool = False  # not in the config: stored under a device named after its serial
 
     @classmethod
@@ -56,6 +57,7 @@ class PushTerminal:
             tables=tuple(config.tables),
             encoding=config.encoding,
             allowed_sources=tuple(config.allowed_sources),
+            commands_per_answer=config.commands_per_answer,
         )
 
 

@@ -52,6 +52,12 @@ class ZkPushTerminal(TerminalConfig):
         1, ge=1, le=1440, description="minutes between uploads when realtime is false"
     )
     poll_interval: float = Field(60.0, ge=1, le=86400, description="not used: a push terminal is not polled")
+    commands_per_answer: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="queued commands (punchgate push-command) sent in one heartbeat answer at most",
+    )
     tables: list[Table] = Field(
         ["ATTLOG", "OPERLOG"],
         description="what the terminal is asked to upload: ATTLOG (punches, required), OPERLOG "

@@ -12,8 +12,8 @@ Endpoints (protocol 2.x; docs/zk-push.md):
 | `POST /iclock/cdata?SN=…&table=ATTLOG&Stamp=N` | `OK: <punches stored>`, only once they are committed |
 | `POST /iclock/cdata?SN=…&table=OPERLOG&Stamp=N` | `OK: <lines>`; USER lines kept as the terminal's user list |
 | `POST /iclock/cdata?SN=…&table=ATTPHOTO&Stamp=N`, `POST /iclock/fdata?SN=…` | `OK`: counted, not kept |
-| `GET /iclock/getrequest?SN=…[&INFO=…]` | `OK` (no commands are queued yet) |
-| `POST /iclock/devicecmd?SN=…` | `OK`; results logged |
+| `GET /iclock/getrequest?SN=…[&INFO=…]` | `OK`, or the `C:<id>:<command>` lines the gateway's queue hands out |
+| `POST /iclock/devicecmd?SN=…` | `OK` once the results are recorded in the queue (matched by id) |
 
 The `.aspx` spellings older firmware uses are served too.
 
@@ -31,6 +31,9 @@ Invariants:
 * Fingerprint and other biometric lines are counted, never kept or logged; a user's password
   and card number are never kept.
 * Requests of one terminal that change what is remembered about it run one at a time.
+* Commands (`commands.py`) come from a `CommandSource` (the gateway's durable queue): the lines
+  of an answer are recorded as sent before it leaves, results before `OK` is answered. A queue
+  that cannot answer costs the heartbeat nothing: it is answered `OK`, without commands.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ from aiohttp import web
 
 from punchgate.drivers.base import DeviceInfo
 from punchgate.drivers.faults import DeviceFault
-from punchgate.drivers.zk_push import protocol
+from punchgate.drivers.zk_push import commands, protocol
 from punchgate.drivers.zk_push.backend import PushBackend, PushStoreRefusedError, PushTerminal
 from punchgate.drivers.zk_push.config import SERIAL_PATTERN
 
@@ -147,10 +150,16 @@ class Receiver:
     """The receiver's state and handlers; `build_receiver` wraps it in an aiohttp application."""
 
     def __init__(
-        self, terminals: Sequence[PushTerminal], backend: PushBackend, *, clock: Clock = _utc_now
+        self,
+        terminals: Sequence[PushTerminal],
+        backend: PushBackend,
+        *,
+        clock: Clock = _utc_now,
+        command_source: commands.CommandSource | None = None,
     ) -> None:
         self.by_serial = {t.serial_number: t for t in terminals}
         self.backend = backend
+        self.commands = command_source
         self.clock = clock
         self.states: dict[str, TerminalState] = {}  # by device name
         self.counts: Counter[str] = Counter()  # requests, refusals, lines: see docs/zk-push.md
@@ -428,12 +437,31 @@ class Receiver:
         if info:
             self._remember(state, protocol.parse_info(info))
         self._contact(state)
-        return _ok()
+        lines = await self._pending_commands(state)
+        if not lines:
+            return _ok()
+        return web.Response(body=commands.answer_body(lines, state.terminal.encoding), content_type=TEXT)
+
+    async def _pending_commands(self, state: TerminalState) -> list[str]:
+        if self.commands is None or state.terminal.quarantined:
+            return []
+        try:
+            return await self.commands.next_batch(state.terminal.name)
+        except Exception as exc:  # the buffer refused, say: no commands this time, and say why
+            self.counts["command_queue_errors"] += 1
+            if state.budget.take():
+                log.error(
+                    "push_commands_unavailable",
+                    device=state.terminal.name,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+            return []
 
     async def command_results(self, request: web.Request) -> web.Response:
         state = self._identify(request)
         self._contact(state)
-        parsed = protocol.parse_devicecmd(await request.read(), state.terminal.encoding)
+        body = await request.read()
+        parsed = protocol.parse_devicecmd(body, state.terminal.encoding)
         self._remember(state, parsed.facts)
         for result in parsed.results:
             self.counts["command_results"] += 1
@@ -458,6 +486,11 @@ class Receiver:
                     text=first.text,
                     lines=len(parsed.bad),
                 )
+        if self.commands is not None and not state.terminal.quarantined and parsed.results:
+            # Recorded before OK: should this fail, the terminal posts the results again.
+            await self.commands.record_results(
+                state.terminal.name, commands.parse_results(body, state.terminal.encoding)
+            )
         return _ok()
 
     def _remember(self, state: TerminalState, facts: dict[str, str]) -> None:
@@ -470,10 +503,15 @@ RECEIVER: web.AppKey[Receiver] = web.AppKey("zk_push_receiver", Receiver)
 
 
 def build_receiver(
-    terminals: Sequence[PushTerminal], backend: PushBackend, *, clock: Clock = _utc_now
+    terminals: Sequence[PushTerminal],
+    backend: PushBackend,
+    *,
+    clock: Clock = _utc_now,
+    command_source: commands.CommandSource | None = None,
 ) -> web.Application:
-    """The iclock sub-application; mount it with `app.add_subapp("/iclock/", …)`."""
-    receiver = Receiver(terminals, backend, clock=clock)
+    """The iclock sub-application; mount it with `app.add_subapp("/iclock/", …)`. Without
+    `command_source` every heartbeat is answered `OK`."""
+    receiver = Receiver(terminals, backend, clock=clock, command_source=command_source)
     app = web.Application()
     app[RECEIVER] = receiver
     routes: list[web.AbstractRouteDef] = []
