@@ -80,7 +80,9 @@ class FakeApp:
 
 async def _request(port: int, raw: bytes) -> bytes:
     """One raw request; the server answers and closes. (aiohttp refuses HTTP/1.1 without Host: 400.)"""
-    raw = raw.replace(b"Host: x\r\n", f"Host: 127.0.0.1:{port}\r\n".encode())  # the API answers only its own Host
+    raw = raw.replace(
+        b"Host: x\r\n", f"Host: 127.0.0.1:{port}\r\n".encode()
+    )  # the API answers only its own Host
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)
     await writer.drain()
