@@ -41,6 +41,10 @@ from punchgate.sync.store import BufferRefusedError, Store
 log = structlog.get_logger(__name__)
 
 RETENTION_EVERY = dt.timedelta(hours=1)
+# After start-up, first contacts come this far apart on average (up to one poll interval in
+# all): a restarted fleet reads its terminals at a pace the gateway keeps up with instead of
+# all at once, and each terminal is contacted within one poll interval.
+STARTUP_SPACING_SECONDS = 0.02
 GATEWAY_CHECK_EVERY = 1.0  # seconds between checks of the buffer and broker
 BROKER_FAULT_AFTER = 3.0  # seconds without a broker connection before broker_unreachable
 FAULT_HISTORY = 1000  # fault transitions kept in memory since start, the console's terminal pages
@@ -105,7 +109,7 @@ class Application:
         await self._start_http()
 
         scheduler = AsyncIOScheduler(timezone=dt.UTC)
-        now = dt.datetime.now(dt.UTC)
+        pulled = sum(1 for t in settings.terminals if t.enabled and not is_push_terminal(t))
         scheduler.add_job(self._purge_delivered, "interval", seconds=RETENTION_EVERY.total_seconds())
         scheduler.add_job(self._refresh_device_states, "interval", seconds=STATE_REFRESH_SECONDS)
         scheduler.add_job(
@@ -119,18 +123,13 @@ class Application:
                 self._add_push_terminal(terminal)
                 continue
             worker = self._build_worker(terminal)
+            # Each worker polls on its own timer with its own phase within the interval, so a
+            # fleet does not poll together; its first contact comes at the same point of the
+            # start-up spread (as long as the fleet needs, at most one interval).
+            interval = terminal.poll_interval
+            worker.phase = random.uniform(0, interval)
+            worker.first_poll_in = worker.phase * min(1.0, pulled * STARTUP_SPACING_SECONDS / interval)
             self._worker_tasks.append(asyncio.create_task(worker.run(), name=f"worker:{terminal.name}"))
-            scheduler.add_job(
-                worker.poll_due,
-                "interval",
-                seconds=terminal.poll_interval,
-                id=f"poll:{terminal.name}",
-                # Each terminal gets its own phase within the interval, so a fleet started
-                # together does not poll together (every worker reads at connect anyway).
-                start_date=now + dt.timedelta(seconds=random.uniform(0, terminal.poll_interval)),
-                misfire_grace_time=None,
-                coalesce=True,
-            )
         scheduler.start()
         self._scheduler = scheduler
         await self._start_push()

@@ -2,7 +2,15 @@
 
 A session is: connect, ask the terminal who it is (serial, clock, counts), do a full read and
 commit every new punch durably, then either listen for live punches or wait for the next
-poll — reconciling with a full read after every reconnect and whenever a poll falls due.
+poll — reconciling with a full read after every reconnect, and at a poll whenever the
+terminal's record count is not what the last full read and the live stream account for (and
+at least every `RECONCILE_POLLS` polls whatever it says). A full read normalises only the
+records after the part of the log the previous read stored (`KnownLog`); a poll that finds
+nothing to read is the contact alone, and writes nothing to the buffer.
+
+Polls fall due on the worker's own timer, on a grid of `poll_interval` with a phase of its own
+(`phase`); the first contact after start-up waits `first_poll_in`, so a fleet started together
+does not read together. `poll_lag` is measured from the moment a poll fell due.
 Failures stay here: they are reported to the health model, and the worker backs off with
 jitter and tries again. One bad terminal never stops another, and none holds its worker for
 ever: every driver call runs under the worker's own deadline (`_bounded`), on top of the
@@ -14,12 +22,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import hashlib
+import math
 import random
 import time
 import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import Protocol, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
@@ -59,6 +70,45 @@ FULL_READ_SLOTS = 32
 _read_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
     weakref.WeakKeyDictionary()
 )
+
+
+# A poll reads the whole log only when it may hold a record we have not stored: when the
+# terminal's record count is not what the last full read plus the live stream account for,
+# when the log is at capacity (a terminal that overwrites its oldest records keeps its count),
+# when the count is unknown, and at least every RECONCILE_POLLS polls whatever the count says:
+# a log cleared and refilled to the same count must not hide its records for longer than that.
+RECONCILE_POLLS = 10
+_DIGEST_VERSION = "1"
+
+
+@dataclass(frozen=True, slots=True)
+class KnownLog:
+    """The part of a terminal's log already stored: its first `count` records, as read by the
+    last full read whose every record is in the buffer, hash to `digest` (`_LogHasher`)."""
+
+    count: int
+    digest: bytes
+
+
+class _LogHasher:
+    """A running digest of a log's records in order: each record's own bytes where the driver
+    gives them, else its identifying fields. Seeded with what else decides a record's id
+    (serial, driver, text encoding), so a changed terminal or config never matches."""
+
+    def __init__(self, seed: str) -> None:
+        self._hash = hashlib.blake2b(seed.encode("utf-8"), digest_size=16)
+
+    def feed(self, raws: Sequence[RawPunch]) -> None:
+        # One join over the records' bytes: a Python call per record would cost more than the hash.
+        self._hash.update(b"".join([raw.raw or _fields_key(raw) for raw in raws]))
+
+    def digest(self) -> bytes:
+        return self._hash.digest()
+
+
+def _fields_key(raw: RawPunch) -> bytes:
+    """A record the driver gives no bytes for: the fields its id is made of."""
+    return f"\0{raw.user_id}\x1f{raw.timestamp.isoformat()}\x1f{raw.state}\x1f{raw.verify}\x1e".encode()
 
 
 def _full_read_slot() -> asyncio.Semaphore:
@@ -182,7 +232,14 @@ class DeviceWorker:
         backoff: Backoff | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         clock_care: ClockCare | None = None,
+        first_poll_in: float = 0.0,
+        phase: float | None = None,
+        reconcile_polls: int = RECONCILE_POLLS,
     ) -> None:
+        """`first_poll_in`: seconds from `run()` to the first contact. Polls then fall due at
+        `phase` (default: `first_poll_in`) + k × `poll_interval` after `run()`, the first of
+        them at least half an interval after the first contact. `reconcile_polls`: at least
+        every that many polls read the whole log, whatever the record count says."""
         self.terminal = terminal
         self.name = terminal.name
         self.driver = driver
@@ -200,6 +257,17 @@ class DeviceWorker:
         self._last_count: int | None = None
         self.poll_lags: list[float] = []  # seconds between a poll falling due and its start
         self._due_at: float | None = None
+        self.first_poll_in = first_poll_in
+        self.phase = first_poll_in if phase is None else phase
+        self.reconcile_polls = reconcile_polls
+        self._origin = 0.0  # time.monotonic() at run(): the poll grid starts here
+        self._timer: asyncio.TimerHandle | None = None
+        self._known: KnownLog | None = None  # in memory only: a restart reads everything once
+        self._live_since_read = 0  # live punches committed since the last full read
+        self._polls_since_read = 0  # polls answered from the count since the last full read
+        self._meta: dict[str, Any] = {}  # what the buffer remembers about the terminal
+        self.full_reads = 0
+        self.polls_counted = 0  # polls that found nothing to read
         self.failure_log = FailureLog()
         # Remote commands wait here until the worker is between operations and connected.
         self._commands: deque[RemoteCommand] = deque()
@@ -216,6 +284,27 @@ class DeviceWorker:
         if self._due_at is None:
             self._due_at = time.monotonic()
         self._poll_due.set()
+
+    def _arm(self, due: float, *, first: bool = False) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(0.0, due - time.monotonic()), self._fall_due, due, first)
+
+    def _fall_due(self, due: float, first: bool) -> None:
+        """The worker's timer: a scheduled poll falls due (`due`, even if the loop is late)."""
+        if self._due_at is None:
+            self._due_at = due
+        self._poll_due.set()
+        # After the first contact's turn, the grid's next point at least half an interval on.
+        self._arm(self._next_due(due + self.terminal.poll_interval / 2 if first else due))
+
+    def _next_due(self, after: float) -> float:
+        """The first time on this worker's poll grid later than `after` (and than now: polls a
+        held-up loop missed are one poll, served late, not a burst)."""
+        interval = self.terminal.poll_interval
+        after = max(after, time.monotonic())
+        grid = self._origin + self.phase
+        steps = math.floor((after - grid) / interval) + 1
+        return grid + max(0, steps) * interval
 
     # --- remote commands (gateway/commands) ---------------------------------------------------
     def submit(self, command: RemoteCommand) -> None:
@@ -249,25 +338,37 @@ class DeviceWorker:
             meta = await asyncio.to_thread(self.store.get_device_meta, self.name)
             self._serial = str(meta.get("serial_number", ""))
             self._last_count = meta.get("record_count")
-            while True:
-                try:
-                    await self._session()
-                except asyncio.CancelledError:
-                    raise
-                except StoreRefusedError as exc:
-                    # The terminal keeps its records; we read them once the buffer drains.
-                    log.warning("store_refused_stop_reading", fault=exc.fault, error=str(exc))
-                    await self._sleep(self.terminal.poll_interval)
-                    continue
-                except DriverError as exc:
-                    self.health.contact_failed(exc.fault, str(exc))
-                    self.failure_log.failed(exc.fault, str(exc))
-                except Exception as exc:  # a bug in one worker must not take down the daemon
-                    self.health.contact_failed(DeviceFault.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}")
-                    log.exception("session_crashed")
-                finally:
-                    await self._close_quietly()
-                await self._sleep(self.backoff.next_delay())
+            self._meta = meta
+            self._origin = time.monotonic()
+            self._arm(self._origin + self.first_poll_in, first=True)
+            try:
+                await self._poll_due.wait()  # the first contact waits for its turn (start-up spread)
+                await self._sessions()
+            finally:
+                if self._timer is not None:
+                    self._timer.cancel()
+
+    async def _sessions(self) -> None:
+        """One session after another, for ever: a failed one is reported and retried."""
+        while True:
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except StoreRefusedError as exc:
+                # The terminal keeps its records; we read them once the buffer drains.
+                log.warning("store_refused_stop_reading", fault=exc.fault, error=str(exc))
+                await self._sleep(self.terminal.poll_interval)
+                continue
+            except DriverError as exc:
+                self.health.contact_failed(exc.fault, str(exc))
+                self.failure_log.failed(exc.fault, str(exc))
+            except Exception as exc:  # a bug in one worker must not take down the daemon
+                self.health.contact_failed(DeviceFault.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}")
+                log.exception("session_crashed")
+            finally:
+                await self._close_quietly()
+            await self._sleep(self.backoff.next_delay())
 
     async def _sleep(self, seconds: float) -> None:
         self._poll_due.clear()
@@ -325,7 +426,7 @@ class DeviceWorker:
             if self._commands and not self._poll_due.is_set():
                 continue  # woken for remote commands only: no read
             info = await self._contact()
-            await self._full_read(info, historical=True)
+            await self._poll(info)
 
     async def _wait_for_poll(self) -> None:
         # The scheduler says when a poll is due (request_poll). A poll that fell due while the
@@ -361,6 +462,7 @@ class DeviceWorker:
                     return
                 if raw is not None:  # None is an idle tick: lets us notice a due poll
                     await self._commit([raw], source="live", historical=False)
+                    self._live_since_read += 1  # the terminal's count grew by one
                 if self._poll_due.is_set() or self._commands:
                     return
         finally:
@@ -422,50 +524,137 @@ class DeviceWorker:
         )
         if replaced:
             self._last_count = None  # a new terminal has its own log
+            self._known = None
         if info.serial_number:
             self._serial = info.serial_number
 
-    async def _full_read(self, info: DeviceInfo, *, historical: bool) -> None:
-        async with _full_read_slot():
-            await self._full_read_now(info, historical=historical)
-
-    async def _full_read_now(self, info: DeviceInfo, *, historical: bool) -> None:
-        started = time.monotonic()
-        self._poll_due.clear()  # this read serves any poll that fell due before it
-        poll_lag: float | None = None
-        if self._due_at is not None:
-            poll_lag = started - self._due_at
-            self.poll_lags.append(poll_lag)
-            self._due_at = None
+    def _why_read(self, info: DeviceInfo) -> str | None:
+        """Why this poll must read the whole log; None when the count says nothing is new."""
         count = info.record_count
+        if count is None:
+            return "count_unknown"
+        if self._known is None:
+            return "reconcile"
+        if count != self._known.count + self._live_since_read:
+            return "count_changed"
+        if info.record_capacity and count >= info.record_capacity:
+            return "log_at_capacity"
+        if self._polls_since_read + 1 >= self.reconcile_polls:
+            return "periodic"
+        return None
+
+    async def _poll(self, info: DeviceInfo) -> None:
+        """A poll after the contact: a full read when the log may hold something new."""
+        why = self._why_read(info)
+        if why is not None:
+            await self._full_read(info, historical=True, why=why)
+            return
+        started = time.monotonic()
+        self._poll_due.clear()  # this poll serves any that fell due before it
+        lag = self._take_lag(started)
+        self._check_count(info.record_count)
+        self._polls_since_read += 1
+        self._last_count = info.record_count
+        self.polls_counted += 1
+        await self._remember(info.record_count)
+        log.info("poll_counted", records=info.record_count, **lag)
+
+    def _take_lag(self, started: float) -> dict[str, float]:
+        """The lag of the poll that starts now, if one fell due (for the log line)."""
+        if self._due_at is None:
+            return {}
+        poll_lag = started - self._due_at
+        self.poll_lags.append(poll_lag)
+        self._due_at = None
+        # poll_lag (scheduled polls only) is how the fleet benchmark sees scheduling delay.
+        return {"poll_lag": round(poll_lag, 4)}
+
+    def _check_count(self, count: int | None) -> None:
         reset = self._last_count is not None and count is not None and count < self._last_count
         self.health.set_fault(
             DeviceFault.LOG_RESET,
             reset,
             f"record count went from {self._last_count} to {count} without a clear",
         )
+
+    async def _remember(self, count: int | None) -> None:
+        """Write what the buffer remembers about the terminal, only when it changed (each write
+        is an fsynced commit)."""
+        meta = {**self._meta, "serial_number": self._serial, "record_count": count}
+        if meta != self._meta:
+            await asyncio.to_thread(self.store.set_device_meta, self.name, meta)
+            self._meta = meta
+
+    def _hasher(self) -> _LogHasher:
+        encoding = str(getattr(self.terminal, "encoding", ""))
+        return _LogHasher(f"{_DIGEST_VERSION}\x1f{self._serial}\x1f{self.driver_type}\x1f{encoding}")
+
+    def _stored_prefix(self, raws: Sequence[RawPunch]) -> tuple[int, _LogHasher]:
+        """How many leading records of `raws` the last full read stored (0 unless they are
+        exactly its records), and the log's running digest that far."""
+        known = self._known
+        if known is None or known.count == 0 or known.count > len(raws):
+            return 0, self._hasher()
+        hasher = self._hasher()
+        hasher.feed(raws[: known.count])
+        if hasher.digest() != known.digest:
+            return 0, self._hasher()  # not the log we read (cleared, rewritten, overwritten): all of it
+        return known.count, hasher
+
+    async def _full_read(self, info: DeviceInfo, *, historical: bool, why: str = "reconcile") -> None:
+        async with _full_read_slot():
+            await self._full_read_now(info, historical=historical, why=why)
+
+    async def _full_read_now(self, info: DeviceInfo, *, historical: bool, why: str) -> None:
+        started = time.monotonic()
+        self._poll_due.clear()  # this read serves any poll that fell due before it
+        lag = self._take_lag(started)
+        self._check_count(info.record_count)
         raws = await self._bounded("read records", self.driver.read_records(), self._call_limit(info))
-        new = await self._commit(raws, source="poll", historical=historical)
+        skipped, hasher = self._stored_prefix(raws)
+        if skipped and self.health.last_punch_at is None:
+            # Stored before this process started: the newest still says when it was last used.
+            await self._report_newest(raws)
+        new = await self._commit(raws[skipped:], source="poll", historical=historical)
+        hasher.feed(raws[skipped:])
+        self._known = KnownLog(len(raws), hasher.digest())
         self._last_count = len(raws)
+        self._live_since_read = self._polls_since_read = 0
+        self.full_reads += 1
         self.health.read_done(count=len(raws), new=new)
-        await asyncio.to_thread(
-            self.store.set_device_meta,
-            self.name,
-            {"serial_number": self._serial, "record_count": len(raws)},
+        await self._remember(len(raws))
+        log.info(
+            "full_read",
+            records=len(raws),
+            skipped=skipped,
+            new=new,
+            why=why,
+            seconds=round(time.monotonic() - started, 3),
+            **lag,
         )
-        # poll_lag (scheduled reads only) is how the fleet benchmark sees scheduling delay.
-        lag = {} if poll_lag is None else {"poll_lag": round(poll_lag, 4)}
-        log.info("full_read", records=len(raws), new=new, seconds=round(time.monotonic() - started, 3), **lag)
         if self.clear_log and raws:
             await self._clear_after_commit(len(raws))
+
+    async def _report_newest(self, raws: Sequence[RawPunch]) -> None:
+        newest = max(raws, key=lambda raw: raw.timestamp)
+        punch = normalize_punch(
+            newest,
+            device=self.name,
+            serial_number=self._serial,
+            zone=self.zone,
+            source="poll",
+            historical=True,
+            driver_type=self.driver_type,
+            now=self.clock(),
+        )
+        self.health.punches_stored(punch.utc_time)
 
     async def _clear_after_commit(self, expected: int) -> None:
         """Clear only what is durably stored: every record read is in the buffer (just committed)."""
         await self._bounded("clear records", self.driver.clear_records(expected))
         self._last_count = 0
-        await asyncio.to_thread(
-            self.store.set_device_meta, self.name, {"serial_number": self._serial, "record_count": 0}
-        )
+        self._known = KnownLog(0, self._hasher().digest())
+        await self._remember(0)
         log.info("terminal_log_cleared", records=expected)
         await asyncio.to_thread(
             self.store.audit_action,
