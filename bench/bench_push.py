@@ -50,7 +50,7 @@ from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.collector import PunchCollector
-from bench.results import BenchResult, Figure
+from bench.results import ROOT, BenchResult, Figure
 from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk_push import protocol
 from punchgate.drivers.zk_push.emulator import PushRecord, ZkPushEmulator
@@ -147,15 +147,20 @@ class ProbeProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
+                cwd=ROOT,
                 start_new_session=True,
             )
         process = self.process
-        wait_until(
-            lambda: _listening(self.port),
-            timeout=30,
-            message=f"the probe on port {self.port} (see {self.log_path})",
-            abort=lambda: None if process.poll() is None else f"it exited with {process.returncode}",
-        )
+        try:
+            wait_until(
+                lambda: _listening(self.port),
+                timeout=30,
+                message=f"the probe on port {self.port} (see {self.log_path})",
+                abort=lambda: None if process.poll() is None else f"it exited with {process.returncode}",
+            )
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
