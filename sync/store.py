@@ -663,7 +663,7 @@ class Store:
                         **(note or {}),
                     },
                 )
-            self._limits.pending += changed
+            self._pending_changed({device: changed}, 1)  # one terminal's rows
         log.info("buffer_requeued_range", punches=changed, device=device, day=day)
         self._audited(head)
         return changed
