@@ -50,12 +50,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def assert_counts_match(store: Store) -> None:
+    # First: recount_pending compares the kept counts as they are (pending_devices would
+    # correct a kept total that disagrees with the devices' counts before anyone saw it).
+    assert store.recount_pending(), "the counts kept in memory drifted from the table"
     counted = table_counts(store.path)
     assert store.pending_devices() == counted
     assert store.pending_count() == sum(counted.values())
     for device, count in counted.items():
         assert store.pending_count(device) == count
-    assert store.recount_pending(), "the counts kept in memory drifted from the table"
 
 
 def test_counts_follow_every_write_path(store: Store) -> None:
@@ -89,6 +91,14 @@ def test_counts_follow_every_write_path(store: Store) -> None:
     assert done.total == 10 and sum(done.devices.values()) == 10
     ids = [store_id for (store_id,) in sqlite3.connect(store.path).execute("SELECT id FROM punches LIMIT 60")]
     store.confirm_ids(ids)
+    assert_counts_match(store)
+
+    # The remote punches.resend: one terminal's delivered punches of a time range.
+    c_rows = [r.pk for r in store.pending_batch(1000) if r.device == "c"]
+    store.mark_delivered(c_rows)
+    assert_counts_match(store)
+    since, until = dt.datetime(2024, 1, 1, tzinfo=dt.UTC), dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    assert store.requeue_range("c", utc_from=since, utc_to=until) == 40  # every row of "c"
     assert_counts_match(store)
 
     # A purge removes delivered rows only: the pending counts stay.
