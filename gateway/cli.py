@@ -37,6 +37,7 @@ from urllib.parse import urlsplit  # noqa: E402
 import click  # noqa: E402
 
 from punchgate.gateway import __version__  # noqa: E402
+from punchgate.gateway.cli_common import call_api, config_option  # noqa: E402
 
 if TYPE_CHECKING:  # the settings (pydantic) load only in the commands that read a config
     from punchgate.gateway.settings import Settings
@@ -258,9 +259,6 @@ def replay(
     Needs the daemon's API token: run as the punchgate user or root.
     """
     import datetime as dt
-    import json
-    import urllib.error
-    import urllib.request
 
     try:
         when = dt.datetime.fromisoformat(since)
@@ -268,25 +266,11 @@ def replay(
         raise click.BadParameter(f"{since!r} is not an ISO 8601 time", param_hint="--since") from None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    settings = _load_or_exit(config, check_files=False) if config else None  # only [http], [buffer]
-    url = url or _api_url(settings)
-    token = _api_token(settings, token_file)
-    body = json.dumps({"since": when.isoformat(), "device": device}).encode()
-    request = urllib.request.Request(
-        f"{url.rstrip('/')}/api/replay",
-        data=body,
-        method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+    body = {"since": when.isoformat(), "device": device}
+    answer = call_api(
+        "POST", "/api/replay", body, config=config, url=url, token_file=token_file, refused="replay refused"
     )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            count = json.loads(response.read())["requeued"]
-    except urllib.error.HTTPError as exc:
-        click.echo(f"replay refused: {exc.read().decode(errors='replace').strip()}", err=True)
-        sys.exit(1)
-    except (urllib.error.URLError, OSError) as exc:
-        click.echo(f"cannot reach the punchgate daemon at {url}: {exc}", err=True)
-        sys.exit(2)
+    count = answer["requeued"]
     click.echo(f"{count} punches queued to be sent again (delivered since {when.isoformat()})")
 
 
@@ -316,24 +300,13 @@ def demo(duration: float) -> None:
 
 
 # --- the buffer: check and recover (docs/install.md, "The buffer refuses to start") -------------
-DEFAULT_CONFIG = Path("/etc/punchgate/punchgate.toml")
-
-
 @main.group("buffer")
 def buffer() -> None:
     """Check the punch buffer, or salvage a damaged one into a new file."""
 
 
 @buffer.command("check")
-@click.option(
-    "--config",
-    "-c",
-    "config",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="config file (names the buffer and the gateway)",
-)
+@config_option("config file (names the buffer and the gateway)")
 def buffer_check(config: Path) -> None:
     """Integrity, counts, identity and companion of the buffer (read-only; the daemon may run).
 
@@ -349,15 +322,7 @@ def buffer_check(config: Path) -> None:
 
 
 @buffer.command("recover")
-@click.option(
-    "--config",
-    "-c",
-    "config",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="config file (names the buffer and the gateway)",
-)
+@config_option("config file (names the buffer and the gateway)")
 def buffer_recover(config: Path) -> None:
     """Salvage what SQLite can read into a new buffer file; the old files are kept aside.
 

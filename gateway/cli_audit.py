@@ -16,27 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from punchgate.gateway.cli_common import buffer_path, config_or_buffer_options, settings_unless_buffer
+
 if TYPE_CHECKING:
     from punchgate.gateway.settings import Settings
 
 EXIT_BROKEN = 1
 EXIT_UNREADABLE = 2
-DEFAULT_CONFIG = Path("/etc/punchgate/punchgate.toml")
-
-
-def _settings(config: Path | None, buffer: Path | None, *, check_files: bool = False) -> Settings | None:
-    from punchgate.gateway.cli import _load_or_exit
-
-    if buffer is not None and config is None:
-        return None
-    return _load_or_exit(config or DEFAULT_CONFIG, check_files=check_files)
-
-
-def _buffer_path(settings: Settings | None, buffer: Path | None) -> Path:
-    if buffer is not None:
-        return buffer
-    assert settings is not None
-    return settings.buffer.path
 
 
 def head_from_broker(settings: Settings, *, timeout: float) -> dict[str, Any]:
@@ -96,20 +82,7 @@ def audit() -> None:
 
 
 @audit.command("verify")
-@click.option(
-    "--config",
-    "-c",
-    "config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"config file (default {DEFAULT_CONFIG})",
-)
-@click.option(
-    "--buffer",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="the buffer file (default: from the config)",
-)
+@config_or_buffer_options
 @click.option(
     "--head",
     "head_file",
@@ -138,7 +111,7 @@ def verify(
 
     if head_file is not None and from_broker:
         raise click.UsageError("give --head FILE or --from-broker, not both")
-    settings = _settings(config, None if from_broker else buffer, check_files=from_broker)
+    settings = settings_unless_buffer(config, None if from_broker else buffer, check_files=from_broker)
     head: dict[str, Any] | None = None
     try:
         if head_file is not None:
@@ -146,7 +119,7 @@ def verify(
         elif from_broker:
             assert settings is not None
             head = head_from_broker(settings, timeout=timeout)
-        report = run_verify(_buffer_path(settings, buffer), head)
+        report = run_verify(buffer_path(settings, buffer), head)
     except (ValueError, OSError) as exc:
         click.echo(f"cannot verify: {exc}", err=True)
         sys.exit(EXIT_UNREADABLE)
@@ -174,20 +147,7 @@ def verify(
 
 
 @audit.command("head")
-@click.option(
-    "--config",
-    "-c",
-    "config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"config file (default {DEFAULT_CONFIG})",
-)
-@click.option(
-    "--buffer",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="the buffer file (default: from the config)",
-)
+@config_or_buffer_options
 @click.option(
     "--out", type=click.Path(path_type=Path), default=None, help="write it to this file (default: print it)"
 )
@@ -198,8 +158,8 @@ def head(config: Path | None, buffer: Path | None, out: Path | None) -> None:
     from punchgate.sync import audit as chain
     from punchgate.sync.audit_verify import connect_read_only
 
-    settings = _settings(config, buffer)
-    path = _buffer_path(settings, buffer)
+    settings = settings_unless_buffer(config, buffer)
+    path = buffer_path(settings, buffer)
     try:
         conn = connect_read_only(path)
         try:

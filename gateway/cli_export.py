@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import click
 
+from punchgate.gateway.cli_common import buffer_path, config_or_buffer_options, settings_unless_buffer
+
 if TYPE_CHECKING:
     from punchgate.sync.export import ExportQuery, Progress
-
-DEFAULT_CONFIG = Path("/etc/punchgate/punchgate.toml")
 
 
 @click.command("export")
@@ -37,20 +37,7 @@ DEFAULT_CONFIG = Path("/etc/punchgate/punchgate.toml")
     default=None,
     help="file to write (default: punches-FROM-TO.FORMAT)",
 )
-@click.option(
-    "--config",
-    "-c",
-    "config",
-    type=click.Path(path_type=Path),
-    default=None,
-    help=f"config file (default {DEFAULT_CONFIG})",
-)
-@click.option(
-    "--buffer",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="the buffer file (default: from the config)",
-)
+@config_or_buffer_options
 def export(
     start: str,
     end: str,
@@ -70,13 +57,11 @@ def export(
 
     known: list[str] = []
     retention: float | None = None
-    if buffer is None or config is not None:
-        from punchgate.gateway.cli import _load_or_exit
-
-        settings = _load_or_exit(config or DEFAULT_CONFIG, check_files=False)
-        buffer = buffer or settings.buffer.path
+    settings = settings_unless_buffer(config, buffer)
+    if settings is not None:
         known = [t.name for t in settings.terminals] + [n for n in [settings.manual.virtual_terminal] if n]
         retention = settings.buffer.retention_days
+    buffer = buffer_path(settings, buffer)
     try:
         query = ExportQuery(parse_bound(start, end=False), parse_bound(end, end=True), devices, users)
     except ExportError as exc:

@@ -10,70 +10,13 @@ or read its token, or bad usage. See docs/manual-punches.md.
 from __future__ import annotations
 
 import json
-import sys
-import urllib.error
 import urllib.parse
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-EXIT_REFUSED = 1
-EXIT_UNREACHABLE = 2
-
-
-def _api_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """--config, --url and --token-file, as `punchgate replay` takes them."""
-    command = click.option(
-        "--token-file",
-        type=click.Path(path_type=Path),
-        default=None,
-        help="the daemon's API token (default from config, or /var/lib/punchgate/api/token)",
-    )(command)
-    command = click.option(
-        "--url", default=None, help="API base URL (default from config or 127.0.0.1:9108)"
-    )(command)
-    return click.option(
-        "--config",
-        "-c",
-        "config",
-        type=click.Path(path_type=Path),
-        help="read the API address and token file here",
-    )(command)
-
-
-def call(
-    method: str,
-    path: str,
-    body: dict[str, Any] | None,
-    *,
-    config: Path | None,
-    url: str | None,
-    token_file: Path | None,
-) -> Any:
-    """One API call; the JSON answer, or exit 1 (refused, with the daemon's sentence) / 2."""
-    from punchgate.gateway.cli import _api_token, _api_url, _load_or_exit
-
-    settings = _load_or_exit(config, check_files=False) if config else None
-    base = (url or _api_url(settings)).rstrip("/")
-    token = _api_token(settings, token_file)
-    request = urllib.request.Request(
-        f"{base}{path}",
-        data=None if body is None else json.dumps(body).encode(),
-        method=method,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        click.echo(f"refused: {exc.read().decode(errors='replace').strip()}", err=True)
-        sys.exit(EXIT_REFUSED)
-    except (urllib.error.URLError, OSError) as exc:
-        click.echo(f"cannot reach the punchgate daemon at {base}: {exc}", err=True)
-        sys.exit(EXIT_UNREACHABLE)
+from punchgate.gateway.cli_common import api_options, call_api
 
 
 def describe(entry: dict[str, Any]) -> str:
@@ -105,7 +48,7 @@ def punch() -> None:
 )
 @click.option("--reason", "-m", required=True, help="free text: what happened")
 @click.option("--by", "entered_by", required=True, help="your name: who enters the make-up punch")
-@_api_options
+@api_options
 def add(
     device: str,
     user_id: str,
@@ -128,7 +71,7 @@ def add(
         "reason": reason,
         "entered_by": entered_by,
     }
-    entry = call("POST", "/api/manual", body, config=config, url=url, token_file=token_file)
+    entry = call_api("POST", "/api/manual", body, config=config, url=url, token_file=token_file)
     click.echo(describe(entry))
     if entry["status"] == "pending":
         click.echo(
@@ -143,7 +86,7 @@ def add(
 @click.option("--device", "-d", default=None, help="only this terminal's")
 @click.option("--user", "-u", "user_id", default=None, help="only this user's")
 @click.option("--json", "as_json", is_flag=True, help="print the entries as JSON")
-@_api_options
+@api_options
 def list_entries(
     status: str | None,
     device: str | None,
@@ -156,7 +99,7 @@ def list_entries(
     """List make-up punches, newest first."""
     query = {k: v for k, v in (("status", status), ("device", device), ("user_id", user_id)) if v}
     path = "/api/manual" + (f"?{urllib.parse.urlencode(query)}" if query else "")
-    entries = call("GET", path, None, config=config, url=url, token_file=token_file)["entries"]
+    entries = call_api("GET", path, None, config=config, url=url, token_file=token_file)["entries"]
     if as_json:
         click.echo(json.dumps(entries, indent=1, ensure_ascii=False))
         return
@@ -168,16 +111,16 @@ def list_entries(
 
 @punch.command("show")
 @click.argument("entry_id")
-@_api_options
+@api_options
 def show(entry_id: str, config: Path | None, url: str | None, token_file: Path | None) -> None:
     """Show one make-up punch."""
     path = f"/api/manual/{urllib.parse.quote(entry_id, safe='')}"
-    click.echo(describe(call("GET", path, None, config=config, url=url, token_file=token_file)))
+    click.echo(describe(call_api("GET", path, None, config=config, url=url, token_file=token_file)))
 
 
 def _decide(action: str, entry_id: str, by: str, note: str | None, **api: Any) -> dict[str, Any]:
     path = f"/api/manual/{urllib.parse.quote(entry_id, safe='')}/{action}"
-    entry: dict[str, Any] = call("POST", path, {"by": by, "note": note}, **api)
+    entry: dict[str, Any] = call_api("POST", path, {"by": by, "note": note}, **api)
     return entry
 
 
@@ -185,7 +128,7 @@ def _decide(action: str, entry_id: str, by: str, note: str | None, **api: Any) -
 @click.argument("entry_id")
 @click.option("--by", required=True, help="your name (not the person who entered it)")
 @click.option("--note", default=None, help="a remark kept with the decision")
-@_api_options
+@api_options
 def approve(
     entry_id: str, by: str, note: str | None, config: Path | None, url: str | None, token_file: Path | None
 ) -> None:
@@ -199,7 +142,7 @@ def approve(
 @click.argument("entry_id")
 @click.option("--by", required=True, help="your name (not the person who entered it)")
 @click.option("--note", required=True, help="why it is rejected")
-@_api_options
+@api_options
 def reject(
     entry_id: str, by: str, note: str, config: Path | None, url: str | None, token_file: Path | None
 ) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 import click
 
 from punchgate.drivers.zk_push import commands
-from punchgate.gateway.cli_punch import _api_options, call
+from punchgate.gateway.cli_common import api_options, call_api
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -138,7 +138,7 @@ def push_command() -> None:
 )
 @click.option("--wait", "wait", type=float, default=None, help="wait this many seconds for the result")
 @click.option("--json", "as_json", is_flag=True, help="print the command as JSON")
-@_api_options
+@api_options
 def send(
     device: str,
     command: str,
@@ -160,13 +160,15 @@ def send(
     text = build_command(command, pin, name=name, privilege=privilege, card=card, password=password, at=at)
     api: dict[str, Any] = {"config": config, "url": url, "token_file": token_file}
     base = f"/api/push-commands/{urllib.parse.quote(device, safe='')}"
-    entry: dict[str, Any] = call("POST", base, {"command": text, "expires_in": _seconds(expires_in)}, **api)
+    entry: dict[str, Any] = call_api(
+        "POST", base, {"command": text, "expires_in": _seconds(expires_in)}, **api
+    )
     if wait is not None:
         number = entry["id"].rpartition("/")[2]
         deadline = time.monotonic() + wait
         while entry["status"] in ("queued", "sent") and time.monotonic() < deadline:
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-            entry = call("GET", f"{base}/{number}", None, **api)
+            entry = call_api("GET", f"{base}/{number}", None, **api)
     if as_json:
         click.echo(json.dumps(entry, indent=1, ensure_ascii=False))
     else:
@@ -187,13 +189,13 @@ def send(
 @click.argument("device")
 @click.option("--open", "only_open", is_flag=True, help="only the commands still waiting")
 @click.option("--json", "as_json", is_flag=True, help="print the commands as JSON")
-@_api_options
+@api_options
 def list_commands(
     device: str, only_open: bool, as_json: bool, config: Path | None, url: str | None, token_file: Path | None
 ) -> None:
     """DEVICE's commands, oldest first: waiting ones, and the recent results."""
     path = f"/api/push-commands/{urllib.parse.quote(device, safe='')}" + ("?open=1" if only_open else "")
-    entries = call("GET", path, None, config=config, url=url, token_file=token_file)["commands"]
+    entries = call_api("GET", path, None, config=config, url=url, token_file=token_file)["commands"]
     if as_json:
         click.echo(json.dumps(entries, indent=1, ensure_ascii=False))
         return

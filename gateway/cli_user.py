@@ -17,16 +17,9 @@ from pathlib import Path
 
 import click
 
-DEFAULT_CONFIG = Path("/etc/punchgate/punchgate.toml")
-CONFIG_OPTION = click.option(
-    "--config",
-    "-c",
-    "config",
-    type=click.Path(path_type=Path),
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="config file (names the buffer, beside which the accounts live)",
-)
+from punchgate.gateway.cli_common import config_option
+
+CONFIG_OPTION = config_option("config file (names the buffer, beside which the accounts live)")
 PASSWORD_STDIN = click.option(
     "--password-stdin", is_flag=True, help="read the password from standard input (one line), for scripts"
 )
