@@ -159,6 +159,18 @@ def set_status(conn: Connection, request_id: str, target: str, status: str, now:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class FinalAnswer:
+    """A target's final answer to store, with its audit entry and the request to keep once done."""
+
+    request_id: str
+    target: str
+    status: str
+    response: str  # the answer's JSON
+    entry: dict[str, Any]  # the `command_done` audit entry
+    masked_request: dict[str, Any]
+
+
 def finish(
     conn: Connection,
     request_id: str,

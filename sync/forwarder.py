@@ -71,6 +71,7 @@ _AUTH_REFUSED = {4, 5, 134, 135}
 GOODBYE_TIMEOUT = 2.0  # the retained `offline` published when cancelled
 DISCONNECT_TIMEOUT = 2.0  # the DISCONNECT going out (a frozen broker's full socket buffer holds it)
 TASK_STOP_TIMEOUT = 5.0  # a session's tasks finishing once cancelled (normally one loop turn)
+REPLY_WINDOW = 16  # answers to remote commands awaiting their PUBACK at once
 
 
 class SessionEnded(Exception):
@@ -340,6 +341,7 @@ class Forwarder:
         # Other subscriptions (remote commands): topic -> handler, called on the loop per message.
         self._subscriptions: dict[str, Callable[[Incoming], None]] = {}
         self._replies: deque[Reply] = deque()  # answers to publish, oldest first
+        self._replies_in_flight: list[Reply] = []  # published, PUBACK not seen yet
         self._reply_wake = asyncio.Event()
         self._reply_queue_size = event_queue_size * 10
         self._acked_ready = asyncio.Event()
@@ -501,10 +503,10 @@ class Forwarder:
             timeout=self.mqtt.publish_timeout,
             tls_context=context,
             # Room for our drain window plus state/event messages, so paho never queues them.
-            max_inflight_messages=self.max_in_flight + 8,
+            max_inflight_messages=self.max_in_flight + 8 + REPLY_WINDOW,
         )
         # aiomqtt warns above this many awaited publishes; our window is deliberate.
-        client.pending_calls_threshold = self.max_in_flight + 16
+        client.pending_calls_threshold = self.max_in_flight + 16 + REPLY_WINDOW
         return client
 
     async def _connect(self, client: aiomqtt.Client) -> None:
@@ -578,7 +580,7 @@ class Forwarder:
             tasks.spawn(self._watch_connection(client), "mqtt-watch")
             tasks.spawn(self._mark_acked(), "mqtt-mark-acked")
             tasks.spawn(self._side_messages(client), "mqtt-side")
-            tasks.spawn(self._publish_replies(client), "mqtt-replies")
+            tasks.spawn(self._publish_replies(client, tasks), "mqtt-replies")
             tasks.spawn(self._drain(client, tasks), "mqtt-drain")
             raise await tasks.first_failure()
         except asyncio.CancelledError:
@@ -648,30 +650,40 @@ class Forwarder:
         except Exception:
             log.exception("mqtt_incoming_handler_failed", topic=incoming.topic)
 
-    async def _publish_replies(self, client: aiomqtt.Client) -> None:
-        """Queued answers, oldest first; one stays queued until its PUBACK (a lost connection
-        sends it again on the next one)."""
-        v5 = self.mqtt.protocol == "5"
+    async def _publish_replies(self, client: aiomqtt.Client, tasks: _SessionTasks) -> None:
+        """Queued answers, oldest first, up to REPLY_WINDOW awaiting their PUBACK at once (one
+        at a time, a burst of answers would wait on one round trip each). An answer is kept
+        until its PUBACK: those a lost connection left unacknowledged go out first next time."""
+        if self._replies_in_flight:
+            self._replies.extendleft(reversed(self._replies_in_flight))
+            self._replies_in_flight.clear()
+        window = asyncio.Semaphore(REPLY_WINDOW)
         while True:
             self._reply_wake.clear()
             while self._replies:
-                reply = self._replies[0]
-                properties = None
-                if v5:
-                    properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                    properties.ContentType = "application/json"
-                    if reply.correlation_data is not None:
-                        properties.CorrelationData = reply.correlation_data
-                await self._publish(client, reply.topic, reply.payload, properties=properties)
-                if self._replies and self._replies[0] is reply:
-                    self._replies.popleft()
-                if reply.on_sent is not None:
-                    try:
-                        reply.on_sent()
-                    except Exception:
-                        log.exception("mqtt_reply_callback_failed", topic=reply.topic)
-                _raise_if_cancelled()
+                await window.acquire()
+                reply = self._replies.popleft()
+                self._replies_in_flight.append(reply)
+                tasks.spawn(self._publish_reply(client, reply, window), "mqtt-reply")
             await self._reply_wake.wait()
+
+    async def _publish_reply(self, client: aiomqtt.Client, reply: Reply, window: asyncio.Semaphore) -> None:
+        properties = None
+        if self.mqtt.protocol == "5":
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            properties.ContentType = "application/json"
+            if reply.correlation_data is not None:
+                properties.CorrelationData = reply.correlation_data
+        try:
+            await self._publish(client, reply.topic, reply.payload, properties=properties)
+        finally:
+            window.release()
+        self._replies_in_flight[:] = [r for r in self._replies_in_flight if r is not reply]
+        if reply.on_sent is not None:
+            try:
+                reply.on_sent()
+            except Exception:
+                log.exception("mqtt_reply_callback_failed", topic=reply.topic)
 
     async def _drain(self, client: aiomqtt.Client, tasks: _SessionTasks) -> None:
         window = asyncio.Semaphore(self.max_in_flight)

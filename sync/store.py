@@ -583,11 +583,23 @@ class Store:
     def command_accept(self, new: command_store.NewRequest, entry: dict[str, Any]) -> StoredRequest | None:
         """Store a new request and append `command_accepted` to the audit chain, in one
         transaction; the stored request instead (nothing written) when its id is known."""
+        return self.command_accept_many([(new, entry)])[0]
+
+    def command_accept_many(
+        self, items: Sequence[tuple[command_store.NewRequest, dict[str, Any]]]
+    ) -> list[StoredRequest | None]:
+        """`command_accept` for several requests in one transaction (one commit for a burst)."""
+        results: list[StoredRequest | None] = []
+        entries: list[dict[str, Any]] = []
         with self._write_lock, self._writer.begin() as conn:
-            existing = command_store.insert(conn, new)
-            head = None if existing is not None else audit.append(conn, "command_accepted", entry)
+            for new, entry in items:
+                existing = command_store.insert(conn, new)
+                results.append(existing)
+                if existing is None:
+                    entries.append(entry)
+            head = audit.append_many(conn, "command_accepted", entries) if entries else None
         self._audited(head)
-        return existing
+        return results
 
     def command_get(self, request_id: str) -> StoredRequest | None:
         with self._engine.connect() as conn:
@@ -610,11 +622,23 @@ class Store:
     ) -> bool:
         """Store a target's final answer with its `command_done` audit entry, in one transaction.
         False (nothing written) when the target had its final answer already."""
+        answer = command_store.FinalAnswer(request_id, target, status, response, entry, masked_request)
+        return self.command_finish_many([answer])[0]
+
+    def command_finish_many(self, answers: Sequence[command_store.FinalAnswer]) -> list[bool]:
+        """`command_finish` for several answers in one transaction (one commit for a burst)."""
+        stored: list[bool] = []
+        entries: list[dict[str, Any]] = []
+        now = time.time()
         with self._write_lock, self._writer.begin() as conn:
-            stored, _done = command_store.finish(
-                conn, request_id, target, status, response, time.time(), masked_request=masked_request
-            )
-            head = audit.append(conn, "command_done", entry) if stored else None
+            for a in answers:
+                written, _done = command_store.finish(
+                    conn, a.request_id, a.target, a.status, a.response, now, masked_request=a.masked_request
+                )
+                stored.append(written)
+                if written:
+                    entries.append(a.entry)
+            head = audit.append_many(conn, "command_done", entries) if entries else None
         self._audited(head)
         return stored
 

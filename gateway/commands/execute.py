@@ -24,6 +24,7 @@ from punchgate.sync.command_contract import (
     UsersDeleteRequest,
     UsersUpsertRequest,
 )
+from punchgate.sync.contract import utc_iso
 
 if TYPE_CHECKING:
     from punchgate.gateway.health import DeviceHealth
@@ -248,5 +249,5 @@ def push_info(health: DeviceHealth) -> dict[str, Any]:
     if health.info is None:
         raise CommandFailed("terminal_error", f"terminal {health.name} has not reported to the gateway yet")
     result = info_result(health.info, health)
-    result["reported_at"] = None if health.last_contact is None else health.last_contact.isoformat()
+    result["reported_at"] = None if health.last_contact is None else utc_iso(health.last_contact)
     return result

@@ -45,12 +45,12 @@ from punchgate.drivers.base import (
 from punchgate.drivers.zk_push import is_push_terminal
 from punchgate.gateway.commands import execute
 from punchgate.gateway.commands.catalogue import CATALOGUE, CommandSpec
-from punchgate.gateway.commands.intake import Rejection, TerminalKind, masked, read_request
+from punchgate.gateway.commands.intake import Accepted, Rejection, TerminalKind, masked, read_request
 from punchgate.gateway.commands.settings import CommandsSettings
 from punchgate.gateway.status import gateway_status
 from punchgate.sync.command_contract import FINAL_STATUSES, AnyRequest, ResendRequest, Status, parse_request
 from punchgate.sync.command_contract import response_json as render
-from punchgate.sync.command_store import NewRequest, StoredRequest
+from punchgate.sync.command_store import FinalAnswer, NewRequest, StoredRequest
 from punchgate.sync.contract import utc_iso
 from punchgate.sync.forwarder import Incoming, Reply
 
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 INTAKE_QUEUE = 1000  # requests waiting to be read; beyond, they are dropped (and counted)
+INTAKE_BATCH = 200  # requests accepted in one commit at most
 SWEEP_SECONDS = 0.5
 PURGE_EVERY = 3600.0
 RETRIES_AFTER_LOST_TERMINAL = 3  # a repeatable command whose terminal went away mid-way waits again
@@ -113,6 +114,8 @@ class CommandService:
         self._open: dict[str, _Open] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._acked: list[tuple[str, str]] = []
+        self._final_queue: list[tuple[FinalAnswer, asyncio.Future[bool]]] = []
+        self._final_wake = asyncio.Event()
         self.env = execute.Environment(settings=settings, gateway_clock=app.gateway_clock)
         # /metrics (docs/mqtt-contract.md, "Remote commands")
         self.requests: Counter[str] = Counter()  # accepted, repeat, rejected, dropped
@@ -138,8 +141,9 @@ class CommandService:
     # --- the tasks ----------------------------------------------------------------------------
     async def run(self) -> None:
         try:
-            await self._resume()
             async with asyncio.TaskGroup() as group:
+                group.create_task(self._finisher())  # resuming may answer already
+                await self._resume()
                 group.create_task(self._intake())
                 group.create_task(self._sweep())
         finally:
@@ -150,14 +154,39 @@ class CommandService:
                 await asyncio.shield(asyncio.to_thread(self.store.command_published, acked))
 
     async def _intake(self) -> None:
+        """Requests in arrival order; what queued up meanwhile is accepted in one commit."""
         while True:
-            message = await self._queue.get()
+            batch = [await self._queue.get()]
+            while len(batch) < INTAKE_BATCH and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
             try:
-                await self._take(message)
+                await self._take(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # one bad request must never stop the intake
-                log.exception("command_intake_failed", payload=message.payload[:200].hex())
+            except Exception:  # a bug must never stop the intake; these requests go unanswered
+                log.exception("command_intake_failed", requests=len(batch))
+
+    async def _finisher(self) -> None:
+        """Final answers, stored with their audit entries: what queued up meanwhile in one commit."""
+        while True:
+            await self._final_wake.wait()
+            self._final_wake.clear()
+            batch, self._final_queue = self._final_queue, []
+            if not batch:
+                continue
+            try:
+                stored = await asyncio.to_thread(
+                    self.store.command_finish_many, [answer for answer, _ in batch]
+                )
+            except Exception as exc:
+                log.exception("command_answers_not_stored", answers=len(batch))
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), written in zip(batch, stored, strict=True):
+                if not future.done():
+                    future.set_result(written)
 
     async def _sweep(self) -> None:
         purged_at = 0.0
@@ -198,30 +227,59 @@ class CommandService:
                 kinds[terminal.name] = "pull"
         return kinds
 
-    async def _take(self, message: Incoming) -> None:
+    async def _take(self, messages: list[Incoming]) -> None:
         now = time.time()
-        outcome = read_request(
-            message.payload,
-            settings=self.settings,
-            kinds=self._kinds(),
-            default_topic=self.default_topic,
-            response_topic=message.response_topic,
-            correlation=message.correlation_data,
-            now=now,
-        )
-        if isinstance(outcome, Rejection):
-            # A known id is answered from the buffer whatever the repeat says (a retry may come
-            # from a newer requester, or after the allow list changed): never run, never refused.
-            known = None
-            if outcome.request_id is not None:
-                known = await asyncio.to_thread(self.store.command_get, outcome.request_id)
-            if known is not None:
-                self.requests["repeat"] += 1
-                log.info("command_repeated", id=known.id, command=known.command, requester=outcome.requester)
-                self._answer_repeat(known, outcome.reply_topic or self.default_topic, message.correlation_data)
+        kinds = self._kinds()
+        accepted: list[tuple[Accepted, NewRequest, dict[str, Any]]] = []
+        for message in messages:
+            outcome = read_request(
+                message.payload,
+                settings=self.settings,
+                kinds=kinds,
+                default_topic=self.default_topic,
+                response_topic=message.response_topic,
+                correlation=message.correlation_data,
+                now=now,
+            )
+            if isinstance(outcome, Rejection):
+                await self._refuse(outcome, message)
             else:
-                await self._reject(outcome, message)
+                accepted.append((outcome, *self._to_store(outcome, now)))
+        if not accepted:
             return
+        stored = await asyncio.to_thread(
+            self.store.command_accept_many, [(new, entry) for _, new, entry in accepted]
+        )
+        for (outcome, _new, entry), existing in zip(accepted, stored, strict=True):
+            if existing is not None:
+                self.requests["repeat"] += 1
+                log.info(
+                    "command_repeated",
+                    id=outcome.id,
+                    command=existing.command,
+                    requester=outcome.request.requester,
+                )
+                self._answer_repeat(existing, outcome.reply_topic, outcome.correlation)
+            else:
+                await self._open_request(outcome, entry)
+
+    async def _refuse(self, rejection: Rejection, message: Incoming) -> None:
+        """A refused request, unless its id is known: that one is answered from the buffer
+        whatever the repeat says (a retry from a newer requester, or after the allow list
+        changed): never run again, never refused."""
+        known = None
+        if rejection.request_id is not None:
+            known = await asyncio.to_thread(self.store.command_get, rejection.request_id)
+        if known is None:
+            await self._reject(rejection, message)
+            return
+        self.requests["repeat"] += 1
+        log.info("command_repeated", id=known.id, command=known.command, requester=rejection.requester)
+        self._answer_repeat(known, rejection.reply_topic or self.default_topic, message.correlation_data)
+
+    @staticmethod
+    def _to_store(outcome: Accepted, now: float) -> tuple[NewRequest, dict[str, Any]]:
+        """The row and the `command_accepted` audit entry of an accepted request."""
         new = NewRequest(
             id=outcome.id,
             command=outcome.request.command,
@@ -241,17 +299,10 @@ class CommandService:
             "args": masked(outcome.document).get("args", {}),
             "expires_at": utc_iso(dt.datetime.fromtimestamp(outcome.expires_at, dt.UTC)),
         }
-        existing = await asyncio.to_thread(self.store.command_accept, new, entry)
-        if existing is not None:
-            self.requests["repeat"] += 1
-            log.info(
-                "command_repeated",
-                id=outcome.id,
-                command=existing.command,
-                requester=outcome.request.requester,
-            )
-            self._answer_repeat(existing, outcome.reply_topic, outcome.correlation)
-            return
+        return new, entry
+
+    async def _open_request(self, outcome: Accepted, entry: dict[str, Any]) -> None:
+        """A request just stored: answer `accepted`, then send each target on its way."""
         self.requests["accepted"] += 1
         log.info(
             "command_received",
@@ -518,15 +569,12 @@ class CommandService:
         }
         text = json.dumps(result, separators=(",", ":"))
         audit["result"] = result if len(text) <= AUDIT_RESULT_BYTES else {"bytes": len(text), "kept": False}
-        stored = await asyncio.to_thread(
-            self.store.command_finish,
-            request_id,
-            target,
-            status,
-            payload.decode(),
-            audit,
-            masked_request=shown,
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._final_queue.append(
+            (FinalAnswer(request_id, target, status, payload.decode(), audit, shown), future)
         )
+        self._final_wake.set()
+        stored = await future  # `_finisher` commits it, with whatever else is final by then
         self.results[(command, status)] += 1
         log.info(
             "command_done",
