@@ -81,6 +81,7 @@ FUTURE_SLACK = 60.0  # seconds a `since` may lie ahead of our clock (the caller'
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 TEXT = "text/plain; charset=utf-8"
+SEND_THE_TOKEN = "send Authorization: Bearer <the token in the gateway's token file>"
 
 
 @dataclass
@@ -112,6 +113,10 @@ def _reply(status: int, content_type: str, body: bytes, **headers: str) -> web.R
 
 def _refuse(status: int, sentence: str, **headers: str) -> web.Response:
     return _reply(status, TEXT, (sentence + "\n").encode(), **headers)
+
+
+def _json_answer(status: int, value: Any) -> web.Response:
+    return _reply(status, "application/json", json.dumps(value, ensure_ascii=False).encode())
 
 
 async def _in_thread(request: web.Request, work: Callable[[Application], T]) -> T:
@@ -201,6 +206,17 @@ async def _json_object(request: web.Request) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise _Refusal(400, 'the body must be a JSON object such as {"since": "2026-11-20T06:00:00Z"}')
     return body
+
+
+def _token_for_reads(request: web.Request) -> None:
+    """For a GET that shows what only the token's holders may see: _Refusal (503, 401) unless the
+    request carries the API token (the middleware checks it for state-changing requests only)."""
+    state = request.app[STATE]
+    if state.token is None:
+        raise _Refusal(503, f"the API token is not available: {state.token_problem}")
+    problem = bearer_problem(request.headers.get("Authorization"), state.token)
+    if problem:
+        raise _Refusal(401, f"{problem}: {SEND_THE_TOKEN}")
 
 
 async def _replay(request: web.Request) -> web.Response:
@@ -330,7 +346,7 @@ async def _authenticated(request: web.Request, handler: Handler) -> web.StreamRe
         )
         return _refuse(
             401,
-            f"{problem}: send Authorization: Bearer <the token in the gateway's token file>",
+            f"{problem}: {SEND_THE_TOKEN}",
             **{"WWW-Authenticate": 'Bearer realm="punchgate"'},
         )
     return await handler(request)

@@ -18,22 +18,24 @@ punch, the monthly limit is reached, it is decided already), with the sentence s
 from __future__ import annotations
 
 import datetime as dt
-import json
 from typing import Any
 
 import structlog
 from aiohttp import web
 
-from punchgate.gateway.http import STATE, _in_thread, _json_object, _Refusal, _refuse, _reply
-from punchgate.gateway.http_security import bearer_problem
+from punchgate.gateway.http import (
+    STATE,
+    _in_thread,
+    _json_answer,
+    _json_object,
+    _Refusal,
+    _refuse,
+    _token_for_reads,
+)
 from punchgate.gateway.manual_records import MAX_NAME, MAX_TEXT, new_entry, punch_builder
 from punchgate.sync.manual import STATUSES, ManualEntry, ManualRefused
 
 log = structlog.get_logger(__name__)
-
-
-def _answer(status: int, value: Any) -> web.Response:
-    return _reply(status, "application/json", json.dumps(value, ensure_ascii=False).encode())
 
 
 def _store(request: web.Request) -> Any:
@@ -41,15 +43,6 @@ def _store(request: web.Request) -> Any:
     if app.store is None:
         raise _Refusal(503, "starting")
     return app.store
-
-
-def _token_for_reads(request: web.Request) -> None:
-    state = request.app[STATE]
-    if state.token is None:
-        raise _Refusal(503, f"the API token is not available: {state.token_problem}")
-    problem = bearer_problem(request.headers.get("Authorization"), state.token)
-    if problem:
-        raise _Refusal(401, f"{problem}: send Authorization: Bearer <the token in the gateway's token file>")
 
 
 async def _add(request: web.Request) -> web.Response:
@@ -82,7 +75,7 @@ async def _add(request: web.Request) -> web.Response:
     )
     if entry.status == "approved" and app.forwarder is not None:
         app.forwarder.notify_new_punches()
-    return _answer(201, entry.as_dict())
+    return _json_answer(201, entry.as_dict())
 
 
 async def _decide(request: web.Request, *, approve: bool) -> web.Response:
@@ -121,7 +114,7 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     log.info("manual_punch_decided", entry=entry.entry_id, status=entry.status, by=entry.decided_by)
     if approve and app.forwarder is not None:
         app.forwarder.notify_new_punches()
-    return _answer(200, entry.as_dict())
+    return _json_answer(200, entry.as_dict())
 
 
 async def _approve(request: web.Request) -> web.Response:
@@ -148,7 +141,7 @@ async def _list(request: web.Request) -> web.Response:
             status=status, device=query.get("device") or None, user_id=query.get("user_id") or None
         ),
     )
-    return _answer(200, {"entries": [e.as_dict() for e in entries]})
+    return _json_answer(200, {"entries": [e.as_dict() for e in entries]})
 
 
 async def _one(request: web.Request) -> web.Response:
@@ -158,7 +151,7 @@ async def _one(request: web.Request) -> web.Response:
     entry = await _in_thread(request, lambda _app: store.get_manual(entry_id))
     if entry is None:
         return _refuse(404, f"no make-up punch {entry_id!r}")
-    return _answer(200, entry.as_dict())
+    return _json_answer(200, entry.as_dict())
 
 
 ROUTES = [

@@ -19,15 +19,13 @@ or the expiry), 404 (no such zk-push terminal, no such command), 409 (the queue 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import time
 from typing import Any
 
 from aiohttp import web
 
-from punchgate.gateway.http import STATE, _json_object, _Refusal, _reply
-from punchgate.gateway.http_security import bearer_problem
+from punchgate.gateway.http import STATE, _json_answer, _json_object, _Refusal, _token_for_reads
 from punchgate.gateway.push_commands import PushCommandError, PushCommandQueue, push_command_queue
 
 DEFAULT_EXPIRES_IN = 3600.0  # seconds a command waits for its terminal unless told otherwise
@@ -39,19 +37,6 @@ STATUS_OF_CODE = {
     "queue_full": 409,
     "unavailable": 503,
 }
-
-
-def _answer(status: int, value: Any) -> web.Response:
-    return _reply(status, "application/json", json.dumps(value, ensure_ascii=False).encode())
-
-
-def _token_for_reads(request: web.Request) -> None:
-    state = request.app[STATE]
-    if state.token is None:
-        raise _Refusal(503, f"the API token is not available: {state.token_problem}")
-    problem = bearer_problem(request.headers.get("Authorization"), state.token)
-    if problem:
-        raise _Refusal(401, f"{problem}: send Authorization: Bearer <the token in the gateway's token file>")
 
 
 def _queue(request: web.Request) -> tuple[PushCommandQueue, str]:
@@ -112,7 +97,7 @@ async def _send(request: web.Request) -> web.Response:
         raise _refusal(exc) from None
     status = queue.status(command_id)
     assert status is not None
-    return _answer(201, status.as_dict())
+    return _json_answer(201, status.as_dict())
 
 
 async def _list(request: web.Request) -> web.Response:
@@ -120,7 +105,7 @@ async def _list(request: web.Request) -> web.Response:
     queue, device = _queue(request)
     only_open = request.query.get("open", "") in ("1", "true", "yes")
     entries = queue.list_commands(device, finished=not only_open)
-    return _answer(200, {"device": device, "commands": [e.as_dict() for e in entries]})
+    return _json_answer(200, {"device": device, "commands": [e.as_dict() for e in entries]})
 
 
 async def _one(request: web.Request) -> web.Response:
@@ -130,7 +115,7 @@ async def _one(request: web.Request) -> web.Response:
     status = queue.status(f"{device}/{number}") if number.isdigit() else None
     if status is None:
         raise _Refusal(404, f"no command {number!r} for {device} (finished ones are kept for a while only)")
-    return _answer(200, status.as_dict())
+    return _json_answer(200, status.as_dict())
 
 
 ROUTES = [
