@@ -9,6 +9,9 @@ which may see all of them, collects the vocabularies and hands them to the gener
     python -m punchgate.gateway.contract_schemas           # rewrite docs/schemas and docs/schemas/strict
     python -m punchgate.gateway.contract_schemas --check   # exit 1 if a checked-in file is stale
 
+With the default folder it also (re)writes or checks docs/asyncapi.yaml, the AsyncAPI document
+that embeds these schemas (punchgate.gateway.contract_asyncapi).
+
 The test suite runs the check too (tests/sync/test_security_and_contract.py).
 """
 
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from punchgate.drivers.faults import DeviceFault
 from punchgate.drivers.registry import DRIVERS
+from punchgate.gateway import contract_asyncapi
 from punchgate.gateway.faults import Severity
 from punchgate.sync import records
 from punchgate.sync.contract import SCHEMA_DIR, Vocabulary, schema_files, write_schemas
@@ -62,13 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only report stale files (exit 1 if any)")
     parser.add_argument("directory", nargs="?", type=Path, default=SCHEMA_DIR)
     args = parser.parse_args(argv)
+    asyncapi = args.directory.resolve() == SCHEMA_DIR  # docs/asyncapi.yaml embeds docs/schemas
     if args.check:
         stale = stale_files(args.directory)
         for relative in stale:
             print(f"stale: {args.directory / relative}", file=sys.stderr)
+        if asyncapi and contract_asyncapi.is_stale(vocabulary()):
+            print(f"stale: {contract_asyncapi.ASYNCAPI_PATH}", file=sys.stderr)
+            stale.append(contract_asyncapi.ASYNCAPI_PATH.name)
         return 1 if stale else 0
     for path in write_schemas(vocabulary(), args.directory):
         print(path)
+    if asyncapi:
+        print(contract_asyncapi.write(vocabulary()))
     return 0
 
 
