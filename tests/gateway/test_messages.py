@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sys
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -21,9 +19,9 @@ from punchgate.gateway.calendar import WorkingCalendar
 from punchgate.gateway.health import DeviceHealth, Thresholds
 from punchgate.gateway.worker import Backoff, DeviceWorker, FailureLog
 from punchgate.sync.store import Store
+from tests.support.gateway import run_punchgate
 from tests.support.waiting import wait_until_async
 
-REPO = Path(__file__).resolve().parents[2]
 NOW = dt.datetime(2026, 1, 15, 9, 0, tzinfo=dt.UTC)  # winter: Berlin is UTC+01:00
 
 
@@ -87,27 +85,6 @@ def test_without_a_zone_the_hint_stays_general() -> None:
 
 
 # --- probe: a terminal whose only session is held ---------------------------------------------
-async def _probe(*args: str, timeout: float = 60) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "punchgate.gateway",
-        "probe",
-        *args,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
 def _holder(emulator: ZkEmulator, transport: str) -> ZkDriver:
     """A client that holds the terminal's session, as a running gateway does."""
     port = emulator.tcp_port if transport == "tcp" else emulator.udp_port
@@ -123,7 +100,9 @@ async def test_probe_of_a_held_tcp_terminal_says_another_client_may_hold_it() ->
         holder = _holder(emulator, "tcp")
         await holder.connect()
         try:
-            status, out, err = await _probe(f"zk://127.0.0.1:{emulator.tcp_port}", "--timeout", "1")
+            status, out, err = await run_punchgate(
+                "probe", f"zk://127.0.0.1:{emulator.tcp_port}", "--timeout", "1"
+            )
         finally:
             await holder.close()
         assert status == 1 and out == ""
@@ -137,8 +116,8 @@ async def test_probe_of_a_held_tcp_terminal_says_another_client_may_hold_it() ->
             "stop that client or try again later"
         ), line
         # The diagnosis was right: with the session free, the same probe succeeds.
-        status, out, err = await _probe(
-            f"zk://127.0.0.1:{emulator.tcp_port}", "--timeout", "1", "--last", "0"
+        status, out, err = await run_punchgate(
+            "probe", f"zk://127.0.0.1:{emulator.tcp_port}", "--timeout", "1", "--last", "0"
         )
         assert status == 0, err
         assert "Serial number" in out
@@ -149,7 +128,9 @@ async def test_probe_of_a_held_udp_terminal_mentions_the_session_too() -> None:
         holder = _holder(emulator, "udp")
         await holder.connect()
         try:
-            status, _, err = await _probe(f"zk://127.0.0.1:{emulator.udp_port}", "--udp", "--timeout", "1")
+            status, _, err = await run_punchgate(
+                "probe", f"zk://127.0.0.1:{emulator.udp_port}", "--udp", "--timeout", "1"
+            )
         finally:
             await holder.close()
         assert status == 1

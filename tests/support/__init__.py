@@ -3,6 +3,7 @@ under tests/ imports bench). Import from the modules:
 
     tests.support.broker      Broker (a real mosquitto, by pid), Gate (a relay to cut), make_test_pki
     tests.support.gateway     GatewayProcess: `python -m punchgate.gateway run` as a child, by pid
+                              run_punchgate: a one-off `python -m punchgate.gateway …`, to its end
     tests.support.config      write_config / gateway_config / zk_terminal: the daemon's TOML config
     tests.support.subscriber  Subscriber: a real MQTT client playing the central system
     tests.support.waiting     wait_for / wait_until (and *_async): poll a condition to a deadline

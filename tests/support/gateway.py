@@ -13,10 +13,13 @@ started in its own session and signalled by its pid only (SIGTERM, or SIGKILL fo
 and every gateway this module started and nobody stopped is killed when the interpreter
 exits. The log is JSON lines (`--log-format json`), read back with `log_text`, `log_tail` and
 `events`.
+
+A one-off command (`punchgate probe …`, and the like) runs with `run_punchgate`, to its end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import json
 import os
@@ -229,6 +232,28 @@ class GatewayProcess:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+async def run_punchgate(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """Run `python -m punchgate.gateway ARGS…` in the checkout; (exit status, stdout, stderr).
+    Never left running: killed when it has not ended within `timeout` seconds."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "punchgate.gateway",
+        *args,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
 
 
 def log_events(path: Path, name: str) -> list[dict[str, Any]]:

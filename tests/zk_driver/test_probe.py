@@ -4,34 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
-from pathlib import Path
 
+from tests.support.gateway import run_punchgate
 from tests.zk_driver.conftest import EmulatorFactory
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-async def probe(*args: str, timeout: float = 60) -> tuple[int, str, str]:
-    """Run `python -m punchgate.gateway probe ARGS…`; (exit status, stdout, stderr). Never left running."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "punchgate.gateway",
-        "probe",
-        *args,
-        cwd=REPO,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
 
 
 def one_line(text: str) -> str:
@@ -44,7 +19,9 @@ async def test_probe_reports_identity_counts_clock_and_last_punches(start_emulat
     emulator = await start_emulator(profile="tft", comm_key=77, serial_number="OGT8123456")
     emulator.generate_log(3000, days=30, users=12, seed=2)
     emulator.add_punch("7", state=1, verify=15)
-    status, out, err = await probe(f"zk://127.0.0.1:{emulator.tcp_port}", "--comm-key", "77", "--last", "3")
+    status, out, err = await run_punchgate(
+        "probe", f"zk://127.0.0.1:{emulator.tcp_port}", "--comm-key", "77", "--last", "3"
+    )
     assert status == 0, err
     for expected in (
         "OGT8123456",
@@ -71,7 +48,9 @@ async def test_probe_over_udp_with_drift(start_emulator: EmulatorFactory) -> Non
 
     emulator = await start_emulator(profile="bw", clock_offset=dt.timedelta(minutes=-5))
     emulator.generate_log(20, days=2, users=4)
-    status, out, err = await probe(f"zk://127.0.0.1:{emulator.udp_port}", "--udp", "--last", "0")
+    status, out, err = await run_punchgate(
+        "probe", f"zk://127.0.0.1:{emulator.udp_port}", "--udp", "--last", "0"
+    )
     assert status == 0, err
     assert "ZEM560" in out and "20 / 50,000" in out
     assert "-300 s (terminal behind" in out or "-299 s (terminal behind" in out
@@ -81,11 +60,11 @@ async def test_probe_over_udp_with_drift(start_emulator: EmulatorFactory) -> Non
 async def test_probe_wrong_or_missing_comm_key(start_emulator: EmulatorFactory) -> None:
     emulator = await start_emulator(profile="tft", comm_key=77)
     url = f"zk://127.0.0.1:{emulator.tcp_port}"
-    status, _, err = await probe(url, "--comm-key", "78")
+    status, _, err = await run_punchgate("probe", url, "--comm-key", "78")
     assert status == 1
     assert one_line(err).startswith("probe failed: wrong comm key: the terminal at 127.0.0.1:")
     assert "refused the comm key" in err
-    status, _, err = await probe(url)
+    status, _, err = await run_punchgate("probe", url)
     assert status == 1
     assert "requires a comm key (give --comm-key)" in one_line(err)
 
@@ -94,7 +73,7 @@ async def test_probe_unreachable() -> None:
     with socket.socket() as spare:
         spare.bind(("127.0.0.1", 0))
         port = spare.getsockname()[1]
-    status, out, err = await probe(f"zk://127.0.0.1:{port}", "--timeout", "2")
+    status, out, err = await run_punchgate("probe", f"zk://127.0.0.1:{port}", "--timeout", "2")
     assert status == 1
     assert one_line(err).startswith(
         f"probe failed: unreachable: no ZK terminal answered at 127.0.0.1:{port} over TCP"
@@ -113,7 +92,7 @@ async def test_probe_not_a_zk_terminal() -> None:
     server = await asyncio.start_server(http_like, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        status, _, err = await probe(f"zk://127.0.0.1:{port}", "--timeout", "2")
+        status, _, err = await run_punchgate("probe", f"zk://127.0.0.1:{port}", "--timeout", "2")
     finally:
         server.close()
         await server.wait_closed()
@@ -126,7 +105,7 @@ async def test_probe_count_mismatch(start_emulator: EmulatorFactory) -> None:
     emulator = await start_emulator(profile="tft")
     emulator.generate_log(2500, days=10, users=5)
     await emulator.set_fault("short_read", missing=2)
-    status, out, err = await probe(f"zk://127.0.0.1:{emulator.tcp_port}")
+    status, out, err = await run_punchgate("probe", f"zk://127.0.0.1:{emulator.tcp_port}")
     assert status == 1
     assert "2,500 / 200,000" in out  # the identity was printed before the read failed
     assert one_line(err).startswith(
@@ -137,12 +116,12 @@ async def test_probe_count_mismatch(start_emulator: EmulatorFactory) -> None:
 async def test_probe_terminal_that_hangs(start_emulator: EmulatorFactory) -> None:
     emulator = await start_emulator(profile="tft")
     await emulator.set_fault("hang")
-    status, _, err = await probe(f"zk://127.0.0.1:{emulator.tcp_port}", "--timeout", "1")
+    status, _, err = await run_punchgate("probe", f"zk://127.0.0.1:{emulator.tcp_port}", "--timeout", "1")
     assert status == 1
     assert one_line(err).startswith("probe failed: timeout: the terminal at 127.0.0.1:")
 
 
 async def test_probe_bad_url() -> None:
-    status, _, err = await probe("zk://127.0.0.1:notaport")
+    status, _, err = await run_punchgate("probe", "zk://127.0.0.1:notaport")
     assert status == 2
     assert "the port must be a number" in err
