@@ -25,7 +25,7 @@ from punchgate.drivers.zk import parsing as zk_parsing
 from punchgate.drivers.zk import protocol as zk_protocol
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.drivers.zk_push import protocol as push_protocol
-from punchgate.drivers.zk_push.emulator import ZkPushEmulator
+from punchgate.drivers.zk_push.emulator import PushRecord, ZkPushEmulator
 from punchgate.gateway.mosquitto import free_port
 from punchgate.gateway.normalize import normalize_punch, record_id
 from punchgate.sync.faults import GatewayFault
@@ -96,17 +96,19 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-def push_gateway(
+def start_push_gateway(
     gateway_factory: Callable[..., GatewayProcess],
     terminals: list[dict[str, Any]],
     *,
     http_port: int | None = None,
     **push: Any,
 ) -> tuple[GatewayProcess, int]:
+    """A gateway with a [push] listener on a free port, started; (the gateway, that port)."""
     port = free_port()
     gateway = gateway_factory(
         terminals, sections={"push": {"bind": "127.0.0.1", "port": port, **push}}, http_port=http_port
     )
+    gateway.start()
     return gateway, port
 
 
@@ -120,8 +122,7 @@ async def test_a_pushed_punch_reaches_the_subscriber_with_source_push(
     session: aiohttp.ClientSession,
 ) -> None:
     http_port = free_port()
-    gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN)], http_port=http_port)
-    gateway.start()
+    gateway, port = start_push_gateway(gateway_factory, [push_terminal("door-1", SN)], http_port=http_port)
     terminal = Terminal(session, port)
     status, options = await terminal.handshake()
     assert status == 200 and options["ATTLOGStamp"] == "0" and options["TimeZone"] in ("1", "2")
@@ -219,14 +220,13 @@ async def test_a_terminal_pulled_and_pushed_delivers_each_punch_once(
     emulator.generate_log(records=40, days=3, users=6, seed=11)
     await emulator.start()
     try:
-        gateway, port = push_gateway(
+        _gateway, port = start_push_gateway(
             gateway_factory,
             [
                 zk_terminal("door-pull", emulator, poll_interval=3600, live=False, timezone=ZONE),
                 push_terminal("door-push", SN),
             ],
         )
-        gateway.start()
         ids = set(expected_ids(emulator))
         assert not await subscriber.missing_after(ids, timeout=60)
         # Now the terminal pushes its whole log too (its first upload after being set to ADMS).
@@ -252,8 +252,7 @@ async def test_sigkill_mid_upload_then_retry_stores_everything_once(
     session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN)])
-    gateway.start()
+    gateway, port = start_push_gateway(gateway_factory, [push_terminal("door-1", SN)])
     terminal = Terminal(session, port)
     assert (await terminal.handshake())[0] == 200
     earlier = many_punches(50, start=dt.datetime(2026, 1, 5, 7, 0))
@@ -302,8 +301,7 @@ async def test_an_unknown_serial_is_refused_with_a_gateway_event(
     session: aiohttp.ClientSession,
     tmp_path: Path,
 ) -> None:
-    gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN)])
-    gateway.start()
+    gateway, port = start_push_gateway(gateway_factory, [push_terminal("door-1", SN)])
     stranger = Terminal(session, port, serial="STRANGER0042")
     for _ in range(3):
         status, text = await stranger.upload(attlog(many_punches(2)), stamp=2)
@@ -324,11 +322,32 @@ async def test_an_unknown_serial_is_refused_with_a_gateway_event(
 # --- with the push-terminal emulator -----------------------------------------------------------
 
 
+def emulated_id(record: PushRecord) -> str:
+    """The record id the gateway gives a punch of the emulated terminal (serial SN)."""
+    raw = RawPunch(user_id=record.user_id, timestamp=record.when, state=record.state, verify=record.verify)
+    return record_id(SN, raw)
+
+
 def emulated_ids(emulator: ZkPushEmulator) -> set[str]:
-    return {
-        record_id(emulator.sn, RawPunch(user_id=r.user_id, timestamp=r.when, state=r.state, verify=r.verify))
-        for r in emulator.records
-    }
+    return {emulated_id(r) for r in emulator.records}
+
+
+def start_emulated_terminal(
+    gateway_factory: Callable[..., GatewayProcess], **options: Any
+) -> tuple[GatewayProcess, ZkPushEmulator]:
+    """A started gateway with the push terminal door-1 (serial SN, GB18030 text), and the push
+    emulator of that terminal pointed at it, retrying after half a second; not yet running."""
+    gateway, port = start_push_gateway(gateway_factory, [push_terminal("door-1", SN, encoding="gb18030")])
+    emulator = ZkPushEmulator(
+        f"http://127.0.0.1:{port}",
+        SN,
+        timezone=ZONE,
+        encoding="gb18030",
+        delay=0.5,
+        error_delay=0.5,
+        **options,
+    )
+    return gateway, emulator
 
 
 async def test_an_emulated_terminal_with_faults_delivers_every_punch_once(
@@ -336,19 +355,8 @@ async def test_an_emulated_terminal_with_faults_delivers_every_punch_once(
     subscriber: Subscriber,
     tmp_path: Path,
 ) -> None:
-    gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN, encoding="gb18030")])
-    gateway.start()
-    emulator = ZkPushEmulator(
-        f"http://127.0.0.1:{port}",
-        SN,
-        records=1200,
-        users=30,
-        timezone=ZONE,
-        encoding="gb18030",
-        seed=7,
-        chunk_size=200,
-        delay=0.5,
-        error_delay=0.5,
+    gateway, emulator = start_emulated_terminal(
+        gateway_factory, records=1200, users=30, seed=7, chunk_size=200
     )
     emulator.set_fault("drop_mid_post", times=2)
     emulator.set_fault("duplicate_uploads", times=2)
@@ -357,9 +365,7 @@ async def test_an_emulated_terminal_with_faults_delivers_every_punch_once(
         assert not await subscriber.missing_after(emulated_ids(emulator), timeout=120)
         # A punch as it happens: pushed in real time, forwarded as live.
         live = emulator.punch("7", state=1, verify=15)
-        live_id = record_id(
-            SN, RawPunch(user_id="7", timestamp=live.when, state=live.state, verify=live.verify)
-        )
+        live_id = emulated_id(live)
         assert not await subscriber.missing_after({live_id}, timeout=30)
         (record,) = [r for r in records(subscriber) if r["id"] == live_id]
         assert record["source"] == "push" and record["historical"] is False
@@ -383,28 +389,13 @@ async def test_an_emulated_factory_reset_is_a_log_reset_and_loses_nothing(
     gateway_factory: Callable[..., GatewayProcess],
     subscriber: Subscriber,
 ) -> None:
-    gateway, port = push_gateway(gateway_factory, [push_terminal("door-1", SN, encoding="gb18030")])
-    gateway.start()
-    emulator = ZkPushEmulator(
-        f"http://127.0.0.1:{port}",
-        SN,
-        records=300,
-        timezone=ZONE,
-        seed=5,
-        delay=0.5,
-        error_delay=0.5,
-        reboot_seconds=0.5,
-    )
+    gateway, emulator = start_emulated_terminal(gateway_factory, records=300, seed=5, reboot_seconds=0.5)
     async with emulator:
         before = emulated_ids(emulator)
         assert not await subscriber.missing_after(before, timeout=60)
         emulator.set_fault("factory_reset")
         await wait_until_async(lambda: emulator.counters.reboots >= 1, timeout=20, message="the reset reboot")
-        after = {emulator.punch(pin) for pin in ("7", "8")}
-        ids = {
-            record_id(SN, RawPunch(user_id=r.user_id, timestamp=r.when, state=r.state, verify=r.verify))
-            for r in after
-        }
+        ids = {emulated_id(emulator.punch(pin)) for pin in ("7", "8")}
         assert not await subscriber.missing_after(ids, timeout=60)
 
     def device_events() -> list[dict[str, Any]]:
