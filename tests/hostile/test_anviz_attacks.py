@@ -110,6 +110,20 @@ def _check_time(seconds: float, budget: float, slowdown: float, what: str) -> No
     assert seconds <= budget * slowdown, f"{what} took {seconds:.2f}s (budget {budget:g}s x {slowdown:.2f})"
 
 
+def _check_call_and_close(elapsed: float, close_time: float, slowdown: float) -> None:
+    """The call ended within its attempts' timeouts and the close within one (plus the margin)."""
+    _check_time(elapsed, ATTEMPTS * TIMEOUT + MARGIN, slowdown, "the call")
+    _check_time(close_time, TIMEOUT + MARGIN, slowdown, "closing")
+
+
+def _check_loop_and_memory(beat: LoopHeartbeat, rss: RssWatch) -> None:
+    """The event loop kept beating, and memory stayed bounded."""
+    assert beat.max_own_gap < MAX_STALL, (
+        f"the event loop stalled for {beat.max_own_gap:.3f}s ({beat.max_gap:.3f}s)"
+    )
+    assert rss.growth_mb < MAX_RSS_GROWTH_MB, f"RSS grew by {rss.growth_mb:.1f} MB"
+
+
 def _check_logs(logs: Sequence[Mapping[str, object]], expected: str, seconds: float) -> None:
     """What was discarded is logged, with a reason, its raw bytes truncated, within the budget."""
     discarded = [e for e in logs if e["event"] in ("anviz_garbage_discarded", "anviz_unexpected_frame")]
@@ -152,12 +166,8 @@ async def test_an_attack_ends_the_call_in_time_with_a_reason_and_harms_nothing(
             await driver.close()
             close_time = time.monotonic() - closing
         assert not peer.errors
-    _check_time(elapsed, ATTEMPTS * TIMEOUT + MARGIN, slowdown, "the call")
-    _check_time(close_time, TIMEOUT + MARGIN, slowdown, "closing")
-    assert beat.max_own_gap < MAX_STALL, (
-        f"the event loop stalled for {beat.max_own_gap:.3f}s ({beat.max_gap:.3f}s)"
-    )
-    assert rss.growth_mb < MAX_RSS_GROWTH_MB, f"RSS grew by {rss.growth_mb:.1f} MB"
+    _check_call_and_close(elapsed, close_time, slowdown)
+    _check_loop_and_memory(beat, rss)
     assert failure.value.fault == "protocol_error"
     stats = driver.link.stats
     assert stats.garbage_frames + stats.unexpected_frames > 0, "what was discarded is counted"
@@ -193,12 +203,8 @@ async def test_heartbeats_from_a_peer_that_reads_nothing_cost_bounded_memory(
             await driver.close()
             close_time = time.monotonic() - closing
         assert not peer.errors
-    _check_time(elapsed, ATTEMPTS * TIMEOUT + MARGIN, slowdown, "the call")
-    _check_time(close_time, TIMEOUT + MARGIN, slowdown, "closing")
-    assert beat.max_own_gap < MAX_STALL, (
-        f"the event loop stalled for {beat.max_own_gap:.3f}s ({beat.max_gap:.3f}s)"
-    )
-    assert rss.growth_mb < MAX_RSS_GROWTH_MB, f"RSS grew by {rss.growth_mb:.1f} MB"
+    _check_call_and_close(elapsed, close_time, slowdown)
+    _check_loop_and_memory(beat, rss)
     await _good_terminal_reads_normally("tcp", make_driver)
 
 
@@ -218,10 +224,7 @@ async def test_endless_pushes_fill_a_bounded_queue_and_polling_still_works(
             await wait_until_async(lambda: link.pushes.full(), timeout=20, message="push queue full")
             await driver.close()
         assert not peer.errors
-    assert beat.max_own_gap < MAX_STALL, (
-        f"the event loop stalled for {beat.max_own_gap:.3f}s ({beat.max_gap:.3f}s)"
-    )
-    assert rss.growth_mb < MAX_RSS_GROWTH_MB, f"RSS grew by {rss.growth_mb:.1f} MB"
+    _check_loop_and_memory(beat, rss)
     full = [e for e in logs if e["event"] == "anviz_push_queue_full"]
     assert 0 < len(full) < link.stats.log_lines_suppressed + len(full)
     await _good_terminal_reads_normally("tcp", make_driver)
