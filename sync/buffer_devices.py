@@ -29,15 +29,16 @@ _SEQ = buffer_schema.batch_seq
 _META = buffer_schema.device_meta
 
 
-def reserve_seq_block(conn: Connection, device: str) -> tuple[int, int]:
-    """Commit-ready reservation of the next block: returns (first seq, last seq reserved).
+def reserve_seq_block(conn: Connection, device: str, at_least: int = 1) -> tuple[int, int]:
+    """Commit-ready reservation of the next block (`SEQ_BLOCK` numbers, or `at_least` if more):
+    returns (first seq, last seq reserved).
 
     Run it in a write (IMMEDIATE) transaction and hand numbers out only after it commits.
     """
     t = _SEQ.c
     previous = conn.execute(select(t.reserved_until).where(t.device == device)).scalar_one_or_none()
     start = int(previous or 0) + 1
-    reserved = start + SEQ_BLOCK - 1
+    reserved = start + max(SEQ_BLOCK, at_least) - 1
     if previous is None:
         conn.execute(_SEQ.insert().values(device=device, reserved_until=reserved))
     else:
