@@ -12,8 +12,10 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from punchgate.gateway.settings import Settings
 from punchgate.sync import forwarder as forwarder_module
 from punchgate.sync.forwarder import Forwarder
+from punchgate.sync.store import Store
 from tests.support.broker import Broker, Gate
 from tests.support.factories import interleaved, make_punch, make_punches
 from tests.support.subscriber import Subscriber
@@ -269,6 +271,19 @@ async def started(forwarder: Forwarder) -> AsyncIterator[asyncio.Task[None]]:
             await asyncio.wait({task}, timeout=STOP_BOUND)
 
 
+@contextlib.asynccontextmanager
+async def forwarder_started(settings: Settings) -> AsyncIterator[tuple[Forwarder, Store, asyncio.Task[None]]]:
+    """A buffer for `settings` and its forwarder, in a task as `started` runs it; (forwarder,
+    store, task). The buffer is closed at the end."""
+    store = open_store(settings)
+    forwarder = Forwarder(settings, store, version="1.0")
+    try:
+        async with started(forwarder) as task:
+            yield forwarder, store, task
+    finally:
+        store.close()
+
+
 async def assert_stops(task: asyncio.Task[None]) -> None:
     """cancel() the forwarder's task: it must end, by that cancellation, within STOP_BOUND."""
     task.cancel()
@@ -280,15 +295,10 @@ async def assert_stops(task: asyncio.Task[None]) -> None:
 async def test_stops_while_connecting_to_a_refusing_broker(tmp_path: Path, broker: Broker) -> None:
     gate = Gate(broker.host, broker.port)  # closed: every connection is refused
     settings = make_settings(tmp_path, gate.port, reconnect_min=0.01, reconnect_max=0.05)
-    store = open_store(settings)
-    forwarder = Forwarder(settings, store, version="1.0")
-    try:
-        async with started(forwarder) as task:
-            # Connecting and backing off in a tight loop: the cancel lands in either.
-            assert await wait_for_async(lambda: forwarder.stats.connect_failures >= 3, timeout=60)
-            await assert_stops(task)
-    finally:
-        store.close()
+    async with forwarder_started(settings) as (forwarder, _, task):
+        # Connecting and backing off in a tight loop: the cancel lands in either.
+        assert await wait_for_async(lambda: forwarder.stats.connect_failures >= 3, timeout=60)
+        await assert_stops(task)
 
 
 async def test_stops_while_connecting_to_a_broker_that_drops_the_connection(
@@ -299,15 +309,12 @@ async def test_stops_while_connecting_to_a_broker_that_drops_the_connection(
     await gate.open()
     # aiomqtt waits for CONNACK as long as its timeout even when the connection is gone.
     settings = make_settings(tmp_path, gate.port, publish_timeout=120.0)
-    store = open_store(settings)
-    forwarder = Forwarder(settings, store, version="1.0")
     try:
-        async with started(forwarder) as task:
+        async with forwarder_started(settings) as (_, _, task):
             assert await wait_for_async(lambda: gate.accepted >= 1, timeout=60)
             await assert_stops(task)
     finally:
         await gate.close()
-        store.close()
 
 
 async def test_stops_while_waiting_for_a_connack_that_never_comes(tmp_path: Path, broker: Broker) -> None:
@@ -315,32 +322,24 @@ async def test_stops_while_waiting_for_a_connack_that_never_comes(tmp_path: Path
     await gate.open()
     gate.freeze()  # connections are accepted, but the CONNECT never reaches the broker
     settings = make_settings(tmp_path, gate.port, publish_timeout=120.0)
-    store = open_store(settings)
-    forwarder = Forwarder(settings, store, version="1.0")
     try:
-        async with started(forwarder) as task:
+        async with forwarder_started(settings) as (forwarder, _, task):
             assert await wait_for_async(lambda: gate.accepted >= 1, timeout=60)
             await assert_stops(task)
         assert forwarder.stats.connects == 0
     finally:
         await gate.close()
-        store.close()
 
 
 async def test_stops_during_the_reconnect_backoff(tmp_path: Path, broker: Broker) -> None:
     gate = Gate(broker.host, broker.port)  # closed
     settings = make_settings(tmp_path, gate.port, reconnect_min=600.0, reconnect_max=600.0)
-    store = open_store(settings)
-    forwarder = Forwarder(settings, store, version="1.0")
-    try:
-        async with started(forwarder) as task:
-            # Nothing is awaited between counting the failure and the backoff's sleep (300-600 s),
-            # so once the failure is visible here the forwarder is in that sleep.
-            assert await wait_for_async(lambda: forwarder.stats.connect_failures >= 1, timeout=60)
-            await assert_stops(task)
-        assert forwarder.stats.connect_failures == 1
-    finally:
-        store.close()
+    async with forwarder_started(settings) as (forwarder, _, task):
+        # Nothing is awaited between counting the failure and the backoff's sleep (300-600 s),
+        # so once the failure is visible here the forwarder is in that sleep.
+        assert await wait_for_async(lambda: forwarder.stats.connect_failures >= 1, timeout=60)
+        await assert_stops(task)
+    assert forwarder.stats.connect_failures == 1
 
 
 @pytest.mark.parametrize(
@@ -359,20 +358,17 @@ async def test_stops_mid_publish_with_the_broker_frozen(
     await gate.open()
     # Long timeouts: neither a PUBACK timeout nor paho's keepalive may end the session for us.
     settings = make_settings(tmp_path, gate.port, publish_timeout=120.0, keepalive=600, batch_size=batch_size)
-    store = open_store(settings)
-    forwarder = Forwarder(settings, store, version="1.0")
     try:
-        async with started(forwarder) as task:
+        async with forwarder_started(settings) as (forwarder, store, task):
             assert await wait_for_async(lambda: forwarder.connected, timeout=60)
             gate.freeze()  # the connection stays up; nothing gets through any more
             await asyncio.to_thread(store.add_punches, make_punches("door-1", punches))
             forwarder.notify_new_punches()
             assert await wait_for_async(lambda: forwarder.in_flight >= 1, timeout=60)
             await assert_stops(task)
-        assert store.pending_count() == punches  # nothing was acknowledged, nothing marked
+            assert store.pending_count() == punches  # nothing was acknowledged, nothing marked
     finally:
         await gate.close()
-        store.close()
 
 
 async def test_a_cancellation_lost_inside_a_publish_neither_wedges_the_session_nor_the_stop(
