@@ -1,17 +1,22 @@
 """Host keys: an IPv4/IPv6 address or an RFC 1123 host name, nothing else, with the fix named.
 
 The same rule lives twice (drivers and sync may not import each other); this table holds both
-copies, and every host key in the file, to it.
+copies, and every host key in the file, to it, and the copies are held to the same code.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from punchgate.drivers import config as drivers_config
 from punchgate.drivers.config import check_host as drivers_check_host
 from punchgate.gateway.settings import ConfigError, settings_from_dict
+from punchgate.sync import settings as sync_settings
 from punchgate.sync.settings import check_host as sync_check_host
 
 GOOD = [
@@ -67,6 +72,20 @@ def test_bad_hosts_say_what_to_write(check: Any, host: str, message: str) -> Non
     with pytest.raises(ValueError) as caught:
         check(host)
     assert str(caught.value) == message
+
+
+def _code(function: Callable[..., Any]) -> str:
+    """The function as the parser sees it, without its docstring (each copy says where its twin is)."""
+    (node,) = ast.parse(inspect.getsource(function)).body
+    assert isinstance(node, ast.FunctionDef)
+    if ast.get_docstring(node) is not None:
+        node.body = node.body[1:]
+    return ast.dump(node)
+
+
+def test_the_two_copies_are_the_same_code() -> None:
+    assert _code(drivers_check_host) == _code(sync_check_host)
+    assert drivers_config._LABEL.pattern == sync_settings._LABEL.pattern
 
 
 def _problems(data: dict[str, Any]) -> list[str]:
