@@ -110,6 +110,13 @@ def _check_time(seconds: float, budget: float, slowdown: float, what: str) -> No
     assert seconds <= budget * slowdown, f"{what} took {seconds:.2f}s (budget {budget:g}s x {slowdown:.2f})"
 
 
+async def _timed_close(driver: AnvizDriver) -> float:
+    """Close the driver; the seconds that took."""
+    closing = time.monotonic()
+    await driver.close()
+    return time.monotonic() - closing
+
+
 def _check_call_and_close(elapsed: float, close_time: float, slowdown: float) -> None:
     """The call ended within its attempts' timeouts and the close within one (plus the margin)."""
     _check_time(elapsed, ATTEMPTS * TIMEOUT + MARGIN, slowdown, "the call")
@@ -162,9 +169,7 @@ async def test_an_attack_ends_the_call_in_time_with_a_reason_and_harms_nothing(
                     timeout=20,
                     message="the reader decodes 2 MB more of the attack",
                 )
-            closing = time.monotonic()
-            await driver.close()
-            close_time = time.monotonic() - closing
+            close_time = await _timed_close(driver)
         assert not peer.errors
     _check_call_and_close(elapsed, close_time, slowdown)
     _check_loop_and_memory(beat, rss)
@@ -199,9 +204,7 @@ async def test_heartbeats_from_a_peer_that_reads_nothing_cost_bounded_memory(
             await wait_until_async(
                 lambda: link.stats.unanswered_heartbeats > 0, timeout=20, message="pongs held back"
             )
-            closing = time.monotonic()
-            await driver.close()
-            close_time = time.monotonic() - closing
+            close_time = await _timed_close(driver)
         assert not peer.errors
     _check_call_and_close(elapsed, close_time, slowdown)
     _check_loop_and_memory(beat, rss)
