@@ -198,12 +198,14 @@ def _argument_problem(request: AnyRequest, now: float) -> str | None:
 
 
 def _reply_topic(response_topic: str | None, default: str) -> str | None:
-    """The topic to answer on; None when the MQTT 5 response topic given cannot be one."""
+    """The topic to answer on; None when the MQTT 5 response topic given is not one the gateway
+    answers on: it must be the gateway's response topic or lie below it, so a request can
+    never make the gateway publish on its other topics (punches, states)."""
     if response_topic is None:
         return default
-    if not response_topic or len(response_topic) > MAX_TOPIC_LENGTH:
+    if len(response_topic) > MAX_TOPIC_LENGTH or any(c in response_topic for c in "+#\0"):
         return None
-    if any(c in response_topic for c in "+#\0"):
+    if response_topic != default and not response_topic.startswith(default + "/"):
         return None
     return response_topic
 
@@ -249,7 +251,7 @@ def read_request(
             "not_allowed", f"{command} is not allowed on this gateway ([commands] allow in its config)"
         )
     if topic is None:
-        return refuse("bad_request", "the MQTT 5 response topic is not a topic name (wildcards?)")
+        return refuse("bad_request", f"the MQTT 5 response topic must be {default_topic} or a topic below it")
     try:
         request = parse_request(payload)
     except ValidationError as exc:

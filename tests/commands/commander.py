@@ -149,7 +149,7 @@ class Commander:
         """Publish raw bytes on the gateway's request topic (or `topic`), and wait for the PUBACK."""
         properties = None
         if self.v5:
-            properties = Properties(PacketTypes.PUBLISH)
+            properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.ResponseTopic = self.reply_topic
             if correlation is not None:
                 properties.CorrelationData = correlation

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Any
 
 from punchgate.drivers.anviz.emulator import EmulatedTerminal, TcpServer
 from tests.commands.commander import Commander
@@ -45,7 +46,7 @@ def test_commands_on_an_anviz_terminal(tmp_path: Path, broker: Broker, subscribe
             )
             central.wait_listening()
 
-            def ok(command: str, **options: object) -> dict[str, object]:
+            def ok(command: str, **options: Any) -> dict[str, Any]:
                 answer = central.run(command, "gate", **options)
                 validate("strict/command-response", answer.payload)
                 assert answer["status"] == "ok", answer.payload
@@ -62,7 +63,7 @@ def test_commands_on_an_anviz_terminal(tmp_path: Path, broker: Broker, subscribe
             assert abs((terminal.clock() - dt.datetime.now()).total_seconds() - 90) < 5
 
             listed = ok("users.list")
-            assert sorted(u["user_id"] for u in listed["users"]) == ["1000", "1001", "1002", "1003", "1004"]  # type: ignore[attr-defined]
+            assert sorted(u["user_id"] for u in listed["users"]) == ["1000", "1001", "1002", "1003", "1004"]
             upsert = {
                 "users": [
                     {"user_id": "1002", "name": "Renée"},

@@ -81,3 +81,22 @@ async def test_each_bad_request_is_refused_by_name_and_counted(
     # Still answering, and the good request runs.
     answer = await central.arun("users.delete", "door-1", args={"user_ids": ["1"]})
     assert answer["status"] == "ok" and answer["result"]["deleted"] == ["1"]
+
+
+async def test_a_response_topic_outside_the_gateways_answers_is_refused(
+    gateway_factory: Callable[..., GatewayProcess], zk_emulators: Callable[..., Any], central: Commander
+) -> None:
+    """MQTT 5 lets a requester name any response topic; the gateway answers only below its own
+    response topic, never on its punch or state topics."""
+    (door,) = await zk_emulators(1)
+    gateway = gateway_factory([zk_terminal("door-1", door, poll_interval=30)], mqtt=FAST)
+    await asyncio.to_thread(gateway.start)
+    await central.alistening()
+    spoof = Commander(central.host, central.port, name="spoof")
+    spoof.reply_topic = "punchgate/gw-test/devices/door-1/punches"
+    with spoof, Commander(central.host, central.port, v5=False, name="listener") as listener:
+        spoof.send("device.info", terminals=["door-1"], request_id="spoof-1")
+        refusal = await asyncio.to_thread(listener.final, "spoof-1", None, timeout=30)
+        assert refusal["error"]["code"] == "bad_request" and "response topic" in refusal["error"]["message"]
+        assert refusal.topic == "punchgate/gw-test/commands/response"
+        assert not spoof.all_answers()

@@ -15,7 +15,8 @@ from tests.support.factories import make_punches
 
 
 def _store(tmp_path: Path) -> Store:
-    return Store.open(BufferSettings(path=tmp_path / "buffer.db", min_free_disk_mb=0), gateway_id="gw-test")
+    settings = BufferSettings.model_validate({"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0})
+    return Store.open(settings, gateway_id="gw-test")
 
 
 def _request(request_id: str, *targets: str) -> NewRequest:

@@ -102,7 +102,7 @@ async def test_every_command_on_zk_terminals(
         "created": ["900"],
         "updated": ["2"],
     }
-    assert door1.data.user_by_id("900") is not None and door1.data.user_by_id("2").name == "Robert"  # type: ignore[union-attr]
+    assert door1.data.user_by_id("900") is not None and door1.data.user_by_id("2").name == "Robert"
     too_long = {"users": [{"user_id": "901", "name": "Maximilian Alexander Smith"}]}
     message = _error(await central.arun("users.upsert", "door-1", args=too_long), "user_does_not_fit")
     assert "user '901'" in message and "26 bytes" in message and door1.data.user_by_id("901") is None
@@ -116,7 +116,7 @@ async def test_every_command_on_zk_terminals(
     assert door2.enabled is True
 
     # punches.resend: one terminal-local day, sent again with the original ids.
-    day = door2.records[0].timestamp.date()  # type: ignore[union-attr]
+    day = door2.records[0].timestamp.date()
     before = len(subscriber.on("/devices/door-2/punches"))
     resent = _ok(await central.arun("punches.resend", "door-2", args={"day": day.isoformat()}))
     assert resent["requeued"] > 0
