@@ -19,21 +19,21 @@ Flow (docs/sink.md):
    flush the database refuses for its content (a value out of range, say) is split up, and
    the one message it cannot take goes to the dead-letter table instead. The sink never stops
    on bad input.
+
+This module is the MQTT side and the writer thread's loop; the parts it drives: `inbox` (what
+arrived), `classify` (what it is), `commit` (the transaction, its retries and splits), `recheck`
+(the periodic reconciliation), `settings` and `stats`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import queue
 import ssl
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import sqlalchemy as sa
 import structlog
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
@@ -41,68 +41,23 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from punchgate.sync.contract import CONFIRM_SCHEMA_NAME
-from punchgate.sync.sink import db
-from punchgate.sync.sink.validate import Invalid, Validators
+from punchgate.sync.sink.classify import classify
+from punchgate.sync.sink.commit import RETRY_MAX, Committer
+from punchgate.sync.sink.engine import create, upgrade
+from punchgate.sync.sink.inbox import Inbox, Received
+from punchgate.sync.sink.items import DeadLetter, Item, Written
+from punchgate.sync.sink.recheck import Rechecks
+from punchgate.sync.sink.settings import SinkSettings
+from punchgate.sync.sink.stats import SinkStats
+from punchgate.sync.sink.validate import Validators
+
+__all__ = ["CONFIRM_CHUNK", "RETRY_MAX", "Sink", "SinkSettings", "SinkStats"]
 
 log = structlog.get_logger(__name__)
 
 CONFIRM_CHUNK = 5000  # ids per confirmation message
-RETRY_MAX = 10.0  # seconds between attempts while the database is unreachable
 
-
-@dataclass(frozen=True)
-class SinkSettings:
-    db: str = db.DEFAULT_DB
-    host: str = "127.0.0.1"
-    port: int = 1883
-    username: str | None = None
-    password: str | None = None
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    tls: bool = False
-    prefix: str = "punchgate"
-    group: str = "punchgate-sink"
-    client_id: str = "punchgate-sink"
-    session_expiry: int = 7 * 86400  # seconds the broker keeps our session (and queue) while we are away
-    keepalive: int = 30
-    max_messages: int = 200  # per flush (one transaction)
-    linger: float = 0.05  # seconds a flush waits for more once the first message arrived
-    receive_maximum: int = 400  # MQTT 5: messages the broker may have in flight to us
-    confirm: bool = True
-    check_interval: float = 30.0  # seconds between re-checks of digest days that did not match
-    mismatch_grace: float = 600.0  # a day mismatching for less than this is still being delivered
-
-
-@dataclass
-class SinkStats:
-    """Counters for /metrics (monotonic except the gauges marked so)."""
-
-    received: int = 0
-    flushes: int = 0
-    punches_new: int = 0
-    punches_repeated: int = 0
-    dead_letters: int = 0
-    ignored: int = 0  # empty payloads (a retained message being cleared)
-    confirmations: int = 0  # confirmation messages published
-    confirmed_ids: int = 0
-    db_failures: int = 0
-    connects: int = 0
-    connected: bool = False  # gauge
-    inbox: int = 0  # gauge: received, not committed yet
-    mismatching_days: int = 0  # gauge: digest days that differ for longer than the grace
-    last_flush_at: float | None = None
-    last_db_error: str = ""
-    by_kind: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class _Received:
-    topic: str
-    payload: bytes
-    mid: int
-    qos: int
-    epoch: int  # the connection it came on: only that connection may acknowledge it
+_Received = Received  # the name a received message had here before the inbox got its module
 
 
 class Sink:
@@ -112,12 +67,13 @@ class Sink:
         self.settings = settings
         self.stats = SinkStats()
         self.validators = Validators()
-        self.engine = db.create(settings.db)
-        self._inbox: queue.Queue[_Received] = queue.Queue()
+        self.engine = create(settings.db)
+        self._inbox = Inbox()
         self._epoch = 0
         self._stopping = threading.Event()
         self._writer: threading.Thread | None = None
-        self._next_check = 0.0
+        self._committer = Committer(self.engine, self.stats, self._stopping)
+        self._rechecks = Rechecks(self.engine, settings, self.stats)
         self._client = self._make_client()
 
     # --- MQTT ---------------------------------------------------------------------------------
@@ -173,13 +129,13 @@ class Sink:
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         self.stats.received += 1
         self._inbox.put(
-            _Received(message.topic, bytes(message.payload), message.mid, message.qos, self._epoch)
+            Received(message.topic, bytes(message.payload), message.mid, message.qos, self._epoch)
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
         """Migrate the database, connect, and start the writer."""
-        db.upgrade(self.engine)
+        upgrade(self.engine)
         log.info("sink_database_ready", url=self.engine.url.render_as_string(hide_password=True))
         s = self.settings
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -204,28 +160,14 @@ class Sink:
         return self._writer is not None and self._writer.is_alive()
 
     # --- the writer ---------------------------------------------------------------------------
-    def _take(self) -> list[_Received]:
-        try:
-            first = self._inbox.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        taken = [first]
-        deadline = time.monotonic() + self.settings.linger
-        while len(taken) < self.settings.max_messages:
-            try:
-                taken.append(self._inbox.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-        return taken
-
     def _write_loop(self) -> None:
         while True:
-            batch = self._take()
-            self.stats.inbox = self._inbox.qsize()
+            batch = self._inbox.take(self.settings.max_messages, self.settings.linger)
+            self.stats.inbox = self._inbox.size()
             if not batch:
                 if self._stopping.is_set():
                     return
-                self._maybe_recheck()
+                self._rechecks.maybe_recheck()
                 continue
             written = self._commit(batch)
             if written is None:  # stopping while the database is down: nothing acknowledged
@@ -238,56 +180,14 @@ class Sink:
             self.stats.dead_letters += written.dead_letters
             self.stats.last_flush_at = time.time()
             if written.digests_changed:
-                self._next_check = 0.0
-            self._maybe_recheck()
+                self._rechecks.soon()
+            self._rechecks.maybe_recheck()
 
-    def classify(self, topic: str, payload: bytes) -> db.Item | None:
+    def classify(self, topic: str, payload: bytes) -> Item | None:
         """What a message is, validated; a DeadLetter when it is not valid; None when empty."""
-        if not payload:
-            return None
-        prefix = self.settings.prefix + "/"
-        parts = topic[len(prefix) :].split("/") if topic.startswith(prefix) else []
-        try:
-            if len(parts) == 4 and parts[1] == "devices":
-                gateway, device, kind = parts[0], parts[2], parts[3]
-                return self._device_item(topic, gateway, device, kind, payload)
-            if len(parts) == 2 and parts[1] in ("state", "events"):
-                gateway = parts[0]
-                if parts[1] == "state":
-                    return db.GatewayState(gateway, self.validators.check("gateway-state", payload))
-                data = self.validators.check("device-event", payload)
-                return db.Event(gateway, data)
-        except Invalid as exc:
-            return db.DeadLetter(topic, payload, exc.reason)
-        return db.DeadLetter(topic, payload, "not a topic of the punch stream")
+        return classify(topic, payload, prefix=self.settings.prefix, validators=self.validators)
 
-    def _device_item(self, topic: str, gateway: str, device: str, kind: str, payload: bytes) -> db.Item:
-        if kind == "punches":
-            batch = self.validators.check("punch-batch", payload)
-            if (batch["gateway"], batch["device"]) != (gateway, device):
-                raise Invalid(
-                    f"the topic names {gateway}/{device}, the batch {batch['gateway']}/{batch['device']}"
-                )
-            base = topic.rsplit("/devices/", 1)[0]
-            return db.PunchBatch(base, gateway, device, batch["seq"], batch["records"])
-        if kind == "state":
-            data = self.validators.check("device-state", payload)
-            if data["device"] != device:
-                raise Invalid(f"the topic names device {device}, the state {data['device']}")
-            return db.DeviceState(gateway, device, data)
-        if kind == "events":
-            data = self.validators.check("device-event", payload)
-            return db.Event(gateway, {**data, "device": data.get("device") or device})
-        if kind == "digests":
-            data = self.validators.check("device-digests", payload)
-            if (data["gateway"], data["device"]) != (gateway, device):
-                raise Invalid(
-                    f"the topic names {gateway}/{device}, the digests {data['gateway']}/{data['device']}"
-                )
-            return db.Digests(gateway, data)
-        raise Invalid("not a topic of the punch stream")
-
-    def _items(self, batch: list[_Received]) -> list[tuple[_Received, db.Item]]:
+    def _items(self, batch: list[Received]) -> list[tuple[Received, Item]]:
         out = []
         for message in batch:
             item = self.classify(message.topic, message.payload)
@@ -296,66 +196,17 @@ class Sink:
                 continue
             kind = type(item).__name__
             self.stats.by_kind[kind] = self.stats.by_kind.get(kind, 0) + 1
-            if isinstance(item, db.DeadLetter):
+            if isinstance(item, DeadLetter):
                 log.warning("sink_dead_letter", topic=message.topic, reason=item.reason)
             out.append((message, item))
         return out
 
-    def _commit(self, batch: list[_Received]) -> db.Written | None:
-        """Write the flush in one transaction; retried while the database is unreachable,
-        split up when it refuses the content. None: stopping before it could be written."""
-        pairs = self._items(batch)
-        delay = 0.5
-        while True:
-            try:
-                return self._transaction([item for _m, item in pairs])
-            except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-                self._db_failed(exc)
-            except sa.exc.DBAPIError as exc:
-                if exc.connection_invalidated:
-                    self._db_failed(exc)
-                else:
-                    return self._one_by_one(pairs, exc)
-            if self._stopping.wait(delay):
-                return None
-            delay = min(RETRY_MAX, delay * 2)
+    def _commit(self, batch: list[Received]) -> Written | None:
+        """Write the flush in one transaction (`commit.Committer`). None: stopping before it
+        could be written."""
+        return self._committer.commit(self._items(batch))
 
-    def _transaction(self, items: list[db.Item]) -> db.Written:
-        now = dt.datetime.now(dt.UTC)
-        with self.engine.begin() as conn:
-            return db.write(conn, items, now)
-
-    def _db_failed(self, exc: Exception) -> None:
-        self.stats.db_failures += 1
-        self.stats.last_db_error = str(exc).splitlines()[0][:300]
-        log.error("sink_database_unavailable", error=self.stats.last_db_error)
-
-    def _one_by_one(self, pairs: list[tuple[_Received, db.Item]], first: Exception) -> db.Written:
-        """The database refused the flush for its content: each message alone, and the one it
-        refuses goes to the dead-letter table with the database's reason."""
-        log.warning("sink_flush_refused", error=str(first).splitlines()[0][:300], messages=len(pairs))
-        total = db.Written()
-        for message, item in pairs:
-            try:
-                written = self._transaction([item])
-            except sa.exc.DBAPIError as exc:
-                if (
-                    isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
-                    or exc.connection_invalidated
-                ):
-                    raise
-                reason = f"refused by the database: {str(exc.orig or exc).splitlines()[0][:300]}"
-                log.warning("sink_dead_letter", topic=message.topic, reason=reason)
-                written = self._transaction([db.DeadLetter(message.topic, message.payload, reason)])
-            total.punches_new += written.punches_new
-            total.punches_repeated += written.punches_repeated
-            total.dead_letters += written.dead_letters
-            total.digests_changed |= written.digests_changed
-            for base, ids in written.confirm.items():
-                total.confirm.setdefault(base, []).extend(ids)
-        return total
-
-    def _acknowledge(self, batch: list[_Received]) -> None:
+    def _acknowledge(self, batch: list[Received]) -> None:
         epoch = self._epoch
         for message in batch:
             # A message of an earlier connection comes again on this one (its session): that
@@ -379,25 +230,3 @@ class Sink:
                 self._client.publish(f"{base}/confirm", json.dumps(body, separators=(",", ":")), qos=1)
                 self.stats.confirmations += 1
                 self.stats.confirmed_ids += len(chunk)
-
-    # --- reconciliation -----------------------------------------------------------------------
-    def _maybe_recheck(self) -> None:
-        now = time.monotonic()
-        if now < self._next_check:
-            return
-        self._next_check = now + self.settings.check_interval
-        try:
-            with self.engine.begin() as conn:
-                utc_now = dt.datetime.now(dt.UTC)
-                changed = [c for c in db.recheck(conn, utc_now) if not c.ok]
-                grace = utc_now - dt.timedelta(seconds=self.settings.mismatch_grace)
-                self.stats.mismatching_days = db.mismatching_days(conn, older_than=grace)
-        except sa.exc.DBAPIError as exc:
-            self._db_failed(exc)
-            return
-        if self.stats.mismatching_days:
-            log.warning(
-                "sink_digest_mismatch",
-                days=self.stats.mismatching_days,
-                first=[f"{c.gateway}/{c.device} {c.day}: {c.status}" for c in changed[:5]],
-            )
