@@ -4,7 +4,7 @@ Topic addresses come from `punchgate.sync.topics.Topics` (built with `{prefix}`,
 `{device}` as channel parameters), the channel descriptions from its docstrings, the payload
 schemas from the same generator as `docs/schemas/*.json` (the consumer schemas), the last will
 from `punchgate.sync.contract.gateway_offline`. QoS, retain and who publishes are the contract's
-(docs/mqtt-contract.md, "Topics"): `TOPICS` below says them once per topic; every topic `Topics`
+(docs/mqtt-contract.md, "Topics"): `TOPICS` (`contract_asyncapi_topics`) says them once per topic; every topic `Topics`
 builds must be described there, or the generator fails.
 
 The payload schemas are embedded rather than referenced as files: `$ref: schemas/x.json` would
@@ -23,20 +23,40 @@ Each message names the file it came from (`x-schema-file`).
 
 tests/sync/test_asyncapi.py keeps the document in step and validates it with the official
 AsyncAPI parser (@asyncapi/parser, run by Node; `./dev setup` installs it).
+
+The parts: `contract_asyncapi_topics` (what the contract says per topic), `contract_asyncapi_schemas`
+(the consumer schemas made embeddable) and `contract_yaml` (the YAML writer). This module puts
+the document together and writes or checks the file.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import inspect
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from punchgate.gateway.contract_asyncapi_schemas import (
+    ANNOTATIONS,
+    NEWER_KEYWORDS,
+    SCHEMAS_REF,
+    components_schemas,
+    embeddable,
+)
+from punchgate.gateway.contract_asyncapi_topics import (
+    DEVICE_PARAMETER,
+    MESSAGE_BINDINGS,
+    NOT_CHANNELS,
+    PARAMETER_TOPICS,
+    PARAMETERS,
+    TOPICS,
+    Topic,
+    address,
+    channel_description,
+    check_topics,
+)
+from punchgate.gateway.contract_yaml import to_yaml
 from punchgate.sync.command_contract import COMMAND_SCHEMA_MODELS
 from punchgate.sync.contract import (
     SCHEMA_DIR,
@@ -47,118 +67,34 @@ from punchgate.sync.contract import (
     schema_files,
 )
 from punchgate.sync.settings import MqttSettings
-from punchgate.sync.topics import Topics
+
+__all__ = [
+    "ANNOTATIONS",
+    "ASYNCAPI_PATH",
+    "ASYNCAPI_VERSION",
+    "DESCRIPTION",
+    "DEVICE_PARAMETER",
+    "MESSAGE_BINDINGS",
+    "MQTT_BINDING_VERSION",
+    "NEWER_KEYWORDS",
+    "NOT_CHANNELS",
+    "PARAMETERS",
+    "PARAMETER_TOPICS",
+    "SCHEMAS_REF",
+    "SERVER_DESCRIPTION",
+    "TOPICS",
+    "Topic",
+    "document",
+    "embeddable",
+    "is_stale",
+    "render",
+    "to_yaml",
+    "write",
+]
 
 ASYNCAPI_PATH = SCHEMA_DIR.parent / "asyncapi.yaml"
 ASYNCAPI_VERSION = "3.0.0"
 MQTT_BINDING_VERSION = "0.2.0"
-SCHEMAS_REF = "#/components/schemas/"
-
-# Topics built with the channel parameters in place of the values: the channels' addresses.
-PARAMETER_TOPICS = Topics(prefix="{prefix}", gateway_id="{gateway_id}")
-DEVICE_PARAMETER = "{device}"
-# Members of `Topics` that are subscription filters, not topics anyone publishes to.
-NOT_CHANNELS = frozenset({"base", "all_devices_wildcard", "everything_wildcard"})
-
-
-@dataclass(frozen=True, slots=True)
-class Topic:
-    """What the contract says about one topic (docs/mqtt-contract.md, "Topics")."""
-
-    member: str  # the `Topics` property or method that builds its name
-    channel: str  # the channel's id in the document
-    message: str  # the message's id (components/messages)
-    schema: str  # the consumer schema file (docs/schemas/), without .json
-    action: Literal["send", "receive"]  # the gateway's side: send = it publishes
-    retain: bool
-    summary: str
-    qos: int = 1
-    reply: str | None = None  # the `Topics` member whose channel answers a message received here
-
-
-TOPICS = (
-    Topic("gateway_state", "gatewayState", "gatewayState", "gateway-state", "send", True,
-          "The gateway's online/offline state, with its delivery figures in central delivery"),
-    Topic("device_state", "deviceState", "deviceState", "device-state", "send", True,
-          "One terminal's health snapshot: published on change, refreshed every 10 minutes"),
-    Topic("device_punches", "devicePunches", "punchBatch", "punch-batch", "send", False,
-          "Batches of punch records of one terminal, oldest first; deduplicate on the record id"),
-    Topic("device_events", "deviceEvents", "deviceEvent", "device-event", "send", False,
-          "Faults of one terminal raised and cleared, clock corrections"),
-    Topic("gateway_events", "gatewayEvents", "deviceEvent", "device-event", "send", False,
-          "Faults of the gateway itself raised and cleared (device is empty)"),
-    Topic("audit", "auditHead", "auditHead", "audit-head", "send", True,
-          "The head of the buffer's audit chain (docs/audit.md)"),
-    Topic("device_digests", "deviceDigests", "deviceDigests", "device-digests", "send", True,
-          "Count and id digest per terminal-local day, for reconciliation"),
-    Topic("confirm", "confirmations", "confirmation", "confirmation", "receive", False,
-          "Published by central consumers: the punches they stored (read in central delivery)"),
-    Topic("command_request", "commandRequests", "commandRequest", "command-request", "receive", False,
-          "Published by central: a remote command (read while [commands] is enabled)",
-          reply="command_response"),  # or the request's MQTT 5 response topic
-    Topic("command_response", "commandResponses", "commandResponse", "command-response", "send", False,
-          "The gateway's answers to remote commands (unless a request names an MQTT 5 response topic)"),
-)  # fmt: skip
-
-PARAMETERS: dict[str, dict[str, Any]] = {
-    "prefix": {
-        "description": "The first topic level: the gateway's `mqtt.topic_prefix`.",
-        "default": MqttSettings.model_fields["topic_prefix"].default,
-        "examples": [MqttSettings.model_fields["topic_prefix"].default],
-    },
-    "gateway_id": {
-        "description": "The gateway's configured id (`gateway_id`).",
-        "examples": ["site-a"],
-    },
-    "device": {
-        "description": "A terminal's configured name: letters, digits, `_`, `.` and `-`.",
-        "examples": ["door-1"],
-    },
-}
-
-_REQUEST_MQTT5 = {
-    "responseTopic": {
-        "type": "string",
-        "description": "Optional, MQTT 5: the topic to answer on instead of "
-        "`{prefix}/{gateway_id}/commands/response` (which topics a gateway accepts: "
-        'docs/mqtt-contract.md, "Remote commands").',
-    },
-    "correlationData": {
-        "type": "string",
-        "description": "Optional, MQTT 5: echoed in every answer to this request.",
-    },
-}
-_RESPONSE_MQTT5 = {
-    "correlationData": {
-        "type": "string",
-        "description": "MQTT 5: the request's correlation data, when it carried some.",
-    },
-}
-MESSAGE_BINDINGS: dict[str, dict[str, Any]] = {
-    "commandRequest": _REQUEST_MQTT5,
-    "commandResponse": _RESPONSE_MQTT5,
-}
-
-# JSON Schema keywords whose meaning draft-07 (the base of AsyncAPI's Schema Object) lacks.
-NEWER_KEYWORDS = frozenset(
-    {
-        "$anchor",
-        "$dynamicAnchor",
-        "$dynamicRef",
-        "$recursiveAnchor",
-        "$recursiveRef",
-        "$vocabulary",
-        "dependentRequired",
-        "dependentSchemas",
-        "maxContains",
-        "minContains",
-        "prefixItems",
-        "unevaluatedItems",
-        "unevaluatedProperties",
-    }
-)
-# What may stand next to `$ref` (draft-07 ignores siblings of `$ref`; annotations lose nothing).
-ANNOTATIONS = frozenset({"title", "description", "default", "examples", "deprecated"})
 
 DESCRIPTION = """\
 The MQTT API of a punchgate gateway, contract v{version}: what it publishes (states, punch batches, \
@@ -181,92 +117,37 @@ bindings describe the gateway's own connection: a clean session, and a retained 
 `{offline}` on `{{prefix}}/{{gateway_id}}/state`."""
 
 
-def _doc(member: str) -> str:
-    """A `Topics` member's docstring as one paragraph."""
-    doc = inspect.getdoc(getattr(Topics, member))
-    if not doc:
-        raise ValueError(f"Topics.{member} has no docstring to describe its channel with")
-    return " ".join(doc.split())
-
-
-def _address(member: str) -> str:
-    built = getattr(PARAMETER_TOPICS, member)
-    return str(built(DEVICE_PARAMETER) if callable(built) else built)
-
-
-def _check_topics() -> None:
-    """Every topic `Topics` builds is described in `TOPICS`, and nothing else."""
-    members = {name for name in vars(Topics) if not name.startswith("_") and name not in NOT_CHANNELS}
-    members -= {field.name for field in dataclasses.fields(Topics)}
-    described = [topic.member for topic in TOPICS]
-    if sorted(described) != sorted(members):
-        raise ValueError(f"TOPICS describes {sorted(described)} but Topics builds {sorted(members)}")
-
-
-def _nodes(node: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(node, dict):
-        yield node
-        for value in node.values():
-            yield from _nodes(value)
-    elif isinstance(node, list):
-        for item in node:
-            yield from _nodes(item)
-
-
-def embeddable(schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A consumer schema as AsyncAPI embeds it: (the root schema, its definitions), both with
-    `$ref`s to `#/components/schemas/`, without `$schema`, `$id` and `discriminator` objects."""
-    schema = copy.deepcopy(schema)
-    definitions: dict[str, Any] = schema.pop("$defs", {})
-    schema.pop("$schema", None)
-    schema.pop("$id", None)
-    for node in _nodes([schema, definitions]):
-        if isinstance(node.get("discriminator"), dict):
-            del node["discriminator"]
-        newer = NEWER_KEYWORDS & node.keys()
-        if newer:
-            raise ValueError(f"{sorted(newer)} mean nothing in draft-07 (AsyncAPI's Schema Object)")
-        ref = node.get("$ref")
-        if isinstance(ref, str):
-            if not ref.startswith("#/$defs/") or "/" in ref.removeprefix("#/$defs/"):
-                raise ValueError(f"unexpected $ref {ref!r}")
-            if set(node) - {"$ref"} - ANNOTATIONS:
-                raise ValueError(f"draft-07 ignores what stands next to $ref: {sorted(node)}")
-            node["$ref"] = SCHEMAS_REF + ref.removeprefix("#/$defs/")
-    return schema, definitions
-
-
-def _schema_name(schema: dict[str, Any]) -> str:
-    """The model's name, which its `$id` ends with (`.../CommandRequest.json`)."""
-    return str(schema["$id"]).rsplit("/", 1)[-1].removesuffix(".json")
-
-
-def _components_schemas(consumer: dict[str, dict[str, Any]]) -> tuple[dict[str, Any], dict[str, str]]:
-    """components/schemas for the given consumer schemas (by file stem), and each one's name."""
-    schemas: dict[str, Any] = {}
-    names: dict[str, str] = {}
-    for stem, schema in consumer.items():
-        names[stem] = _schema_name(schema)
-        root, definitions = embeddable(schema)
-        for name, definition in {names[stem]: root, **definitions}.items():
-            if name in schemas and schemas[name] != definition:
-                raise ValueError(f"two different schemas are called {name}")
-            schemas[name] = definition
-    return dict(sorted(schemas.items())), names
-
-
 def _mqtt(binding: dict[str, Any]) -> dict[str, Any]:
+    """`binding` as the MQTT bindings object of a server, channel, operation or message."""
     return {"mqtt": {**binding, "bindingVersion": MQTT_BINDING_VERSION}}
 
 
 def document(vocabulary: Vocabulary) -> dict[str, Any]:
     """The AsyncAPI document as a JSON-like value."""
-    _check_topics()
+    check_topics()
     files = schema_files(vocabulary)
     stems = list(dict.fromkeys(topic.schema for topic in TOPICS))
-    models = {**SCHEMA_MODELS, **COMMAND_SCHEMA_MODELS}
-    schemas, names = _components_schemas({stem: json.loads(files[f"{stem}.json"]) for stem in stems})
+    schemas, names = components_schemas({stem: json.loads(files[f"{stem}.json"]) for stem in stems})
+    messages = _messages(names)
+    channels, operations = _channels_and_operations()
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "punchgate MQTT contract",
+            "version": str(SCHEMA_VERSION),
+            "description": DESCRIPTION.format(version=SCHEMA_VERSION),
+        },
+        "defaultContentType": "application/json",
+        "servers": _servers(),
+        "channels": channels,
+        "operations": operations,
+        "components": {"parameters": PARAMETERS, "messages": messages, "schemas": schemas},
+    }
 
+
+def _messages(names: dict[str, str]) -> dict[str, Any]:
+    """components/messages: one per message id, its payload the consumer schema named `names[stem]`."""
+    models = {**SCHEMA_MODELS, **COMMAND_SCHEMA_MODELS}
     messages: dict[str, Any] = {}
     for topic in TOPICS:
         model = models[topic.schema]
@@ -281,140 +162,75 @@ def document(vocabulary: Vocabulary) -> dict[str, Any]:
         if topic.message in MESSAGE_BINDINGS:
             message["bindings"] = _mqtt(MESSAGE_BINDINGS[topic.message])
         messages.setdefault(topic.message, message)
+    return messages
 
+
+def _channels_and_operations() -> tuple[dict[str, Any], dict[str, Any]]:
+    """A channel per topic, and the gateway's operation on it (publish or receive)."""
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for topic in TOPICS:
-        address = _address(topic.member)
-        channel_ref = f"#/channels/{topic.channel}"
-        channels[topic.channel] = {
-            "address": address,
-            "title": re.sub("([A-Z])", r" \1", topic.channel).capitalize(),  # deviceState: Device state
-            "description": _doc(topic.member),
-            "parameters": {
-                name: {"$ref": f"#/components/parameters/{name}"}
-                for name in re.findall(r"\{([^}]+)\}", address)
-            },
-            "messages": {topic.message: {"$ref": f"#/components/messages/{topic.message}"}},
-        }
+        channels[topic.channel] = _channel(topic)
         verb = "publish" if topic.action == "send" else "receive"
-        operation: dict[str, Any] = {
-            "action": topic.action,
-            "channel": {"$ref": channel_ref},
-            "summary": topic.summary,
-            "messages": [{"$ref": f"{channel_ref}/messages/{topic.message}"}],
-            "bindings": _mqtt({"qos": topic.qos, "retain": topic.retain}),
-        }
-        if topic.reply is not None:
-            (reply,) = (answer for answer in TOPICS if answer.member == topic.reply)
-            operation["reply"] = {
-                "channel": {"$ref": f"#/channels/{reply.channel}"},
-                "messages": [{"$ref": f"#/channels/{reply.channel}/messages/{reply.message}"}],
-            }
-        operations[verb + topic.channel[0].upper() + topic.channel[1:]] = operation
+        operations[verb + topic.channel[0].upper() + topic.channel[1:]] = _operation(topic)
+    return channels, operations
 
-    default_protocol = MqttSettings.model_fields["protocol"].default
-    offline = gateway_offline().decode()
+
+def _channel(topic: Topic) -> dict[str, Any]:
+    channel_address = address(topic.member)
     return {
-        "asyncapi": ASYNCAPI_VERSION,
-        "info": {
-            "title": "punchgate MQTT contract",
-            "version": str(SCHEMA_VERSION),
-            "description": DESCRIPTION.format(version=SCHEMA_VERSION),
+        "address": channel_address,
+        "title": re.sub("([A-Z])", r" \1", topic.channel).capitalize(),  # deviceState: Device state
+        "description": channel_description(topic.member),
+        "parameters": {
+            name: {"$ref": f"#/components/parameters/{name}"}
+            for name in re.findall(r"\{([^}]+)\}", channel_address)
         },
-        "defaultContentType": "application/json",
-        "servers": {
-            "broker": {
-                "host": "broker:1883",
-                "protocol": "mqtt",
-                "protocolVersion": default_protocol,
-                "description": SERVER_DESCRIPTION.format(default=default_protocol, offline=offline),
-                "bindings": _mqtt(
-                    {
-                        "cleanSession": True,
-                        "lastWill": {
-                            "topic": _address("gateway_state"),
-                            "qos": 1,
-                            "message": offline,
-                            "retain": True,
-                        },
-                    }
-                ),
-            }
-        },
-        "channels": channels,
-        "operations": operations,
-        "components": {"parameters": PARAMETERS, "messages": messages, "schemas": schemas},
+        "messages": {topic.message: {"$ref": f"#/components/messages/{topic.message}"}},
     }
 
 
-# ---------------------------------------------------------------------------------------------
-# YAML, block style: strings plain where YAML cannot read them as anything else, literal blocks
-# for multi-line text, else in JSON's double quotes (JSON's escapes are YAML's too).
-
-_PLAIN = re.compile(r"[A-Za-z$][A-Za-z0-9_./$ (),;'+=-]*(?<! )")
-_RESERVED = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null"})
-# Not printable in YAML, or a line break to it: escaped inside double quotes.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff\ufffe\uffff]")
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    if isinstance(value, str):
-        if _PLAIN.fullmatch(value) and value.lower() not in _RESERVED:
-            return value
-        quoted = json.dumps(value, ensure_ascii=False)
-        return _UNSAFE.sub(lambda match: f"\\u{ord(match.group()):04x}", quoted)
-    if value == {}:
-        return "{}"
-    if value == []:
-        return "[]"
-    raise TypeError(f"cannot write {type(value).__name__} as YAML")
+def _operation(topic: Topic) -> dict[str, Any]:
+    channel_ref = f"#/channels/{topic.channel}"
+    operation: dict[str, Any] = {
+        "action": topic.action,
+        "channel": {"$ref": channel_ref},
+        "summary": topic.summary,
+        "messages": [{"$ref": f"{channel_ref}/messages/{topic.message}"}],
+        "bindings": _mqtt({"qos": topic.qos, "retain": topic.retain}),
+    }
+    if topic.reply is not None:
+        (reply,) = (answer for answer in TOPICS if answer.member == topic.reply)
+        operation["reply"] = {
+            "channel": {"$ref": f"#/channels/{reply.channel}"},
+            "messages": [{"$ref": f"#/channels/{reply.channel}/messages/{reply.message}"}],
+        }
+    return operation
 
 
-def _block(value: Any) -> bool:
-    """Whether `value` is text a literal block scalar (`|-`) holds exactly."""
-    if not isinstance(value, str) or "\n" not in value:
-        return False
-    lines = value.split("\n")
-    return (
-        not value.endswith("\n")
-        and lines[0][:1] not in ("", " ")  # what YAML readers keep of a block's first line
-        and not _UNSAFE.search(value)
-        and not any(char in value for char in "\r\t")
-        and all(line.strip() or not line for line in lines)
-    )
-
-
-def _yaml(value: Any, indent: int) -> Iterator[str]:
-    """The lines of a non-empty mapping or list, indented by `indent`."""
-    pad = " " * indent
-    items = value.items() if isinstance(value, dict) else ((None, item) for item in value)
-    for key, item in items:
-        head = f"{pad}{_scalar(str(key))}:" if isinstance(value, dict) else f"{pad}-"
-        if isinstance(item, dict | list) and item:
-            if isinstance(value, dict):  # a list under a key may sit at the key's indentation
-                yield head
-                yield from _yaml(item, indent + 2 if isinstance(item, dict) else indent)
-            else:
-                first, *rest = _yaml(item, indent + 2)
-                yield f"{head} {first[indent + 2 :]}"
-                yield from rest
-        elif _block(item):
-            yield f"{head} |-"
-            yield from (f"{pad}  {line}" if line else "" for line in item.split("\n"))
-        else:
-            yield f"{head} {_scalar(item)}"
-
-
-def to_yaml(value: dict[str, Any]) -> str:
-    """A non-empty mapping of mappings, lists, strings, numbers, booleans and None as YAML."""
-    return "\n".join(_yaml(value, 0)) + "\n"
+def _servers() -> dict[str, Any]:
+    """The example broker, with the bindings of the gateway's own connection (its last will)."""
+    default_protocol = MqttSettings.model_fields["protocol"].default
+    offline = gateway_offline().decode()
+    return {
+        "broker": {
+            "host": "broker:1883",
+            "protocol": "mqtt",
+            "protocolVersion": default_protocol,
+            "description": SERVER_DESCRIPTION.format(default=default_protocol, offline=offline),
+            "bindings": _mqtt(
+                {
+                    "cleanSession": True,
+                    "lastWill": {
+                        "topic": address("gateway_state"),
+                        "qos": 1,
+                        "message": offline,
+                        "retain": True,
+                    },
+                }
+            ),
+        }
+    }
 
 
 def render(vocabulary: Vocabulary) -> str:
