@@ -36,12 +36,13 @@ def record_id(serial_number: str, raw: RawPunch) -> str:
 
     Documented for integrators in docs/mqtt-contract.md so they can recompute it.
     """
+    when = raw.timestamp
     key = "\x1f".join(
         (
             ID_VERSION,
             serial_number,
             raw.user_id,
-            raw.timestamp.replace(microsecond=0).isoformat(),
+            (when if when.microsecond == 0 else when.replace(microsecond=0)).isoformat(),
             str(raw.state),
             str(raw.verify),
         )
@@ -49,8 +50,39 @@ def record_id(serial_number: str, raw: RawPunch) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
+# Hours of a zone's local time in which one offset holds throughout (no fold, no gap, no change
+# of offset), and that offset: most punches fall in one, and converting them is then a
+# subtraction. Bounded: a log spans weeks, not years of hours.
+_ONE_OFFSET_HOURS: dict[tuple[ZoneInfo, int, int, int, int], dt.timedelta | None] = {}
+_ONE_OFFSET_HOURS_MAX = 50_000
+
+
+def _hour_offset(local: dt.datetime, zone: ZoneInfo) -> dt.timedelta | None:
+    """The offset in force through the whole local hour of `local`, or None when the hour holds
+    a transition (or is out of the zone's range): then every time in it is converted in full."""
+    key = (zone, local.year, local.month, local.day, local.hour)
+    try:
+        return _ONE_OFFSET_HOURS[key]
+    except KeyError:
+        pass
+    try:
+        start = local.replace(minute=0, second=0, microsecond=0)
+        ends = (start, start + dt.timedelta(minutes=59, seconds=59))
+        offsets = {end.replace(tzinfo=zone, fold=fold).utcoffset() for end in ends for fold in (0, 1)}
+        offset = offsets.pop() if len(offsets) == 1 else None
+    except (OverflowError, ValueError):
+        offset = None
+    if len(_ONE_OFFSET_HOURS) >= _ONE_OFFSET_HOURS_MAX:
+        _ONE_OFFSET_HOURS.clear()
+    _ONE_OFFSET_HOURS[key] = offset
+    return offset
+
+
 def to_utc(local: dt.datetime, zone: ZoneInfo) -> tuple[dt.datetime, int, tuple[str, ...]]:
     """(UTC instant, offset in seconds, DST flags) for a naive terminal-local time."""
+    offset = _hour_offset(local, zone)
+    if offset is not None:  # one offset all hour: no fold, no gap
+        return (local - offset).replace(tzinfo=dt.UTC), int(offset.total_seconds()), ()
     first = local.replace(tzinfo=zone, fold=0)
     second = local.replace(tzinfo=zone, fold=1)
     flags: tuple[str, ...] = ()
@@ -90,7 +122,10 @@ def normalize_punch(
 ) -> Punch:
     now = now or dt.datetime.now(dt.UTC)
     names = describe(driver_type)  # each driver names its own state and verify codes
-    local = raw.timestamp.replace(microsecond=0, tzinfo=None)
+    when = raw.timestamp
+    local = (
+        when if when.microsecond == 0 and when.tzinfo is None else when.replace(microsecond=0, tzinfo=None)
+    )
     try:
         utc, offset, dst_flags = to_utc(local, zone)
     except (OverflowError, ValueError):
