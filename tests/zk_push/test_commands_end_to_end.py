@@ -219,7 +219,7 @@ async def test_a_gateway_killed_before_and_after_sending_runs_the_command_once(
     gateway.start()
 
     terminal = emulator(push_port)
-    post_results = terminal._post_results
+    post_results = terminal.session.post_results
     killing: list[bool] = []
     killed: list[bool] = []
 
@@ -231,7 +231,7 @@ async def test_a_gateway_killed_before_and_after_sending_runs_the_command_once(
             killed.append(True)
         await post_results()
 
-    monkeypatch.setattr(terminal, "_post_results", kill_the_gateway_first)
+    monkeypatch.setattr(terminal.session, "post_results", kill_the_gateway_first)
     async with terminal:
         await wait_until_async(lambda: bool(killed), timeout=30, message="the command run and the kill")
         assert terminal.counters.commands == 1

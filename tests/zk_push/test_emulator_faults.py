@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from punchgate.drivers.zk_push.emulator import ZkPushEmulator
-from punchgate.drivers.zk_push.emulator.terminal import GARBAGE_LINES
+from punchgate.drivers.zk_push.emulator.uploads import GARBAGE_LINES
 from tests.support.waiting import wait_until_async
 from tests.zk_push.test_emulator import SN, FakeReceiver, Maker, make, receiver, valid_attlog
 

@@ -9,8 +9,9 @@ faults switchable at run time, for trying and testing the push receiver without 
 SIGUSR1 switch faults from outside the process.
 """
 
+from punchgate.drivers.zk_push.emulator.counters import PushCounters
 from punchgate.drivers.zk_push.emulator.faults import FAULTS, Fault
-from punchgate.drivers.zk_push.emulator.terminal import PushCounters, ZkPushEmulator
+from punchgate.drivers.zk_push.emulator.terminal import ZkPushEmulator
 from punchgate.drivers.zk_push.emulator.wire import OperEntry, PushRecord, PushUser, ServerOptions
 
 __all__ = [
