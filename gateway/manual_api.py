@@ -17,7 +17,6 @@ punch, the monthly limit is reached, it is decided already), with the sentence s
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 import structlog
@@ -32,7 +31,7 @@ from punchgate.gateway.http import (
     _refuse,
     _token_for_reads,
 )
-from punchgate.gateway.manual_records import MAX_NAME, MAX_TEXT, new_entry, punch_builder
+from punchgate.gateway.manual_records import MAX_NAME, MAX_TEXT, enter_manual, punch_builder
 from punchgate.sync.manual import STATUSES, ManualEntry, ManualRefused
 
 log = structlog.get_logger(__name__)
@@ -49,32 +48,10 @@ async def _add(request: web.Request) -> web.Response:
     app = request.app[STATE].gateway
     store = _store(request)
     body = await _json_object(request)
-
-    def work(_app: Any) -> ManualEntry:
-        entry = new_entry(
-            app.settings,
-            lambda device: store.get_device_meta(device).get("serial_number", ""),
-            body,
-            now=dt.datetime.now(dt.UTC),
-        )
-        result: ManualEntry = store.add_manual(entry, app.settings.manual, punch_builder(app.settings))
-        return result
-
     try:
-        entry = await _in_thread(request, work)
+        entry = await _in_thread(request, lambda _app: enter_manual(app, store, body))
     except ManualRefused as exc:
         return _refuse(exc.status, str(exc))
-    log.info(
-        "manual_punch_entered",
-        entry=entry.entry_id,
-        device=entry.device,
-        user=entry.user_id,
-        local_time=entry.local_time,
-        by=entry.entered_by,
-        status=entry.status,
-    )
-    if entry.status == "approved" and app.forwarder is not None:
-        app.forwarder.notify_new_punches()
     return _json_answer(201, entry.as_dict())
 
 

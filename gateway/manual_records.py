@@ -10,6 +10,8 @@ value as the record carries it (`serial`, `user_id`, `local_time`, `state.code`,
 `verify.code`, `manual.entry_id`). A terminal's id hashes six fields and a serial that never
 starts with `manual:`; this text has seven, so no make-up punch can take a terminal punch's id,
 and two entries for the same minute (one rejected, one approved) still differ.
+
+`enter_manual` is the one way a make-up punch is entered, by the console and by the API alike.
 """
 
 from __future__ import annotations
@@ -21,13 +23,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+import structlog
+
 from punchgate.drivers.registry import DRIVERS, describe
 from punchgate.gateway.normalize import ID_VERSION, timestamp_flags, to_utc
 from punchgate.sync.manual import ManualEntry, ManualRefused, ManualSettings, utc_text
 from punchgate.sync.records import ManualInfo, Punch
 
 if TYPE_CHECKING:
+    from punchgate.gateway.app import Application
     from punchgate.gateway.settings import Settings
+    from punchgate.sync.store import Store
+
+log = structlog.get_logger(__name__)
 
 MANUAL_VERIFY = -1  # no verification took place at a terminal: the `manual` object says who vouches
 MAX_TEXT = 500  # characters of a free-text reason or note
@@ -215,3 +223,33 @@ def punch_builder(settings: Settings) -> Any:
         )
 
     return build
+
+
+def enter_manual(
+    app: Application, store: Store, body: dict[str, Any], *, via: str | None = None
+) -> ManualEntry:
+    """Enter a make-up punch from a request's `body`: the entry checked and built (`new_entry`),
+    then checked against the buffer and stored in one transaction (`Store.add_manual`), logged
+    (`manual_punch_entered`, with `via` when given), and the forwarder woken when it needs no
+    approval and is a punch already. ManualRefused (with its status) when a rule refuses it.
+    Blocking (the buffer's transaction): call it on the API's threads."""
+    entry = new_entry(
+        app.settings,
+        lambda device: store.get_device_meta(device).get("serial_number", ""),
+        body,
+        now=dt.datetime.now(dt.UTC),
+    )
+    entry = store.add_manual(entry, app.settings.manual, punch_builder(app.settings))
+    log.info(
+        "manual_punch_entered",
+        entry=entry.entry_id,
+        device=entry.device,
+        user=entry.user_id,
+        local_time=entry.local_time,
+        by=entry.entered_by,
+        status=entry.status,
+        **({"via": via} if via is not None else {}),
+    )
+    if entry.status == "approved" and app.forwarder is not None:
+        app.forwarder.notify_new_punches()
+    return entry

@@ -9,7 +9,6 @@ forwarder is woken to send it. A refused entry is shown again with the sentence 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,7 +97,7 @@ def manual_add(
 ) -> web.StreamResponse:
     """Enter a make-up punch; the person entering it is the signed-in account, never a form field."""
     assert console.gateway is not None and page.account is not None
-    from punchgate.gateway.manual_records import new_entry, punch_builder
+    from punchgate.gateway.manual_records import enter_manual
     from punchgate.sync.manual import ManualRefused
 
     app, store = console.gateway, console.gateway.store
@@ -108,27 +107,9 @@ def manual_add(
     body: dict[str, Any] = {key: form.get(key, "") for key in keys}
     body["entered_by"] = page.account.name
     try:
-        entry = new_entry(
-            app.settings,
-            lambda device: store.get_device_meta(device).get("serial_number", ""),
-            body,
-            now=dt.datetime.now(dt.UTC),
-        )
-        entry = store.add_manual(entry, app.settings.manual, punch_builder(app.settings))
+        entry = enter_manual(app, store, body, via="console")
     except ManualRefused as exc:
         return _manual_page(console, page, request, status=exc.status, error=str(exc), form=form)
-    log.info(
-        "manual_punch_entered",
-        entry=entry.entry_id,
-        device=entry.device,
-        user=entry.user_id,
-        local_time=entry.local_time,
-        by=entry.entered_by,
-        status=entry.status,
-        via="console",
-    )
-    if entry.status == "approved" and app.forwarder is not None:
-        app.forwarder.notify_new_punches()
     notice = page.words("manual.entered", user=entry.user_id, time=entry.local_time)
     return _manual_page(console, page, request, notice=notice)
 
