@@ -10,8 +10,10 @@
   took effect (a restart, a clear);
 * `method`: the driver method it needs (`punchgate.drivers.base.Administered`), whose absence or
   `cannot` entry answers `unsupported` without waiting for the terminal;
-* `push`: what a zk-push terminal can do without a command queue (the gateway has none yet):
-  `buffer` commands, and `device.info` from what the terminal last reported.
+* `push`: what a zk-push terminal can do without its command queue: `buffer` commands, and
+  `device.info` from what the terminal last reported (when the [push] listener does not run);
+* `queued`: what a zk-push terminal runs through the push command queue
+  (`punchgate.gateway.commands.push`); the rest is `unsupported` there.
 """
 
 from __future__ import annotations
@@ -33,22 +35,25 @@ class CommandSpec:
     repeatable: bool = True
     method: str | None = None
     push: bool = False
+    queued: bool = False
     single_terminal: bool = False  # log.clear repeats one terminal's serial
 
 
 CATALOGUE: dict[str, CommandSpec] = {
     spec.name: spec
     for spec in (
-        CommandSpec("device.info", "terminal", default=True, push=True),
-        CommandSpec("device.read_now", "terminal", default=True),
-        CommandSpec("device.set_time", "terminal"),
-        CommandSpec("device.restart", "terminal", destructive=True, repeatable=False, method="restart"),
+        CommandSpec("device.info", "terminal", default=True, push=True, queued=True),
+        CommandSpec("device.read_now", "terminal", default=True, queued=True),
+        CommandSpec("device.set_time", "terminal", queued=True),
+        CommandSpec(
+            "device.restart", "terminal", destructive=True, repeatable=False, method="restart", queued=True
+        ),
         CommandSpec("device.enable", "terminal", method="set_enabled"),
         CommandSpec("device.disable", "terminal", destructive=True, method="set_enabled"),
         CommandSpec("punches.resend", "buffer", default=True, push=True),
         CommandSpec("users.list", "terminal", default=True, method="list_users"),
-        CommandSpec("users.upsert", "terminal", method="upsert_users"),
-        CommandSpec("users.delete", "terminal", destructive=True, method="delete_users"),
+        CommandSpec("users.upsert", "terminal", method="upsert_users", queued=True),
+        CommandSpec("users.delete", "terminal", destructive=True, method="delete_users", queued=True),
         CommandSpec("log.clear", "terminal", destructive=True, repeatable=False, single_terminal=True),
         CommandSpec("gateway.status", "gateway", default=True),
     )

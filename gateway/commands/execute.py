@@ -125,9 +125,12 @@ async def _read_now(worker: DeviceWorker) -> dict[str, Any]:
     return {"records_read": health.last_read_count, "new": health.punches_new_total - before}
 
 
-async def _set_time(request: SetTimeRequest, worker: DeviceWorker, env: Environment) -> dict[str, Any]:
+async def checked_set_time(
+    request: SetTimeRequest, zone: dt.tzinfo, env: Environment
+) -> tuple[dt.datetime, dt.datetime]:
+    """(now, the instant asked for) of device.set_time, once the offset is within bounds and the
+    gateway's clock is known to be synchronised; else CommandFailed."""
     now = env.now()
-    zone = worker.zone
     if request.args.time is None:
         instant = now
     else:
@@ -150,6 +153,12 @@ async def _set_time(request: SetTimeRequest, worker: DeviceWorker, env: Environm
             f"the gateway's own clock is {state} ({sync.detail}): setting a terminal from it would "
             'spread the error (health.gateway_clock = "trust" skips this check)',
         )
+    return now, instant
+
+
+async def _set_time(request: SetTimeRequest, worker: DeviceWorker, env: Environment) -> dict[str, Any]:
+    zone = worker.zone
+    now, instant = await checked_set_time(request, zone, env)
     info = await worker.contact()
     drift_before = worker.health.clock_drift_seconds
     # As the automatic correction does it: the time to the second, in the terminal's zone.

@@ -43,10 +43,11 @@ from punchgate.drivers.base import (
     UnreachableError,
 )
 from punchgate.drivers.zk_push import is_push_terminal
-from punchgate.gateway.commands import execute
+from punchgate.gateway.commands import execute, push
 from punchgate.gateway.commands.catalogue import CATALOGUE, CommandSpec
 from punchgate.gateway.commands.intake import Accepted, Rejection, TerminalKind, masked, read_request
 from punchgate.gateway.commands.settings import CommandsSettings
+from punchgate.gateway.push_commands import PushCommandQueue, push_command_queue
 from punchgate.gateway.status import gateway_status
 from punchgate.sync.command_contract import FINAL_STATUSES, AnyRequest, ResendRequest, Status, parse_request
 from punchgate.sync.command_contract import response_json as render
@@ -403,19 +404,21 @@ class CommandService:
                 entry.id, target, "error", error=("unknown_terminal", f"{target} is not read any more")
             )
             return
+        queue = push_command_queue(self.app) if kind == "push" and spec.queued else None
+        if queue is not None:
+            self._spawn(self._run_push(entry.id, target, queue))
+            return
         if spec.scope == "buffer" or (kind == "push" and spec.push):
             self._spawn(self._run_here(entry.id, target))
             return
         if kind == "push":
+            why = (
+                "the push protocol's command queue has no such command"
+                if not spec.queued
+                else "its command queue needs the [push] listener, which does not run"
+            )
             await self._finish(
-                entry.id,
-                target,
-                "error",
-                error=(
-                    "unsupported",
-                    f"{target} is a zk-push terminal: it takes commands only through the push "
-                    "protocol's command queue, which this gateway does not have yet",
-                ),
+                entry.id, target, "error", error=("unsupported", f"{target} is a zk-push terminal: {why}")
             )
             return
         worker = self.app.workers[target]
@@ -484,6 +487,36 @@ class CommandService:
             )
         else:
             await self._finish(request_id, target, "ok", result=result)
+
+    async def _run_push(self, request_id: str, target: str, queue: PushCommandQueue) -> None:
+        """A command for a zk-push terminal, through its push command queue (`push.run`): the
+        target stays `waiting` until the queue has sent it, then `running`."""
+        entry = self._startable(request_id, target)
+        if entry is None:
+            return
+        if time.time() >= entry.expires_at:
+            await self._finish(request_id, target, "expired")
+            return
+
+        async def sent() -> None:
+            if entry.targets.get(target) == "waiting":  # not answered meanwhile (the sweep's expiry)
+                await self._running(entry, target)
+
+        try:
+            encoding, zone = push.terminal_config(self.app.settings, target)
+            planned = await push.plan(entry.request, encoding=encoding, zone=zone, env=self.env)
+            if not entry.spec.repeatable:  # queued: after a crash it is answered `interrupted`
+                await asyncio.to_thread(self.store.command_status, entry.id, target, "running")
+            done = await push.run(queue, target, planned, expires_at=entry.expires_at, on_sent=sent)
+        except execute.CommandFailed as failed:
+            await self._finish(request_id, target, "error", error=(failed.code, failed.message))
+        except Exception as exc:
+            log.exception("command_failed", id=request_id, terminal=target)
+            await self._finish(
+                request_id, target, "error", error=("internal", f"{type(exc).__name__}: {exc}")
+            )
+        else:
+            await self._finish(request_id, target, done.status, result=done.result, error=done.error)
 
     async def _run_on_worker(self, request_id: str, target: str, worker: DeviceWorker) -> bool:
         """A terminal command, in the worker's task (`_Job.run`); True ends the session."""
