@@ -22,14 +22,14 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from punchgate.gateway.http import (
+from punchgate.gateway.http_common import (
     STATE,
-    _in_thread,
-    _json_answer,
-    _json_object,
-    _Refusal,
-    _refuse,
-    _token_for_reads,
+    Refusal,
+    in_thread,
+    json_answer,
+    json_object,
+    refuse,
+    token_for_reads,
 )
 from punchgate.gateway.manual_records import MAX_NAME, MAX_TEXT, enter_manual, punch_builder
 from punchgate.sync.manual import STATUSES, ManualEntry, ManualRefused
@@ -40,37 +40,37 @@ log = structlog.get_logger(__name__)
 def _store(request: web.Request) -> Any:
     app = request.app[STATE].gateway
     if app.store is None:
-        raise _Refusal(503, "starting")
+        raise Refusal(503, "starting")
     return app.store
 
 
 async def _add(request: web.Request) -> web.Response:
     app = request.app[STATE].gateway
     store = _store(request)
-    body = await _json_object(request)
+    body = await json_object(request)
     try:
-        entry = await _in_thread(request, lambda _app: enter_manual(app, store, body))
+        entry = await in_thread(request, lambda _app: enter_manual(app, store, body))
     except ManualRefused as exc:
-        return _refuse(exc.status, str(exc))
-    return _json_answer(201, entry.as_dict())
+        return refuse(exc.status, str(exc))
+    return json_answer(201, entry.as_dict())
 
 
 async def _decide(request: web.Request, *, approve: bool) -> web.Response:
     app = request.app[STATE].gateway
     store = _store(request)
-    body = await _json_object(request)
+    body = await json_object(request)
     unknown = sorted(set(body) - {"by", "note"})
     if unknown:
-        return _refuse(400, f"unknown key {unknown[0]!r} (expected by and note)")
+        return refuse(400, f"unknown key {unknown[0]!r} (expected by and note)")
     by, note = body.get("by"), body.get("note")
     if not isinstance(by, str) or not by.strip() or len(by) > MAX_NAME:
-        return _refuse(
+        return refuse(
             400, f"by is required: the name of the person who {'approves' if approve else 'rejects'} it"
         )
     if note is not None and (not isinstance(note, str) or len(note) > MAX_TEXT):
-        return _refuse(400, f"note must be a string of at most {MAX_TEXT} characters")
+        return refuse(400, f"note must be a string of at most {MAX_TEXT} characters")
     if not approve and not (note or "").strip():
-        return _refuse(400, "note is required: say why the make-up punch is rejected")
+        return refuse(400, "note is required: say why the make-up punch is rejected")
     entry_id = request.match_info["entry_id"]
 
     def work(_app: Any) -> ManualEntry:
@@ -85,13 +85,13 @@ async def _decide(request: web.Request, *, approve: bool) -> web.Response:
         return result
 
     try:
-        entry = await _in_thread(request, work)
+        entry = await in_thread(request, work)
     except ManualRefused as exc:
-        return _refuse(exc.status, str(exc))
+        return refuse(exc.status, str(exc))
     log.info("manual_punch_decided", entry=entry.entry_id, status=entry.status, by=entry.decided_by)
     if approve and app.forwarder is not None:
         app.forwarder.notify_new_punches()
-    return _json_answer(200, entry.as_dict())
+    return json_answer(200, entry.as_dict())
 
 
 async def _approve(request: web.Request) -> web.Response:
@@ -103,32 +103,32 @@ async def _reject(request: web.Request) -> web.Response:
 
 
 async def _list(request: web.Request) -> web.Response:
-    _token_for_reads(request)
+    token_for_reads(request)
     store = _store(request)
     query = request.query
     unknown = sorted(set(query) - {"status", "device", "user_id"})
     if unknown:
-        return _refuse(400, f"unknown parameter {unknown[0]!r} (expected status, device, user_id)")
+        return refuse(400, f"unknown parameter {unknown[0]!r} (expected status, device, user_id)")
     status = query.get("status") or None
     if status is not None and status not in STATUSES:
-        return _refuse(400, f"status must be one of {', '.join(STATUSES)}")
-    entries = await _in_thread(
+        return refuse(400, f"status must be one of {', '.join(STATUSES)}")
+    entries = await in_thread(
         request,
         lambda _app: store.list_manual(
             status=status, device=query.get("device") or None, user_id=query.get("user_id") or None
         ),
     )
-    return _json_answer(200, {"entries": [e.as_dict() for e in entries]})
+    return json_answer(200, {"entries": [e.as_dict() for e in entries]})
 
 
 async def _one(request: web.Request) -> web.Response:
-    _token_for_reads(request)
+    token_for_reads(request)
     store = _store(request)
     entry_id = request.match_info["entry_id"]
-    entry = await _in_thread(request, lambda _app: store.get_manual(entry_id))
+    entry = await in_thread(request, lambda _app: store.get_manual(entry_id))
     if entry is None:
-        return _refuse(404, f"no make-up punch {entry_id!r}")
-    return _json_answer(200, entry.as_dict())
+        return refuse(404, f"no make-up punch {entry_id!r}")
+    return json_answer(200, entry.as_dict())
 
 
 ROUTES = [

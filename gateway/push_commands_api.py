@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from punchgate.gateway.http import STATE, _json_answer, _json_object, _Refusal, _token_for_reads
+from punchgate.gateway.http_common import STATE, Refusal, json_answer, json_object, token_for_reads
 from punchgate.gateway.push_commands import PushCommandError, PushCommandQueue, push_command_queue
 
 DEFAULT_EXPIRES_IN = 3600.0  # seconds a command waits for its terminal unless told otherwise
@@ -48,17 +48,17 @@ def _queue(request: web.Request) -> tuple[PushCommandQueue, str]:
         why = "is not a zk-push terminal" if known else "is no terminal of this gateway"
         if known and queue is None:
             why = "cannot take commands: the [push] listener does not run"
-        raise _Refusal(404, f"{device!r} {why}")
+        raise Refusal(404, f"{device!r} {why}")
     return queue, device
 
 
-def _refusal(error: PushCommandError) -> _Refusal:
-    return _Refusal(STATUS_OF_CODE.get(error.code, 400), str(error))
+def _refusal(error: PushCommandError) -> Refusal:
+    return Refusal(STATUS_OF_CODE.get(error.code, 400), str(error))
 
 
 def _expires_at(body: dict[str, Any], now: float) -> float:
     if "expires_at" in body and "expires_in" in body:
-        raise _Refusal(400, "give expires_in or expires_at, not both")
+        raise Refusal(400, "give expires_in or expires_at, not both")
     if "expires_at" in body:
         value = body["expires_at"]
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
@@ -70,7 +70,7 @@ def _expires_at(body: dict[str, Any], now: float) -> float:
                 pass
             else:
                 return (when if when.tzinfo else when.replace(tzinfo=dt.UTC)).timestamp()
-        raise _Refusal(400, "expires_at must be an ISO 8601 time such as 2026-11-20T06:00:00Z or a unix time")
+        raise Refusal(400, "expires_at must be an ISO 8601 time such as 2026-11-20T06:00:00Z or a unix time")
     value = body.get("expires_in", DEFAULT_EXPIRES_IN)
     if (
         isinstance(value, bool)
@@ -78,44 +78,44 @@ def _expires_at(body: dict[str, Any], now: float) -> float:
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise _Refusal(400, "expires_in must be a number of seconds greater than 0")
+        raise Refusal(400, "expires_in must be a number of seconds greater than 0")
     return now + float(value)
 
 
 async def _send(request: web.Request) -> web.Response:
     queue, device = _queue(request)
-    body = await _json_object(request)
+    body = await json_object(request)
     unknown = sorted(set(body) - {"command", "expires_in", "expires_at"})
     if unknown:
-        raise _Refusal(400, f"unknown key {unknown[0]!r} (expected command and expires_in or expires_at)")
+        raise Refusal(400, f"unknown key {unknown[0]!r} (expected command and expires_in or expires_at)")
     text = body.get("command")
     if not isinstance(text, str):
-        raise _Refusal(400, 'command is required: one command as text, e.g. {"command": "INFO"}')
+        raise Refusal(400, 'command is required: one command as text, e.g. {"command": "INFO"}')
     try:
         command_id = await queue.enqueue(device, text, expires_at=_expires_at(body, time.time()))
     except PushCommandError as exc:
         raise _refusal(exc) from None
     status = queue.status(command_id)
     assert status is not None
-    return _json_answer(201, status.as_dict())
+    return json_answer(201, status.as_dict())
 
 
 async def _list(request: web.Request) -> web.Response:
-    _token_for_reads(request)
+    token_for_reads(request)
     queue, device = _queue(request)
     only_open = request.query.get("open", "") in ("1", "true", "yes")
     entries = queue.list_commands(device, finished=not only_open)
-    return _json_answer(200, {"device": device, "commands": [e.as_dict() for e in entries]})
+    return json_answer(200, {"device": device, "commands": [e.as_dict() for e in entries]})
 
 
 async def _one(request: web.Request) -> web.Response:
-    _token_for_reads(request)
+    token_for_reads(request)
     queue, device = _queue(request)
     number = request.match_info["number"]
     status = queue.status(f"{device}/{number}") if number.isdigit() else None
     if status is None:
-        raise _Refusal(404, f"no command {number!r} for {device} (finished ones are kept for a while only)")
-    return _json_answer(200, status.as_dict())
+        raise Refusal(404, f"no command {number!r} for {device} (finished ones are kept for a while only)")
+    return json_answer(200, status.as_dict())
 
 
 ROUTES = [

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from punchgate.gateway import http as http_module
+from punchgate.gateway import http_guards
 from punchgate.gateway.http import MAX_BODY, HttpServer, start_http_server
 from tests.health.test_http_and_cli import FakeApp, FakeStore
 
@@ -131,7 +131,7 @@ async def test_a_body_that_never_arrives_gets_408(
     server: tuple[Any, HttpServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _app, http = server
-    monkeypatch.setattr(http_module, "BODY_TIMEOUT", 0.5)
+    monkeypatch.setattr(http_guards, "BODY_TIMEOUT", 0.5)
     request = replay_request(http.port, b'{"since": ', headers={"Content-Length": "100"})
     status, _headers, body = await exchange(http.port, request)  # the rest never comes
     assert status == 408 and b"did not arrive within" in body
