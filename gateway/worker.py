@@ -20,6 +20,7 @@ driver's, which no claim of the terminal can lift.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import hashlib
@@ -61,13 +62,16 @@ CALL_TIMEOUT_DEFAULT = 10.0  # for a terminal type without a `timeout` key
 READ_SECONDS_PER_RECORD = 0.02  # a 9600-baud serial line carries about 70 records a second
 READ_ALLOWANCE_RECORDS = 200_000  # the read allowance stops growing here, whatever the capacity
 
-# How many full reads (read + normalise + commit) run at once across all workers. Commits are
+# How many full reads (read + normalise + commit) run at once across all workers, and how many
+# records they may hold between them (each terminal's count as it last said). Commits are
 # serialised by the store anyway; without a bound, a fleet's reads (e.g. 500 terminals at
 # start-up) all sit in memory at once waiting for the store: ~60 MB of punch objects for
-# 500 × 200 records. Matches the ZK driver's thread pool, so reads never wait on each other
-# for longer than they would for a pool thread.
+# 500 × 200 records, and a first read holds about 2 kB a record. The slots match the ZK
+# driver's thread pool, so small reads never wait on each other for longer than they would
+# for a pool thread; the records bound keeps 32 reads of big logs from holding 100+ MB.
 FULL_READ_SLOTS = 32
-_read_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+FULL_READ_RECORDS = 20_000
+_read_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FullReadLimiter] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -111,13 +115,67 @@ def _fields_key(raw: RawPunch) -> bytes:
     return f"\0{raw.user_id}\x1f{raw.timestamp.isoformat()}\x1f{raw.state}\x1f{raw.verify}\x1e".encode()
 
 
-def _full_read_slot() -> asyncio.Semaphore:
+class FullReadLimiter:
+    """At most `slots` full reads at once, holding at most `records` records between them
+    (a read larger than that runs alone). First come, first served: a big read is not passed
+    by small ones for ever."""
+
+    def __init__(self, slots: int = FULL_READ_SLOTS, records: int = FULL_READ_RECORDS) -> None:
+        self.slots, self.records = slots, records
+        self.reads = self.held = 0
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    def _fits(self, records: int) -> bool:
+        return self.reads < self.slots and (self.reads == 0 or self.held + records <= self.records)
+
+    def _take(self, records: int) -> None:
+        self.reads += 1
+        self.held += records
+
+    def _release(self, records: int) -> None:
+        self.reads -= 1
+        self.held -= records
+        self._wake()
+
+    def _wake(self) -> None:
+        while self._waiting and self._fits(self._waiting[0][0]):
+            waiting, future = self._waiting.popleft()
+            if not future.done():
+                self._take(waiting)
+                future.set_result(None)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, records: int) -> AsyncGenerator[None, None]:
+        records = max(1, records)
+        if not self._waiting and self._fits(records):
+            self._take(records)
+        else:
+            future = asyncio.get_running_loop().create_future()
+            entry = (records, future)
+            self._waiting.append(entry)
+            try:
+                await future
+            except asyncio.CancelledError:
+                if future.done() and not future.cancelled():
+                    self._release(records)  # granted just as we were cancelled: give it back
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._waiting.remove(entry)
+                    self._wake()  # those behind it may fit now
+                raise
+        try:
+            yield
+        finally:
+            self._release(records)
+
+
+def _full_read_limiter() -> FullReadLimiter:
     """The gateway-wide full-read limiter of the running event loop (one per loop: tests run many)."""
     loop = asyncio.get_running_loop()
-    slot = _read_slots.get(loop)
-    if slot is None:
-        slot = _read_slots[loop] = asyncio.Semaphore(FULL_READ_SLOTS)
-    return slot
+    limiter = _read_limiters.get(loop)
+    if limiter is None:
+        limiter = _read_limiters[loop] = FullReadLimiter()
+    return limiter
 
 
 class PunchSink(Protocol):
@@ -602,7 +660,7 @@ class DeviceWorker:
         return known.count, hasher
 
     async def _full_read(self, info: DeviceInfo, *, historical: bool, why: str = "reconcile") -> None:
-        async with _full_read_slot():
+        async with _full_read_limiter().hold(info.record_count or FULL_READ_RECORDS // FULL_READ_SLOTS):
             await self._full_read_now(info, historical=historical, why=why)
 
     async def _full_read_now(self, info: DeviceInfo, *, historical: bool, why: str) -> None:
