@@ -1,7 +1,7 @@
 """What the push receiver needs from the gateway, as a Protocol: drivers never import the gateway.
 
 The receiver (`receiver.py`) speaks HTTP with the terminals; everything that outlives a request
-goes through a `PushBackend` the gateway implements (`punchgate.gateway.push`):
+goes through a `PushBackend` the gateway implements (`punchgate.gateway.push_backend`):
 
 * `commit` normalises the punches exactly like pulled ones and commits them durably; only
   after it returns does the receiver persist the stamp and answer `OK: <n>`. It raises
