@@ -8,6 +8,10 @@ commands").
     execute    what each command does, on a terminal (in its worker's task), the buffer or the gateway
     service    the service: intake, the buffer's idempotency and resumption, dispatch to the
                workers, expiry, answers, audit, /metrics
+    open_request     a request accepted and not finished yet, as the service keeps it
+    routing          each terminal's kind, and what a driver cannot do
+    audit_entries    the stored row and the accepted, refused and done audit entries
+    command_metrics  the service's /metrics
 
 The wire format is `punchgate.sync.command_contract`; the buffer's tables are
 `punchgate.sync.command_store`; the one MQTT connection is the forwarder's.

@@ -29,7 +29,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -42,14 +42,17 @@ from punchgate.drivers.base import (
     DriverTimeoutError,
     UnreachableError,
 )
-from punchgate.drivers.zk_push import is_push_terminal
 from punchgate.gateway.commands import execute, push
-from punchgate.gateway.commands.catalogue import CATALOGUE, CommandSpec
-from punchgate.gateway.commands.intake import Accepted, Rejection, TerminalKind, masked, read_request
+from punchgate.gateway.commands.audit_entries import accepted_rows, done_entry, refused_entry
+from punchgate.gateway.commands.catalogue import CATALOGUE
+from punchgate.gateway.commands.command_metrics import command_metrics
+from punchgate.gateway.commands.intake import Accepted, Rejection, masked, read_request
+from punchgate.gateway.commands.open_request import OpenRequest
+from punchgate.gateway.commands.routing import cannot_run, terminal_kinds
 from punchgate.gateway.commands.settings import CommandsSettings
 from punchgate.gateway.push_commands import PushCommandQueue, push_command_queue
 from punchgate.gateway.status import gateway_status
-from punchgate.sync.command_contract import FINAL_STATUSES, AnyRequest, ResendRequest, Status, parse_request
+from punchgate.sync.command_contract import FINAL_STATUSES, ResendRequest, Status, parse_request
 from punchgate.sync.command_contract import response_json as render
 from punchgate.sync.command_store import FinalAnswer, NewRequest, StoredRequest
 from punchgate.sync.contract import utc_iso
@@ -66,25 +69,6 @@ INTAKE_BATCH = 200  # requests accepted in one commit at most
 SWEEP_SECONDS = 0.5
 PURGE_EVERY = 3600.0
 RETRIES_AFTER_LOST_TERMINAL = 3  # a repeatable command whose terminal went away mid-way waits again
-AUDIT_RESULT_BYTES = 2048  # results up to this size go into the audit entry; bigger ones are summarised
-
-
-@dataclass
-class _Open:
-    """A request accepted and not finished yet: its routing and each target's status."""
-
-    request: AnyRequest
-    spec: CommandSpec
-    document: dict[str, Any]
-    reply_topic: str
-    correlation: bytes | None
-    expires_at: float
-    targets: dict[str, str]  # target -> waiting / running / ok / error / expired
-    attempts: Counter[str] = field(default_factory=Counter)
-
-    @property
-    def id(self) -> str:
-        return self.request.id
 
 
 @dataclass
@@ -112,7 +96,7 @@ class CommandService:
         self.gateway_id = app.settings.gateway_id
         self.default_topic = self.forwarder.topics.command_response
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue(INTAKE_QUEUE)
-        self._open: dict[str, _Open] = {}
+        self._open: dict[str, OpenRequest] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._acked: list[tuple[str, str]] = []
         self._final_queue: list[tuple[FinalAnswer, asyncio.Future[bool]]] = []
@@ -217,20 +201,9 @@ class CommandService:
         task.add_done_callback(self._tasks.discard)
 
     # --- intake -------------------------------------------------------------------------------
-    def _kinds(self) -> dict[str, TerminalKind]:
-        kinds: dict[str, TerminalKind] = {}
-        for terminal in self.app.settings.terminals:
-            if not terminal.enabled:
-                kinds[terminal.name] = "disabled"
-            elif is_push_terminal(terminal):
-                kinds[terminal.name] = "push"
-            elif terminal.name in self.app.workers:
-                kinds[terminal.name] = "pull"
-        return kinds
-
     async def _take(self, messages: list[Incoming]) -> None:
         now = time.time()
-        kinds = self._kinds()
+        kinds = terminal_kinds(self.app)
         accepted: list[tuple[Accepted, NewRequest, dict[str, Any]]] = []
         for message in messages:
             outcome = read_request(
@@ -245,7 +218,7 @@ class CommandService:
             if isinstance(outcome, Rejection):
                 await self._refuse(outcome, message)
             else:
-                accepted.append((outcome, *self._to_store(outcome, now)))
+                accepted.append((outcome, *accepted_rows(outcome, now)))
         if not accepted:
             return
         stored = await asyncio.to_thread(
@@ -278,30 +251,6 @@ class CommandService:
         log.info("command_repeated", id=known.id, command=known.command, requester=rejection.requester)
         self._answer_repeat(known, rejection.reply_topic or self.default_topic, message.correlation_data)
 
-    @staticmethod
-    def _to_store(outcome: Accepted, now: float) -> tuple[NewRequest, dict[str, Any]]:
-        """The row and the `command_accepted` audit entry of an accepted request."""
-        new = NewRequest(
-            id=outcome.id,
-            command=outcome.request.command,
-            requester=outcome.request.requester,
-            request=outcome.document,
-            reply_topic=outcome.reply_topic,
-            correlation=outcome.correlation,
-            received_at=now,
-            expires_at=outcome.expires_at,
-            targets=outcome.targets,
-        )
-        entry = {
-            "id": outcome.id,
-            "command": outcome.request.command,
-            "requester": outcome.request.requester,
-            "terminals": [t for t in outcome.targets if t],
-            "args": masked(outcome.document).get("args", {}),
-            "expires_at": utc_iso(dt.datetime.fromtimestamp(outcome.expires_at, dt.UTC)),
-        }
-        return new, entry
-
     async def _open_request(self, outcome: Accepted, entry: dict[str, Any]) -> None:
         """A request just stored: answer `accepted`, then send each target on its way."""
         self.requests["accepted"] += 1
@@ -313,7 +262,7 @@ class CommandService:
             terminals=entry["terminals"],
             args=entry["args"],
         )
-        opened = _Open(
+        opened = OpenRequest(
             request=outcome.request,
             spec=outcome.spec,
             document=outcome.document,
@@ -351,13 +300,7 @@ class CommandService:
             size=len(message.payload),
         )
         if rejection.request_id is not None:  # a readable request, refused: worth the audit trail
-            entry = {
-                "id": rejection.request_id,
-                "command": rejection.command,
-                "requester": rejection.requester,
-                "code": rejection.code,
-                "reason": rejection.message,
-            }
+            entry = refused_entry(rejection)
             await asyncio.to_thread(self.store.audit_action, "command_refused", entry)
         self._publish(
             rejection.reply_topic or self.default_topic,
@@ -392,13 +335,13 @@ class CommandService:
             self._publish(topic, correlation, payload)
 
     # --- running ------------------------------------------------------------------------------
-    async def _dispatch(self, entry: _Open, target: str) -> None:
+    async def _dispatch(self, entry: OpenRequest, target: str) -> None:
         """Send one target on its way: to its worker, or run it here."""
         spec = entry.spec
         if spec.scope == "gateway":
             self._spawn(self._run_here(entry.id, target))
             return
-        kind = self._kinds().get(target)
+        kind = terminal_kinds(self.app).get(target)
         if kind is None or kind == "disabled":
             await self._finish(
                 entry.id, target, "error", error=("unknown_terminal", f"{target} is not read any more")
@@ -422,23 +365,13 @@ class CommandService:
             )
             return
         worker = self.app.workers[target]
-        problem = self._cannot(worker, spec)
+        problem = cannot_run(worker, spec)
         if problem is not None:
             await self._finish(entry.id, target, "error", error=("unsupported", problem))
             return
         worker.submit(_Job(self, entry.id, target))
 
-    @staticmethod
-    def _cannot(worker: DeviceWorker, spec: CommandSpec) -> str | None:
-        if spec.method is None:
-            return None
-        driver = worker.driver
-        if not hasattr(driver, spec.method):
-            return f"the {worker.driver_type} driver cannot do {spec.name}"
-        reason = getattr(driver, "cannot", {}).get(spec.method)
-        return None if reason is None else str(reason)
-
-    async def _running(self, entry: _Open, target: str) -> None:
+    async def _running(self, entry: OpenRequest, target: str) -> None:
         entry.targets[target] = "running"
         if not entry.spec.repeatable:  # after a crash, "was it done?" must be answerable
             await asyncio.to_thread(self.store.command_status, entry.id, target, "running")
@@ -454,7 +387,7 @@ class CommandService:
             ),
         )
 
-    def _startable(self, request_id: str, target: str) -> _Open | None:
+    def _startable(self, request_id: str, target: str) -> OpenRequest | None:
         entry = self._open.get(request_id)
         if entry is None or entry.targets.get(target) != "waiting":
             return None  # answered meanwhile (expired), or a stale job
@@ -591,17 +524,7 @@ class CommandService:
             error=error,
         )
         shown = masked(entry.document)
-        audit: dict[str, Any] = {
-            "id": request_id,
-            "command": command,
-            "requester": entry.request.requester,
-            "terminal": target or None,
-            "args": shown.get("args", {}),
-            "status": status,
-            "error": None if error is None else {"code": error[0], "message": error[1]},
-        }
-        text = json.dumps(result, separators=(",", ":"))
-        audit["result"] = result if len(text) <= AUDIT_RESULT_BYTES else {"bytes": len(text), "kept": False}
+        audit = done_entry(entry, target, shown, status, result=result, error=error)
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._final_queue.append(
             (FinalAnswer(request_id, target, status, payload.decode(), audit, shown), future)
@@ -660,7 +583,7 @@ class CommandService:
             log.error("command_not_resumable", id=stored.id, error=str(exc))
             return
         spec = CATALOGUE[request.command]
-        entry = _Open(
+        entry = OpenRequest(
             request=request,
             spec=spec,
             document=stored.request,
@@ -698,32 +621,4 @@ class CommandService:
 
     # --- /metrics -------------------------------------------------------------------------------
     def metrics(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        requests = CounterMetricFamily(
-            "punchgate_command_requests",
-            "remote command requests read, by outcome (accepted, repeat, rejected, dropped)",
-            labels=["outcome"],
-        )
-        for outcome in ("accepted", "repeat", "rejected", "dropped"):
-            requests.add_metric([outcome], self.requests[outcome])
-        yield requests
-        rejected = CounterMetricFamily(
-            "punchgate_command_rejected", "remote command requests refused, by error code", labels=["code"]
-        )
-        for code, count in sorted(self.rejected.items()):
-            rejected.add_metric([code], count)
-        yield rejected
-        results = CounterMetricFamily(
-            "punchgate_command_results",
-            "final answers per terminal, by command and status (ok, error, expired)",
-            labels=["command", "status"],
-        )
-        for (command, status), count in sorted(self.results.items()):
-            results.add_metric([command, status], count)
-        yield results
-        waiting = sum(
-            1
-            for entry in self._open.values()
-            for status in entry.targets.values()
-            if status not in FINAL_STATUSES
-        )
-        yield GaugeMetricFamily("punchgate_commands_open", "terminal answers still to come", value=waiting)
+        return command_metrics(self.requests, self.rejected, self.results, self._open.values())
