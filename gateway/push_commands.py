@@ -49,43 +49,55 @@ Invariants:
   result for a finished command too (`duplicate`).
 * Passwords and card numbers in `DATA UPDATE USERINFO` are stored only until the command is
   final, and never shown (`commands.redact`).
+
+The parts: `push_command_records` (a command as stored and as shown, its id),
+`push_command_book` (one terminal's queue, stored whole, expiry), `push_command_batch` (what
+a heartbeat answer carries), `push_command_results` (results matched and counted). This
+module holds the queue and what it promises.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from punchgate.drivers.zk_push import commands
 from punchgate.drivers.zk_push.backend import PushTerminal
+from punchgate.gateway.push_command_batch import answer_batch
+from punchgate.gateway.push_command_book import CommandBook
+from punchgate.gateway.push_command_records import (
+    FINAL,
+    OPEN,
+    CommandStatus,
+    StoredCommand,
+    command_id,
+    command_status,
+    iso_time,
+    split_command_id,
+)
+from punchgate.gateway.push_command_results import RESULT_OUTCOMES, ResultRecorder
 from punchgate.gateway.ratelimit_log import RateLimitedLog
 
 if TYPE_CHECKING:
     from punchgate.gateway.app import Application
 
+# CommandStatus was defined here before the split (push_command_records.py now); it is what
+# the queue's API returns, so importers still find it here.
+__all__ = ["CommandStatus", "PushCommandError", "PushCommandQueue", "push_command_queue"]
+
 log = structlog.get_logger(__name__)
 
-Status = Literal["queued", "sent", "ok", "failed", "expired"]
-STATUSES: tuple[Status, ...] = ("queued", "sent", "ok", "failed", "expired")
-OPEN: frozenset[str] = frozenset({"queued", "sent"})
-FINAL: frozenset[str] = frozenset({"ok", "failed", "expired"})
-META_SUFFIX = "/commands"  # device meta key of a terminal's queue: `<device>/commands`
 MAX_OPEN = 1000  # commands waiting for one terminal
-MAX_FINISHED_KEPT = 200  # finished commands remembered per terminal (the newest)
 MAX_TTL = 30 * 86400.0  # seconds: expires_at at most this far ahead
 RESEND_AFTER = 30.0  # seconds before a command sent without a result may be sent again
 EXPIRE_EVERY = 1.0  # seconds between expiry checks
-RESULT_OUTCOMES = ("ok", "failed", "unknown", "duplicate", "late")
 
 Load = Callable[[str], Awaitable[dict[str, Any]]]
 Save = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -100,152 +112,12 @@ class PushCommandError(Exception):
         self.code = code
 
 
-def _iso(when: float | None) -> str | None:
-    if when is None:
-        return None
-    return dt.datetime.fromtimestamp(when, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _unix(when: float | dt.datetime) -> float:
     if isinstance(when, dt.datetime):
         if when.tzinfo is None:
             raise PushCommandError("expired", "expires_at must be an aware datetime (with a timezone)")
         return when.timestamp()
     return float(when)
-
-
-def command_id(device: str, wire_id: int) -> str:
-    return f"{device}/{wire_id}"
-
-
-def split_command_id(value: str) -> tuple[str, int] | None:
-    device, sep, number = value.rpartition("/")
-    if not sep or not device or not number.isdigit() or len(number) > 18:
-        return None
-    return device, int(number)
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    wire_id: int
-    text: str  # canonical (commands.parse); redacted once final
-    kind: commands.Kind
-    status: Status
-    queued_at: float
-    expires_at: float
-    sends: int = 0
-    sent_at: float | None = None
-    finished_at: float | None = None
-    returned: int | None = None
-    meaning: str = ""
-    reply: str = ""  # the CMD= the terminal echoed
-    details: dict[str, str] = field(default_factory=dict)
-    late_result: dict[str, Any] | None = None
-    sent_beat: int = 0  # not stored: the heartbeat (of this process) that last carried it
-
-    def stored(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        del data["sent_beat"]
-        return data
-
-    @classmethod
-    def from_stored(cls, data: dict[str, Any]) -> _Entry:
-        known = {f.name for f in dataclasses.fields(cls)} - {"sent_beat"}
-        entry = cls(**{k: v for k, v in data.items() if k in known})
-        if entry.status not in STATUSES or entry.kind not in commands.KINDS:
-            raise ValueError(f"status {entry.status!r} / kind {entry.kind!r}")
-        return entry
-
-
-@dataclass(frozen=True, slots=True)
-class CommandStatus:
-    """One command as the API shows it (times are unix seconds; `as_dict` gives ISO 8601)."""
-
-    command_id: str
-    device: str
-    wire_id: int
-    command: str  # the text, with passwords and card numbers masked
-    kind: commands.Kind
-    status: Status
-    queued_at: float
-    expires_at: float
-    sends: int
-    sent_at: float | None
-    finished_at: float | None
-    returned: int | None
-    meaning: str
-    reply: str
-    details: dict[str, str]
-    late_result: dict[str, Any] | None
-
-    @property
-    def final(self) -> bool:
-        return self.status in FINAL
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.command_id,
-            "device": self.device,
-            "wire_id": self.wire_id,
-            "command": self.command,
-            "kind": self.kind,
-            "status": self.status,
-            "queued_at": _iso(self.queued_at),
-            "expires_at": _iso(self.expires_at),
-            "sends": self.sends,
-            "sent_at": _iso(self.sent_at),
-            "finished_at": _iso(self.finished_at),
-            "returned": self.returned,
-            "meaning": self.meaning,
-            "reply": self.reply,
-            "details": self.details,
-            "late_result": self.late_result,
-        }
-
-
-def _status(device: str, entry: _Entry) -> CommandStatus:
-    return CommandStatus(
-        command_id=command_id(device, entry.wire_id),
-        device=device,
-        wire_id=entry.wire_id,
-        command=commands.redact(entry.text),
-        kind=entry.kind,
-        status=entry.status,
-        queued_at=entry.queued_at,
-        expires_at=entry.expires_at,
-        sends=entry.sends,
-        sent_at=entry.sent_at,
-        finished_at=entry.finished_at,
-        returned=entry.returned,
-        meaning=entry.meaning,
-        reply=entry.reply,
-        details=dict(entry.details),
-        late_result=entry.late_result,
-    )
-
-
-@dataclass
-class _Book:
-    """One terminal's queue: entries by wire id (ascending), the next id, its lock."""
-
-    terminal: PushTerminal
-    entries: dict[int, _Entry] = field(default_factory=dict)
-    next_id: int = 1
-    beats: int = 0  # heartbeats answered by this process
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-
-    def open_entries(self) -> list[_Entry]:
-        return [e for e in self.entries.values() if e.status in OPEN]
-
-
-_EXPECTED_REPLY: dict[str, tuple[str, ...]] = {
-    "info": ("INFO",),
-    "check": ("CHECK",),
-    "reboot": ("REBOOT",),
-    "set_time": ("SET", "SET OPTION", "SET OPTIONS"),
-    "user_update": ("DATA", "DATA UPDATE"),
-    "user_delete": ("DATA", "DATA DELETE"),
-}
 
 
 class PushCommandQueue:
@@ -260,13 +132,14 @@ class PushCommandQueue:
         resend_after: float = RESEND_AFTER,
         clock: Clock = time.time,
     ) -> None:
-        self._books = {t.name: _Book(t) for t in terminals if not t.quarantined}
+        self._books = {t.name: CommandBook(t) for t in terminals if not t.quarantined}
         self._load = load
         self._save = save
         self.resend_after = resend_after
         self.clock = clock
         self.counts: Counter[str] = Counter()
         self.limited = RateLimitedLog(log)
+        self._results = ResultRecorder(self.counts, self.limited)
         self._loaded = False
         self._waiters: dict[str, asyncio.Event] = {}
         self._task: asyncio.Task[None] | None = None
@@ -275,19 +148,7 @@ class PushCommandQueue:
     async def load(self) -> None:
         """Read every terminal's queue from the buffer (at start-up, before the listener serves)."""
         for name, book in self._books.items():
-            data = await self._load(name + META_SUFFIX)
-            for item in data.get("commands", []) if isinstance(data.get("commands"), list) else []:
-                try:
-                    entry = _Entry.from_stored(item)
-                except (TypeError, ValueError) as exc:
-                    log.error("push_command_unreadable", device=name, error=str(exc)[:200])
-                    continue
-                book.entries[entry.wire_id] = entry
-            book.entries = dict(sorted(book.entries.items()))
-            stored_next = data.get("next_id")
-            book.next_id = max(
-                stored_next if isinstance(stored_next, int) else 1, max(book.entries, default=0) + 1
-            )
+            book.restore(await self._load(book.meta_key))
             waiting = len(book.open_entries())
             if waiting:
                 log.info("push_commands_loaded", device=name, waiting=waiting)
@@ -336,7 +197,7 @@ class PushCommandQueue:
         now = self.clock()
         expires = _unix(expires_at)
         if not expires > now:
-            raise PushCommandError("expired", f"expires_at {_iso(expires)} is not in the future")
+            raise PushCommandError("expired", f"expires_at {iso_time(expires)} is not in the future")
         if expires - now > MAX_TTL:
             raise PushCommandError("expired", f"expires_at is more than {MAX_TTL / 86400:g} days ahead")
         if not commands.encodable(parsed.text, book.terminal.encoding):
@@ -348,7 +209,7 @@ class PushCommandQueue:
             if len(book.open_entries()) >= MAX_OPEN:
                 raise PushCommandError("queue_full", f"{MAX_OPEN} commands wait for {device} already")
             wire_id = book.next_id
-            entry = _Entry(wire_id, parsed.text, parsed.kind, "queued", now, expires)
+            entry = StoredCommand(wire_id, parsed.text, parsed.kind, "queued", now, expires)
             try:
                 await self._persist(book, {wire_id: entry}, next_id=wire_id + 1)
             except PushCommandError:
@@ -362,14 +223,14 @@ class PushCommandQueue:
             device=device,
             id=command_id(device, wire_id),
             command=commands.redact(parsed.text),
-            expires_at=_iso(expires),
+            expires_at=iso_time(expires),
         )
         return command_id(device, wire_id)
 
     def status(self, command_id_: str) -> CommandStatus | None:
         """Where the command is now; None for an id this queue does not hold (or forgot)."""
         found = self._find(command_id_)
-        return None if found is None else _status(found[0], found[1])
+        return None if found is None else command_status(found[0], found[1])
 
     async def result(self, command_id_: str) -> CommandStatus:
         """Wait until the command is final (ok, failed, expired) and return it."""
@@ -389,9 +250,9 @@ class PushCommandQueue:
             raise PushCommandError(
                 "unknown_terminal", f"{device!r} is not a zk-push terminal of this gateway"
             )
-        return [_status(device, e) for e in book.entries.values() if finished or e.status in OPEN]
+        return [command_status(device, e) for e in book.entries.values() if finished or e.status in OPEN]
 
-    def _find(self, value: str) -> tuple[str, _Entry] | None:
+    def _find(self, value: str) -> tuple[str, StoredCommand] | None:
         parts = split_command_id(value)
         if parts is None:
             return None
@@ -407,128 +268,39 @@ class PushCommandQueue:
         async with book.lock:
             book.beats += 1
             now = self.clock()
-            changed = self._expired(book, now)
-            terminal = book.terminal
-            local_now = dt.datetime.fromtimestamp(now, ZoneInfo(terminal.timezone)).replace(tzinfo=None)
-            lines: list[str] = []
-            size = 0
-            for entry in book.entries.values():
-                if entry.status not in OPEN or entry.wire_id in changed:
-                    continue
-                if entry.status == "sent" and not self._resendable(book, entry, now):
-                    break  # in flight: neither it nor anything after it, so the order holds
-                line = commands.command_line(entry.wire_id, commands.render(entry.text, local_now))
-                length = len(line.encode(terminal.encoding)) + 1
-                if lines and (
-                    len(lines) >= terminal.commands_per_answer or size + length > commands.MAX_ANSWER_BYTES
-                ):
-                    break
-                lines.append(line)
-                size += length
-                changed[entry.wire_id] = dataclasses.replace(
-                    entry, status="sent", sends=entry.sends + 1, sent_at=now, sent_beat=book.beats
-                )
-                if entry.kind == "reboot":
-                    break  # the terminal goes away: what follows waits for its return
+            changed = book.expired(now)
+            lines, sent = answer_batch(book, changed, now, self.resend_after)
+            changed.update(sent)
             if changed:
                 await self._persist(book, changed)
         if lines:
-            sent = [e for e in changed.values() if e.status == "sent" and e.sent_at == now]
             log.info(
                 "push_commands_sent",
                 device=device,
-                ids=[e.wire_id for e in sent],
-                resent=[e.wire_id for e in sent if e.sends > 1],
+                ids=[e.wire_id for e in sent.values()],
+                resent=[e.wire_id for e in sent.values() if e.sends > 1],
             )
         return lines
-
-    def _resendable(self, book: _Book, entry: _Entry, now: float) -> bool:
-        """Sent, no result: again only after one heartbeat answered without it (the terminal
-        may hold a result it could not post) and `resend_after` seconds."""
-        waited = now - (entry.sent_at or 0.0)
-        return book.beats >= entry.sent_beat + 2 and waited >= self.resend_after
 
     async def record_results(self, device: str, results: Sequence[commands.Result]) -> None:
         book = self._books.get(device)
         if book is None:
-            self._unknown(device, results)
+            self._results.unknown(device, results)
             return
         async with book.lock:
             now = self.clock()
-            changed: dict[int, _Entry] = {}
+            changed: dict[int, StoredCommand] = {}
             for result in results:
                 wire_id = result.wire_id
                 entry = None if wire_id is None else changed.get(wire_id) or book.entries.get(wire_id)
                 if entry is None:
-                    self._unknown(device, [result])
+                    self._results.unknown(device, [result])
                     continue
-                update = self._apply(device, entry, result, now)
+                update = self._results.apply(device, entry, result, now)
                 if update is not None:
                     changed[entry.wire_id] = update
             if changed:
                 await self._persist(book, changed)
-
-    def _apply(self, device: str, entry: _Entry, result: commands.Result, now: float) -> _Entry | None:
-        """The entry with this result recorded, or None when it changes nothing (a duplicate)."""
-        shown = command_id(device, entry.wire_id)
-        late = {
-            "returned": result.returned,
-            "meaning": commands.meaning(result.returned),
-            "at": _iso(now),
-        }
-        if entry.status == "expired" and entry.late_result is None:
-            self.counts["late"] += 1
-            log.warning("push_command_result_after_expiry", device=device, id=shown, **late)
-            return dataclasses.replace(entry, late_result=late)
-        if entry.status in FINAL:
-            self.counts["duplicate"] += 1
-            self.limited.info(
-                "push_command_result_duplicate", key="push_command_result_duplicate", device=device, id=shown
-            )
-            return None
-        outcome = commands.outcome(result.returned)
-        self.counts[outcome] += 1
-        expected = _EXPECTED_REPLY[entry.kind]
-        if result.command and result.command.strip().upper() not in expected:
-            self.limited.warning(
-                "push_command_result_mismatch",
-                key="push_command_result_mismatch",
-                device=device,
-                id=shown,
-                kind=entry.kind,
-                reply=result.command,
-            )
-        (log.info if outcome == "ok" else log.warning)(
-            "push_command_done",
-            device=device,
-            id=shown,
-            command=commands.redact(entry.text),
-            status=outcome,
-            returned=result.returned,
-            meaning=commands.meaning(result.returned),
-        )
-        return dataclasses.replace(
-            entry,
-            text=commands.redact(entry.text),
-            status=outcome,
-            finished_at=now,
-            returned=result.returned,
-            meaning=commands.meaning(result.returned),
-            reply=result.command,
-            details=dict(result.details),
-        )
-
-    def _unknown(self, device: str, results: Sequence[commands.Result]) -> None:
-        for result in results:
-            self.counts["unknown"] += 1
-            self.limited.warning(
-                "push_command_result_unknown",
-                key="push_command_result_unknown",
-                device=device,
-                id=result.id,
-                returned=result.returned,
-                reply=result.command,
-            )
 
     # --- expiry ----------------------------------------------------------------------------------
     async def expire_due(self) -> int:
@@ -539,50 +311,20 @@ class PushCommandQueue:
             if not any(e.status in OPEN and e.expires_at <= now for e in book.entries.values()):
                 continue
             async with book.lock:
-                changed = self._expired(book, self.clock())
+                changed = book.expired(self.clock())
                 if changed:
                     await self._persist(book, changed)
                     expired += len(changed)
         return expired
 
-    def _expired(self, book: _Book, now: float) -> dict[int, _Entry]:
-        changed: dict[int, _Entry] = {}
-        for entry in book.entries.values():
-            if entry.status in OPEN and entry.expires_at <= now:
-                changed[entry.wire_id] = dataclasses.replace(
-                    entry,
-                    text=commands.redact(entry.text),
-                    status="expired",
-                    finished_at=now,
-                    meaning="no result before it expired"
-                    if entry.sends
-                    else "never sent: the terminal did not ask in time",
-                )
-                log.warning(
-                    "push_command_expired",
-                    device=book.terminal.name,
-                    id=command_id(book.terminal.name, entry.wire_id),
-                    command=commands.redact(entry.text),
-                    sends=entry.sends,
-                )
-        return changed
-
     # --- storage -----------------------------------------------------------------------------------
-    async def _persist(self, book: _Book, changed: dict[int, _Entry], *, next_id: int | None = None) -> None:
+    async def _persist(
+        self, book: CommandBook, changed: dict[int, StoredCommand], *, next_id: int | None = None
+    ) -> None:
         """Store the book with `changed` applied, then apply it in memory (and wake waiters):
         what the queue acts on is always what the buffer holds."""
-        entries = dict(sorted({**book.entries, **changed}.items()))
-        finished = [e for e in entries.values() if e.status in FINAL]
-        finished.sort(key=lambda e: (e.finished_at or 0.0, e.wire_id))
-        for old in finished[:-MAX_FINISHED_KEPT] if len(finished) > MAX_FINISHED_KEPT else []:
-            del entries[old.wire_id]
-        new_next = book.next_id if next_id is None else next_id
-        data = {
-            "serial_number": book.terminal.serial_number,
-            "next_id": new_next,
-            "commands": [e.stored() for e in entries.values()],
-        }
-        await self._save(book.terminal.name + META_SUFFIX, data)
+        entries, new_next = book.updated(changed, next_id)
+        await self._save(book.meta_key, book.stored(entries, new_next))
         book.entries, book.next_id = entries, new_next
         for entry in changed.values():
             if entry.status in FINAL:

@@ -13,11 +13,8 @@ import pytest
 
 from punchgate.drivers.zk_push import commands
 from punchgate.drivers.zk_push.backend import PushTerminal
-from punchgate.gateway.push_commands import (
-    MAX_FINISHED_KEPT,
-    PushCommandError,
-    PushCommandQueue,
-)
+from punchgate.gateway.push_command_book import MAX_FINISHED_KEPT
+from punchgate.gateway.push_commands import PushCommandError, PushCommandQueue
 
 T0 = 1_800_000_000.0
 
