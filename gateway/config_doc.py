@@ -94,9 +94,9 @@ def render() -> str:
         ("[buffer]", sync_settings.BufferSettings),
         ("[http]", s.HttpSettings),
         ("[health] (and [terminals.health])", s.HealthSettings),
+        ("[push]", s.PushSettings),
         ("[manual]", ManualSettings),
         ("[audit]", AuditSettings),
-        ("[push]", s.PushSettings),
         ("[commands]", CommandsSettings),
     ]
     sections += [(f'[[terminals]] type = "{kind}"', model) for kind, model in s.TERMINAL_MODELS.items()]
