@@ -8,8 +8,10 @@ start from the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import shutil
+import sqlite3
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -57,6 +59,27 @@ def fill_buffer(path: Path, *, devices: int, per_device: int) -> int:
         return store.pending_count()
     finally:
         store.close()
+
+
+def interleave_buffer(source: Path, target: Path, *, per_commit: int) -> Path:
+    """A copy of a (closed) buffer with its punches in the order polling through an outage
+    leaves them: `per_commit` punches of each terminal in turn, then the next ones of each.
+    Same rows, same ids, new pks (insertion order is what "oldest first" follows)."""
+    copy_buffer(source, target)
+    columns = "id, device, user_id, utc_time, source, payload, raw, stored_at"
+    with contextlib.closing(sqlite3.connect(target, isolation_level=None)) as db:
+        db.execute("BEGIN")
+        db.execute(f"CREATE TEMP TABLE held AS SELECT pk, {columns} FROM punches")
+        db.execute("DELETE FROM punches")
+        db.execute(
+            f"INSERT INTO punches ({columns}) SELECT {columns} FROM ("
+            f" SELECT *, (row_number() OVER (PARTITION BY device ORDER BY pk) - 1) / ? AS turn FROM held"
+            ") ORDER BY turn, device, pk",
+            (per_commit,),
+        )
+        db.execute("COMMIT")
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return target
 
 
 def copy_buffer(source: Path, target: Path) -> Path:

@@ -1,10 +1,11 @@
 """Emulated ZK terminals in a child process, so they never share the gateway's (or pyzk's) CPU.
 
-    python -m bench.emulator_host --count 500 --records 200 --ready-file PATH
+    python -m bench.emulator_host --count 500 --records 200 --ready-file PATH [--punch-rate R]
 
 Binds every terminal on a free loopback port, writes {"ports": [...], "serials": [...]} to
-the ready file (atomically: written whole, then renamed), and serves until SIGTERM.
-`EmulatorHost` is the parent's handle on it.
+the ready file (atomically: written whole, then renamed), and serves until SIGTERM. With
+`--punch-rate`, people punch at random terminals at that many punches a second in all
+(Poisson arrivals), so the logs grow as a site's do. `EmulatorHost` is the parent's handle.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -22,7 +24,18 @@ from punchgate.drivers.zk.emulator import ZkEmulator
 from tests.support.waiting import WaitTimeout, wait_until
 
 
-async def _serve(count: int, records: int, users: int, profile: str, ready_file: Path) -> None:
+async def _punch(emulators: list[ZkEmulator], rate: float, users: int) -> None:
+    """Punches at random terminals by random enrolled people, `rate` a second in all."""
+    rng = random.Random(11)
+    while True:
+        await asyncio.sleep(rng.expovariate(rate))
+        emulator = rng.choice(emulators)
+        emulator.add_punch(str(rng.randint(1, users)), state=rng.randint(0, 1))
+
+
+async def _serve(
+    count: int, records: int, users: int, profile: str, ready_file: Path, punch_rate: float = 0.0
+) -> None:
     emulators = []
     for n in range(count):
         emulator = ZkEmulator(
@@ -47,7 +60,10 @@ async def _serve(count: int, records: int, users: int, profile: str, ready_file:
         )
     )
     partial.rename(ready_file)
+    puncher = asyncio.create_task(_punch(emulators, punch_rate, max(1, users))) if punch_rate > 0 else None
     await stop.wait()
+    if puncher is not None:
+        puncher.cancel()
     for emulator in emulators:
         await emulator.stop()
 
@@ -56,7 +72,14 @@ class EmulatorHost:
     """Start the child, wait for its ports, stop it by pid."""
 
     def __init__(
-        self, workdir: Path, *, count: int, records: int, users: int = 200, profile: str = "tft"
+        self,
+        workdir: Path,
+        *,
+        count: int,
+        records: int,
+        users: int = 200,
+        profile: str = "tft",
+        punch_rate: float = 0.0,
     ) -> None:
         self.ready_file = workdir / f"emulators-{count}-{records}.json"
         self.log_path = workdir / "emulators.log"
@@ -69,6 +92,8 @@ class EmulatorHost:
             str(users),
             "--profile",
             profile,
+            "--punch-rate",
+            str(punch_rate),
         ]
         self.ports: list[int] = []
         self.serials: list[str] = []
@@ -133,11 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=200)
     parser.add_argument("--profile", default="tft")
     parser.add_argument("--ready-file", type=Path, required=True)
+    parser.add_argument("--punch-rate", type=float, default=0.0, help="punches a second over all terminals")
     args = parser.parse_args(argv)
     from punchgate.gateway.logs import configure_logging
 
     configure_logging("warning")  # 500 terminals' session logs would cost more than they serve
-    asyncio.run(_serve(args.count, args.records, args.users, args.profile, args.ready_file))
+    asyncio.run(_serve(args.count, args.records, args.users, args.profile, args.ready_file, args.punch_rate))
     return 0
 
 
