@@ -21,6 +21,16 @@
 * `command_store`: remote commands accepted and their answers (idempotency, resuming after a
   restart), audited in the transaction that records them.
 
+`Store`'s methods are thin delegations; the transactions behind them, with the counts that
+change with each commit, sit in modules of their own, each taking the store:
+
+* `buffer_delivery`: punches in, delivered, sent and confirmed (central mode), replayed;
+* `buffer_counts`: the pending counts kept in memory, in total and per device;
+* `buffer_seqs`: batch sequence numbers handed out from reserved blocks;
+* `buffer_chain`: starting the audit chain, administrative entries, purges, listeners;
+* `buffer_manual`: entering and deciding make-up punches;
+* `buffer_commands`: accepting remote commands, storing answers, resending a range.
+
 The API is synchronous and thread-safe; async callers wrap it in `asyncio.to_thread`. Writes
 are serialised by one re-entrant lock (SQLite has a single writer anyway, and taking the lock
 in-process avoids busy-waiting on file locks); the lock also guards the pending count and the
@@ -45,13 +55,24 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
 
-from punchgate.sync import audit, buffer_devices, buffer_identity, buffer_outbox, command_store, manual
+from punchgate.sync import (
+    audit,
+    buffer_chain,
+    buffer_commands,
+    buffer_counts,
+    buffer_delivery,
+    buffer_devices,
+    buffer_manual,
+    buffer_outbox,
+    buffer_seqs,
+    command_store,
+    manual,
+)
 from punchgate.sync.audit import Head
 from punchgate.sync.buffer_errors import (
     BufferFullError,
@@ -64,9 +85,10 @@ from punchgate.sync.buffer_errors import (
 from punchgate.sync.buffer_file import OpenedFile, open_file
 from punchgate.sync.buffer_identity import Identity
 from punchgate.sync.buffer_limits import Limits
+from punchgate.sync.buffer_manual import PunchBuilder
 from punchgate.sync.buffer_outbox import Confirmed, PendingRow
 from punchgate.sync.command_store import StoredRequest
-from punchgate.sync.manual import ManualEntry, ManualRefused, ManualSettings
+from punchgate.sync.manual import ManualEntry, ManualSettings
 from punchgate.sync.records import Punch
 from punchgate.sync.settings import BufferSettings
 
@@ -83,9 +105,6 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
-
-# Builds the punch an approved make-up entry becomes: (entry, approved_by, approved_at) -> Punch.
-PunchBuilder = Callable[[ManualEntry, str | None, dt.datetime], Punch]
 
 
 class Store:
@@ -175,40 +194,16 @@ class Store:
 
     # --- pending counts (kept in memory; see the module docstring) ---------------------------
     def _set_pending_counts(self, by_device: Mapping[str, int]) -> None:
-        with self._counts_lock:
-            self._pending_by_device = {device: count for device, count in by_device.items() if count}
-            self._limits.pending = sum(self._pending_by_device.values())
+        buffer_counts.set_pending_counts(self, by_device)
 
     def _pending_changed(self, changes: Mapping[str, int], sign: int) -> None:
         """Add (`sign` 1) or take away (-1) committed rows, per device. Under the write lock."""
-        with self._counts_lock:
-            counts = self._pending_by_device
-            for device, rows in changes.items():
-                left = counts.get(device, 0) + sign * rows
-                if left:
-                    counts[device] = left
-                else:
-                    counts.pop(device, None)
-                self._limits.pending += sign * rows
+        buffer_counts.pending_changed(self, changes, sign)
 
     def recount_pending(self) -> bool:
         """Count pending punches per device in the table and adopt those counts; True when the
         counts kept in memory agreed (a disagreement is logged: it would be a bug)."""
-        with self._write_lock:
-            with self._engine.connect() as conn:
-                counted = buffer_outbox.pending_devices(conn)
-            with self._counts_lock:
-                kept = dict(self._pending_by_device)
-            if kept != counted:
-                log.warning(
-                    "buffer_pending_counts_corrected",
-                    kept=sum(kept.values()),
-                    counted=sum(counted.values()),
-                    devices=sorted(set(kept.items()) ^ set(counted.items()))[:20],
-                )
-            self._set_pending_counts(counted)
-            self._limits.update_full()
-        return kept == counted
+        return buffer_counts.recount_pending(self)
 
     # --- punches in -----------------------------------------------------------------------
     def known_ids(self, ids: Iterable[str]) -> set[str]:
@@ -234,28 +229,7 @@ class Store:
             self._companion.update(self._stored)
 
     def _add_new(self, punches: Sequence[Punch]) -> list[str]:
-        with self._write_lock:
-            unique = list({p.id: p for p in punches}.values())
-            known = self.known_ids(p.id for p in unique)
-            new = [p for p in unique if p.id not in known]
-            if not new:
-                return []
-            self._limits.check_disk(self.path.parent)
-            room = self._limits.room_for(len(new))
-            fits, refused = new[:room], new[room:]
-            if fits:
-                now = time.time()
-                rows = [buffer_outbox.punch_row(p, now) for p in fits]
-                with self._writer.begin() as conn:
-                    buffer_outbox.insert_rows(conn, rows)
-                    buffer_identity.count_stored(conn, len(fits))
-                    if self.audit_enabled:
-                        audit.append_punches(conn, rows)
-                self._pending_changed(Counter(p.device for p in fits), 1)
-                self._stored += len(fits)
-            if refused:
-                self._limits.refuse(len(refused), stored=[p.id for p in fits])
-        return [p.id for p in fits]
+        return buffer_delivery.add_new(self, punches)
 
     def active_faults(self) -> frozenset[str]:
         """`buffer_full` / `disk_low` while the store refuses punches for that reason."""
@@ -272,14 +246,7 @@ class Store:
 
     def pending_devices(self) -> dict[str, int]:
         """Undelivered punches per device (devices with some); from memory, no query."""
-        with self._counts_lock:
-            counts, total = dict(self._pending_by_device), self._limits.pending
-        if sum(counts.values()) != total:
-            # A write path kept the total but not the devices' counts: count them again.
-            self.recount_pending()
-            with self._counts_lock:
-                counts = dict(self._pending_by_device)
-        return counts
+        return buffer_counts.pending_devices(self)
 
     def oldest_pending_age(self) -> float | None:
         """Seconds since the oldest undelivered punch was stored; None when nothing is pending."""
@@ -294,15 +261,7 @@ class Store:
 
     def mark_delivered(self, pks: Sequence[int]) -> int:
         """Mark exactly these rows delivered, in one transaction; returns how many changed."""
-        if not pks:
-            return 0
-        with self._write_lock:
-            with self._writer.begin() as conn:
-                changed = buffer_outbox.mark_delivered(conn, pks, time.time())
-            self._pending_changed(changed, -1)
-            self._limits.update_full()
-        self._companion.update(self._stored)  # catches the companion up after a burst of inserts
-        return changed.total()
+        return buffer_delivery.mark_delivered(self, pks)
 
     # --- central delivery (docs/mqtt-contract.md, "Confirmations") ---------------------------
     def unsent_batch(self, limit: int, *, after: int = 0) -> list[PendingRow]:
@@ -313,14 +272,7 @@ class Store:
     def mark_sent(self, pks: Sequence[int]) -> int:
         """Note the PUBACK of these rows (central mode: they stay pending until confirmed);
         returns how many became "sent, unconfirmed"."""
-        if not pks:
-            return 0
-        with self._write_lock:
-            with self._writer.begin() as conn:
-                fresh = buffer_outbox.mark_sent(conn, pks, time.time())
-            self._unconfirmed += fresh
-        self._companion.update(self._stored)
-        return fresh
+        return buffer_delivery.mark_sent(self, pks)
 
     def claim_resends(self, *, older_than: float, limit: int) -> list[PendingRow]:
         """Unconfirmed punches last sent `older_than` seconds ago or earlier, oldest first; each
@@ -338,19 +290,7 @@ class Store:
         return self._confirm(pks=list(dict.fromkeys(pks)))
 
     def _confirm(self, *, ids: list[str] | None = None, pks: list[int] | None = None) -> Confirmed:
-        if not ids and not pks:
-            return Confirmed(0, 0)
-        with self._write_lock:
-            with self._writer.begin() as conn:
-                now = time.time()
-                if ids:
-                    done = buffer_outbox.confirm_ids(conn, ids, now)
-                else:
-                    done = buffer_outbox.confirm_pks(conn, pks or [], now)
-            self._unconfirmed -= done.unconfirmed
-            self._pending_changed(done.devices, -1)
-            self._limits.update_full()
-        return done
+        return buffer_delivery.confirm(self, ids=ids, pks=pks)
 
     def unconfirmed_count(self) -> int:
         """Punches sent and not confirmed yet (always 0 in broker mode)."""
@@ -390,15 +330,7 @@ class Store:
         """Make punches delivered at or after `since` (unix time) pending again, to send them
         once more (replay after a broker lost what it had acknowledged). Ids make the
         repeats harmless at central. Returns how many rows went back to pending."""
-        with self._write_lock:
-            with self._writer.begin() as conn:
-                requeued = buffer_outbox.requeue_delivered(conn, since=since, device=device)
-                changed = requeued.total()
-                head = audit.append(conn, "replay", {"since": since, "device": device, "requeued": changed})
-            self._pending_changed(requeued, 1)
-        log.info("buffer_requeued", punches=changed, since=since, device=device)
-        self._audited(head)
-        return changed
+        return buffer_delivery.requeue_delivered(self, since=since, device=device)
 
     def next_batch_seq(self, device: str) -> int:
         """The next per-device batch number: strictly increasing across restarts, gaps allowed."""
@@ -412,45 +344,11 @@ class Store:
         delivery mark's commit. When a device has too few left, one commit reserves blocks for
         it and for every other device with pending punches and none reserved: a backlog of 200
         terminals costs one fsynced commit, not 200."""
-        need = Counter(devices)
-        with self._seq_lock:
-            if all(self._seq_left(device) >= count for device, count in need.items()):
-                return [self._take_seq(device) for device in devices]
-        with self._write_lock:
-            with self._seq_lock:
-                short = {d: n for d, n in need.items() if self._seq_left(d) < n}
-                ahead = [d for d in self.pending_devices() if d not in need and self._seq_left(d) == 0]
-            wanted = [*short, *ahead]
-            with self._writer.begin() as conn:
-                blocks = [buffer_devices.reserve_seq_block(conn, d, short.get(d, 1)) for d in wanted]
-            with self._seq_lock:  # only once committed: a number is handed out after its reservation
-                self._seq.update(zip(wanted, blocks, strict=True))
-                return [self._take_seq(device) for device in devices]
-
-    def _seq_left(self, device: str) -> int:
-        current = self._seq.get(device)
-        return 0 if current is None else current[1] - current[0] + 1
-
-    def _take_seq(self, device: str) -> int:
-        seq, reserved = self._seq[device]
-        self._seq[device] = (seq + 1, reserved)
-        return seq
+        return buffer_seqs.next_batch_seqs(self, devices)
 
     def purge_delivered(self, older_than_days: float | None = None) -> int:
         """Delete punches delivered more than N days ago (default: the configured retention)."""
-        days = self.settings.retention_days if older_than_days is None else older_than_days
-        cutoff = time.time() - days * 86400
-        head = None
-        with self._write_lock, self._writer.begin() as conn:
-            ids = buffer_outbox.purge_ids(conn, before=cutoff)
-            if not ids:
-                return 0
-            deleted = buffer_outbox.purge_delivered(conn, before=cutoff)
-            # Signed off in the chain, in the same transaction: a purge is not a gap.
-            head = audit.append_purge(conn, ids, before=cutoff)
-        log.info("buffer_purged", deleted=deleted, retention_days=days)
-        self._audited(head)
-        return deleted
+        return buffer_chain.purge_delivered(self, older_than_days)
 
     def punch_count(self) -> int:
         """All punches held, delivered or not."""
@@ -481,33 +379,14 @@ class Store:
     def _start_chain(self) -> None:
         """Start the chain of a file that has none (new, or upgraded from before the chain): a
         `chain_started` entry, then `punches` entries covering every punch it already holds."""
-        with self._write_lock, self._writer.begin() as conn:
-            if audit.head(conn) is not None or conn.exec_driver_sql(audit._ANCHOR_SQL).fetchone():
-                return
-            held = buffer_outbox.punch_count(conn)
-            audit.append(conn, "chain_started", {"punches_held": held})
-            columns = ", ".join(c.name for c in buffer_outbox.INSERT_COLUMNS)
-            result = conn.exec_driver_sql(f"SELECT {columns} FROM punches ORDER BY pk")
-            while rows := result.fetchmany(audit.PUNCHES_PER_ENTRY * 10):
-                audit.append_punches(conn, [tuple(row) for row in rows])
-        if held:
-            log.info("audit_chain_started", punches_covered=held)
+        buffer_chain.start_chain(self)
 
     def _audited(self, head: Head | None) -> None:
-        if head is None:
-            return
-        for listener in self.on_audit_action:
-            try:
-                listener(head)
-            except Exception:
-                log.exception("audit_listener_failed")
+        buffer_chain.audited(self, head)
 
     def audit_action(self, kind: str, data: dict[str, Any]) -> Head:
         """Append an administrative action (replay, log clear, config at start-up, ...)."""
-        with self._write_lock, self._writer.begin() as conn:
-            head = audit.append(conn, kind, data)
-        self._audited(head)
-        return head
+        return buffer_chain.audit_action(self, kind, data)
 
     def audit_head(self) -> Head | None:
         with self._engine.connect() as conn:
@@ -522,16 +401,7 @@ class Store:
         """Record a make-up punch entered (checked against what the buffer holds, in the same
         transaction). Without `approval_required` it is approved at once and its punch stored.
         Raises ManualRefused saying which rule it breaks."""
-        with self._write_lock:
-            with self._writer.begin() as conn:
-                manual.check_new(conn, entry, settings)
-                manual.insert_entry(conn, entry)
-                head = audit.append(conn, "manual_entered", {"entry": entry.entered()})
-                if not settings.approval_required:
-                    entry, head = self._approve(conn, entry, None, None, punch)
-            self._after_manual(entry)
-        self._audited(head)
-        return entry
+        return buffer_manual.add_manual(self, entry, settings, punch)
 
     def decide_manual(
         self,
@@ -545,47 +415,9 @@ class Store:
     ) -> ManualEntry:
         """Approve (its punch is stored and will be sent) or reject a pending make-up punch, by
         someone other than who entered it. Raises ManualRefused saying why not."""
-        with self._write_lock:
-            with self._writer.begin() as conn:
-                entry = manual.check_decision(manual.get_entry(conn, entry_id), entry_id, by)
-                if approve:
-                    problem = manual.conflict(conn, entry, settings.conflict_minutes)
-                    if problem:
-                        raise ManualRefused(f"cannot approve {entry_id}: {problem}")
-                    entry, head = self._approve(conn, entry, by, note, punch)
-                else:
-                    entry = manual.with_decision(
-                        entry, "rejected", by, buffer_identity.now_text(), note, None
-                    )
-                    manual.decide(conn, entry)
-                    head = audit.append(conn, "manual_rejected", entry.decided())
-            self._after_manual(entry)
-        self._audited(head)
-        return entry
-
-    def _approve(
-        self, conn: Any, entry: ManualEntry, by: str | None, note: str | None, build: PunchBuilder
-    ) -> tuple[ManualEntry, Head]:
-        at = dt.datetime.now(dt.UTC)
-        made = build(entry, by, at)
-        if buffer_outbox.known_ids(conn, [made.id]):
-            raise ManualRefused(f"record {made.id} is in the buffer already")
-        decided = manual.with_decision(
-            entry, "approved", by, at.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z", note, made.id
+        return buffer_manual.decide_manual(
+            self, entry_id, approve=approve, by=by, note=note, settings=settings, punch=punch
         )
-        manual.decide(conn, decided)
-        now = time.time()
-        rows = [buffer_outbox.punch_row(made, now)]
-        buffer_outbox.insert_rows(conn, rows)
-        buffer_identity.count_stored(conn, 1)
-        audit.append_punches(conn, rows)
-        return decided, audit.append(conn, "manual_approved", decided.decided())
-
-    def _after_manual(self, entry: ManualEntry) -> None:
-        """After the commit: a stored make-up punch counts as pending like any other."""
-        if entry.status == "approved":
-            self._pending_changed({entry.device: 1}, 1)
-            self._stored += 1
 
     def get_manual(self, entry_id: str) -> ManualEntry | None:
         with self._engine.connect() as conn:
@@ -612,17 +444,7 @@ class Store:
         self, items: Sequence[tuple[command_store.NewRequest, dict[str, Any]]]
     ) -> list[StoredRequest | None]:
         """`command_accept` for several requests in one transaction (one commit for a burst)."""
-        results: list[StoredRequest | None] = []
-        entries: list[dict[str, Any]] = []
-        with self._write_lock, self._writer.begin() as conn:
-            for new, entry in items:
-                existing = command_store.insert(conn, new)
-                results.append(existing)
-                if existing is None:
-                    entries.append(entry)
-            head = audit.append_many(conn, "command_accepted", entries) if entries else None
-        self._audited(head)
-        return results
+        return buffer_commands.accept_many(self, items)
 
     def command_get(self, request_id: str) -> StoredRequest | None:
         with self._engine.connect() as conn:
@@ -650,20 +472,7 @@ class Store:
 
     def command_finish_many(self, answers: Sequence[command_store.FinalAnswer]) -> list[bool]:
         """`command_finish` for several answers in one transaction (one commit for a burst)."""
-        stored: list[bool] = []
-        entries: list[dict[str, Any]] = []
-        now = time.time()
-        with self._write_lock, self._writer.begin() as conn:
-            for a in answers:
-                written, _done = command_store.finish(
-                    conn, a.request_id, a.target, a.status, a.response, now, masked_request=a.masked_request
-                )
-                stored.append(written)
-                if written:
-                    entries.append(a.entry)
-            head = audit.append_many(conn, "command_done", entries) if entries else None
-        self._audited(head)
-        return stored
+        return buffer_commands.finish_many(self, answers)
 
     def command_published(self, keys: Sequence[tuple[str, str]]) -> None:
         if keys:
@@ -691,26 +500,6 @@ class Store:
         """Send one terminal's delivered punches of a time range (or of one terminal-local day
         inside it) again: the remote `punches.resend`. Audited as a `replay` in the same
         transaction; returns how many went back to pending."""
-        utc_from, utc_to = utc_from.astimezone(dt.UTC), utc_to.astimezone(dt.UTC)
-        day = None if local_day is None else local_day.isoformat()
-        with self._write_lock:
-            with self._writer.begin() as conn:
-                changed = command_store.requeue_range(
-                    conn, device, utc_from=utc_from.isoformat(), utc_to=utc_to.isoformat(), local_day=day
-                )
-                head = audit.append(
-                    conn,
-                    "replay",
-                    {
-                        "device": device,
-                        "from": utc_from.isoformat(),
-                        "to": utc_to.isoformat(),
-                        "day": day,
-                        "requeued": changed,
-                        **(note or {}),
-                    },
-                )
-            self._pending_changed({device: changed}, 1)  # one terminal's rows
-        log.info("buffer_requeued_range", punches=changed, device=device, day=day)
-        self._audited(head)
-        return changed
+        return buffer_commands.requeue_range(
+            self, device, utc_from=utc_from, utc_to=utc_to, local_day=local_day, note=note
+        )
