@@ -15,167 +15,83 @@ Failures stay here: they are reported to the health model, and the worker backs 
 jitter and tries again. One bad terminal never stops another, and none holds its worker for
 ever: every driver call runs under the worker's own deadline (`_bounded`), on top of the
 driver's, which no claim of the terminal can lift.
+
+The parts live beside it, each in a module of its own: the call deadlines (`worker_deadline`),
+what the log already holds and when a poll must read it (`worker_known_log`), the fleet's bound
+on full reads (`worker_read_limit`), normalising and committing punches (`worker_commit`), and
+retry delays and failure log lines (`worker_failures`). `DeviceWorker` composes them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import datetime as dt
-import hashlib
 import math
-import random
 import time
-import weakref
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 from zoneinfo import ZoneInfo
 
 import structlog
 
-from punchgate.drivers.base import DeviceInfo, Driver, DriverError, DriverTimeoutError, RawPunch
+from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch
 from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.clock import ClockCare
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.logs import bind_device
-from punchgate.gateway.normalize import normalize_punch
-from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Source
+from punchgate.gateway.worker_commit import commit_punches, normalise
+from punchgate.gateway.worker_deadline import (
+    CALL_DEADLINE_EXTRA,
+    CALL_DEADLINE_FACTOR,
+    CALL_TIMEOUT_DEFAULT,
+    READ_ALLOWANCE_RECORDS,
+    READ_SECONDS_PER_RECORD,
+    bounded,
+    call_limit,
+)
+from punchgate.gateway.worker_failures import SESSION_FAILED_REMIND_EVERY, Backoff, FailureLog
+from punchgate.gateway.worker_known_log import (
+    DIGEST_VERSION,
+    RECONCILE_POLLS,
+    KnownLog,
+    LogHasher,
+    stored_prefix,
+    why_read,
+)
+from punchgate.gateway.worker_read_limit import (
+    FULL_READ_RECORDS,
+    FULL_READ_SLOTS,
+    FullReadLimiter,
+    full_read_limiter,
+)
+from punchgate.sync.records import Source
 from punchgate.sync.store import Store, StoreRefusedError
+
+__all__ = [
+    "CALL_DEADLINE_EXTRA",
+    "CALL_DEADLINE_FACTOR",
+    "CALL_TIMEOUT_DEFAULT",
+    "FULL_READ_RECORDS",
+    "FULL_READ_SLOTS",
+    "READ_ALLOWANCE_RECORDS",
+    "READ_SECONDS_PER_RECORD",
+    "RECONCILE_POLLS",
+    "SESSION_FAILED_REMIND_EVERY",
+    "Backoff",
+    "DeviceWorker",
+    "FailureLog",
+    "FullReadLimiter",
+    "KnownLog",
+    "PunchSink",
+    "RemoteCommand",
+]
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-
-# Every driver call runs under a deadline of the worker's own, on top of the driver's: a
-# driver that never returns (a thread stuck in a recv, a loop a terminal keeps feeding) must
-# not hold its worker. The deadline grows with the terminal's configured timeout and retries;
-# for a full read, also with the log the terminal can hold (its declared capacity, capped),
-# never with the count it claims to hold now. It is a safety net, far above the drivers' own
-# deadlines, which end a call first and say why.
-CALL_DEADLINE_FACTOR = 8
-CALL_DEADLINE_EXTRA = 15.0
-CALL_TIMEOUT_DEFAULT = 10.0  # for a terminal type without a `timeout` key
-READ_SECONDS_PER_RECORD = 0.02  # a 9600-baud serial line carries about 70 records a second
-READ_ALLOWANCE_RECORDS = 200_000  # the read allowance stops growing here, whatever the capacity
-
-# How many full reads (read + normalise + commit) run at once across all workers, and how many
-# records they may hold between them (each terminal's count as it last said). Commits are
-# serialised by the store anyway; without a bound, a fleet's reads (e.g. 500 terminals at
-# start-up) all sit in memory at once waiting for the store: ~60 MB of punch objects for
-# 500 × 200 records, and a first read holds about 2 kB a record. The slots match the ZK
-# driver's thread pool, so small reads never wait on each other for longer than they would
-# for a pool thread; the records bound keeps 32 reads of big logs from holding 100+ MB.
-FULL_READ_SLOTS = 32
-FULL_READ_RECORDS = 20_000
-_read_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FullReadLimiter] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-# A poll reads the whole log only when it may hold a record we have not stored: when the
-# terminal's record count is not what the last full read plus the live stream account for,
-# when the log is at capacity (a terminal that overwrites its oldest records keeps its count),
-# when the count is unknown, and at least every RECONCILE_POLLS polls whatever the count says:
-# a log cleared and refilled to the same count must not hide its records for longer than that.
-RECONCILE_POLLS = 10
-_DIGEST_VERSION = "1"
-
-
-@dataclass(frozen=True, slots=True)
-class KnownLog:
-    """The part of a terminal's log already stored: its first `count` records, as read by the
-    last full read whose every record is in the buffer, hash to `digest` (`_LogHasher`)."""
-
-    count: int
-    digest: bytes
-
-
-class _LogHasher:
-    """A running digest of a log's records in order: each record's own bytes where the driver
-    gives them, else its identifying fields. Seeded with what else decides a record's id
-    (serial, driver, text encoding), so a changed terminal or config never matches."""
-
-    def __init__(self, seed: str) -> None:
-        self._hash = hashlib.blake2b(seed.encode("utf-8"), digest_size=16)
-
-    def feed(self, raws: Sequence[RawPunch]) -> None:
-        # One join over the records' bytes: a Python call per record would cost more than the hash.
-        self._hash.update(b"".join([raw.raw or _fields_key(raw) for raw in raws]))
-
-    def digest(self) -> bytes:
-        return self._hash.digest()
-
-
-def _fields_key(raw: RawPunch) -> bytes:
-    """A record the driver gives no bytes for: the fields its id is made of."""
-    return f"\0{raw.user_id}\x1f{raw.timestamp.isoformat()}\x1f{raw.state}\x1f{raw.verify}\x1e".encode()
-
-
-class FullReadLimiter:
-    """At most `slots` full reads at once, holding at most `records` records between them
-    (a read larger than that runs alone). First come, first served: a big read is not passed
-    by small ones for ever."""
-
-    def __init__(self, slots: int = FULL_READ_SLOTS, records: int = FULL_READ_RECORDS) -> None:
-        self.slots, self.records = slots, records
-        self.reads = self.held = 0
-        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
-
-    def _fits(self, records: int) -> bool:
-        return self.reads < self.slots and (self.reads == 0 or self.held + records <= self.records)
-
-    def _take(self, records: int) -> None:
-        self.reads += 1
-        self.held += records
-
-    def _release(self, records: int) -> None:
-        self.reads -= 1
-        self.held -= records
-        self._wake()
-
-    def _wake(self) -> None:
-        while self._waiting and self._fits(self._waiting[0][0]):
-            waiting, future = self._waiting.popleft()
-            if not future.done():
-                self._take(waiting)
-                future.set_result(None)
-
-    @contextlib.asynccontextmanager
-    async def hold(self, records: int) -> AsyncGenerator[None, None]:
-        records = max(1, records)
-        if not self._waiting and self._fits(records):
-            self._take(records)
-        else:
-            future = asyncio.get_running_loop().create_future()
-            entry = (records, future)
-            self._waiting.append(entry)
-            try:
-                await future
-            except asyncio.CancelledError:
-                if future.done() and not future.cancelled():
-                    self._release(records)  # granted just as we were cancelled: give it back
-                else:
-                    with contextlib.suppress(ValueError):
-                        self._waiting.remove(entry)
-                    self._wake()  # those behind it may fit now
-                raise
-        try:
-            yield
-        finally:
-            self._release(records)
-
-
-def _full_read_limiter() -> FullReadLimiter:
-    """The gateway-wide full-read limiter of the running event loop (one per loop: tests run many)."""
-    loop = asyncio.get_running_loop()
-    limiter = _read_limiters.get(loop)
-    if limiter is None:
-        limiter = _read_limiters[loop] = FullReadLimiter()
-    return limiter
 
 
 class PunchSink(Protocol):
@@ -189,90 +105,6 @@ class RemoteCommand(Protocol):
         """Do it; True when the session must end (the terminal restarts). A DriverError it lets
         out ends the session like any failed contact."""
         ...
-
-
-class Backoff:
-    """Exponential backoff with full jitter, so a fleet that fails together retries apart."""
-
-    def __init__(self, minimum: float, maximum: float) -> None:
-        self.minimum, self.maximum = minimum, maximum
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.minimum * (2**self.attempt))
-        self.attempt += 1
-        return random.uniform(self.minimum, max(self.minimum, ceiling))
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-# A terminal that stays down is retried every few seconds (Backoff); its log says so once, then
-# reminds at this interval (seconds) with the number of failed attempts since the last line.
-SESSION_FAILED_REMIND_EVERY = 600.0
-
-
-class FailureLog:
-    """The log lines of a terminal's failing sessions: one per change, not one per retry.
-
-    The first failure, and the first with each other fault in the same streak, is logged at
-    once (`session_failed`). After that, a `session_still_failing` reminder comes at most every
-    `remind_every` seconds with the failures since the previous line (so a terminal that
-    alternates between two faults costs no more); the first good session after failures logs
-    `session_recovered` with their number. The health model raises and clears the fault
-    itself, once each (fault_raised / fault_cleared).
-    """
-
-    def __init__(
-        self,
-        *,
-        remind_every: float = SESSION_FAILED_REMIND_EVERY,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.remind_every = remind_every
-        self._clock = clock
-        self.fault: str | None = None  # the latest fault of the current failing streak
-        self.failures = 0  # failed sessions in the current streak
-        self._logged_faults: set[str] = set()  # faults of this streak already logged
-        self._unreported = 0  # of those, failures not yet counted in a line
-        self._down_since = 0.0
-        self._logged_at = 0.0
-
-    def failed(self, fault: str, error: str) -> None:
-        now = self._clock()
-        self.failures += 1
-        if self.fault is None:
-            self._down_since = now
-        previous, self.fault = self.fault, fault
-        if fault not in self._logged_faults:
-            self._logged_faults.add(fault)
-            changed = {} if previous is None else {"previous_fault": previous}
-            log.warning("session_failed", fault=fault, error=error, **changed)
-        elif now - self._logged_at >= self.remind_every:
-            log.warning(
-                "session_still_failing",
-                fault=fault,
-                error=error,
-                failures_since_last_line=self._unreported + 1,
-                failures=self.failures,
-                failing_for_seconds=round(now - self._down_since),
-            )
-        else:
-            self._unreported += 1
-            return
-        self._logged_at, self._unreported = now, 0
-
-    def succeeded(self) -> None:
-        if self.fault is None:
-            return
-        log.info(
-            "session_recovered",
-            fault=self.fault,
-            failures=self.failures,
-            failing_for_seconds=round(self._clock() - self._down_since),
-        )
-        self.fault, self.failures, self._unreported = None, 0, 0
-        self._logged_faults.clear()
 
 
 class DeviceWorker:
@@ -443,28 +275,12 @@ class DeviceWorker:
     # --- the worker's own deadline around every driver call ------------------------------
     def _call_limit(self, info: DeviceInfo | None = None) -> float:
         """Seconds one driver call may take; with `info`, for a full read of that terminal."""
-        timeout = float(getattr(self.terminal, "timeout", CALL_TIMEOUT_DEFAULT))
-        attempts = 1 + int(getattr(self.terminal, "retries", 0))
-        limit = CALL_DEADLINE_FACTOR * timeout * attempts + CALL_DEADLINE_EXTRA
-        if info is not None:
-            capacity = info.record_capacity or 0
-            records = min(capacity, READ_ALLOWANCE_RECORDS) if capacity > 0 else READ_ALLOWANCE_RECORDS
-            limit += READ_SECONDS_PER_RECORD * records
-        return limit
+        return call_limit(self.terminal, info)
 
     async def _bounded(self, what: str, call: Awaitable[T], limit: float | None = None) -> T:
         """Await one driver call under the worker's deadline; DriverTimeoutError when it passes."""
         seconds = self._call_limit() if limit is None else limit
-        deadline = asyncio.timeout(seconds)
-        try:
-            async with deadline:
-                return await call
-        except TimeoutError:
-            if not deadline.expired():
-                raise  # the driver's own, not ours
-            raise DriverTimeoutError(
-                f"{what}: no result within {seconds:.0f} s (the worker's deadline)", device=self.name
-            ) from None
+        return await bounded(self.name, what, call, seconds)
 
     async def _session(self) -> None:
         await self._bounded("connect", self.driver.connect())
@@ -588,18 +404,13 @@ class DeviceWorker:
 
     def _why_read(self, info: DeviceInfo) -> str | None:
         """Why this poll must read the whole log; None when the count says nothing is new."""
-        count = info.record_count
-        if count is None:
-            return "count_unknown"
-        if self._known is None:
-            return "reconcile"
-        if count != self._known.count + self._live_since_read:
-            return "count_changed"
-        if info.record_capacity and count >= info.record_capacity:
-            return "log_at_capacity"
-        if self._polls_since_read + 1 >= self.reconcile_polls:
-            return "periodic"
-        return None
+        return why_read(
+            info,
+            self._known,
+            live_since_read=self._live_since_read,
+            polls_since_read=self._polls_since_read,
+            reconcile_polls=self.reconcile_polls,
+        )
 
     async def _poll(self, info: DeviceInfo) -> None:
         """A poll after the contact: a full read when the log may hold something new."""
@@ -643,24 +454,19 @@ class DeviceWorker:
             await asyncio.to_thread(self.store.set_device_meta, self.name, meta)
             self._meta = meta
 
-    def _hasher(self) -> _LogHasher:
+    def _hasher_seed(self) -> str:
         encoding = str(getattr(self.terminal, "encoding", ""))
-        return _LogHasher(f"{_DIGEST_VERSION}\x1f{self._serial}\x1f{self.driver_type}\x1f{encoding}")
+        return f"{DIGEST_VERSION}\x1f{self._serial}\x1f{self.driver_type}\x1f{encoding}"
 
-    def _stored_prefix(self, raws: Sequence[RawPunch]) -> tuple[int, _LogHasher]:
-        """How many leading records of `raws` the last full read stored (0 unless they are
-        exactly its records), and the log's running digest that far."""
-        known = self._known
-        if known is None or known.count == 0 or known.count > len(raws):
-            return 0, self._hasher()
-        hasher = self._hasher()
-        hasher.feed(raws[: known.count])
-        if hasher.digest() != known.digest:
-            return 0, self._hasher()  # not the log we read (cleared, rewritten, overwritten): all of it
-        return known.count, hasher
+    def _hasher(self) -> LogHasher:
+        return LogHasher(self._hasher_seed())
+
+    def _stored_prefix(self, raws: Sequence[RawPunch]) -> tuple[int, LogHasher]:
+        """How many leading records of `raws` the last full read stored, and the digest that far."""
+        return stored_prefix(raws, self._known, self._hasher_seed())
 
     async def _full_read(self, info: DeviceInfo, *, historical: bool, why: str = "reconcile") -> None:
-        async with _full_read_limiter().hold(info.record_count or FULL_READ_RECORDS // FULL_READ_SLOTS):
+        async with full_read_limiter().hold(info.record_count or FULL_READ_RECORDS // FULL_READ_SLOTS):
             await self._full_read_now(info, historical=historical, why=why)
 
     async def _full_read_now(self, info: DeviceInfo, *, historical: bool, why: str) -> None:
@@ -695,8 +501,8 @@ class DeviceWorker:
 
     async def _report_newest(self, raws: Sequence[RawPunch]) -> None:
         newest = max(raws, key=lambda raw: raw.timestamp)
-        punch = normalize_punch(
-            newest,
+        (punch,) = normalise(
+            [newest],
             device=self.name,
             serial_number=self._serial,
             zone=self.zone,
@@ -723,40 +529,14 @@ class DeviceWorker:
     async def _commit(self, raws: Sequence[RawPunch], *, source: Source, historical: bool) -> int:
         if not raws:
             return 0
-        now = self.clock()
-        punches: list[Punch] = [
-            normalize_punch(
-                raw,
-                device=self.name,
-                serial_number=self._serial,
-                zone=self.zone,
-                source=source,
-                historical=historical,
-                driver_type=self.driver_type,
-                now=now,
-            )
-            for raw in raws
-        ]
-        # Shielded: a shutdown that cancels us mid-commit must still let the commit finish.
-        try:
-            inserted = await asyncio.shield(asyncio.to_thread(self.store.add_punches, punches))
-        except StoreRefusedError as exc:
-            if exc.stored:  # the part that fit under the limit is stored: send it on
-                self.sink.notify_new_punches()
-            raise
-        # Every punch the terminal holds happened, new to us or not (after a restart none is):
-        # the newest one tells the health model when the terminal was last used.
-        self.health.punches_stored(max(p.utc_time for p in punches))
-        if inserted:
-            self.sink.notify_new_punches()
-            new_ids = set(inserted)
-            bad = [
-                p for p in punches if p.id in new_ids and {FLAG_BEFORE_2000, FLAG_IN_FUTURE} & set(p.flags)
-            ]
-            if bad:
-                self.health.set_fault(
-                    DeviceFault.CLOCK_INVALID,
-                    True,
-                    f"{len(bad)} punches with impossible times (e.g. {bad[0].local_time})",
-                )
-        return len(inserted)
+        punches = normalise(
+            raws,
+            device=self.name,
+            serial_number=self._serial,
+            zone=self.zone,
+            source=source,
+            historical=historical,
+            driver_type=self.driver_type,
+            now=self.clock(),
+        )
+        return await commit_punches(punches, store=self.store, sink=self.sink, health=self.health)

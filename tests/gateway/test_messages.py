@@ -14,7 +14,7 @@ from punchgate.drivers.faults import DeviceFault
 from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.driver import ZkDriver
 from punchgate.drivers.zk.emulator import ZkEmulator
-from punchgate.gateway import worker as worker_module
+from punchgate.gateway import worker_failures as worker_module
 from punchgate.gateway.calendar import WorkingCalendar
 from punchgate.gateway.health import DeviceHealth, Thresholds
 from punchgate.gateway.worker import Backoff, DeviceWorker, FailureLog

@@ -26,7 +26,7 @@ from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.driver import ZkDriver
 from punchgate.drivers.zk.emulator import ZkEmulator
-from punchgate.gateway import worker as worker_module
+from punchgate.gateway import worker_commit as worker_module
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.normalize import normalize_punch, record_id
 from punchgate.gateway.worker import Backoff, DeviceWorker

@@ -332,7 +332,7 @@ class StuckDriver:
 async def test_the_worker_ends_a_driver_call_that_never_returns(
     warm: int, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from punchgate.gateway import worker as worker_module
+    from punchgate.gateway import worker_deadline as worker_module
 
     monkeypatch.setattr(worker_module, "CALL_DEADLINE_EXTRA", 0.5)
     monkeypatch.setattr(worker_module, "READ_SECONDS_PER_RECORD", 0.0)
