@@ -18,6 +18,11 @@ waiting at their expiry, flushes those marks, and forgets finished requests afte
 At start-up, `run` resumes what the buffer holds: open targets are queued again (a target that
 was running when the gateway died runs again if it is safe to repeat; a restart or a clear is
 answered `interrupted` instead) and final answers never acknowledged are published again.
+
+`CommandService` holds the state, the tasks and the final answers (`_finish`); its other steps
+are thin delegations to modules of their own, each taking the service: `service_intake`
+(reading, accepting, refusing, repeats), `service_run` (dispatch to a worker, a push command
+queue or here, and running there), `service_resume` (start-up).
 """
 
 from __future__ import annotations
@@ -25,36 +30,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from punchgate.drivers.base import (
-    CommandRefusedError,
-    CommandUnsupportedError,
-    DriverError,
-    DriverTimeoutError,
-    UnreachableError,
-)
-from punchgate.gateway.commands import execute, push
-from punchgate.gateway.commands.audit_entries import accepted_rows, done_entry, refused_entry
-from punchgate.gateway.commands.catalogue import CATALOGUE
+from punchgate.gateway.commands import execute, service_intake, service_resume, service_run
+from punchgate.gateway.commands.audit_entries import done_entry
 from punchgate.gateway.commands.command_metrics import command_metrics
-from punchgate.gateway.commands.intake import Accepted, Rejection, masked, read_request
+from punchgate.gateway.commands.intake import Accepted, Rejection, masked
 from punchgate.gateway.commands.open_request import OpenRequest
-from punchgate.gateway.commands.routing import cannot_run, terminal_kinds
 from punchgate.gateway.commands.settings import CommandsSettings
-from punchgate.gateway.push_commands import PushCommandQueue, push_command_queue
-from punchgate.gateway.status import gateway_status
-from punchgate.sync.command_contract import FINAL_STATUSES, ResendRequest, Status, parse_request
+from punchgate.gateway.push_commands import PushCommandQueue
+from punchgate.sync.command_contract import FINAL_STATUSES, Status
 from punchgate.sync.command_contract import response_json as render
-from punchgate.sync.command_store import FinalAnswer, NewRequest, StoredRequest
+from punchgate.sync.command_store import FinalAnswer, StoredRequest
 from punchgate.sync.contract import utc_iso
 from punchgate.sync.forwarder import Incoming, Reply
 
@@ -68,19 +61,6 @@ INTAKE_QUEUE = 1000  # requests waiting to be read; beyond, they are dropped (an
 INTAKE_BATCH = 200  # requests accepted in one commit at most
 SWEEP_SECONDS = 0.5
 PURGE_EVERY = 3600.0
-RETRIES_AFTER_LOST_TERMINAL = 3  # a repeatable command whose terminal went away mid-way waits again
-
-
-@dataclass
-class _Job:
-    """A target's run, queued on its terminal's worker (`worker.RemoteCommand`)."""
-
-    service: CommandService
-    request_id: str
-    target: str
-
-    async def run(self, worker: DeviceWorker) -> bool:
-        return await self.service._run_on_worker(self.request_id, self.target, worker)
 
 
 class CommandService:
@@ -202,298 +182,47 @@ class CommandService:
 
     # --- intake -------------------------------------------------------------------------------
     async def _take(self, messages: list[Incoming]) -> None:
-        now = time.time()
-        kinds = terminal_kinds(self.app)
-        accepted: list[tuple[Accepted, NewRequest, dict[str, Any]]] = []
-        for message in messages:
-            outcome = read_request(
-                message.payload,
-                settings=self.settings,
-                kinds=kinds,
-                default_topic=self.default_topic,
-                response_topic=message.response_topic,
-                correlation=message.correlation_data,
-                now=now,
-            )
-            if isinstance(outcome, Rejection):
-                await self._refuse(outcome, message)
-            else:
-                accepted.append((outcome, *accepted_rows(outcome, now)))
-        if not accepted:
-            return
-        stored = await asyncio.to_thread(
-            self.store.command_accept_many, [(new, entry) for _, new, entry in accepted]
-        )
-        for (outcome, _new, entry), existing in zip(accepted, stored, strict=True):
-            if existing is not None:
-                self.requests["repeat"] += 1
-                log.info(
-                    "command_repeated",
-                    id=outcome.id,
-                    command=existing.command,
-                    requester=outcome.request.requester,
-                )
-                self._answer_repeat(existing, outcome.reply_topic, outcome.correlation)
-            else:
-                await self._open_request(outcome, entry)
+        await service_intake.take(self, messages)
 
     async def _refuse(self, rejection: Rejection, message: Incoming) -> None:
         """A refused request, unless its id is known: that one is answered from the buffer
         whatever the repeat says (a retry from a newer requester, or after the allow list
         changed): never run again, never refused."""
-        known = None
-        if rejection.request_id is not None:
-            known = await asyncio.to_thread(self.store.command_get, rejection.request_id)
-        if known is None:
-            await self._reject(rejection, message)
-            return
-        self.requests["repeat"] += 1
-        log.info("command_repeated", id=known.id, command=known.command, requester=rejection.requester)
-        self._answer_repeat(known, rejection.reply_topic or self.default_topic, message.correlation_data)
+        await service_intake.refuse(self, rejection, message)
 
     async def _open_request(self, outcome: Accepted, entry: dict[str, Any]) -> None:
         """A request just stored: answer `accepted`, then send each target on its way."""
-        self.requests["accepted"] += 1
-        log.info(
-            "command_received",
-            id=outcome.id,
-            command=outcome.request.command,
-            requester=outcome.request.requester,
-            terminals=entry["terminals"],
-            args=entry["args"],
-        )
-        opened = OpenRequest(
-            request=outcome.request,
-            spec=outcome.spec,
-            document=outcome.document,
-            reply_topic=outcome.reply_topic,
-            correlation=outcome.correlation,
-            expires_at=outcome.expires_at,
-            targets=dict.fromkeys(outcome.targets, "waiting"),
-        )
-        self._open[opened.id] = opened
-        self._publish(
-            opened.reply_topic,
-            opened.correlation,
-            render(
-                gateway=self.gateway_id,
-                request_id=opened.id,
-                command=opened.request.command,
-                terminal=None,
-                status="accepted",
-                result={"terminals": entry["terminals"], "expires_at": entry["expires_at"]},
-            ),
-        )
-        for target in outcome.targets:
-            await self._dispatch(opened, target)
+        await service_intake.open_request(self, outcome, entry)
 
     async def _reject(self, rejection: Rejection, message: Incoming) -> None:
-        self.requests["rejected"] += 1
-        self.rejected[rejection.code] += 1
-        log.warning(
-            "command_rejected",
-            code=rejection.code,
-            reason=rejection.message,
-            id=rejection.request_id,
-            command=rejection.command,
-            requester=rejection.requester,
-            size=len(message.payload),
-        )
-        if rejection.request_id is not None:  # a readable request, refused: worth the audit trail
-            entry = refused_entry(rejection)
-            await asyncio.to_thread(self.store.audit_action, "command_refused", entry)
-        self._publish(
-            rejection.reply_topic or self.default_topic,
-            message.correlation_data,
-            render(
-                gateway=self.gateway_id,
-                request_id=rejection.request_id,
-                command=rejection.command,
-                terminal=None,
-                status="error",
-                error=(rejection.code, rejection.message),
-            ),
-        )
+        await service_intake.reject(self, rejection, message)
 
     def _answer_repeat(self, stored: StoredRequest, topic: str, correlation: bytes | None) -> None:
-        for target, state in stored.targets.items():
-            if state.response is not None:
-                answer = json.loads(state.response)
-                answer["repeat"] = True
-                answer["at"] = utc_iso(dt.datetime.now(dt.UTC))
-                payload = json.dumps(answer, separators=(",", ":")).encode()
-            else:
-                status: Status = "running" if state.status == "running" else "accepted"
-                payload = render(
-                    gateway=self.gateway_id,
-                    request_id=stored.id,
-                    command=stored.command,
-                    terminal=target or None,
-                    status=status,
-                    repeat=True,
-                )
-            self._publish(topic, correlation, payload)
+        service_intake.answer_repeat(self, stored, topic, correlation)
 
     # --- running ------------------------------------------------------------------------------
     async def _dispatch(self, entry: OpenRequest, target: str) -> None:
         """Send one target on its way: to its worker, or run it here."""
-        spec = entry.spec
-        if spec.scope == "gateway":
-            self._spawn(self._run_here(entry.id, target))
-            return
-        kind = terminal_kinds(self.app).get(target)
-        if kind is None or kind == "disabled":
-            await self._finish(
-                entry.id, target, "error", error=("unknown_terminal", f"{target} is not read any more")
-            )
-            return
-        queue = push_command_queue(self.app) if kind == "push" and spec.queued else None
-        if queue is not None:
-            self._spawn(self._run_push(entry.id, target, queue))
-            return
-        if spec.scope == "buffer" or (kind == "push" and spec.push):
-            self._spawn(self._run_here(entry.id, target))
-            return
-        if kind == "push":
-            why = (
-                "the push protocol's command queue has no such command"
-                if not spec.queued
-                else "its command queue needs the [push] listener, which does not run"
-            )
-            await self._finish(
-                entry.id, target, "error", error=("unsupported", f"{target} is a zk-push terminal: {why}")
-            )
-            return
-        worker = self.app.workers[target]
-        problem = cannot_run(worker, spec)
-        if problem is not None:
-            await self._finish(entry.id, target, "error", error=("unsupported", problem))
-            return
-        worker.submit(_Job(self, entry.id, target))
+        await service_run.dispatch(self, entry, target)
 
     async def _running(self, entry: OpenRequest, target: str) -> None:
-        entry.targets[target] = "running"
-        if not entry.spec.repeatable:  # after a crash, "was it done?" must be answerable
-            await asyncio.to_thread(self.store.command_status, entry.id, target, "running")
-        self._publish(
-            entry.reply_topic,
-            entry.correlation,
-            render(
-                gateway=self.gateway_id,
-                request_id=entry.id,
-                command=entry.request.command,
-                terminal=target or None,
-                status="running",
-            ),
-        )
+        await service_run.running(self, entry, target)
 
     def _startable(self, request_id: str, target: str) -> OpenRequest | None:
-        entry = self._open.get(request_id)
-        if entry is None or entry.targets.get(target) != "waiting":
-            return None  # answered meanwhile (expired), or a stale job
-        return entry
+        return service_run.startable(self, request_id, target)
 
     async def _run_here(self, request_id: str, target: str) -> None:
         """A buffer or gateway command, or device.info of a push terminal: no worker involved."""
-        entry = self._startable(request_id, target)
-        if entry is None:
-            return
-        if time.time() >= entry.expires_at:
-            await self._finish(request_id, target, "expired")
-            return
-        await self._running(entry, target)
-        request = entry.request
-        try:
-            if request.command == "gateway.status":
-                result = await asyncio.to_thread(gateway_status, self.app)
-            elif isinstance(request, ResendRequest):
-                result = await execute.resend(request, self.store, target, dt.datetime.now(dt.UTC))
-                self.forwarder.rewind()
-            else:
-                result = execute.push_info(self.app.devices[target])
-        except execute.CommandFailed as failed:
-            await self._finish(request_id, target, "error", error=(failed.code, failed.message))
-        except Exception as exc:
-            log.exception("command_failed", id=request_id, terminal=target)
-            await self._finish(
-                request_id, target, "error", error=("internal", f"{type(exc).__name__}: {exc}")
-            )
-        else:
-            await self._finish(request_id, target, "ok", result=result)
+        await service_run.run_here(self, request_id, target)
 
     async def _run_push(self, request_id: str, target: str, queue: PushCommandQueue) -> None:
         """A command for a zk-push terminal, through its push command queue (`push.run`): the
         target stays `waiting` until the queue has sent it, then `running`."""
-        entry = self._startable(request_id, target)
-        if entry is None:
-            return
-        if time.time() >= entry.expires_at:
-            await self._finish(request_id, target, "expired")
-            return
-
-        async def sent() -> None:
-            if entry.targets.get(target) == "waiting":  # not answered meanwhile (the sweep's expiry)
-                await self._running(entry, target)
-
-        try:
-            encoding, zone = push.terminal_config(self.app.settings, target)
-            planned = await push.plan(entry.request, encoding=encoding, zone=zone, env=self.env)
-            if not entry.spec.repeatable:  # queued: after a crash it is answered `interrupted`
-                await asyncio.to_thread(self.store.command_status, entry.id, target, "running")
-            done = await push.run(queue, target, planned, expires_at=entry.expires_at, on_sent=sent)
-        except execute.CommandFailed as failed:
-            await self._finish(request_id, target, "error", error=(failed.code, failed.message))
-        except Exception as exc:
-            log.exception("command_failed", id=request_id, terminal=target)
-            await self._finish(
-                request_id, target, "error", error=("internal", f"{type(exc).__name__}: {exc}")
-            )
-        else:
-            await self._finish(request_id, target, done.status, result=done.result, error=done.error)
+        await service_run.run_push(self, request_id, target, queue)
 
     async def _run_on_worker(self, request_id: str, target: str, worker: DeviceWorker) -> bool:
         """A terminal command, in the worker's task (`_Job.run`); True ends the session."""
-        entry = self._startable(request_id, target)
-        if entry is None:
-            return False
-        if time.time() >= entry.expires_at:
-            await self._finish(request_id, target, "expired")
-            return False
-        await self._running(entry, target)
-        try:
-            result, end_session = await execute.on_terminal(entry.request, worker, self.env)
-        except execute.CommandFailed as failed:
-            await self._finish(request_id, target, "error", error=(failed.code, failed.message))
-            return False
-        except CommandUnsupportedError as exc:
-            await self._finish(request_id, target, "error", error=("unsupported", str(exc)))
-            return False
-        except CommandRefusedError as exc:
-            await self._finish(request_id, target, "error", error=("refused", str(exc)))
-            return False
-        except (UnreachableError, DriverTimeoutError) as exc:
-            entry.attempts[target] += 1
-            if entry.spec.repeatable and entry.attempts[target] <= RETRIES_AFTER_LOST_TERMINAL:
-                # The terminal went away mid-way: wait for it again, like a request that found it offline.
-                entry.targets[target] = "waiting"
-                log.info("command_waits_again", id=request_id, terminal=target, error=str(exc))
-                worker.submit(_Job(self, request_id, target))
-            else:
-                await self._finish(request_id, target, "error", error=("terminal_error", str(exc)))
-            raise
-        except DriverError as exc:
-            await self._finish(request_id, target, "error", error=("terminal_error", str(exc)))
-            raise  # the worker ends the session, as after any failed contact
-        except asyncio.CancelledError:
-            raise  # shutting down: the buffer still has it open, the next start resumes it
-        except Exception as exc:
-            log.exception("command_failed", id=request_id, terminal=target)
-            await self._finish(
-                request_id, target, "error", error=("internal", f"{type(exc).__name__}: {exc}")
-            )
-            return False
-        await self._finish(request_id, target, "ok", result=result)
-        return end_session
+        return await service_run.run_on_worker(self, request_id, target, worker)
 
     async def _finish(
         self,
@@ -559,65 +288,10 @@ class CommandService:
 
     # --- resuming after a restart ----------------------------------------------------------------
     async def _resume(self) -> None:
-        stored = await asyncio.to_thread(self.store.command_open)
-        resumed = 0
-        for request in stored:
-            for target, state in request.targets.items():
-                if state.final and not state.published and state.response is not None:
-                    self._publish(
-                        request.reply_topic,
-                        request.correlation,
-                        state.response.encode(),
-                        on_sent=functools.partial(self._acked.append, (request.id, target)),
-                    )
-            if request.done_at is None:
-                resumed += 1
-                await self._reopen(request)
-        if stored:
-            log.info("commands_resumed", requests=resumed, answers_republished=len(stored) - resumed)
+        await service_resume.resume(self)
 
     async def _reopen(self, stored: StoredRequest) -> None:
-        try:
-            request = parse_request(json.dumps(stored.request))
-        except ValueError as exc:  # written by another release, say
-            log.error("command_not_resumable", id=stored.id, error=str(exc))
-            return
-        spec = CATALOGUE[request.command]
-        entry = OpenRequest(
-            request=request,
-            spec=spec,
-            document=stored.request,
-            reply_topic=stored.reply_topic,
-            correlation=stored.correlation,
-            expires_at=stored.expires_at,
-            targets={target: state.status for target, state in stored.targets.items()},
-        )
-        self._open[entry.id] = entry
-        for target, state in stored.targets.items():
-            if state.final:
-                continue
-            if request.command not in self.settings.allow:
-                entry.targets[target] = "waiting"
-                await self._finish(
-                    entry.id,
-                    target,
-                    "error",
-                    error=("not_allowed", f"{request.command} is no longer allowed"),
-                )
-            elif state.status == "running" and not spec.repeatable:
-                await self._finish(
-                    entry.id,
-                    target,
-                    "error",
-                    error=(
-                        "interrupted",
-                        f"the gateway stopped while {request.command} ran on {target}; it may or may not have "
-                        "taken effect: check, and send a new request if needed",
-                    ),
-                )
-            else:
-                entry.targets[target] = "waiting"
-                await self._dispatch(entry, target)
+        await service_resume.reopen(self, stored)
 
     # --- /metrics -------------------------------------------------------------------------------
     def metrics(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
