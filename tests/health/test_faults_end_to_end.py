@@ -168,7 +168,9 @@ class Rig:
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("health")
     farm = EmulatorFarm()
-    broker = Broker(tmp / "broker")
+    # Persistent, with a persistent subscriber session: messages the gateway publishes right
+    # after a broker restart are queued for the subscriber even before it has reconnected.
+    broker = Broker(tmp / "broker", persistent=True)
     gateway: GatewayProcess | None = None
     subscriber: Subscriber | None = None
     try:
@@ -179,7 +181,7 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             farm.add(name, records=records.get(name, 20), seed=seed)
         http_port = free_port()
         ports = {name: farm.terminals[name].tcp_port or 0 for name in names}
-        subscriber = Subscriber(broker.host, broker.port, f"{BASE}/#").start()
+        subscriber = Subscriber(broker.host, broker.port, f"{BASE}/#", persistent_session=True).start()
         gateway = GatewayProcess(_config(tmp, broker.port, http_port, ports))
         gateway.start(ready_timeout=30)
         rig = Rig(farm, broker, gateway, subscriber, f"http://127.0.0.1:{http_port}")

@@ -46,7 +46,11 @@ class Subscriber:
         password: str | None = None,
         tls_context: ssl.SSLContext | None = None,
         qos: int = 1,
+        persistent_session: bool = False,
     ) -> None:
+        """`persistent_session` (MQTT 3.1.1): the broker keeps the subscription and queues QoS 1
+        messages while this client is away, e.g. published before it reconnected after a
+        broker restart (the broker must be persistent too, and stopped cleanly)."""
         self.topic_filter = topic_filter
         self.qos = qos
         self.host, self.port = host, port
@@ -59,6 +63,7 @@ class Subscriber:
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"test-subscriber-{id(self):x}",
             protocol=protocol,
+            clean_session=not persistent_session if protocol == MQTTProtocolVersion.MQTTv311 else None,
         )
         if username is not None:
             self._client.username_pw_set(username, password)
