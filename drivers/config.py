@@ -225,7 +225,12 @@ class TerminalConfig(StrictTyped):
     type: str
     name: str = Field(pattern=NAME_PATTERN, description="unique terminal name, used in topics and logs")
     timezone: str | None = Field(None, description="IANA timezone of the terminal's clock; default: site's")
-    poll_interval: float = Field(60.0, ge=1, le=86400, description="seconds between full reads")
+    poll_interval: float = Field(
+        60.0,
+        ge=1,
+        le=86400,
+        description="seconds between polls; a poll reads the log only when it may hold something new, and in full at least every 10th poll",
+    )
     enabled: bool = Field(True, description="set false to keep a terminal in the file but not read it")
 
     @field_validator("timezone")
