@@ -32,6 +32,10 @@ from tests.support.config import write_config, zk_terminal
 from tests.support.subscriber import Subscriber
 from tests.support.waiting import wait_until
 
+# Building the package fetches every dependency's wheel (about two minutes): the long run's.
+# The short run keeps tests/packaging/test_wheel.py, which builds and installs the wheel.
+pytestmark = pytest.mark.long
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 VERSION: str = PROJECT["version"]

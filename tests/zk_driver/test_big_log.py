@@ -13,7 +13,7 @@ RECORDS = 100_000
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("transport", ["tcp", "udp"])
+@pytest.mark.parametrize("transport", ["tcp", pytest.param("udp", marks=pytest.mark.long)])
 async def test_hundred_thousand_records(
     start_emulator: EmulatorFactory, open_driver: Any, transport: str
 ) -> None:

@@ -105,7 +105,7 @@ async def test_read_sizes_users_and_ten_records(profile: str, udp: bool, user_si
         assert [(a.user_id, a.timestamp, a.status, a.punch) for a in attendance] == expected
 
 
-@pytest.mark.slow
+@pytest.mark.long  # the driver's own 100k reads (tests/pipeline, tests/zk_driver) stay in the short run
 async def test_hundred_thousand_records_over_tcp() -> None:
     async with ZkEmulator(profile="tft") as emu:
         emu.generate_log(records=100_000, days=60, users=200, seed=7)
