@@ -262,8 +262,11 @@ class DeviceWorker:
 
     async def _sleep(self, seconds: float) -> None:
         self._poll_due.clear()
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+        # arrives as the event is set, and the worker would then outlive its shutdown.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._poll_due.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):
+                await self._poll_due.wait()
 
     async def _close_quietly(self) -> None:
         try:

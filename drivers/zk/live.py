@@ -214,7 +214,8 @@ class LiveChannel:
                 if remaining <= 0:
                     raise DriverTimeoutError("live: no answer to unregistering events", device=self.name)
                 try:
-                    chunk = await asyncio.wait_for(loop.sock_recv(sock, 65536), remaining)
+                    async with asyncio.timeout(remaining):  # never swallows a cancellation
+                        chunk = await loop.sock_recv(sock, 65536)
                 except TimeoutError:
                     continue
             if not chunk and zk.tcp:

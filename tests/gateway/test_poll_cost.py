@@ -152,8 +152,10 @@ async def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
     yield make
     for emulator, task, store in started:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        # The terminal goes away first, so nothing the worker may still wait on stays open.
         await emulator.stop()
+        async with asyncio.timeout(60):
+            await asyncio.gather(task, return_exceptions=True)
         store.close()
 
 
