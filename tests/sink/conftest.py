@@ -18,7 +18,7 @@ from tests.support.sink import SinkProcess
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[postgres.Postgres]:
     if not postgres.available():
-        pytest.skip("PostgreSQL is not installed (./dev setup installs Debian's postgresql package)")
+        pytest.fail("PostgreSQL is not installed (./dev setup installs Debian's postgresql package)")
     server = postgres.Postgres().start()
     yield server
     server.destroy()
