@@ -251,9 +251,11 @@ class DeviceWorker:
                 await self._sleep(self.terminal.poll_interval)
                 continue
             except DriverError as exc:
+                _stop_if_cancelled()
                 self.health.contact_failed(exc.fault, str(exc))
                 self.failure_log.failed(exc.fault, str(exc))
             except Exception as exc:  # a bug in one worker must not take down the daemon
+                _stop_if_cancelled()
                 self.health.contact_failed(DeviceFault.PROTOCOL_ERROR, f"{type(exc).__name__}: {exc}")
                 log.exception("session_crashed")
             finally:
@@ -543,3 +545,12 @@ class DeviceWorker:
             now=self.clock(),
         )
         return await commit_punches(punches, store=self.store, sink=self.sink, health=self.health)
+
+
+def _stop_if_cancelled() -> None:
+    """Raise CancelledError when this task is being cancelled: an error raised while a
+    cancellation unwound (cleanup talking to a terminal that went away) must not turn the
+    shutdown into one more failed session to retry."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -25,7 +25,7 @@ from typing import Final
 
 import structlog
 
-from punchgate.drivers.base import DriverTimeoutError, RawPunch, UnreachableError
+from punchgate.drivers.base import DriverError, DriverTimeoutError, RawPunch, UnreachableError
 from punchgate.drivers.zk import protocol as zp
 from punchgate.drivers.zk.client import ZkClient
 from punchgate.drivers.zk.errors import map_error
@@ -103,7 +103,26 @@ class LiveChannel:
                 pending.cancel()
                 with contextlib.suppress(BaseException):
                     leftover = await pending  # bytes read just before the cancel still count
+            await self._end_live_unless_cancelled(loop, zk, sock, reassembler, leftover)
+
+    async def _end_live_unless_cancelled(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        zk: ZkClient,
+        sock: socket.socket,
+        reassembler: zp.TcpReassembler | None,
+        leftover: bytes,
+    ) -> None:
+        """End the stream; when it ends because its task is cancelled, a failure to unregister
+        must not replace the cancellation (the worker would take it for a terminal fault and
+        carry on past its shutdown). The session stays marked out of step either way."""
+        try:
             await self._end_live(loop, zk, sock, reassembler, leftover)
+        except DriverError as exc:
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():
+                raise
+            log.info("zk_live_end_failed_while_cancelled", device=self.name, error=str(exc))
 
     def _received(self, pending: asyncio.Future[bytes], zk: ZkClient) -> bytes:
         """The bytes a finished recv got; a failed or closed socket ends the stream."""
