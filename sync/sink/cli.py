@@ -70,6 +70,33 @@ def _configure_logging(ctx: click.Context, log_format: str) -> None:
 )
 @click.option("--no-confirm", is_flag=True, help="store only; publish no confirmations")
 @click.option(
+    "--resend/--no-resend",
+    default=True,
+    show_default=True,
+    help="ask a gateway (punches.resend) for a day its digest shows punches missing at central",
+)
+@click.option(
+    "--resend-interval",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="seconds before the same gateway, terminal and day is asked for again",
+)
+@click.option(
+    "--mismatch-grace",
+    type=click.FloatRange(min=0),
+    default=600.0,
+    show_default=True,
+    help="seconds a digest day may differ before it counts as a mismatch (and is asked for again)",
+)
+@click.option(
+    "--check-interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="seconds between re-checks of digest days that did not match",
+)
+@click.option(
     "--log-format", type=click.Choice(["auto", "json", "console"]), default="auto", show_default=True
 )
 @click.pass_context
@@ -91,6 +118,10 @@ def run(ctx: click.Context, /, database: str, http: str, log_format: str, **opti
         group=options["group"],
         client_id=client_id,
         confirm=not options["no_confirm"],
+        resend=options["resend"],
+        resend_interval=options["resend_interval"],
+        mismatch_grace=options["mismatch_grace"],
+        check_interval=options["check_interval"],
     )
     sys.exit(asyncio.run(_serve(settings, http)))
 

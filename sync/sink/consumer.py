@@ -22,7 +22,8 @@ Flow (docs/sink.md):
 
 This module is the MQTT side and the writer thread's loop; the parts it drives: `inbox` (what
 arrived), `classify` (what it is), `commit` (the transaction, its retries and splits), `recheck`
-(the periodic reconciliation), `settings` and `stats`.
+(the periodic reconciliation), `resend` (asking gateways for days missing punches), `settings`
+and `stats`.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from punchgate.sync.sink.engine import create, upgrade
 from punchgate.sync.sink.inbox import Inbox, Received
 from punchgate.sync.sink.items import DeadLetter, Item, Written
 from punchgate.sync.sink.recheck import Rechecks
+from punchgate.sync.sink.resend import ResendRequests
 from punchgate.sync.sink.settings import SinkSettings
 from punchgate.sync.sink.stats import SinkStats
 from punchgate.sync.sink.validate import Validators
@@ -73,8 +75,9 @@ class Sink:
         self._stopping = threading.Event()
         self._writer: threading.Thread | None = None
         self._committer = Committer(self.engine, self.stats, self._stopping)
-        self._rechecks = Rechecks(self.engine, settings, self.stats)
         self._client = self._make_client()
+        self._resends = ResendRequests(settings, self.stats, self._publish_request)
+        self._rechecks = Rechecks(self.engine, settings, self.stats, self._resends)
 
     # --- MQTT ---------------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -108,6 +111,10 @@ class Sink:
         ]
         every_sink = [f"{p}/+/state", f"{p}/+/devices/+/state", f"{p}/+/devices/+/digests"]
         return [(topic, qos1) for topic in (*shared, *every_sink)]
+
+    def _publish_request(self, topic: str, payload: str) -> None:
+        """A command request to a gateway (QoS 1; paho queues it while the broker is away)."""
+        self._client.publish(topic, payload, qos=1)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:

@@ -33,6 +33,8 @@ class SinkCollector(Collector):
             ("confirmed_ids", "punch ids confirmed to gateways"),
             ("db_failures", "failed attempts to reach the database"),
             ("connects", "connections to the broker"),
+            ("resend_requests", "punches.resend requests published for digest days missing punches"),
+            ("resend_requests_limited", "gap days not asked for again yet (within the resend interval)"),
         ):
             yield CounterMetricFamily(f"punchgate_sink_{key}", help_text, value=getattr(stats, key))
         yield GaugeMetricFamily(

@@ -3,6 +3,10 @@
 Every `check_interval` seconds (at once after digests changed) the writer thread rechecks the
 days not known to match (`reconcile.recheck`) and counts those mismatching for longer than
 `mismatch_grace` (younger ones are still being delivered) into the `mismatching_days` gauge.
+The first check after start compares every day, not only those not known to match: a database
+restored from a backup, or rows lost while the sink was away, show up then. The days past the
+grace that lack punches go to `resend.ResendRequests`, which asks their gateway to send the day
+again.
 """
 
 from __future__ import annotations
@@ -15,7 +19,8 @@ import structlog
 from sqlalchemy import Engine
 
 from punchgate.sync.sink.commit import note_db_failure
-from punchgate.sync.sink.reconcile import mismatching_days, recheck
+from punchgate.sync.sink.reconcile import DayCheck, gap_days, mismatching_days, recheck
+from punchgate.sync.sink.resend import ResendRequests
 from punchgate.sync.sink.settings import SinkSettings
 from punchgate.sync.sink.stats import SinkStats
 
@@ -25,11 +30,15 @@ log = structlog.get_logger(__name__)
 class Rechecks:
     """When the next recheck is due, and running it."""
 
-    def __init__(self, engine: Engine, settings: SinkSettings, stats: SinkStats) -> None:
+    def __init__(
+        self, engine: Engine, settings: SinkSettings, stats: SinkStats, resends: ResendRequests | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.stats = stats
+        self.resends = resends
         self._next_check = 0.0
+        self._checked_everything = False
 
     def soon(self) -> None:
         """Make the next `maybe_recheck` run (digests changed)."""
@@ -43,12 +52,20 @@ class Rechecks:
         try:
             with self.engine.begin() as conn:
                 utc_now = dt.datetime.now(dt.UTC)
-                changed = [c for c in recheck(conn, utc_now) if not c.ok]
+                checks = recheck(conn, utc_now, everything=not self._checked_everything)
+                changed = [c for c in checks if not c.ok]
                 grace = utc_now - dt.timedelta(seconds=self.settings.mismatch_grace)
                 self.stats.mismatching_days = mismatching_days(conn, older_than=grace)
+                asking = self.resends is not None and self.settings.resend
+                gaps: list[DayCheck] = gap_days(conn, older_than=grace) if asking else []
         except sa.exc.DBAPIError as exc:
             note_db_failure(self.stats, exc)
             return
+        self._checked_everything = True
+        if self.resends is not None and gaps:
+            # Only after the commit: a request for a check whose transaction failed would be
+            # rate-limited when the next check finds the same gap.
+            self.resends.ask(gaps)
         if self.stats.mismatching_days:
             log.warning(
                 "sink_digest_mismatch",

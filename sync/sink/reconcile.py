@@ -88,6 +88,19 @@ def mismatching_days(conn: Connection, *, older_than: dt.datetime) -> int:
     return int(conn.execute(query).scalar_one())
 
 
+def gap_days(conn: Connection, *, older_than: dt.datetime) -> list[DayCheck]:
+    """Digest days where central lacks ids the gateway holds (`missing`, `differs`) at their
+    last check, whose digest arrived before `older_than` (younger gaps are still being delivered)."""
+    d = t.digests.c
+    query = sa.select(d.gateway, d.device, d.day, d.count, d.central_count, d.status).where(
+        d.status.in_(("missing", "differs")), d.received_at < older_than
+    )
+    return [
+        DayCheck(gateway, device, day, count, central or 0, status)
+        for gateway, device, day, count, central, status in conn.execute(query).all()
+    ]
+
+
 def counts(conn: Connection) -> dict[str, int]:
     """Rows per table (the check report and tests)."""
     return {

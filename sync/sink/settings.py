@@ -33,3 +33,5 @@ class SinkSettings:
     confirm: bool = True
     check_interval: float = 30.0  # seconds between re-checks of digest days that did not match
     mismatch_grace: float = 600.0  # a day mismatching for less than this is still being delivered
+    resend: bool = True  # ask the gateway for punches.resend of a day still missing punches after the grace
+    resend_interval: float = 3600.0  # seconds before the same gateway/terminal/day is asked for again

@@ -22,6 +22,8 @@ class SinkStats:
     confirmed_ids: int = 0
     db_failures: int = 0
     connects: int = 0
+    resend_requests: int = 0  # punches.resend requests published for days missing punches
+    resend_requests_limited: int = 0  # gap days not asked for again yet (within resend_interval)
     connected: bool = False  # gauge
     inbox: int = 0  # gauge: received, not committed yet
     mismatching_days: int = 0  # gauge: digest days that differ for longer than the grace
