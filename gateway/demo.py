@@ -3,8 +3,11 @@
 It starts a private mosquitto on a free port, three emulated ZK terminals (two TFT over TCP,
 one of them with a comm key, and one BW over UDP), two emulated Anviz terminals sharing one
 pseudo-terminal (an RS485 bus), an emulated push terminal (ADMS) uploading to the gateway's
-`[push]` listener, and the real gateway as a child process. People punch at random on the
-terminals; a "central" subscriber shows the punches arriving and each terminal's health: a
+`[push]` listener, the reference sink (`punchgate sink`) on a SQLite file as the central
+consumer, and the real gateway as a child process in `central` delivery (a punch is delivered
+when the sink confirms it stored it). People punch at random on the terminals; a "central"
+subscriber shows the punches arriving, how many of them the sink confirmed, and each terminal's
+health: a
 live table on a terminal, one line per arrival when the output is piped (`| tee`), flushed as
 it comes. A console account (admin, a random password) is created before the gateway starts,
 and printed with the status page's address. Ctrl-C stops everything it started. The config,
@@ -17,6 +20,7 @@ end, and what is stopped on the way out. The parts:
     demo_config     the gateway's config (the terminals, the broker, the listeners)
     demo_terminals  the emulated terminals and the people punching on them
     demo_gateway    the gateway as a child process, its console account, where to look
+    demo_sink       the reference sink on `sink.db`, confirming what it stored
     demo_central    the central subscriber and what it has seen (`CentralView`)
     demo_screen     the live table, or plain lines when piped
 """
@@ -36,6 +40,7 @@ from punchgate.gateway.demo_central import CentralView, subscribe_as_central
 from punchgate.gateway.demo_config import write_config
 from punchgate.gateway.demo_gateway import console_account, start_gateway, stop_gateway, where_to_look
 from punchgate.gateway.demo_screen import show, wait_for_last_punches
+from punchgate.gateway.demo_sink import start_sink, stop_sink
 from punchgate.gateway.demo_terminals import DemoTerminals
 from punchgate.gateway.logs import configure_logging
 from punchgate.gateway.mosquitto import MosquittoBroker, free_port
@@ -75,17 +80,21 @@ async def _demo(duration: float) -> int:
     push_port = free_port()
     terminals = DemoTerminals(push_port)
     gateway: subprocess.Popen[bytes] | None = None
+    sink: subprocess.Popen[bytes] | None = None
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     view = CentralView(lines=None if console.is_terminal else [])
     kept = (
-        f"kept in {workdir}: gateway.log, emulators.log, broker/, punchgate.toml, buffer.db, console/ "
+        f"kept in {workdir}: gateway.log, sink.log, emulators.log, broker/, punchgate.toml, buffer.db, "
+        f"sink.db, console/ "
         f"(delete it when done: rm -r {workdir})"
     )
     try:
         broker.start()
+        # Before the gateway: the sink's session must be there when the first batch is published.
+        sink = await start_sink(workdir, broker.port)
         await terminals.start()
         http_port = free_port()
         config = write_config(
@@ -114,16 +123,20 @@ async def _demo(duration: float) -> int:
         stop.set()
         subscriber.cancel()
         await asyncio.gather(subscriber, *punchers, return_exceptions=True)
-        for line in view.lines or []:
+        for line in [*(view.lines or []), "per terminal:", *view.delivery_lines()]:
             console.print(line, markup=False, highlight=False, soft_wrap=True)
         console.print()
         console.print(
-            f"stopped: {terminals.produced()} punches on the terminals, {len(view.ids)} unique received."
+            f"stopped: {terminals.produced()} punches on the terminals, {len(view.ids)} unique received, "
+            f"{view.confirmed_total()} confirmed at central (sink.db).",
+            soft_wrap=True,
         )
         return 0 if gateway.returncode in (None, 0) else 1
     finally:
         if gateway is not None:
             await stop_gateway(gateway)
+        if sink is not None:
+            await stop_sink(sink)
         await terminals.stop()
         broker.close()
         emulator_log.close()

@@ -1,10 +1,16 @@
 """The demo's "central": a subscriber to everything the gateway publishes, and what it has seen.
 
-`subscribe_as_central` feeds each MQTT message (punches, terminal and gateway states, events)
-to a `CentralView`, reconnecting while the broker is away. The view keeps the newest punches
-(a record id seen before counts as a duplicate, not a punch), each terminal's retained state
-and the newest events; `render` draws them as rich tables for a terminal, and with `lines`
-set it also writes one plain line per arrival for output that is piped.
+`subscribe_as_central` feeds each MQTT message (punches, terminal and gateway states, events,
+and the sink's confirmations) to a `CentralView`, reconnecting while the broker is away. The
+view keeps the newest punches (a record id seen before counts as a duplicate, not a punch), each
+terminal's retained state and the newest events, and per terminal how many punches arrived and
+how many of them the sink confirmed it stored (`{base}/confirm`: the gateway runs in central
+delivery). `render` draws them as rich tables for a terminal, and with `lines` set it also
+writes one plain line per arrival for output that is piped.
+
+A confirmation can overtake the punch it names (the sink and this subscriber get the batch
+from the broker independently), so confirmed ids are kept and counted for a terminal when its
+punch arrives as well as when the confirmation does; each id counts once.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +42,10 @@ class CentralView:
     ids: set[str] = field(default_factory=set)
     duplicates: int = 0
     devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    received: Counter[str] = field(default_factory=Counter)  # unique punches per terminal
+    confirmed: Counter[str] = field(default_factory=Counter)  # of those, confirmed by the sink
+    confirmed_ids: set[str] = field(default_factory=set)  # every id a confirmation named
+    device_of: dict[str, str] = field(default_factory=dict)  # record id -> terminal
     events: deque[str] = field(default_factory=lambda: deque(maxlen=5))
     gateway_state: str = "unknown"
     footer: str = ""  # where to look: the status page, /metrics, `punchgate status`
@@ -51,9 +61,15 @@ class CentralView:
                     self.duplicates += 1
                     continue
                 self.ids.add(record["id"])
+                self.device_of[record["id"]] = payload["device"]
+                self.received[payload["device"]] += 1
+                if record["id"] in self.confirmed_ids:  # its confirmation came first
+                    self.confirmed[payload["device"]] += 1
                 new.append(record)
                 self.punches.appendleft({"device": payload["device"], **record})
             self._say_punches(payload["device"], new)
+        elif parts[-1] == "confirm":
+            self._on_confirmation(payload)
         elif parts[-1] == "state" and "devices" in parts:
             if self.devices.get(parts[-2], {}).get("state") != payload.get("state"):
                 self._say(f"terminal {parts[-2]}: {payload.get('state')} {_faults_text(payload)}")
@@ -66,6 +82,27 @@ class CentralView:
             if payload.get("state", "?") != self.gateway_state:
                 self._say(f"gateway: {payload.get('state', '?')}")
             self.gateway_state = payload.get("state", "?")
+
+    def _on_confirmation(self, payload: dict[str, Any]) -> None:
+        """Count each id once (the sink confirms again what the gateway sends again)."""
+        for record_id in payload.get("ids", []):
+            if record_id in self.confirmed_ids:
+                continue
+            self.confirmed_ids.add(record_id)
+            device = self.device_of.get(record_id)
+            if device is not None:
+                self.confirmed[device] += 1
+
+    def confirmed_total(self) -> int:
+        """Punches received here that the sink also confirmed."""
+        return sum(self.confirmed.values())
+
+    def delivery_lines(self) -> list[str]:
+        """Per terminal: punches received and confirmed at central, as plain lines."""
+        return [
+            f"  {name:<12} received {self.received[name]:>5} · confirmed at central {self.confirmed[name]:>5}"
+            for name in sorted(self.received)
+        ]
 
     def _say(self, text: str) -> None:
         if self.lines is not None:
@@ -88,7 +125,7 @@ class CentralView:
     def summary_line(self, produced: int) -> str:
         return (
             f"punched on terminals: {produced} · unique punches received: {len(self.ids)} · "
-            f"duplicates ignored: {self.duplicates}"
+            f"confirmed at central: {self.confirmed_total()} · duplicates ignored: {self.duplicates}"
         )
 
     def render(self, produced: int) -> Group:
@@ -109,8 +146,13 @@ class CentralView:
         devices = Table(title="terminals (retained state topics)", title_justify="left", expand=True)
         for column in ("terminal", "state", "faults", "serial", "records", "drift"):
             devices.add_column(column)
-        for name, d in sorted(self.devices.items()):
+        devices.add_column("received", justify="right")
+        devices.add_column("confirmed at central", justify="right")
+        # A terminal whose punches arrived before its retained state still gets its row.
+        for name in sorted(self.devices.keys() | self.received.keys()):
+            d = self.devices.get(name, {"state": "unknown"})
             drift = d.get("clock_drift_seconds")
+            received, confirmed = self.received[name], self.confirmed[name]
             devices.add_row(
                 name,
                 f"[{STATE_STYLE.get(d['state'], 'white')}]{d['state']}[/]",
@@ -118,6 +160,9 @@ class CentralView:
                 d.get("serial_number") or "?",
                 f"{d.get('record_count')}/{d.get('record_capacity')}",
                 "—" if drift is None else f"{drift:+.0f} s",
+                str(received),
+                # Behind: on its way (the sink commits in batches), or waiting for a re-send.
+                f"[{'green' if confirmed == received else 'yellow'}]{confirmed}[/]",
             )
         summary = f"gateway: [bold]{self.gateway_state}[/] · {self.summary_line(produced)} · Ctrl-C to stop"
         footer = [f"[dim]{escape(self.footer)}[/]"] if self.footer else []

@@ -4,7 +4,7 @@
 over TCP, one of them with a comm key taken from the environment as a site would keep it,
 one BW over UDP in another zone), two Anviz terminals sharing one RS485 line (a
 pseudo-terminal), and a push terminal (`PUSH_TERMINAL`, serial `PUSH_SERIAL`) uploading to
-the `[push]` listener.
+the `[push]` listener. Delivery is `central`: a punch is delivered when the demo's sink confirms it.
 """
 
 from __future__ import annotations
@@ -36,6 +36,10 @@ timezone = "Europe/Berlin"
 [mqtt]
 host = "127.0.0.1"
 port = {broker_port}
+# Delivered means stored at central: the demo's sink (sink.db) confirms what it committed.
+delivery = "central"
+# Shorter than the default 120 s, so a punch the sink missed comes again while one watches.
+resend_after = 30
 
 [buffer]
 path = "{workdir / "buffer.db"}"

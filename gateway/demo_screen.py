@@ -4,7 +4,7 @@
 terminal that is a live `CentralView` table; when the output is piped (`| tee`), one line per
 arrival and a progress line every `PROGRESS_EVERY` seconds, each written and flushed as it
 comes. `wait_for_last_punches` gives the pipeline a moment to deliver what is in flight once
-punching has stopped.
+punching has stopped, and the sink to confirm it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from rich.markup import escape
 from punchgate.gateway.demo_central import CentralView
 
 PROGRESS_EVERY = 10.0  # piped output: seconds between progress lines
+CONFIRM_GRACE = 10.0  # after the wait for arrivals, for the sink's confirmation of the last ones
 
 
 async def show(
@@ -67,10 +68,19 @@ async def show(
 async def wait_for_last_punches(
     view: CentralView, produced: Callable[[], int], gateway: subprocess.Popen[bytes], console: Console
 ) -> None:
-    """Punching has stopped: give the pipeline a moment to deliver what is in flight."""
+    """Punching has stopped: give the pipeline a moment to deliver what is in flight, and the
+    sink to confirm it (it commits every 50 ms or 200 messages, then confirms)."""
     deadline = time.monotonic() + 10
+
+    def behind() -> bool:
+        now = time.monotonic()
+        # What arrived last gets its own time to be confirmed, also when it came at the deadline.
+        return (len(view.ids) < produced() and now < deadline) or (
+            view.confirmed_total() < len(view.ids) and now < deadline + CONFIRM_GRACE
+        )
+
     if not console.is_terminal:
-        console.print("waiting for the last punches to arrive…")
-    with console.status("waiting for the last punches to arrive…"):
-        while len(view.ids) < produced() and time.monotonic() < deadline and gateway.poll() is None:
+        console.print("waiting for the last punches to arrive and be confirmed…")
+    with console.status("waiting for the last punches to arrive and be confirmed…"):
+        while behind() and gateway.poll() is None:
             await asyncio.sleep(0.2)

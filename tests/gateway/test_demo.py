@@ -4,7 +4,8 @@ Run as `./dev demo | tee` would run it: stdout is a pipe, not a terminal. What i
 come as it happens (not all at the end), name the status page with a console account that can
 sign in, /metrics and the status command (which must work while the demo runs), and the
 folder with the logs, which stays. Its push terminal's punches arrive as they happen, with
-source push.
+source push. The gateway runs in central delivery with the reference sink on a SQLite file: per
+terminal, every punch received is also confirmed at central, and the sink's file holds them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import http.cookiejar
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -66,9 +68,27 @@ def test_demo_runs_and_punches_arrive_as_they_happen() -> None:
     assert landed.endswith("/") and not landed.endswith("/login"), page[-2000:]
     assert "gate-north" in page and "reception" in page
 
-    match = re.search(r"stopped: (\d+) punches on the terminals, (\d+) unique received", text)
+    match = re.search(
+        r"stopped: (\d+) punches on the terminals, (\d+) unique received, (\d+) confirmed at central", text
+    )
     assert match, text[-2000:]
-    produced, received = int(match[1]), int(match[2])
+    produced, received, confirmed = int(match[1]), int(match[2]), int(match[3])
+    # Central delivery: the sink confirmed every punch that arrived, terminal by terminal.
+    assert confirmed == received, text[-2000:]
+    per_terminal = {
+        m[1]: (int(m[2]), int(m[3]))
+        for m in re.finditer(r"^  (\S+) +received +(\d+) · confirmed at central +(\d+)$", text, re.M)
+    }
+    assert set(per_terminal) == {
+        "gate-north",
+        "gate-south",
+        "canteen",
+        "assembly-1",
+        "assembly-2",
+        "reception",
+    }
+    assert all(r == c > 0 for r, c in per_terminal.values()), per_terminal
+    assert sum(r for r, _ in per_terminal.values()) == received
     assert produced > 150
     # A serial terminal's newest punch can still be waiting for its next poll (10 s);
     # everything else has arrived.
@@ -91,6 +111,10 @@ def test_demo_runs_and_punches_arrive_as_they_happen() -> None:
         assert "gateway_started" in (kept / "gateway.log").read_text()
         assert (kept / "emulators.log").stat().st_size > 0
         assert (kept / "punchgate.toml").is_file()
+        assert "sink_connected" in (kept / "sink.log").read_text()
+        # What was confirmed is in the sink's database (a late arrival may have followed).
+        with sqlite3.connect(kept / "sink.db") as db:
+            assert db.execute("SELECT count(*) FROM punches").fetchone()[0] >= confirmed
     finally:
         shutil.rmtree(kept, ignore_errors=True)
 
@@ -133,3 +157,40 @@ def _sign_in(url: str, name: str, password: str) -> tuple[str, str]:
     form = urllib.parse.urlencode({"csrf": token[1], "name": name, "password": password, "next": "/"})
     with opener.open(f"{url}/login", data=form.encode(), timeout=30) as response:  # 303 → GET /
         return response.geturl(), response.read().decode()
+
+
+def _record(record_id: str) -> dict[str, object]:
+    return {
+        "id": record_id,
+        "user_id": "7",
+        "local_time": "2026-11-30T08:00:00",
+        "utc_time": "2026-11-30T07:00:00Z",
+        "state": {"code": 0, "name": "check_in"},
+        "verify": {"code": 1, "name": "fingerprint"},
+        "source": "poll",
+    }
+
+
+def test_live_table_counts_confirmed_beside_received_once_per_id() -> None:
+    """The terminal table's columns, with a confirmation that overtakes its punch and one that
+    repeats: the columns count each id once, whichever came first."""
+    from rich.console import Console
+
+    from punchgate.gateway.demo_central import CentralView
+
+    view = CentralView()
+    base = "punchgate/demo-gw"
+    batch = {"device": "door-1", "records": [_record("a" * 32), _record("b" * 32)]}
+    view.on_message(f"{base}/confirm", {"schema": "punchgate.confirm", "ids": ["b" * 32]})  # overtook
+    view.on_message(f"{base}/devices/door-1/punches", batch)
+    assert (view.received["door-1"], view.confirmed["door-1"]) == (2, 1)
+    view.on_message(f"{base}/confirm", {"schema": "punchgate.confirm", "ids": ["a" * 32, "b" * 32]})
+    view.on_message(f"{base}/confirm", {"schema": "punchgate.confirm", "ids": ["a" * 32]})  # a repeat
+    assert (view.received["door-1"], view.confirmed["door-1"]) == (2, 2)
+    console = Console(width=200, record=True, color_system=None)
+    console.print(view.render(produced=2))
+    table = console.export_text()
+    assert "received" in table and "confirmed at central" in table
+    row = next(line for line in table.splitlines() if "door-1" in line and "unknown" in line)
+    assert row.split()[-4:] == ["2", "│", "2", "│"], row
+    assert "confirmed at central: 2" in table
