@@ -14,6 +14,7 @@ What the entries cover:
   except `pk` and `delivered_at` (which changes when the broker acknowledges). The entry is
   appended in the same transaction as the insert, so no punch is ever stored outside the chain.
 * `purge`: the ids a retention purge deleted (the deletions are signed off, not gaps).
+* `checkpoint` and `carried`: a retention purge pruned the entries before it (`audit_prune`).
 * administrative actions (`manual_entered`, `manual_approved`, `manual_rejected`, `replay`,
   `terminal_log_cleared`, `config_loaded`, `chain_started`) with what they did.
 
@@ -128,7 +129,12 @@ def last_of_kind(conn: Any, kind: str) -> dict[str, Any] | None:
     """The newest entry of `kind` as a dict; None when there is none."""
     row = _fetchone(conn, _LAST_OF_KIND_SQL, (kind,))
     if row is None:
-        return None
+        # Pruned: the newest checkpoint carries it (audit_prune.CARRY_LAST).
+        checkpoint = _fetchone(conn, _LAST_OF_KIND_SQL, ("checkpoint",))
+        if checkpoint is None:
+            return None
+        carried = json.loads(checkpoint[0]).get("last", {}).get(kind)
+        return carried if isinstance(carried, dict) else None
     value = json.loads(row[0])
     return value if isinstance(value, dict) else None
 

@@ -10,6 +10,10 @@ last commit). What it proves, and how (docs/audit.md):
   digest of its row as stored, every punch an entry names is still there unless a later
   `purge` entry signed its deletion off, and no punch is in the table without an entry;
 * the make-up punches table matches the chain: each row is what its `manual_*` entries say;
+* a pruned chain (docs/audit.md, "Pruning") starts right after `audit_anchor`, whose seq and
+  hash the newest `checkpoint` entry names: moving or deleting the anchor, pruning past the
+  checkpoint or editing it are each named; the checkpoint's `carried` entries and make-up
+  state stand in for the entries it pruned;
 * given a head published earlier (`{base}/audit`, kept by central or saved to a file): the
   chain still holds that entry with that hash. A truncated chain (its tail cut off) and a
   consistent forgery (a chain recomputed from scratch) both fail here, and only here: the
@@ -28,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from punchgate.sync import audit, buffer_outbox, buffer_schema, manual
+from punchgate.sync import audit, audit_prune, buffer_outbox, buffer_schema, manual
 
 MAX_FINDINGS = 50  # per check; the first one is what matters
 
@@ -50,6 +54,7 @@ class VerifyReport:
     punches_checked: int = 0
     manual_checked: int = 0
     head_checked: dict[str, Any] | None = None
+    head_pruned: int | None = None  # the checkpoint that pruned the published head's entry
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -80,6 +85,11 @@ class VerifyReport:
                 if not any(f.problem.startswith("published head") for f in self.findings)
                 else "does NOT match"
             )
+            if self.head_pruned is not None and verdict == "matches":
+                verdict = (
+                    f"older than checkpoint #{self.head_pruned}, which pruned its entry: not checked "
+                    "(give a head published after the checkpoint)"
+                )
             out.append(
                 f"  published head #{head.get('seq')} ({head.get('as_of') or head.get('at') or 'undated'}): {verdict}"
             )
@@ -142,8 +152,16 @@ def _walk_chain(conn: sqlite3.Connection, report: VerifyReport) -> dict[str, dic
     """Recompute every hash; note the punches, purges and make-up punches the entries record."""
     anchor = conn.execute(audit._ANCHOR_SQL).fetchone()
     previous_seq, previous_hash = (0, audit.GENESIS) if anchor is None else (int(anchor[0]), str(anchor[1]))
+    if anchor is None:
+        previous_seq, previous_hash = _lost_anchor(conn, report)
     report.first_seq = previous_seq + 1
     expected_manual: dict[str, dict[str, Any]] = {}
+    seed = audit_prune.anchor_checkpoint(conn, previous_seq)
+    if seed is not None:
+        # The make-up punches the pruned entries recorded, as of the anchor.
+        for entry_id, fields in seed.get("manual", {}).items():
+            expected_manual[entry_id] = {**fields, "_seq": int(seed.get("seq", previous_seq + 1))}
+    checkpoint: tuple[int, dict[str, Any]] | None = None  # the newest one
     for seq, kind, text, stored_hash in _entries(conn):
         report.entries += 1
         if seq != previous_seq + 1:
@@ -168,8 +186,65 @@ def _walk_chain(conn: sqlite3.Connection, report: VerifyReport) -> dict[str, dic
             _add(report, Finding(seq, "entry's seq or kind differs from its row (the row was changed)"))
             continue
         report.last = audit.Head(seq, stored_hash, kind, str(entry.get("at", "")))
+        if kind == "checkpoint":
+            checkpoint = (seq, entry)
         _note(conn, report, seq, kind, entry, expected_manual)
+    if anchor is not None:
+        _check_anchor(report, (int(anchor[0]), str(anchor[1])), checkpoint)
     return expected_manual
+
+
+def _lost_anchor(conn: sqlite3.Connection, report: VerifyReport) -> tuple[int, str]:
+    """No anchor row, yet the chain does not start at #1: when a checkpoint names the pruning
+    that explains it, the anchor row was deleted; carry on from what the checkpoint names."""
+    a = buffer_schema.audit
+    first = conn.execute(f"SELECT min({a.c.seq}) FROM {a.name}").fetchone()[0]
+    if first is None or int(first) == 1:
+        return 0, audit.GENESIS
+    named = conn.execute(
+        f"SELECT {a.c.seq}, json_extract({a.c.entry}, '$.pruned_hash') FROM {a.name}"
+        f" WHERE {a.c.kind} = 'checkpoint' AND json_extract({a.c.entry}, '$.pruned_through') = ?"
+        f" ORDER BY {a.c.seq} DESC LIMIT 1",
+        (int(first) - 1,),
+    ).fetchone()
+    if named is None:
+        return 0, audit.GENESIS  # the walk names the missing entries
+    _add(
+        report,
+        Finding(
+            int(first),
+            f"the audit anchor was deleted: checkpoint #{named[0]} pruned entries through #{int(first) - 1}, "
+            "but the row the chain starts from is gone",
+        ),
+    )
+    return int(first) - 1, str(named[1])
+
+
+def _check_anchor(
+    report: VerifyReport, anchor: tuple[int, str], checkpoint: tuple[int, dict[str, Any]] | None
+) -> None:
+    """The anchor must be where the newest checkpoint says the chain was pruned to."""
+    seq, digest = anchor
+    if checkpoint is None:
+        _add(
+            report,
+            Finding(
+                seq + 1,
+                f"the chain starts after #{seq} (audit_anchor), but no checkpoint entry signs that pruning off "
+                "(entries were deleted, the checkpoint with them)",
+            ),
+        )
+        return
+    at, entry = checkpoint
+    if entry.get("pruned_through") != seq or entry.get("pruned_hash") != digest:
+        _add(
+            report,
+            Finding(
+                seq + 1,
+                f"the audit anchor (#{seq}) is not where checkpoint #{at} pruned the chain to "
+                f"(#{entry.get('pruned_through')}): entries were removed past the checkpoint, or the anchor was changed",
+            ),
+        )
 
 
 def _note(
@@ -180,7 +255,7 @@ def _note(
     entry: dict[str, Any],
     expected_manual: dict[str, dict[str, Any]],
 ) -> None:
-    if kind == "punches":
+    if kind in ("punches", "carried"):
         # A purged punch the terminal still held comes back when it is read again: its latest
         # entry is the one its row must match.
         conn.executemany(
@@ -191,20 +266,10 @@ def _note(
         conn.executemany(
             "INSERT OR REPLACE INTO purged (id, seq) VALUES (?, ?)", [(i, seq) for i in entry["ids"]]
         )
-    elif kind == "manual_entered":
-        fields = dict(entry["entry"])
-        fields.update(status="pending", decided_by=None, decided_at=None, note=None, punch_id=None)
-        expected_manual[fields["entry_id"]] = {**fields, "_seq": seq}
-    elif kind in ("manual_approved", "manual_rejected"):
-        known = expected_manual.get(entry["entry_id"])
-        if known is None:
-            _add(
-                report,
-                Finding(seq, f"decides make-up punch {entry['entry_id']}, which no earlier entry entered"),
-            )
-            return
-        known.update({key: entry[key] for key in ("status", "decided_by", "decided_at", "note", "punch_id")})
-        known["_seq"] = seq
+    elif kind in ("manual_entered", "manual_approved", "manual_rejected"):
+        problem = audit_prune.note_manual(expected_manual, seq, kind, entry)
+        if problem is not None:
+            _add(report, Finding(seq, problem))
 
 
 def _check_punches(conn: sqlite3.Connection, report: VerifyReport) -> None:
@@ -301,6 +366,20 @@ def _check_head(conn: sqlite3.Connection, report: VerifyReport, head: dict[str, 
         )
         return
     last = report.last.seq if report.last else 0
+    anchor = conn.execute(audit._ANCHOR_SQL).fetchone()
+    if anchor is not None and seq <= int(anchor[0]):
+        if seq == int(anchor[0]) and digest != str(anchor[1]):
+            _add(
+                report,
+                Finding(
+                    seq + 1,
+                    f"published head's hash for entry #{seq} differs from the anchor's: the chain was rewritten at or before #{seq}",
+                ),
+            )
+        elif seq < int(anchor[0]):
+            seed = audit_prune.anchor_checkpoint(conn, int(anchor[0]))
+            report.head_pruned = int(seed.get("seq", 0)) if seed else int(anchor[0]) + 1
+        return
     if seq > last:
         _add(
             report,

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from punchgate.sync import audit, buffer_outbox
+from punchgate.sync import audit, audit_prune, buffer_outbox
 from punchgate.sync.audit import Head
 
 if TYPE_CHECKING:
@@ -56,18 +56,31 @@ def audit_action(store: Store, kind: str, data: dict[str, Any]) -> Head:
     return head
 
 
-def purge_delivered(store: Store, older_than_days: float | None = None) -> int:
-    """Delete punches delivered more than N days ago (default: the configured retention)."""
+def purge_delivered(store: Store, older_than_days: float | None = None, *, now: float | None = None) -> int:
+    """Delete punches delivered more than N days ago (default: the configured retention), and
+    prune the audit entries older than that through a checkpoint (`audit_prune`). `now`: the
+    unix time the age counts from (tests pin it to put the cut between two entries)."""
     days = store.settings.retention_days if older_than_days is None else older_than_days
-    cutoff = time.time() - days * 86400
+    cutoff = (time.time() if now is None else now) - days * 86400
     head = None
     with store._write_lock, store._writer.begin() as conn:
         ids = buffer_outbox.purge_ids(conn, before=cutoff)
-        if not ids:
-            return 0
-        deleted = buffer_outbox.purge_delivered(conn, before=cutoff)
-        # Signed off in the chain, in the same transaction: a purge is not a gap.
-        head = audit.append_purge(conn, ids, before=cutoff)
-    log.info("buffer_purged", deleted=deleted, retention_days=days)
+        deleted = 0
+        if ids:
+            deleted = buffer_outbox.purge_delivered(conn, before=cutoff)
+            # Signed off in the chain, in the same transaction: a purge is not a gap.
+            head = audit.append_purge(conn, ids, before=cutoff)
+        try:
+            by = {"job": "retention", "retention_days": days, "gateway": store.identity.gateway_id}
+            pruned = audit_prune.prune(conn, before=cutoff, by=by)
+        except audit_prune.PruneRefused as exc:
+            # The punches still go (they were signed off); the entries stay for verify to name.
+            log.error("audit_prune_refused", reason=str(exc))
+            pruned = None
+    if deleted:
+        log.info("buffer_purged", deleted=deleted, retention_days=days)
+    if pruned is not None:
+        head = pruned.head
+        log.info("audit_pruned", through=pruned.through, entries=pruned.entries, carried=pruned.carried)
     audited(store, head)
     return deleted

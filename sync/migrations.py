@@ -336,6 +336,69 @@ def _v6_remote_commands(conn: Connection) -> None:
     )
 
 
+def _v7_audit_checkpoints(conn: Connection) -> None:
+    """The audit chain is pruned only through a signed-off checkpoint (docs/audit.md, "Pruning").
+
+    A retention purge first appends a `checkpoint` entry naming the last entry it prunes (seq
+    and hash), then moves `audit_anchor` there, then deletes the entries up to it. These
+    triggers make any other order, and so a gap nobody signed off, fail in the same statement:
+
+    * `audit_delete_needs_anchor`: an entry after the anchor (or any entry, with no anchor) is
+      never deleted;
+    * `audit_anchor_needs_checkpoint_{insert,update}`: the anchor moves only forward, and only to
+      the seq and hash a later `checkpoint` entry of the chain names;
+    * `audit_anchor_kept`: the anchor row is never deleted;
+    * `audit_append_only`: an entry is never changed.
+
+    Someone with sqlite3 can drop them, as they can edit anything: `punchgate audit verify` is
+    what finds that; these keep the gateway's own code (and honest mistakes) from leaving a gap.
+    New triggers only: no row is touched.
+    """
+    conn.exec_driver_sql(
+        """
+        CREATE TRIGGER audit_delete_needs_anchor BEFORE DELETE ON audit
+        WHEN OLD.seq > coalesce((SELECT seq FROM audit_anchor), 0)
+        BEGIN
+            SELECT RAISE(ABORT, 'audit entries are pruned only through a checkpoint (anchor first)');
+        END
+        """
+    )
+    check = """
+        WHEN NOT EXISTS (
+            SELECT 1 FROM audit WHERE kind = 'checkpoint' AND seq > NEW.seq
+              AND json_extract(entry, '$.pruned_through') = NEW.seq
+              AND json_extract(entry, '$.pruned_hash') = NEW.hash
+        ){extra}
+        BEGIN
+            SELECT RAISE(ABORT, 'the audit anchor moves only to what a checkpoint entry names');
+        END
+        """
+    conn.exec_driver_sql(
+        "CREATE TRIGGER audit_anchor_needs_checkpoint_insert BEFORE INSERT ON audit_anchor"
+        + check.format(extra="")
+    )
+    conn.exec_driver_sql(
+        "CREATE TRIGGER audit_anchor_needs_checkpoint_update BEFORE UPDATE ON audit_anchor"
+        + check.format(extra=" OR NEW.seq <= OLD.seq")
+    )
+    conn.exec_driver_sql(
+        """
+        CREATE TRIGGER audit_anchor_kept BEFORE DELETE ON audit_anchor
+        BEGIN
+            SELECT RAISE(ABORT, 'the audit anchor is never deleted');
+        END
+        """
+    )
+    conn.exec_driver_sql(
+        """
+        CREATE TRIGGER audit_append_only BEFORE UPDATE ON audit
+        BEGIN
+            SELECT RAISE(ABORT, 'audit entries are never changed');
+        END
+        """
+    )
+
+
 # Index i holds the step that takes the schema from version i to i + 1. Append only.
 STEPS: list[Step] = [
     _v1_initial,
@@ -344,6 +407,7 @@ STEPS: list[Step] = [
     _v4_manual_and_audit,
     _v5_central_delivery,
     _v6_remote_commands,
+    _v7_audit_checkpoints,
 ]
 LATEST_VERSION = len(STEPS)
 
