@@ -50,8 +50,10 @@ def start_terminals(app: Application) -> None:
         # fleet does not poll together; its first contact comes at the same point of the
         # start-up spread (as long as the fleet needs, at most one interval).
         interval = terminal.poll_interval
-        worker.phase = random.uniform(0, interval)
-        worker.first_poll_in = worker.phase * min(1.0, pulled * STARTUP_SPACING_SECONDS / interval)
+        phase = random.uniform(0, interval)
+        worker.place_on_grid(
+            phase=phase, first_poll_in=phase * min(1.0, pulled * STARTUP_SPACING_SECONDS / interval)
+        )
         app._worker_tasks.append(asyncio.create_task(worker.run(), name=f"worker:{terminal.name}"))
 
 

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import math
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -42,17 +41,13 @@ from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.clock import ClockCare
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.logs import bind_device
+from punchgate.gateway.worker_clock import correct_if_due, drift_seconds
 from punchgate.gateway.worker_commit import commit_punches, normalise
 from punchgate.gateway.worker_deadline import (
-    CALL_DEADLINE_EXTRA,
-    CALL_DEADLINE_FACTOR,
-    CALL_TIMEOUT_DEFAULT,
-    READ_ALLOWANCE_RECORDS,
-    READ_SECONDS_PER_RECORD,
     bounded,
     call_limit,
 )
-from punchgate.gateway.worker_failures import SESSION_FAILED_REMIND_EVERY, Backoff, FailureLog
+from punchgate.gateway.worker_failures import Backoff, FailureLog
 from punchgate.gateway.worker_known_log import (
     DIGEST_VERSION,
     RECONCILE_POLLS,
@@ -64,30 +59,13 @@ from punchgate.gateway.worker_known_log import (
 from punchgate.gateway.worker_read_limit import (
     FULL_READ_RECORDS,
     FULL_READ_SLOTS,
-    FullReadLimiter,
     full_read_limiter,
 )
-from punchgate.sync.records import Source
+from punchgate.gateway.worker_schedule import PollGrid
+from punchgate.sync.records import Punch, Source
 from punchgate.sync.store import Store, StoreRefusedError
 
-__all__ = [
-    "CALL_DEADLINE_EXTRA",
-    "CALL_DEADLINE_FACTOR",
-    "CALL_TIMEOUT_DEFAULT",
-    "FULL_READ_RECORDS",
-    "FULL_READ_SLOTS",
-    "READ_ALLOWANCE_RECORDS",
-    "READ_SECONDS_PER_RECORD",
-    "RECONCILE_POLLS",
-    "SESSION_FAILED_REMIND_EVERY",
-    "Backoff",
-    "DeviceWorker",
-    "FailureLog",
-    "FullReadLimiter",
-    "KnownLog",
-    "PunchSink",
-    "RemoteCommand",
-]
+__all__ = ["DeviceWorker", "PunchSink", "RemoteCommand"]
 
 log = structlog.get_logger(__name__)
 
@@ -142,16 +120,12 @@ class DeviceWorker:
         self.backoff = backoff or Backoff(1.0, min(60.0, max(5.0, terminal.poll_interval)))
         self.clock = clock
         self.clock_care = clock_care
-        self._poll_due = asyncio.Event()
+        self._grid = PollGrid(interval=terminal.poll_interval, first_poll_in=first_poll_in, phase=phase)
+        self._poll_due = self._grid.due
         self._serial = ""
         self._last_count: int | None = None
         self.poll_lags: list[float] = []  # seconds between a poll falling due and its start
-        self._due_at: float | None = None
-        self.first_poll_in = first_poll_in
-        self.phase = first_poll_in if phase is None else phase
         self.reconcile_polls = reconcile_polls
-        self._origin = 0.0  # time.monotonic() at run(): the poll grid starts here
-        self._timer: asyncio.TimerHandle | None = None
         self._known: KnownLog | None = None  # in memory only: a restart reads everything once
         self._live_since_read = 0  # live punches committed since the last full read
         self._polls_since_read = 0  # polls answered from the count since the last full read
@@ -171,30 +145,13 @@ class DeviceWorker:
 
     def request_poll(self) -> None:
         """A periodic reconcile falls due (call on the event loop)."""
-        if self._due_at is None:
-            self._due_at = time.monotonic()
-        self._poll_due.set()
+        self._grid.request()
 
-    def _arm(self, due: float, *, first: bool = False) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(max(0.0, due - time.monotonic()), self._fall_due, due, first)
-
-    def _fall_due(self, due: float, first: bool) -> None:
-        """The worker's timer: a scheduled poll falls due (`due`, even if the loop is late)."""
-        if self._due_at is None:
-            self._due_at = due
-        self._poll_due.set()
-        # After the first contact's turn, the grid's next point at least half an interval on.
-        self._arm(self._next_due(due + self.terminal.poll_interval / 2 if first else due))
-
-    def _next_due(self, after: float) -> float:
-        """The first time on this worker's poll grid later than `after` (and than now: polls a
-        held-up loop missed are one poll, served late, not a burst)."""
-        interval = self.terminal.poll_interval
-        after = max(after, time.monotonic())
-        grid = self._origin + self.phase
-        steps = math.floor((after - grid) / interval) + 1
-        return grid + max(0, steps) * interval
+    def place_on_grid(self, *, phase: float, first_poll_in: float) -> None:
+        """Where this worker's polls fall within the interval, and when its first contact
+        comes (before `run()`)."""
+        self._grid.phase = phase
+        self._grid.first_poll_in = first_poll_in
 
     # --- remote commands (gateway/commands) ---------------------------------------------------
     def submit(self, command: RemoteCommand) -> None:
@@ -229,14 +186,12 @@ class DeviceWorker:
             self._serial = str(meta.get("serial_number", ""))
             self._last_count = meta.get("record_count")
             self._meta = meta
-            self._origin = time.monotonic()
-            self._arm(self._origin + self.first_poll_in, first=True)
+            self._grid.start()
             try:
                 await self._poll_due.wait()  # the first contact waits for its turn (start-up spread)
                 await self._sessions()
             finally:
-                if self._timer is not None:
-                    self._timer.cancel()
+                self._grid.stop()
 
     async def _sessions(self) -> None:
         """One session after another, for ever: a failed one is reported and retried."""
@@ -354,45 +309,21 @@ class DeviceWorker:
         enabled flag; the worker only measures.
         """
         info = await self._bounded("info", self.driver.info())
-        drift = self._drift(info)
+        drift = drift_seconds(info, self.zone, self.clock())
         if self.clock_care is not None:
-            info, drift = await self._maybe_correct_clock(info, drift)
+            info, drift = await correct_if_due(
+                self.clock_care,
+                info,
+                drift,
+                zone=self.zone,
+                clock=self.clock,
+                health=self.health,
+                set_time=lambda when: self._bounded("set time", self.driver.set_time(when)),
+                read_info=lambda: self._bounded("info", self.driver.info()),
+            )
         self._check_identity(info)
         self.health.contact_ok(info, drift_seconds=drift)
         return info
-
-    async def _maybe_correct_clock(
-        self, info: DeviceInfo, drift: float | None
-    ) -> tuple[DeviceInfo, float | None]:
-        assert self.clock_care is not None
-        correct, why = await self.clock_care.should_correct(drift)
-        if not correct:
-            if drift is not None and self.clock_care.policy.enabled:
-                log.debug("clock_not_corrected", drift=round(drift, 1), reason=why)
-            return info, drift
-        assert drift is not None and info.clock is not None
-        target = self.clock().astimezone(self.zone).replace(tzinfo=None)
-        await self._bounded("set time", self.driver.set_time(target))
-        # Measure again: the terminal may have ignored us.
-        after = await self._bounded("info", self.driver.info())
-        new_drift = self._drift(after)
-        shown = "unknown" if new_drift is None else f"{new_drift:+.0f} s"
-        sync = why.rsplit("; ", 1)[-1]  # the policy's reason ends with the clock sync verdict
-        detail = (
-            f"terminal clock set from {info.clock:%Y-%m-%d %H:%M:%S} to {target:%Y-%m-%d %H:%M:%S} "
-            f"(drift was {drift:+.0f} s, now {shown}; {sync})"
-        )
-        self.health.clock_corrected(drift_seconds=drift, detail=detail)
-        return after, new_drift
-
-    def _drift(self, info: DeviceInfo) -> float | None:
-        if info.clock is None or info.clock.year < 2000:
-            return None
-        try:
-            terminal_utc = info.clock.replace(tzinfo=self.zone).astimezone(dt.UTC)
-        except (OverflowError, ValueError):
-            return None
-        return (terminal_utc - self.clock()).total_seconds()
 
     def _check_identity(self, info: DeviceInfo) -> None:
         replaced = bool(self._serial and info.serial_number and info.serial_number != self._serial)
@@ -435,11 +366,10 @@ class DeviceWorker:
 
     def _take_lag(self, started: float) -> dict[str, float]:
         """The lag of the poll that starts now, if one fell due (for the log line)."""
-        if self._due_at is None:
+        poll_lag = self._grid.take_lag(started)
+        if poll_lag is None:
             return {}
-        poll_lag = started - self._due_at
         self.poll_lags.append(poll_lag)
-        self._due_at = None
         # poll_lag (scheduled polls only) is how the fleet benchmark sees scheduling delay.
         return {"poll_lag": round(poll_lag, 4)}
 
@@ -506,17 +436,20 @@ class DeviceWorker:
 
     async def _report_newest(self, raws: Sequence[RawPunch]) -> None:
         newest = max(raws, key=lambda raw: raw.timestamp)
-        (punch,) = normalise(
-            [newest],
+        (punch,) = self._normalise([newest], source="poll", historical=True)
+        self.health.punches_stored(punch.utc_time)
+
+    def _normalise(self, raws: Sequence[RawPunch], *, source: Source, historical: bool) -> list[Punch]:
+        return normalise(
+            raws,
             device=self.name,
             serial_number=self._serial,
             zone=self.zone,
-            source="poll",
-            historical=True,
+            source=source,
+            historical=historical,
             driver_type=self.driver_type,
             now=self.clock(),
         )
-        self.health.punches_stored(punch.utc_time)
 
     async def _clear_after_commit(self, expected: int) -> None:
         """Clear only what is durably stored: every record read is in the buffer (just committed)."""
@@ -534,16 +467,7 @@ class DeviceWorker:
     async def _commit(self, raws: Sequence[RawPunch], *, source: Source, historical: bool) -> int:
         if not raws:
             return 0
-        punches = normalise(
-            raws,
-            device=self.name,
-            serial_number=self._serial,
-            zone=self.zone,
-            source=source,
-            historical=historical,
-            driver_type=self.driver_type,
-            now=self.clock(),
-        )
+        punches = self._normalise(raws, source=source, historical=historical)
         return await commit_punches(punches, store=self.store, sink=self.sink, health=self.health)
 
 

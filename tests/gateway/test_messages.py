@@ -17,7 +17,8 @@ from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.gateway import worker_failures as worker_module
 from punchgate.gateway.calendar import WorkingCalendar
 from punchgate.gateway.health import DeviceHealth, Thresholds
-from punchgate.gateway.worker import Backoff, DeviceWorker, FailureLog
+from punchgate.gateway.worker import DeviceWorker
+from punchgate.gateway.worker_failures import Backoff, FailureLog
 from punchgate.sync.store import Store
 from tests.support.gateway import run_punchgate
 from tests.support.waiting import wait_until_async

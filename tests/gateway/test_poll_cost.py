@@ -29,7 +29,8 @@ from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.gateway import worker_commit as worker_module
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.normalize import normalize_punch, record_id
-from punchgate.gateway.worker import Backoff, DeviceWorker
+from punchgate.gateway.worker import DeviceWorker
+from punchgate.gateway.worker_failures import Backoff
 from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import Store
 from tests.support.waiting import wait_until_async

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from punchgate.gateway.worker import FullReadLimiter
+from punchgate.gateway.worker_read_limit import FullReadLimiter
 
 
 async def test_reads_share_a_records_budget_and_a_big_one_runs_alone() -> None:

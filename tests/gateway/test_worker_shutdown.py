@@ -15,7 +15,8 @@ from typing import Any, cast
 from punchgate.drivers.base import DeviceInfo, Driver, RawPunch, UnreachableError
 from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.gateway.health import DeviceHealth
-from punchgate.gateway.worker import Backoff, DeviceWorker
+from punchgate.gateway.worker import DeviceWorker
+from punchgate.gateway.worker_failures import Backoff
 from punchgate.sync.store import Store
 from tests.support.waiting import wait_until_async
 

@@ -26,7 +26,8 @@ from punchgate.drivers.zk import protocol as zp
 from punchgate.drivers.zk.driver import ZkDriver
 from punchgate.drivers.zk.limits import MAX_RECORDS
 from punchgate.gateway.health import DeviceHealth
-from punchgate.gateway.worker import Backoff, DeviceWorker
+from punchgate.gateway.worker import DeviceWorker
+from punchgate.gateway.worker_failures import Backoff
 from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import Store
 from tests.hostile import fake_zk as fake
