@@ -29,7 +29,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from punchgate.drivers.config import TerminalConfig
-from punchgate.gateway import __version__, app_checks, app_publish, app_stop, app_terminals
+from punchgate.gateway import __version__, app_checks, app_publish, app_stop, app_terminals, roster
 from punchgate.gateway.clock import GatewayClock
 from punchgate.gateway.commands.service import CommandService
 from punchgate.gateway.faults import FaultSet, FaultTransition, Notice
@@ -115,6 +115,8 @@ class Application:
             self._publish_audit_now, "interval", seconds=settings.audit.publish_interval_seconds
         )
         app_terminals.start_terminals(self)
+        for name, worker in self.workers.items():  # names for exports (gateway/roster.py)
+            self._spawn_service(roster.refresh_forever(worker, self.store, settings.roster), f"roster-{name}")
         scheduler.start()
         self._scheduler = scheduler
         await self._start_push()

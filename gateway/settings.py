@@ -30,6 +30,7 @@ from punchgate.drivers.config import (
     config_problems,
 )
 from punchgate.gateway.commands.settings import CommandsSettings
+from punchgate.gateway.roster import RosterSettings
 from punchgate.gateway.secrets import SecretError, apply_secrets
 from punchgate.gateway.settings_collisions import Loc, claim_problems, name_problems
 from punchgate.gateway.settings_errors import NESTED_TOO_DEEPLY, NO_TERMINALS, ConfigError
@@ -85,6 +86,7 @@ class Settings(StrictTyped):
     audit: AuditSettings = Field(default_factory=AuditSettings, description="the audit chain's head")  # type: ignore[arg-type]
     push: PushSettings = Field(default_factory=PushSettings, description="listener for push terminals")  # type: ignore[arg-type]
     commands: CommandsSettings = Field(default_factory=CommandsSettings, description="remote commands")  # type: ignore[arg-type]
+    roster: RosterSettings = Field(default_factory=RosterSettings, description="enrolled users")  # type: ignore[arg-type]
     terminals: list[Terminal] = Field(default_factory=list, description="the terminals to read")
 
     @field_validator("timezone")

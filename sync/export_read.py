@@ -20,7 +20,8 @@ from typing import Any
 from punchgate.sync import buffer_schema
 from punchgate.sync.export_model import ExportError, ExportQuery, Row
 
-_PAD = dt.timedelta(days=1)  # UTC offsets are within +-14 h
+_PAD = dt.timedelta(days=1)
+ROSTER_SUFFIX = "/roster"  # device meta key of a terminal's user list (push listener, roster refresh)  # UTC offsets are within +-14 h
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -40,7 +41,8 @@ def check(conn: sqlite3.Connection, query: ExportQuery, *, known_devices: Sequen
         raise ExportError(f"--from {query.start.isoformat()} is not before --to {query.end.isoformat()}")
     p = buffer_schema.punches
     known = set(known_devices) | {
-        str(r[0]) for r in conn.execute(f"SELECT device FROM {buffer_schema.device_meta.name}")
+        str(r[0]).removesuffix(ROSTER_SUFFIX)
+        for r in conn.execute(f"SELECT device FROM {buffer_schema.device_meta.name}")
     }
     for device in query.devices:
         if device in known:
@@ -75,12 +77,18 @@ def held_since(conn: sqlite3.Connection) -> dt.datetime | None:
 
 # --- reading ------------------------------------------------------------------------------------
 def rosters(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
-    """Names by device and user id from the terminals' rosters in device meta, where kept.
+    """Names by device and user id from the terminals' rosters in device meta, where kept: the
+    terminal's own meta, and `<device>/roster` (kept by the push listener from OPERLOG and by the
+    pulled terminals' roster refresh, gateway/roster.py), which wins where both name a user.
 
     Accepted shapes (under "roster" or "users"): {user_id: name}, {user_id: {"name": ...}},
     or [{"user_id": ..., "name": ...}, ...]. Anything else: no names for that terminal."""
     found: dict[str, dict[str, str]] = {}
-    for device, data in conn.execute(f"SELECT device, data FROM {buffer_schema.device_meta.name}"):
+    # Own meta first, so a `<device>/roster` row read after it overrides.
+    for key, data in conn.execute(
+        f"SELECT device, data FROM {buffer_schema.device_meta.name} ORDER BY device LIKE '%{ROSTER_SUFFIX}'"
+    ):
+        device = str(key).removesuffix(ROSTER_SUFFIX)
         try:
             meta = json.loads(data)
         except ValueError:
@@ -97,7 +105,7 @@ def rosters(conn: sqlite3.Connection) -> dict[str, dict[str, str]]:
                 if isinstance(item, dict) and isinstance(item.get("name"), str):
                     names[str(item.get("user_id", item.get("id", "")))] = item["name"]
         if names:
-            found[str(device)] = names
+            found.setdefault(device, {}).update(names)
     return found
 
 

@@ -1,0 +1,121 @@
+"""The pulled terminals' rosters: who is enrolled on each, kept in the buffer for exports.
+
+Payroll exports show a name beside each user id (docs/export.md). Push terminals send their
+users in OPERLOG and the push listener keeps them (`drivers/zk_push/uploads.py`); pulled
+terminals (ZK pull, Anviz) say who is enrolled only when asked. So once after start and then
+every `[roster] refresh_hours`, each pulled terminal whose driver can list users gets a
+`RosterJob` queued on its worker (`DeviceWorker.submit`): it runs in the worker's own task,
+between reads, once the terminal is connected, exactly like a `users.list` remote command, so
+it never talks to the terminal beside a read.
+
+The roster is stored as device meta `<device>/roster` (the key the push listener uses):
+`{"serial_number", "refreshed_at", "users": {user_id: {"name", "privilege", "card"}}}`, names
+as the driver decoded them with the terminal's configured encoding. Templates and passwords
+are never read: `list_users` does not return them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic import Field
+
+from punchgate.drivers.base import Administered, CommandUnsupportedError, TerminalUser
+from punchgate.sync.settings import Strict
+
+if TYPE_CHECKING:
+    from punchgate.gateway.worker import DeviceWorker
+    from punchgate.sync.store import Store
+
+log = structlog.get_logger(__name__)
+
+ROSTER_SUFFIX = "/roster"  # device meta key `<device>/roster`, as push terminals keep theirs
+RETRY_SECONDS = 900.0  # after a failed refresh (the terminal went away mid-list), at most this
+
+
+class RosterSettings(Strict):
+    """`[roster]`: how often the pulled terminals' enrolled users are read for exports."""
+
+    refresh_hours: float = Field(
+        24,
+        ge=0,
+        le=24 * 30,
+        description="hours between reads of each pulled terminal's enrolled users (names for exports); "
+        "also read once after start; 0: never",
+    )
+
+
+def roster_key(device: str) -> str:
+    return device + ROSTER_SUFFIX
+
+
+def roster_meta(users: list[TerminalUser], serial: str, at: dt.datetime) -> dict[str, Any]:
+    """What is stored for a terminal's roster (never passwords: `password_set` is left out)."""
+    return {
+        "serial_number": serial,
+        "refreshed_at": at.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "users": {u.user_id: {"name": u.name or "", "privilege": u.privilege, "card": u.card} for u in users},
+    }
+
+
+class RosterJob:
+    """One roster read, queued on a terminal's worker (a `worker.RemoteCommand`). `done` holds
+    the number of users stored, or the exception that stopped it."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def run(self, worker: DeviceWorker) -> bool:
+        driver = worker.driver
+        if not isinstance(driver, Administered) or "list_users" in driver.cannot:
+            # Not the terminal's fault: answered without a word to it, and the session goes on.
+            reason = driver.cannot.get("list_users") if isinstance(driver, Administered) else None
+            self.done.set_exception(
+                CommandUnsupportedError(reason or f"{worker.driver_type} cannot list users")
+            )
+            return False
+        try:
+            users = await worker.call("list users", driver.list_users())
+            info = worker.health.info  # the session's contact, made before any queued job runs
+            meta = roster_meta(users, info.serial_number if info else "", dt.datetime.now(dt.UTC))
+            await asyncio.to_thread(self.store.set_device_meta, roster_key(worker.name), meta)
+        except BaseException as exc:
+            # The worker decides what a failure means (a DriverError ends the session); the
+            # refresher only learns it failed.
+            if self.done.done():
+                pass
+            elif isinstance(exc, asyncio.CancelledError):
+                self.done.cancel()  # the worker is stopping
+            else:
+                self.done.set_exception(exc)
+            raise
+        log.info("roster_refreshed", device=worker.name, users=len(users))
+        self.done.set_result(len(users))
+        return False
+
+
+async def refresh_forever(worker: DeviceWorker, store: Store, settings: RosterSettings) -> None:
+    """Queue a roster read on `worker` now, then every `refresh_hours` (sooner after a failure);
+    one at a time: the next is queued only once the last has run. Ends when the terminal's
+    driver cannot list users."""
+    if settings.refresh_hours <= 0:
+        return
+    every = settings.refresh_hours * 3600
+    while True:
+        job = RosterJob(store)
+        worker.submit(job)
+        try:
+            await job.done
+        except CommandUnsupportedError as exc:
+            log.info("roster_unsupported", device=worker.name, reason=str(exc))
+            return
+        except Exception as exc:
+            # A failed contact ends the worker's session and it reconnects; the roster waits.
+            log.warning("roster_refresh_failed", device=worker.name, error=str(exc))
+            await asyncio.sleep(min(every, RETRY_SECONDS))
+            continue
+        await asyncio.sleep(every)
