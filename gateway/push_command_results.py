@@ -31,6 +31,7 @@ _EXPECTED_REPLY: dict[str, tuple[str, ...]] = {
     "set_time": ("SET", "SET OPTION", "SET OPTIONS"),
     "user_update": ("DATA", "DATA UPDATE"),
     "user_delete": ("DATA", "DATA DELETE"),
+    "clear_log": ("CLEAR", "CLEAR LOG", "CLEAR_LOG"),  # the emulator answers CLEAR_LOG
 }
 
 

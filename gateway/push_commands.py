@@ -28,6 +28,8 @@ API (for remote commands, gateway/commands, and the loopback API, gateway/push_c
   `expires_at`). `returned` is the code, `details` INFO's `Key=Value` block, `sends` how many
   answers carried it. A result that arrives after the command expired is kept in
   `late_result`; the status stays `expired` (it was final).
+* `CLEAR LOG` is queued only with `enqueue(..., clearing=True)`: by the log.clear remote
+  command, after its guards (gateway/commands/push.py); the loopback API cannot queue it.
 * `SET OPTIONS DateTime=now` (`commands.set_time()`) is written with the terminal's local
   time (its entry's timezone) each time it is sent.
 
@@ -181,8 +183,11 @@ class PushCommandQueue:
     def devices(self) -> list[str]:
         return list(self._books)
 
-    async def enqueue(self, device: str, command_text: str, *, expires_at: float | dt.datetime) -> str:
-        """Queue `command_text` for `device`; its command id once it is stored durably."""
+    async def enqueue(
+        self, device: str, command_text: str, *, expires_at: float | dt.datetime, clearing: bool = False
+    ) -> str:
+        """Queue `command_text` for `device`; its command id once it is stored durably. `CLEAR
+        LOG` only with `clearing` (the log.clear remote command, which checked its guards)."""
         book = self._books.get(device)
         if book is None:
             raise PushCommandError(
@@ -194,6 +199,12 @@ class PushCommandQueue:
             parsed = commands.parse(command_text)
         except commands.CommandTextError as exc:
             raise PushCommandError("bad_command", str(exc)) from None
+        if parsed.kind == "clear_log" and not clearing:
+            raise PushCommandError(
+                "bad_command",
+                "CLEAR LOG is sent only by the log.clear remote command, which checks the terminal's "
+                "clear_log and its serial number first (docs/mqtt-contract.md)",
+            )
         now = self.clock()
         expires = _unix(expires_at)
         if not expires > now:

@@ -11,8 +11,10 @@ come from /work/shared/protocols/zk-push.md ("Commands"), summarised in docs/zk-
 * `Return=0` is success, and so is a count (`DATA QUERY` answers how many records it sent);
   a negative code is a failure (`RETURN_MEANINGS`).
 
-The vocabulary is deliberately small: what the gateway exposes today and nothing that clears
-a terminal. `parse` accepts exactly these texts and returns them in one canonical spelling:
+The vocabulary is deliberately small: what the gateway exposes today. The one text that clears
+a terminal, `CLEAR LOG`, is parsed here but the queue takes it only from the guarded `log.clear`
+remote command (`PushCommandQueue.enqueue(..., clearing=True)`). `parse` accepts exactly these
+texts and returns them in one canonical spelling:
 
 | builder | text on the wire |
 |---|---|
@@ -23,6 +25,7 @@ a terminal. `parse` accepts exactly these texts and returns them in one canonica
 | `set_time()` | `SET OPTIONS DateTime=now`: the queue writes the packed time when it sends it |
 | `update_user(pin, …)` | `DATA UPDATE USERINFO PIN=…<TAB>Name=…<TAB>Pri=…` (only the fields given) |
 | `delete_user(pin)` | `DATA DELETE USERINFO PIN=…` |
+| `clear_log()` | `CLEAR LOG` (the attendance log; users and the operation log stay) |
 
 `DateTime=now` is this module's spelling for "the clock at the moment it is sent" (a command
 may wait hours for its terminal); it never reaches a terminal as such: `render` replaces it.
@@ -41,8 +44,8 @@ from urllib.parse import parse_qsl
 
 from punchgate.drivers.zk_push.protocol import MAX_PIN
 
-Kind = Literal["info", "check", "reboot", "set_time", "user_update", "user_delete"]
-KINDS: tuple[Kind, ...] = ("info", "check", "reboot", "set_time", "user_update", "user_delete")
+Kind = Literal["info", "check", "reboot", "set_time", "user_update", "user_delete", "clear_log"]
+KINDS: tuple[Kind, ...] = ("info", "check", "reboot", "set_time", "user_update", "user_delete", "clear_log")
 
 DEFAULT_PER_ANSWER = 10  # commands in one getrequest answer (a terminal entry may change it)
 MAX_ANSWER_BYTES = 32 * 1024  # an answer stops growing here (leancode stops at 40 KB)
@@ -98,6 +101,10 @@ def check() -> str:
 
 def reboot() -> str:
     return "REBOOT"
+
+
+def clear_log() -> str:
+    return "CLEAR LOG"
 
 
 def pack_time(when: dt.datetime) -> int:
@@ -245,6 +252,8 @@ def parse(text: str) -> Parsed:
     head = words[0].upper()
     if head in _BARE and len(words) == 1:
         return Parsed(_BARE[head], head)
+    if head == "CLEAR" and len(words) == 2 and words[1].upper() == "LOG":
+        return Parsed("clear_log", clear_log())
     if head == "SET" and len(words) >= 3 and words[1].upper() in ("OPTION", "OPTIONS"):
         key, sep, value = text.split(None, 2)[2].partition("=")
         if not sep or key.strip().lower() != "datetime":

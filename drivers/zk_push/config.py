@@ -58,6 +58,11 @@ class ZkPushTerminal(TerminalConfig):
         le=100,
         description="queued commands (punchgate push-command) sent in one heartbeat answer at most",
     )
+    clear_log: bool = Field(
+        False,
+        description="let the log.clear remote command clear the terminal's attendance log "
+        "(CLEAR LOG, after the terminal was asked to upload what it holds); never done on its own",
+    )
     tables: list[Table] = Field(
         ["ATTLOG", "OPERLOG"],
         description="what the terminal is asked to upload: ATTLOG (punches, required), OPERLOG "

@@ -119,7 +119,11 @@ class Uploads:
                 roster[user.pin] = user.as_dict()
             else:
                 self.counts["roster_full"] += 1
-        await self.backend.save_meta(key, {"serial_number": state.terminal.serial_number, "users": roster})
+        # When the list last changed: users.list says how old the answer it gives from it is.
+        updated_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        await self.backend.save_meta(
+            key, {"serial_number": state.terminal.serial_number, "users": roster, "updated_at": updated_at}
+        )
 
     def _log_operation(self, state: TerminalState, operation: protocol.Operation) -> None:
         # Code 3 is an alarm; object 55 means the terminal reports being opened or torn off the wall.

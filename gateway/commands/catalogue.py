@@ -10,8 +10,10 @@
   took effect (a restart, a clear);
 * `method`: the driver method it needs (`punchgate.drivers.base.Administered`), whose absence or
   `cannot` entry answers `unsupported` without waiting for the terminal;
-* `push`: what a zk-push terminal can do without its command queue: `buffer` commands, and
-  `device.info` from what the terminal last reported (when the [push] listener does not run);
+* `push`: what a zk-push terminal can do without its command queue: `buffer` commands,
+  `device.info` from what the terminal last reported (when the [push] listener does not run),
+  and `users.list`, always answered from the user list the terminal uploaded (its protocol has
+  no command that reads users back);
 * `queued`: what a zk-push terminal runs through the push command queue
   (`punchgate.gateway.commands.push`); the rest is `unsupported` there.
 """
@@ -51,10 +53,12 @@ CATALOGUE: dict[str, CommandSpec] = {
         CommandSpec("device.enable", "terminal", method="set_enabled"),
         CommandSpec("device.disable", "terminal", destructive=True, method="set_enabled"),
         CommandSpec("punches.resend", "buffer", default=True, push=True),
-        CommandSpec("users.list", "terminal", default=True, method="list_users"),
+        CommandSpec("users.list", "terminal", default=True, method="list_users", push=True),
         CommandSpec("users.upsert", "terminal", method="upsert_users", queued=True),
         CommandSpec("users.delete", "terminal", destructive=True, method="delete_users", queued=True),
-        CommandSpec("log.clear", "terminal", destructive=True, repeatable=False, single_terminal=True),
+        CommandSpec(
+            "log.clear", "terminal", destructive=True, repeatable=False, single_terminal=True, queued=True
+        ),
         CommandSpec("gateway.status", "gateway", default=True),
     )
 }

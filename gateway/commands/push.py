@@ -13,6 +13,18 @@ final answer from the queue's final statuses:
 | device.restart | `REBOOT` | `restarted` |
 | users.upsert | `DATA UPDATE USERINFO` per user | `written` (user ids; the terminal does not say created or updated) |
 | users.delete | `DATA DELETE USERINFO` per user | `deleted`, `not_found` (Return -10) |
+| log.clear | `CHECK`; once it ran, `CLEAR LOG` and `INFO` | `cleared`, `record_count_after` (INFO's TransactionCount) |
+
+`users.list` has no queue command (protocol 2.x cannot read users back): it is answered at once
+from the user list the terminal last uploaded (`roster_users`).
+
+`log.clear` keeps the guarded clear's promise as far as a push terminal allows: only where the
+entry says `clear_log = true` and the request repeats the entry's serial number (the one the
+terminal identifies itself with), and only after a `CHECK` ran, which makes the terminal upload
+what is newer than its stamps before it asks for the next commands; the `CLEAR LOG` goes out in
+the answer to that next request. A punch made in the moment between that upload and the
+terminal's request would be cleared unsent: a realtime terminal uploads each punch as it
+happens, so that moment is short, but it is not nothing (docs/mqtt-contract.md says so).
 
 Every user is checked before anything is queued (the PIN's form, the name in the terminal's
 `encoding` and `commands.MAX_NAME`): one that does not fit fails the request for that terminal
@@ -32,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 from punchgate.drivers.zk_push import commands
 from punchgate.drivers.zk_push.config import ZkPushTerminal
+from punchgate.drivers.zk_push.uploads import ROSTER_SUFFIX
 from punchgate.gateway.commands.execute import (
     MAX_PROBLEMS_SHOWN,
     CommandFailed,
@@ -41,6 +54,7 @@ from punchgate.gateway.commands.execute import (
 from punchgate.gateway.push_commands import CommandStatus, PushCommandError, PushCommandQueue
 from punchgate.sync.command_contract import (
     AnyRequest,
+    LogClearRequest,
     SetTimeRequest,
     Status,
     UsersDeleteRequest,
@@ -66,6 +80,7 @@ class Plan:
     users: list[str] = field(default_factory=list)  # users.*: the user id of each text
     zone: ZoneInfo | None = None  # device.set_time: the terminal's zone
     set_to: str | None = None  # device.set_time with a time: terminal-local, ISO 8601
+    then: list[str] = field(default_factory=list)  # queued only once `texts` all ran (log.clear)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +90,73 @@ class Outcome:
     error: tuple[str, str] | None = None
 
 
-def terminal_config(settings: Settings, name: str) -> tuple[str, ZoneInfo]:
-    """(encoding, zone) of the zk-push terminal `name`."""
+def terminal_entry(settings: Settings, name: str) -> ZkPushTerminal:
+    """The `[[terminals]]` entry of the zk-push terminal `name`."""
     for terminal in settings.terminals:
         if terminal.name == name and isinstance(terminal, ZkPushTerminal):
-            return terminal.encoding, ZoneInfo(settings.terminal_timezone(terminal))
+            return terminal
     raise CommandFailed("unknown_terminal", f"{name} is not a zk-push terminal of this gateway")
+
+
+def terminal_config(settings: Settings, name: str) -> tuple[str, ZoneInfo]:
+    """(encoding, zone) of the zk-push terminal `name`."""
+    terminal = terminal_entry(settings, name)
+    return terminal.encoding, ZoneInfo(settings.terminal_timezone(terminal))
+
+
+def roster_key(name: str) -> str:
+    """The device meta key under which the receiver keeps the terminal's uploaded user list."""
+    return name + ROSTER_SUFFIX
+
+
+def roster_users(terminal: ZkPushTerminal, stored: dict[str, Any]) -> dict[str, Any]:
+    """users.list of a zk-push terminal: the user list it uploaded (OPERLOG USER lines), as the
+    receiver keeps it (`stored`, {} when it uploaded none). Card numbers and passwords are not
+    kept, so `card` is null for a user who has one and `password_set` says whether one is set."""
+    if "OPERLOG" not in terminal.tables:
+        raise CommandFailed(
+            "unsupported",
+            f"{terminal.name} is a zk-push terminal whose entry does not ask for OPERLOG uploads "
+            "(tables), and its protocol has no command that reads users back",
+        )
+    kept = stored.get("users")
+    users = []
+    for pin, user in sorted((kept if isinstance(kept, dict) else {}).items()):
+        level = user.get("privilege")
+        users.append(
+            {
+                "user_id": pin,
+                "name": user.get("name"),
+                "privilege": None if not isinstance(level, int) else ("admin" if level else "user"),
+                "card": None if user.get("has_card") else 0,
+                "password_set": bool(user.get("has_password")),
+            }
+        )
+    return {
+        "count": len(users),
+        "users": users,
+        "source": "uploaded",  # not read from the terminal now: what it uploaded, as of `as_of`
+        "as_of": stored.get("updated_at"),
+    }
+
+
+def _log_clear(request: LogClearRequest, terminal: ZkPushTerminal | None) -> Plan:
+    if terminal is None:  # a caller that did not look the entry up: never clear blind
+        raise CommandFailed("clear_not_allowed", "the terminal's entry was not given: nothing was cleared")
+    if not terminal.clear_log:
+        raise CommandFailed(
+            "clear_not_allowed",
+            f"terminal {terminal.name}'s config does not let the gateway clear it "
+            "(clear_log = true for zk-push terminals)",
+        )
+    if request.args.serial != terminal.serial_number:
+        raise CommandFailed(
+            "serial_mismatch",
+            f"terminal {terminal.name} has serial number {terminal.serial_number!r}, the request says "
+            f"{request.args.serial!r}: nothing was cleared",
+        )
+    # CHECK first: the terminal uploads what is newer than its stamps before it asks again.
+    return Plan("log.clear", [commands.check()], then=[commands.clear_log(), commands.info()])
 
 
 def _user_text(user: UserSpec, encoding: str) -> str:
@@ -96,8 +172,16 @@ def _user_text(user: UserSpec, encoding: str) -> str:
     return text
 
 
-async def plan(request: AnyRequest, *, encoding: str, zone: ZoneInfo, env: Environment) -> Plan:
-    """The queue commands for `request`, or CommandFailed (nothing is queued then)."""
+async def plan(
+    request: AnyRequest,
+    *,
+    encoding: str,
+    zone: ZoneInfo,
+    env: Environment,
+    terminal: ZkPushTerminal | None = None,
+) -> Plan:
+    """The queue commands for `request`, or CommandFailed (nothing is queued then). `terminal`:
+    the entry, which log.clear needs for its guards (without it, log.clear is not allowed)."""
     command = request.command
     if command == "device.info":
         return Plan(command, [commands.info()])
@@ -138,6 +222,9 @@ async def plan(request: AnyRequest, *, encoding: str, zone: ZoneInfo, env: Envir
         except commands.CommandTextError as exc:
             raise CommandFailed("user_does_not_fit", f"{exc}; nothing was sent") from None
         return Plan(command, texts, users=list(request.args.user_ids))
+    if command == "log.clear":
+        assert isinstance(request, LogClearRequest)
+        return _log_clear(request, terminal)
     raise CommandFailed("unsupported", f"{command} has no push command")
 
 
@@ -151,18 +238,9 @@ async def run(
 ) -> Outcome:
     """Queue the plan's commands (with the request's expiry), call `on_sent` once the first has
     gone to the terminal, and wait for every one to be final."""
-    ids: list[str] = []
-    for text in planned.texts:
-        try:
-            ids.append(await queue.enqueue(device, text, expires_at=expires_at))
-        except PushCommandError as exc:
-            if exc.code == "expired":
-                return Outcome("expired")
-            queued = f" ({len(ids)} queued before it still run)" if ids else ""
-            raise CommandFailed(
-                _QUEUE_ERRORS.get(exc.code, "terminal_error"),
-                f"the push command queue refused: {exc}{queued}",
-            ) from None
+    ids = await _enqueue(queue, device, planned.texts, expires_at=expires_at)
+    if ids is None:
+        return Outcome("expired")
     while True:
         first = queue.status(ids[0])
         if first is None or first.sends > 0 or first.final:
@@ -170,11 +248,43 @@ async def run(
         await asyncio.sleep(SENT_POLL)
     if first is not None and first.sends > 0:
         await on_sent()
+    finals = await _results(queue, ids)
+    if planned.then and all(s.status == "ok" for s in finals):
+        later = await _enqueue(queue, device, planned.then, expires_at=expires_at)
+        if later is None:
+            return Outcome("expired")
+        finals += await _results(queue, later)
+    return outcome(device, planned, finals)
+
+
+async def _enqueue(
+    queue: PushCommandQueue, device: str, texts: list[str], *, expires_at: float
+) -> list[str] | None:
+    """Queue `texts` in order; their ids, or None when the request expired meanwhile."""
+    ids: list[str] = []
+    for text in texts:
+        try:
+            ids.append(
+                await queue.enqueue(
+                    device, text, expires_at=expires_at, clearing=text == commands.clear_log()
+                )
+            )
+        except PushCommandError as exc:
+            if exc.code == "expired":
+                return None
+            queued = f" ({len(ids)} queued before it still run)" if ids else ""
+            raise CommandFailed(
+                _QUEUE_ERRORS.get(exc.code, "terminal_error"),
+                f"the push command queue refused: {exc}{queued}",
+            ) from None
+    return ids
+
+
+async def _results(queue: PushCommandQueue, ids: list[str]) -> list[CommandStatus]:
     try:
-        finals = [await queue.result(command_id) for command_id in ids]
+        return [await queue.result(command_id) for command_id in ids]
     except PushCommandError as exc:
         raise CommandFailed("terminal_error", f"the push command queue lost the command: {exc}") from None
-    return outcome(device, planned, finals)
 
 
 def _failure(device: str, planned: Plan, index: int, status: CommandStatus) -> tuple[str, str]:
@@ -237,6 +347,10 @@ def _result(planned: Plan, finals: list[CommandStatus], not_found: list[int]) ->
         return {"set_to": set_to}
     if command == "device.restart":
         return {"restarted": True}
+    if command == "log.clear":
+        # finals: CHECK, CLEAR LOG, INFO. The punches came in through the terminal's uploads,
+        # not through this command, so there is no records_read or new to report.
+        return {"cleared": True, "record_count_after": _count(finals[-1].details.get("TransactionCount"))}
     if command == "users.upsert":
         return {"written": list(planned.users)}
     missing = [planned.users[i] for i in not_found]

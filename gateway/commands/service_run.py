@@ -116,7 +116,8 @@ def startable(service: CommandService, request_id: str, target: str) -> OpenRequ
 
 
 async def run_here(service: CommandService, request_id: str, target: str) -> None:
-    """A buffer or gateway command, or device.info of a push terminal: no worker involved."""
+    """A buffer or gateway command, or device.info or users.list of a push terminal: no worker
+    involved."""
     entry = service._startable(request_id, target)
     if entry is None:
         return
@@ -131,6 +132,10 @@ async def run_here(service: CommandService, request_id: str, target: str) -> Non
         elif isinstance(request, ResendRequest):
             result = await execute.resend(request, service.store, target, dt.datetime.now(dt.UTC))
             service.forwarder.rewind()
+        elif request.command == "users.list":  # a zk-push terminal: the user list it uploaded
+            terminal = push.terminal_entry(service.app.settings, target)
+            stored = await asyncio.to_thread(service.store.get_device_meta, push.roster_key(target))
+            result = push.roster_users(terminal, stored)
         else:
             result = execute.push_info(service.app.devices[target])
     except execute.CommandFailed as failed:
@@ -158,7 +163,10 @@ async def run_push(service: CommandService, request_id: str, target: str, queue:
 
     try:
         encoding, zone = push.terminal_config(service.app.settings, target)
-        planned = await push.plan(entry.request, encoding=encoding, zone=zone, env=service.env)
+        terminal = push.terminal_entry(service.app.settings, target)
+        planned = await push.plan(
+            entry.request, encoding=encoding, zone=zone, env=service.env, terminal=terminal
+        )
         if not entry.spec.repeatable:  # queued: after a crash it is answered `interrupted`
             await asyncio.to_thread(service.store.command_status, entry.id, target, "running")
         done = await push.run(queue, target, planned, expires_at=entry.expires_at, on_sent=sent)

@@ -275,3 +275,14 @@ async def test_finished_commands_are_kept_for_a_while_only() -> None:
     kept = queue.list_commands("door-1")
     assert len(kept) == MAX_FINISHED_KEPT and kept[0].wire_id == 21
     assert queue.status("door-1/1") is None
+
+
+async def test_clear_log_only_from_the_guarded_remote_command() -> None:
+    queue = await make_queue(Meta(), Clock())
+    with pytest.raises(PushCommandError, match="only by the log\\.clear remote command") as raised:
+        await queue.enqueue("door-1", commands.clear_log(), expires_at=T0 + 60)
+    assert raised.value.code == "bad_command" and queue.list_commands("door-1") == []
+    cleared = await queue.enqueue("door-1", commands.clear_log(), expires_at=T0 + 60, clearing=True)
+    assert (await queue.next_batch("door-1")) == [f"C:1:{commands.clear_log()}"]
+    status = queue.status(cleared)
+    assert status is not None and status.kind == "clear_log" and status.status == "sent"
