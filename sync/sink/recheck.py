@@ -3,8 +3,9 @@
 Every `check_interval` seconds (at once after digests changed) the writer thread rechecks the
 days not known to match (`reconcile.recheck`) and counts those mismatching for longer than
 `mismatch_grace` (younger ones are still being delivered) into the `mismatching_days` gauge.
-The first check after start compares every day, not only those not known to match: a database
-restored from a backup, or rows lost while the sink was away, show up then. The days past the
+The first check after start also counts every matching day's punches again
+(`reconcile.reopen_changed_counts`, one statement): rows lost while the sink was away (a
+database restored from a backup) show up then. The days past the
 grace that lack punches go to `resend.ResendRequests`, which asks their gateway to send the day
 again.
 """
@@ -19,7 +20,13 @@ import structlog
 from sqlalchemy import Engine
 
 from punchgate.sync.sink.commit import note_db_failure
-from punchgate.sync.sink.reconcile import DayCheck, gap_days, mismatching_days, recheck
+from punchgate.sync.sink.reconcile import (
+    DayCheck,
+    gap_days,
+    mismatching_days,
+    recheck,
+    reopen_changed_counts,
+)
 from punchgate.sync.sink.resend import ResendRequests
 from punchgate.sync.sink.settings import SinkSettings
 from punchgate.sync.sink.stats import SinkStats
@@ -38,7 +45,7 @@ class Rechecks:
         self.stats = stats
         self.resends = resends
         self._next_check = 0.0
-        self._checked_everything = False
+        self._counted_at_start = False
 
     def soon(self) -> None:
         """Make the next `maybe_recheck` run (digests changed)."""
@@ -52,8 +59,11 @@ class Rechecks:
         try:
             with self.engine.begin() as conn:
                 utc_now = dt.datetime.now(dt.UTC)
-                checks = recheck(conn, utc_now, everything=not self._checked_everything)
-                changed = [c for c in checks if not c.ok]
+                if not self._counted_at_start:
+                    reopened = reopen_changed_counts(conn)
+                    if reopened:
+                        log.warning("sink_matched_days_changed", days=reopened)
+                changed = [c for c in recheck(conn, utc_now) if not c.ok]
                 grace = utc_now - dt.timedelta(seconds=self.settings.mismatch_grace)
                 self.stats.mismatching_days = mismatching_days(conn, older_than=grace)
                 asking = self.resends is not None and self.settings.resend
@@ -61,7 +71,7 @@ class Rechecks:
         except sa.exc.DBAPIError as exc:
             note_db_failure(self.stats, exc)
             return
-        self._checked_everything = True
+        self._counted_at_start = True
         if self.resends is not None and gaps:
             # Only after the commit: a request for a check whose transaction failed would be
             # rate-limited when the next check finds the same gap.

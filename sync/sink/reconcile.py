@@ -67,6 +67,23 @@ def recheck(conn: Connection, now: dt.datetime, *, everything: bool = False) -> 
     return checks
 
 
+def reopen_changed_counts(conn: Connection) -> int:
+    """Days known to match whose punch count at central is no longer the gateway's go back to
+    `unchecked` (rows lost while nobody looked: a restored backup). One statement over the
+    (gateway, device, local_day) index, not a comparison of every day's ids. How many."""
+    d, p = t.digests.c, t.punches.c
+    held = (
+        sa.select(sa.func.count())
+        .select_from(t.punches)
+        .where(p.gateway == d.gateway, p.device == d.device, p.local_day == d.day)
+        .scalar_subquery()
+    )
+    result = conn.execute(
+        t.digests.update().where(d.status == "match", d.count != held).values(status="unchecked")
+    )
+    return int(result.rowcount or 0)
+
+
 def extra_days(conn: Connection) -> list[DayCheck]:
     """Days inside a gateway's digest window for which central holds punches and the gateway
     lists none (it holds none)."""

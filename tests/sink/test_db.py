@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from punchgate.sync.contract import SCHEMA_DIR, batch_json, record_json
+from punchgate.sync.contract import SCHEMA_DIR, batch_json, day_digest, record_json
 from punchgate.sync.sink import db, tables
 from punchgate.sync.sink.consumer import Sink, SinkSettings, _Received
+from punchgate.sync.sink.reconcile import gap_days, reopen_changed_counts
 from punchgate.sync.sink.validate import consumer_schema
 from tests.support.factories import make_punches
 
@@ -137,3 +138,43 @@ def _without_known_names(node: Any) -> Any:
 def test_the_sink_validates_with_the_consumer_schemas(name: str) -> None:
     checked_in = json.loads((SCHEMA_DIR / f"{name}.json").read_text())
     assert _without_known_names(consumer_schema(name)) == _without_known_names(checked_in)
+
+
+def test_a_matching_day_that_lost_rows_is_reopened_and_then_found_missing(url: str) -> None:
+    engine = db.create(url)
+    db.upgrade(engine)
+    records = _records(6)
+    by_day: dict[str, list[str]] = {}
+    for record in records:
+        by_day.setdefault(record["local_time"][:10], []).append(record["id"])
+    days = sorted(by_day)
+    digests = {
+        "schema": "punchgate.digests", "version": 1, "scheme": 1, "gateway": "gw", "device": "door-1",
+        "as_of": "2024-03-04T07:10:00Z", "first_day": days[0], "last_day": days[-1],
+        "days": [{"day": d, "count": len(ids), "digest": day_digest(ids)} for d, ids in by_day.items()],
+    }  # fmt: skip
+    later = NOW + dt.timedelta(hours=1)
+    try:
+        with engine.begin() as conn:
+            db.write(
+                conn,
+                [db.PunchBatch("punchgate/gw", "gw", "door-1", 1, records), db.Digests("gw", digests)],
+                NOW,
+            )
+            assert all(c.ok for c in db.recheck(conn, NOW))
+            assert reopen_changed_counts(conn) == 0  # nothing changed: nothing to look at again
+            lost = by_day[days[0]][0]
+            conn.execute(tables.punches.delete().where(tables.punches.c.id == lost))
+            assert db.recheck(conn, NOW) == []  # a day known to match is not compared again ...
+            assert reopen_changed_counts(conn) == 1  # ... until its count is found changed
+            (check,) = db.recheck(conn, NOW)
+            assert (check.day, check.status, check.gateway_count - check.central_count) == (
+                days[0],
+                "missing",
+                1,
+            )
+            (gap,) = gap_days(conn, older_than=later)
+            assert (gap.gateway, gap.device, gap.day, gap.status) == ("gw", "door-1", days[0], "missing")
+            assert gap_days(conn, older_than=NOW - dt.timedelta(seconds=1)) == []  # still within the grace
+    finally:
+        engine.dispose()
