@@ -184,11 +184,18 @@ class CommandService:
     async def _take(self, messages: list[Incoming]) -> None:
         await service_intake.take(self, messages)
 
-    async def _refuse(self, rejection: Rejection, message: Incoming) -> None:
+    async def submit(self, payload: bytes, *, response_topic: str | None = None) -> Rejection | None:
+        """A request made inside the gateway (the site console), taken as one from the broker
+        (`service_intake.take_one`): its refusal, or None once accepted or answered as a repeat.
+        Its answers are published too, on `response_topic` (the default response topic or below)."""
+        message = Incoming(self.forwarder.topics.command_request, payload, response_topic)
+        return await service_intake.take_one(self, message)
+
+    async def _refuse(self, rejection: Rejection, message: Incoming) -> bool:
         """A refused request, unless its id is known: that one is answered from the buffer
         whatever the repeat says (a retry from a newer requester, or after the allow list
-        changed): never run again, never refused."""
-        await service_intake.refuse(self, rejection, message)
+        changed): never run again, never refused. True when answered as a repeat."""
+        return await service_intake.refuse(self, rejection, message)
 
     async def _open_request(self, outcome: Accepted, entry: dict[str, Any]) -> None:
         """A request just stored: answer `accepted`, then send each target on its way."""
@@ -296,3 +303,9 @@ class CommandService:
     # --- /metrics -------------------------------------------------------------------------------
     def metrics(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         return command_metrics(self.requests, self.rejected, self.results, self._open.values())
+
+
+def command_service(app: Application) -> CommandService | None:
+    """The running gateway's command service; None when `[commands]` is off (or not started)."""
+    service = getattr(app, "_commands", None)  # set by Application.start (gateway/app.py)
+    return service if isinstance(service, CommandService) else None

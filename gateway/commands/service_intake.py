@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from punchgate.gateway.commands.audit_entries import accepted_rows, refused_entry
-from punchgate.gateway.commands.intake import Accepted, Rejection, read_request
+from punchgate.gateway.commands.intake import Accepted, Rejection, TerminalKind, read_request
 from punchgate.gateway.commands.open_request import OpenRequest
 from punchgate.gateway.commands.routing import terminal_kinds
 from punchgate.sync.command_contract import Status
@@ -34,26 +34,38 @@ if TYPE_CHECKING:
 log = structlog.get_logger("punchgate.gateway.commands.service")
 
 
+def _read(
+    service: CommandService, message: Incoming, kinds: dict[str, TerminalKind], now: float
+) -> Accepted | Rejection:
+    return read_request(
+        message.payload,
+        settings=service.settings,
+        kinds=kinds,
+        default_topic=service.default_topic,
+        response_topic=message.response_topic,
+        correlation=message.correlation_data,
+        now=now,
+    )
+
+
 async def take(service: CommandService, messages: list[Incoming]) -> None:
     now = time.time()
     kinds = terminal_kinds(service.app)
     accepted: list[tuple[Accepted, NewRequest, dict[str, Any]]] = []
     for message in messages:
-        outcome = read_request(
-            message.payload,
-            settings=service.settings,
-            kinds=kinds,
-            default_topic=service.default_topic,
-            response_topic=message.response_topic,
-            correlation=message.correlation_data,
-            now=now,
-        )
+        outcome = _read(service, message, kinds, now)
         if isinstance(outcome, Rejection):
             await service._refuse(outcome, message)
         else:
             accepted.append((outcome, *accepted_rows(outcome, now)))
-    if not accepted:
-        return
+    if accepted:
+        await _accept(service, accepted)
+
+
+async def _accept(
+    service: CommandService, accepted: list[tuple[Accepted, NewRequest, dict[str, Any]]]
+) -> None:
+    """Requests read and checked, stored in one commit; each opened, or answered as a repeat."""
     stored = await asyncio.to_thread(
         service.store.command_accept_many, [(new, entry) for _, new, entry in accepted]
     )
@@ -71,19 +83,33 @@ async def take(service: CommandService, messages: list[Incoming]) -> None:
             await service._open_request(outcome, entry)
 
 
-async def refuse(service: CommandService, rejection: Rejection, message: Incoming) -> None:
+async def take_one(service: CommandService, message: Incoming) -> Rejection | None:
+    """One request from inside the gateway (the site console), taken as `take` takes a batch:
+    the same checks, allow list, audit entries and idempotency by id. Returns its refusal (also
+    answered, counted and audited as any other), or None once it is accepted or answered as a
+    repeat: the buffer then holds it under its id."""
+    now = time.time()
+    outcome = _read(service, message, terminal_kinds(service.app), now)
+    if isinstance(outcome, Rejection):
+        return None if await service._refuse(outcome, message) else outcome
+    await _accept(service, [(outcome, *accepted_rows(outcome, now))])
+    return None
+
+
+async def refuse(service: CommandService, rejection: Rejection, message: Incoming) -> bool:
     """A refused request, unless its id is known: that one is answered from the buffer
     whatever the repeat says (a retry from a newer requester, or after the allow list
-    changed): never run again, never refused."""
+    changed): never run again, never refused. True when it was answered as a repeat."""
     known = None
     if rejection.request_id is not None:
         known = await asyncio.to_thread(service.store.command_get, rejection.request_id)
     if known is None:
         await service._reject(rejection, message)
-        return
+        return False
     service.requests["repeat"] += 1
     log.info("command_repeated", id=known.id, command=known.command, requester=rejection.requester)
     service._answer_repeat(known, rejection.reply_topic or service.default_topic, message.correlation_data)
+    return True
 
 
 async def open_request(service: CommandService, outcome: Accepted, entry: dict[str, Any]) -> None:

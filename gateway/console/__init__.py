@@ -11,8 +11,9 @@
     assets.py       the template environment and the static files (templates/, static/)
     render.py       a page's template values and security headers
     access.py       sessions, permissions and CSRF tokens around every handler
-    pages_*.py      the pages, one module each: signin, overview (and a terminal), punches,
-                    manual (make-up punches), exports, audit, accounts
+    pages_*.py      the pages, one module each: signin, overview (and a terminal), commands
+                    (an admin's remote commands), punches, manual (make-up punches), exports,
+                    audit, accounts
 
 Nothing here is imported until the HTTP server or `punchgate user` needs it, except
 `health_view`, which `punchgate status` uses too and which imports no web library.

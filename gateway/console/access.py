@@ -5,7 +5,8 @@ generation still matches (a new password or a disabled account ends its sessions
 and the account must be allowed what the page shows
 (punchgate.gateway.console.accounts.PERMISSIONS): otherwise a sign-in (303 to /login; 401 for
 the overview's refresh fragment) or 403. Every POST also needs the session's CSRF token in the
-form (403 without). `page_handler` and `post_handler` wrap each page's function in these checks
+form (403 without). `page_handler` and `post_handler` (`async_post_handler` for a page that
+waits on the event loop) wrap each page's function in these checks
 and run it on the API's threads. `api_admin` is the same check for a JSON API request that
 carries an admin's session instead of the API token.
 """
@@ -13,7 +14,7 @@ carries an admin's session instead of the API token.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -127,18 +128,49 @@ def post_handler(
         form = await read_form(request)
 
         def work() -> web.StreamResponse:
+            checked = _checked_post(console, request, permission, form)
+            if not isinstance(checked, Page):
+                return checked
             try:
-                page = _signed_in(console, request, permission)
-            except Answer as answer:
-                return answer.response
-            if not same_token(page.csrf, form.get("csrf")):
-                return _csrf_refusal(console, page, request)
-            try:
-                return act(console, page, request, form)
+                return act(console, checked, request, form)
             except Answer as answer:
                 return answer.response
 
         return await console.blocking(work)
+
+    return handler
+
+
+def _checked_post(
+    console: Console, request: web.Request, permission: Permission, form: Mapping[str, str]
+) -> Page | web.StreamResponse:
+    """The page context of a POST whose session, permission and CSRF token are good; else the refusal."""
+    try:
+        page = _signed_in(console, request, permission)
+    except Answer as answer:
+        return answer.response
+    if not same_token(page.csrf, form.get("csrf")):
+        return _csrf_refusal(console, page, request)
+    return page
+
+
+def async_post_handler(
+    permission: Permission,
+    act: Callable[[Console, Page, web.Request, Mapping[str, str]], Awaitable[web.StreamResponse]],
+) -> Callable[[web.Request], Any]:
+    """A POST like `post_handler`'s, whose `act` runs on the event loop: for a page that waits on
+    the gateway's own tasks (a remote command), rendering on the API's threads by itself."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        console = request.app[CONSOLE]
+        form = await read_form(request)
+        checked = await console.blocking(lambda: _checked_post(console, request, permission, form))
+        if not isinstance(checked, Page):
+            return checked
+        try:
+            return await act(console, checked, request, form)
+        except Answer as answer:
+            return answer.response
 
     return handler
 

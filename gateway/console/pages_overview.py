@@ -3,7 +3,8 @@
 Both read the same status as /api/devices and `punchgate status` (`gateway_status`), seen
 through `health_view`: root cause first, times in the site's zone. The overview adds the
 gateway's panel (broker, backlog, free disk); a terminal's page adds its fault history since
-the gateway started and its most recent punches, read from the buffer.
+the gateway started and its most recent punches, read from the buffer, and for an admin the buttons
+of the remote commands allowed for it (`pages_commands`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aiohttp import web
 from punchgate.gateway import __version__
 from punchgate.gateway.console import punch_query
 from punchgate.gateway.console.health_view import drift_text, fill_text, gateway_view, terminal_views
+from punchgate.gateway.console.pages_commands import buttons, commands_enabled
 from punchgate.gateway.console.pages_punches import search
 from punchgate.gateway.console.render import Page, render
 from punchgate.gateway.console.state import Console
@@ -89,4 +91,6 @@ def terminal(console: Console, page: Page, request: web.Request) -> web.StreamRe
         problem=problem,
         drift_text=drift_text,
         fill_text=fill_text,
+        buttons=buttons(console, page, name),
+        commands_enabled=commands_enabled(console),
     )

@@ -163,7 +163,9 @@ def _audit_entry(seq: int, kind: str, text: str) -> AuditEntry:
         data: dict[str, Any] = json.loads(text)
     except ValueError:
         data = {}
-    who = next((str(data[k]) for k in ("by", "entered_by", "decided_by", "account") if data.get(k)), "")
+    who = next(
+        (str(data[k]) for k in ("by", "entered_by", "decided_by", "account", "requester") if data.get(k)), ""
+    )
     rest = {k: v for k, v in data.items() if k not in ("seq", "kind", "at")}
     summary = ", ".join(f"{k}={v}" for k, v in rest.items() if not isinstance(v, dict | list))[:300]
     return AuditEntry(int(seq), str(kind), str(data.get("at", "")), who, summary)

@@ -15,6 +15,7 @@ CSRF token by `access.page_handler` / `access.post_handler`:
 
     pages_signin.py    /login, /logout
     pages_overview.py  /, /fragments/overview, /terminals/NAME
+    pages_commands.py  /terminals/NAME/commands (an admin's remote command), /commands/ID (its outcome)
     pages_punches.py   /punches
     pages_manual.py    /manual (make-up punches)
     pages_exports.py   /exports
@@ -31,13 +32,14 @@ from aiohttp import web
 from punchgate.gateway.console import (
     pages_accounts,
     pages_audit,
+    pages_commands,
     pages_exports,
     pages_manual,
     pages_overview,
     pages_punches,
     pages_signin,
 )
-from punchgate.gateway.console.access import api_admin, page_handler, post_handler
+from punchgate.gateway.console.access import api_admin, async_post_handler, page_handler, post_handler
 from punchgate.gateway.console.pages_overview import REFRESH_SECONDS
 from punchgate.gateway.console.state import CONSOLE, Console
 
@@ -90,6 +92,21 @@ def add_routes(app: web.Application, console: Console) -> None:
                 name=p + "fragment",
             ),
             web.get("/terminals/{name}", page_handler("view", pages_overview.terminal), name=p + "terminal"),
+            web.post(
+                "/terminals/{name}/commands",
+                async_post_handler("commands", pages_commands.command_post),
+                name=p + "command",
+            ),
+            web.get(
+                "/commands/{request_id:.+}",
+                page_handler("commands", pages_commands.outcome_page),
+                name=p + "command_outcome",
+            ),
+            web.get(
+                "/fragments/commands/{request_id:.+}",
+                page_handler("commands", pages_commands.outcome_fragment),
+                name=p + "command_fragment",
+            ),
             web.get("/punches", page_handler("view", pages_punches.punches), name=p + "punches"),
             web.get("/audit", page_handler("audit", pages_audit.audit_page), name=p + "audit"),
             web.get("/exports", page_handler("export", pages_exports.exports_get), name=p + "exports"),

@@ -74,7 +74,14 @@ class Site:
 
     @classmethod
     @contextlib.contextmanager
-    def start(cls, folder: Path, *, terminals: tuple[str, ...] = ("gate-a", "gate-b")) -> Iterator[Site]:
+    def start(
+        cls,
+        folder: Path,
+        *,
+        terminals: tuple[str, ...] = ("gate-a", "gate-b"),
+        commands: dict[str, Any] | None = None,
+    ) -> Iterator[Site]:
+        """The site running; `commands` is its `[commands]` section (default: the gateway's)."""
         require_chromium()
         with contextlib.ExitStack() as stack:
             broker = Broker(folder / "broker")
@@ -102,7 +109,10 @@ class Site:
                     for name, emulator in emulators.items()
                 ],
                 mqtt={"reconnect_max": 1.0},
-                sections={"health": {"fault_hold_seconds": 5}},
+                sections={
+                    "health": {"fault_hold_seconds": 5},
+                    **({"commands": commands} if commands else {}),
+                },
                 site="Plant 7",
                 timezone=TIMEZONE,
             )

@@ -2,6 +2,7 @@
 // The element with data-refresh names a fragment URL; every data-seconds it is fetched and
 // swapped in. Keyboard focus stays on the same link (by id); a lapsed session reloads the
 // page (which leads to the sign-in); a failed fetch says so and keeps the last state shown.
+// A fragment holding [data-final] (a command's outcome with every answer in) ends the refreshing.
 (function () {
   "use strict";
   var live = document.querySelector("[data-refresh]");
@@ -30,6 +31,7 @@
         if (focused) { var again = document.getElementById(focused); if (again) { again.focus(); } }
         lastGood = new Date();
         say("");
+        if (live.querySelector("[data-final]")) { window.clearInterval(timer); }
       })
       .catch(function () {
         var template = status ? status.getAttribute("data-failed") || "" : "";
@@ -38,6 +40,6 @@
       .then(function () { busy = false; });
   }
 
-  window.setInterval(refresh, seconds * 1000);
+  var timer = window.setInterval(refresh, seconds * 1000);
   document.addEventListener("visibilitychange", function () { if (!document.hidden) { refresh(); } });
 })();
