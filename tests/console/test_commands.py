@@ -2,27 +2,32 @@
 broker, an emulated ZK terminal over loopback, the console over a real socket and, for one test,
 Debian's Chromium under Playwright.
 
-The site allows device.info, device.read_now, device.restart and log.clear; users.list is
+The site allows device.info, device.read_now, device.restart, log.clear and punches.resend; users.list is
 offered by the console but left out of the allow list, so its refusal can be seen.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
 
+from punchgate.gateway.console.i18n import Words
+from punchgate.gateway.console.pages_commands import _args
 from punchgate.gateway.console.punch_query import AuditEntry, audit_view
-from tests.console.site import Site, screenshot
+from punchgate.gateway.console.render import Page
+from tests.console.site import TIMEZONE, Site, screenshot
 from tests.console.test_console_http import _client, _csrf, _sign_in
 from tests.support.subscriber import Subscriber
 from tests.support.waiting import wait_until
 
-ALLOW = ["device.info", "device.read_now", "device.restart", "log.clear", "gateway.status"]
+ALLOW = ["device.info", "device.read_now", "device.restart", "log.clear", "punches.resend"]
 TERMINAL = "gate-a"
 BUTTON = re.compile(r'name="command" value="([^"]+)"')
 REQUEST_ID = re.compile(r'name="request_id" value="([^"]+)"')
@@ -65,7 +70,18 @@ async def test_only_an_admin_sees_the_allowed_commands_and_may_post_them(site: S
         assert await _sign_in(client, site.url, "admin") == 303
         page = await _terminal_page(client, site)
         # The allow list, in the console's order; users.list is offered here but not allowed.
-        assert BUTTON.findall(page) == ["device.info", "device.read_now", "device.restart", "log.clear"]
+        assert BUTTON.findall(page) == [
+            "device.info",
+            "device.read_now",
+            "punches.resend",
+            "device.restart",
+            "log.clear",
+        ]
+        async with client.get(
+            f"{site.url}/terminals/{TERMINAL}", headers={"Accept-Language": "zh-CN,zh;q=0.9"}
+        ) as response:
+            chinese = await response.text()
+        assert "远程命令" in chinese and "读取考勤机信息" in chinese
     for role in ("viewer", "clerk", "approver"):
         async with _client() as client:
             assert await _sign_in(client, site.url, role) == 303
@@ -167,6 +183,34 @@ async def test_a_destructive_command_needs_its_confirmation(site: Site) -> None:
         assert "status-error" in outcome and "clear_not_allowed" in outcome
         done = next(e for e in _audit(site, "clear-1") if e.kind == "command_done")
         assert "status=error" in done.summary
+
+
+async def test_punches_resend_for_a_range_in_the_sites_zone(site: Site) -> None:
+    async with _client() as client:
+        assert await _sign_in(client, site.url, "admin") == 303
+        token = await _csrf(client, f"{site.url}/terminals/{TERMINAL}")
+        start = (dt.datetime.now(ZoneInfo(TIMEZONE)) - dt.timedelta(days=3)).strftime("%Y-%m-%dT%H:%M")
+        form = {"csrf": token, "command": "punches.resend", "request_id": "resend-1", "from": start}
+        status, _body, location = await _post(client, site, form)
+        assert (status, location) == (303, "/commands/resend-1")
+        wait_until(lambda: "command_done" in _kinds(site, "resend-1"), timeout=30, message="resend answered")
+        async with client.get(f"{site.url}{location}") as response:
+            outcome = await response.text()
+        assert "status-ok" in outcome and "requeued" in outcome
+        accepted = next(e for e in _audit(site, "resend-1") if e.kind == "command_accepted")
+        assert accepted.account == "console:admin"
+
+
+def test_the_forms_arguments() -> None:
+    page = Page(Words("en"), None, "", "/", TIMEZONE)
+    resend = _args("punches.resend", {"from": "2026-11-30T08:00", "to": ""}, page)
+    assert resend == {"from": "2026-11-30T08:00:00+08:00"}  # the site's wall time, as an instant
+    assert _args("punches.resend", {"to": "2026-11-30T08:00"}, page) == page.words("cmd.from_required")
+    assert "is not a date and time" in str(_args("punches.resend", {"from": "yesterday"}, page))
+    assert _args("device.set_time", {"time": ""}, page) == {}  # the gateway's clock
+    assert _args("device.set_time", {"time": "2026-11-30T08:00:05"}, page) == {"time": "2026-11-30T08:00:05"}
+    assert _args("log.clear", {"serial": " HEALTH-1 "}, page) == {"serial": "HEALTH-1"}
+    assert _args("device.info", {"serial": "ignored"}, page) == {}
 
 
 def test_an_admin_clicks_device_info_and_sees_the_terminal_answer(site: Site, tmp_path: Path) -> None:
