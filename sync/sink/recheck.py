@@ -3,9 +3,9 @@
 Every `check_interval` seconds (at once after digests changed) the writer thread rechecks the
 days not known to match (`reconcile.recheck`) and counts those mismatching for longer than
 `mismatch_grace` (younger ones are still being delivered) into the `mismatching_days` gauge.
-The first check after start also counts every matching day's punches again
-(`reconcile.reopen_changed_counts`, one statement): rows lost while the sink was away (a
-database restored from a backup) show up then. The days past the
+The first check after start, and one an hour after that, also counts every matching day's
+punches again (`reconcile.reopen_changed_counts`, one statement): rows lost while nobody looked
+(a database restored from a backup, rows deleted by hand) show up then. The days past the
 grace that lack punches go to `resend.ResendRequests`, which asks their gateway to send the day
 again.
 """
@@ -33,6 +33,10 @@ from punchgate.sync.sink.stats import SinkStats
 
 log = structlog.get_logger(__name__)
 
+# Seconds between recounts of the days known to match: a day's ids are compared again only when
+# its digest changes, so this is what notices rows lost at central; cheap, but not free.
+RECOUNT_INTERVAL = 3600.0
+
 
 class Rechecks:
     """When the next recheck is due, and running it."""
@@ -45,7 +49,7 @@ class Rechecks:
         self.stats = stats
         self.resends = resends
         self._next_check = 0.0
-        self._counted_at_start = False
+        self._next_recount = 0.0
 
     def soon(self) -> None:
         """Make the next `maybe_recheck` run (digests changed)."""
@@ -59,7 +63,8 @@ class Rechecks:
         try:
             with self.engine.begin() as conn:
                 utc_now = dt.datetime.now(dt.UTC)
-                if not self._counted_at_start:
+                recount = now >= self._next_recount
+                if recount:
                     reopened = reopen_changed_counts(conn)
                     if reopened:
                         log.warning("sink_matched_days_changed", days=reopened)
@@ -71,7 +76,8 @@ class Rechecks:
         except sa.exc.DBAPIError as exc:
             note_db_failure(self.stats, exc)
             return
-        self._counted_at_start = True
+        if recount:
+            self._next_recount = now + RECOUNT_INTERVAL
         if self.resends is not None and gaps:
             # Only after the commit: a request for a check whose transaction failed would be
             # rate-limited when the next check finds the same gap.
