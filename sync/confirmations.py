@@ -8,9 +8,13 @@ connection and calls in here:
 * `next_rows` replaces the drain's read: rows never sent, oldest first, and, every few seconds,
   the unconfirmed rows whose last send is `mqtt.resend_after` old (claimed in the buffer, so a
   crash or a lost send only delays them by one more timeout);
-* after a PUBACK the forwarder marks rows *sent* (`Store.mark_sent`) instead of delivered;
+* after a PUBACK the forwarder hands the rows to `acked`: they are marked *sent*
+  (`Store.mark_sent`) instead of delivered, by the worker thread below, once they have waited
+  `SENT_MARK_GRACE` for their confirmation; rows confirmed meanwhile are not written twice;
 * `submit` queues a message from `{base}/confirm`; a worker thread delivers what the messages
-  queued meanwhile name, together, in one buffer transaction (`handle_many`).
+  queued meanwhile name, together, in one buffer transaction (`handle_many`). Ids of rows this
+  process sent are confirmed by their pk (the drain tells `remember_batch` which ids a batch
+  carried), the others by id.
 
 Invariants, each of which keeps it correct across gateway restarts, re-sends in new batches,
 reordering and repeated confirmations:
@@ -25,6 +29,13 @@ reordering and repeated confirmations:
   stay unconfirmed and are sent again, and the consumer confirms them again, by id.
 * Nothing here can end the broker session: a malformed confirmation is logged with its payload
   and counted; a buffer error is logged, and the rows simply stay unconfirmed.
+* Holding a PUBACK back from the buffer for `SENT_MARK_GRACE` changes no guarantee: a row is
+  delivered only by a confirmation, as before. While held it is pending and not yet "sent" in
+  the buffer, so the re-send clock starts that much later, and a gateway that dies meanwhile
+  sends it again at its next start instead of one timeout later (a duplicate, never a gap).
+  What it saves: with a consumer that confirms within the grace, which is the normal case, a
+  row is written once (confirmed) instead of twice (sent, then confirmed), each write moving it
+  between the buffer's partial indexes under the single writer.
 * Re-sends back off while nobody confirms anything: each round that re-sent rows without any
   confirmation arriving since the previous one doubles the wait (up to `_MAX_BACKOFF` times
   `resend_after`), so a central system that is down does not get the whole backlog again
@@ -37,7 +48,7 @@ import datetime as dt
 import json
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +66,13 @@ log = structlog.get_logger(__name__)
 BATCH_MEMORY_ROWS = 200_000
 # A malformed confirmation is logged with at most this much of its payload.
 LOGGED_PAYLOAD_BYTES = 1000
+# How long a row the broker acknowledged waits for its confirmation before it is marked sent in
+# the buffer (a sink commits and confirms within tens of milliseconds; see the module docstring).
+SENT_MARK_GRACE = 1.0
+# Rows acknowledged and waiting for that mark, beyond which they are marked at once (memory bound).
+SENT_MARK_MAX_ROWS = 100_000
+# How long a confirmed pk is remembered so that its late PUBACK is not written as "sent".
+CONFIRMED_MEMORY_SECONDS = 30.0
 # How often the drain looks for rows due to be sent again (at most; see `_scan_every`).
 RESEND_SCAN_SECONDS = 5.0
 _MAX_BACKOFF = 8
@@ -87,23 +105,113 @@ class _Batches:
     def __init__(self, max_rows: int) -> None:
         self._max_rows = max_rows
         self._rows = 0
-        self._batches: OrderedDict[tuple[str, int], list[int]] = OrderedDict()
+        # (device, seq) -> (pks, their record ids when the drain gave them)
+        self._batches: OrderedDict[tuple[str, int], tuple[list[int], Sequence[str]]] = OrderedDict()
         self._lock = threading.Lock()  # the drain adds, the confirmations' worker pops
 
-    def add(self, device: str, seq: int, pks: list[int]) -> None:
+    def add(self, device: str, seq: int, pks: list[int], ids: Sequence[str] = ()) -> None:
         with self._lock:
-            self._batches[(device, seq)] = pks
+            self._batches[(device, seq)] = (pks, ids)
             self._rows += len(pks)
             while self._rows > self._max_rows and self._batches:
-                _key, dropped = self._batches.popitem(last=False)
+                _key, (dropped, _ids) = self._batches.popitem(last=False)
                 self._rows -= len(dropped)
 
-    def pop(self, device: str, seq: int) -> list[int] | None:
+    def pop(self, device: str, seq: int) -> tuple[list[int], Sequence[str]] | None:
         with self._lock:
-            pks = self._batches.pop((device, seq), None)
-            if pks is not None:
-                self._rows -= len(pks)
-            return pks
+            batch = self._batches.pop((device, seq), None)
+            if batch is not None:
+                self._rows -= len(batch[0])
+            return batch
+
+
+class _SentIds:
+    """Record id -> pk of the rows this process sent and has not seen confirmed, bounded (the
+    oldest forgotten first: a forgotten id is simply confirmed by id, in the buffer's index).
+
+    Why a pk found here still names the row of that id: the row was pending when it was sent,
+    every way this process delivers a row (by id, by batch) forgets its id here, and only
+    delivered rows are ever purged, so the row is still there, under its pk, and no other row
+    can have taken its pk (SQLite reuses the rowid of a deleted row only)."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._pks: OrderedDict[str, int] = OrderedDict()
+        self._lock = threading.Lock()  # the drain adds, the confirmations' worker takes
+
+    def add(self, ids: Sequence[str], pks: Sequence[int]) -> None:
+        with self._lock:
+            for record_id, pk in zip(ids, pks, strict=True):
+                self._pks[record_id] = pk
+                self._pks.move_to_end(record_id)  # a re-send is the newest again
+            while len(self._pks) > self._max_rows:
+                self._pks.popitem(last=False)
+
+    def forget(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            for record_id in ids:
+                self._pks.pop(record_id, None)
+
+    def take(self, ids: Sequence[str]) -> tuple[list[int], list[str]]:
+        """(pks of the ids remembered, now forgotten; the ids not remembered)."""
+        found: list[int] = []
+        rest: list[str] = []
+        with self._lock:
+            for record_id in ids:
+                pk = self._pks.pop(record_id, None)
+                if pk is None:
+                    rest.append(record_id)
+                else:
+                    found.append(pk)
+        return found, rest
+
+
+class _HeldAcks:
+    """PUBACKed pks waiting SENT_MARK_GRACE for their confirmation before they are marked sent,
+    and the pks confirmed recently (a confirmation may come before the PUBACK is noted)."""
+
+    def __init__(self) -> None:
+        self._held: deque[tuple[float, list[int]]] = deque()
+        self._rows = 0
+        # Two generations, rotated every CONFIRMED_MEMORY_SECONDS: bounded, and a pk is
+        # remembered for at least that long.
+        self._confirmed: set[int] = set()
+        self._confirmed_old: set[int] = set()
+        self._rotated = time.monotonic()
+
+    def hold(self, pks: list[int], now: float) -> None:
+        self._held.append((now, pks))
+        self._rows += len(pks)
+
+    def confirmed(self, pks: Sequence[int], now: float) -> None:
+        if now - self._rotated >= CONFIRMED_MEMORY_SECONDS:
+            self._confirmed_old, self._confirmed = self._confirmed, set()
+            self._rotated = now
+        self._confirmed.update(pks)
+
+    def due(self, now: float, *, everything: bool = False) -> list[int]:
+        """The held pks whose grace is over (all with `everything`, or beyond the memory bound),
+        less those confirmed meanwhile: what still has to be marked sent."""
+        out: list[int] = []
+        while self._held and (
+            everything or self._rows > SENT_MARK_MAX_ROWS or now - self._held[0][0] >= SENT_MARK_GRACE
+        ):
+            _at, pks = self._held.popleft()
+            self._rows -= len(pks)
+            out.extend(pk for pk in pks if pk not in self._confirmed and pk not in self._confirmed_old)
+        return out
+
+    def next_due(self) -> float | None:
+        """When the oldest held pks' grace ends (monotonic time); None when nothing is held."""
+        return self._held[0][0] + SENT_MARK_GRACE if self._held else None
+
+
+def record_id_of(payload: str) -> str:
+    """The record id of a stored record's JSON text. Records are rendered with the id first
+    (`contract_punches.record_json`), so it is a slice; anything else is parsed."""
+    if payload.startswith('{"id":"') and payload[39:41] == '",':
+        return payload[7:39]
+    return str(json.loads(payload)["id"])
 
 
 def _shown(payload: bytes) -> str:
@@ -146,6 +254,8 @@ class CentralDelivery:
         self.store = store
         self.stats = ConfirmationStats()
         self._batches = _Batches(batch_memory)
+        self._sent_ids = _SentIds(batch_memory)
+        self._held = _HeldAcks()  # under self._lock
         self._scan_every = min(RESEND_SCAN_SECONDS, mqtt.resend_after / 4)
         self._next_scan = time.monotonic() + self._scan_every
         self._confirmed_since_resend = True
@@ -183,9 +293,36 @@ class CentralDelivery:
             backoff=self.stats.backoff,
         )
 
-    def remember_batch(self, device: str, seq: int, pks: list[int]) -> None:
-        """The rows a published batch carries, for a confirmation that names the batch."""
-        self._batches.add(device, seq, pks)
+    def remember_batch(self, device: str, seq: int, pks: list[int], ids: Sequence[str] = ()) -> None:
+        """The rows a published batch carries, for a confirmation that names the batch, and
+        their record ids (when given), so that a confirmation by id finds them by pk."""
+        self._batches.add(device, seq, pks, ids)
+        if ids:
+            self._sent_ids.add(ids, pks)
+
+    def acked(self, pks: list[int]) -> None:
+        """The broker acknowledged these rows: mark them sent, by the worker thread, unless a
+        confirmation delivers them within SENT_MARK_GRACE. Returns at once."""
+        with self._lock:
+            self._held.hold(pks, time.monotonic())
+            self._start_worker()
+        self._ready.set()
+
+    def flush_sent(self) -> None:
+        """Mark every held row sent now (blocking; for a stop, and for tests)."""
+        with self._lock:
+            pks = self._held.due(time.monotonic(), everything=True)
+        self._mark_sent(pks)
+
+    def _mark_sent(self, pks: list[int]) -> None:
+        if not pks:
+            return
+        try:
+            self.store.mark_sent(pks)
+        except Exception as exc:
+            # They stay "not sent" in the buffer: sent again at the next session or start.
+            self.stats.errors += 1
+            log.error("buffer_mark_sent_failed", rows=len(pks), error=str(exc))
 
     # --- confirmations (called in a worker thread) ----------------------------------------------
     def submit(self, payload: bytes) -> None:
@@ -194,20 +331,32 @@ class CentralDelivery:
         a busy stream of confirmations costs one commit per round, not one per message."""
         with self._lock:
             self._queue.append(payload)
-            if self._worker is None or not self._worker.is_alive():
-                self._worker = threading.Thread(target=self._work, name="confirmations", daemon=True)
-                self._worker.start()
+            self._start_worker()
         self._ready.set()
 
+    def _start_worker(self) -> None:
+        """Under self._lock."""
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._work, name="confirmations", daemon=True)
+            self._worker.start()
+
     def _work(self) -> None:
+        """Confirmations first (they may spare held rows their "sent" write), then the held
+        rows whose grace is over. One thread: the buffer has one writer anyway."""
         while True:
-            self._ready.wait()
+            with self._lock:
+                next_due = self._held.next_due()
+            timeout = None if next_due is None else max(0.0, next_due - time.monotonic())
+            self._ready.wait(timeout)
             with self._lock:
                 self._ready.clear()
                 payloads = list(self._queue)
                 self._queue.clear()
             if payloads:
                 self.handle_many(payloads)
+            with self._lock:
+                due = self._held.due(time.monotonic())
+            self._mark_sent(due)
 
     def idle(self) -> bool:
         """Nothing queued and nothing being applied (for tests)."""
@@ -239,21 +388,34 @@ class CentralDelivery:
 
     def _apply(self, confirmations: Sequence[Confirmation]) -> None:
         ids = list(dict.fromkeys(i for c in confirmations for i in c.ids))
-        done = self.store.confirm_ids(ids) if ids else None
-        confirmed = done.total if done else 0
-        repeated = unknown = 0
-        if done is not None and done.total < len(ids):
-            # Which of the rest are repeats (already delivered) and which are not ours at all.
-            rest = len(ids) - done.total
-            held = len(self.store.known_ids(ids)) - done.total
-            repeated, unknown = held, rest - held
+        # Rows this process sent are found by pk; a pk that changes nothing was delivered before.
+        sent_pks, other_ids = self._sent_ids.take(ids)
+        done_pks = list(sent_pks)
+        confirmed = repeated = unknown = 0
+        if sent_pks:
+            done = self.store.confirm_pks(sent_pks)
+            confirmed += done.total
+            repeated += len(sent_pks) - done.total
+        if other_ids:
+            done = self.store.confirm_ids(other_ids)
+            confirmed += done.total
+            if done.total < len(other_ids):
+                # Which of the rest are repeats (already delivered) and which are not ours at all.
+                rest = len(other_ids) - done.total
+                held = len(self.store.known_ids(other_ids)) - done.total
+                repeated, unknown = repeated + held, rest - held
         for batch in (b for c in confirmations for b in c.batches):
-            pks = self._batches.pop(batch.device, batch.seq)
-            if pks is None or len(pks) != batch.count:
+            remembered = self._batches.pop(batch.device, batch.seq)
+            if remembered is None or len(remembered[0]) != batch.count:
                 self.stats.unknown_batches += 1
                 continue
+            pks, batch_ids = remembered
+            self._sent_ids.forget(batch_ids)  # before the commit: a pk found there is pending
             confirmed += self.store.confirm_pks(pks).total
+            done_pks.extend(pks)
             self.stats.confirmed_batches += 1
+        with self._lock:  # their PUBACKs, held or still to come, need no "sent" write now
+            self._held.confirmed(done_pks, time.monotonic())
         self.stats.confirmed += confirmed
         self.stats.repeated += repeated
         self.stats.unknown_ids += unknown

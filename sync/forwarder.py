@@ -45,7 +45,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from punchgate.sync.confirmations import CentralDelivery
+from punchgate.sync.confirmations import CentralDelivery, record_id_of
 from punchgate.sync.contract import (
     AuditHead,
     DeviceEvent,
@@ -711,10 +711,11 @@ class Forwarder:
                     seq=seq,
                     records=[r.payload for r in chunk],
                 )
-                if self.central is not None:
-                    self.central.remember_batch(device, seq, [r.pk for r in chunk])
-                await window.acquire()
                 pks = [r.pk for r in chunk]
+                if self.central is not None:
+                    ids = [record_id_of(r.payload) for r in chunk]
+                    self.central.remember_batch(device, seq, pks, ids)
+                await window.acquire()
                 tasks.spawn(self._publish_batch(client, device, payload, pks, window), "mqtt-publish")
 
     async def _publish_batch(
@@ -744,11 +745,14 @@ class Forwarder:
         if not self._acked:
             return
         pks, self._acked = self._acked, []
+        if self.central is not None:
+            # Acknowledged by the broker is only "sent" until confirmed; the confirmations'
+            # thread writes that mark unless a confirmation comes first (sync/confirmations.py).
+            self.central.acked(pks)
+            return
         try:
             # Shielded: once the rows are handed to the buffer, let the commit finish.
-            # Central delivery: acknowledged by the broker is only "sent" until confirmed.
-            mark = self.store.mark_delivered if self.central is None else self.store.mark_sent
-            await asyncio.shield(asyncio.to_thread(mark, pks))
+            await asyncio.shield(asyncio.to_thread(self.store.mark_delivered, pks))
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -1,0 +1,136 @@
+"""Central delivery's bookkeeping after a PUBACK, on a real SQLite buffer: acknowledged rows wait
+a short grace for their confirmation before they are written as "sent", rows of this process are
+confirmed by pk, and none of it ever delivers a row that no confirmation named."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from punchgate.gateway.settings import Settings
+from punchgate.sync import confirmations
+from punchgate.sync.confirmations import CentralDelivery, record_id_of
+from punchgate.sync.store import PendingRow, Store
+from tests.support.factories import make_punches
+
+GATEWAY = "gw-test"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.model_validate(
+        {
+            "gateway_id": GATEWAY,
+            "mqtt": {"delivery": "central", "resend_after": 60},
+            "buffer": {"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0, "max_pending": 1000},
+        }
+    )
+
+
+@pytest.fixture
+def store(settings: Settings) -> Iterator[Store]:
+    opened = Store.open(settings.buffer, gateway_id=GATEWAY)
+    yield opened
+    opened.close()
+
+
+def _confirm(ids: list[str] = (), batches: list[dict[str, object]] = ()) -> bytes:  # type: ignore[assignment]
+    body = {"schema": "punchgate.confirm", "version": 1, "consumer": "t", "ids": ids, "batches": batches}
+    return json.dumps(body).encode()
+
+
+def _marks(settings: Settings) -> dict[str, tuple[float | None, float | None]]:
+    """id -> (sent_at, delivered_at), read as another process would."""
+    with sqlite3.connect(f"file:{settings.buffer.path}?mode=ro", uri=True) as db:
+        return {i: (s, d) for i, s, d in db.execute("SELECT id, sent_at, delivered_at FROM punches")}
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached"
+        time.sleep(0.02)
+
+
+def _send(central: CentralDelivery, rows: list[PendingRow], seq: int) -> list[int]:
+    """What the drain does for one batch: remember its pks and ids."""
+    pks = [r.pk for r in rows]
+    central.remember_batch("door-1", seq, pks, [record_id_of(r.payload) for r in rows])
+    return pks
+
+
+def test_record_id_is_sliced_from_stored_records_and_parsed_otherwise(store: Store) -> None:
+    punches = make_punches("door-1", 3)
+    store.add_punches(punches)
+    rows = store.unsent_batch(10)
+    assert [record_id_of(r.payload) for r in rows] == [p.id for p in punches]
+    # A record rendered another way (an older release, another key order) is parsed.
+    assert record_id_of('{"serial":"X","id":"' + "a" * 32 + '"}') == "a" * 32
+    assert record_id_of('{ "id": "' + "b" * 32 + '" }') == "b" * 32
+
+
+def test_rows_confirmed_within_the_grace_are_written_once_the_rest_are_marked_sent(
+    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Room for a loaded machine between the PUBACK and the confirmation sent right after it.
+    monkeypatch.setattr(confirmations, "SENT_MARK_GRACE", 2.0)
+    central = CentralDelivery(settings.mqtt, store)
+    punches = make_punches("door-1", 10)
+    store.add_punches(punches)
+    pks = _send(central, store.unsent_batch(100), seq=1)
+    # A confirmation may overtake the PUBACK's bookkeeping: the first three are confirmed first.
+    central.submit(_confirm(ids=[p.id for p in punches[:3]]))
+    _wait(lambda: store.pending_count() == 7)
+    acked = time.monotonic()
+    central.acked(pks)
+    central.submit(_confirm(ids=[p.id for p in punches[3:6]]))  # within the grace
+    _wait(lambda: store.unconfirmed_count() == 4)
+    # The other four waited the grace for a confirmation that did not come.
+    assert time.monotonic() - acked >= confirmations.SENT_MARK_GRACE * 0.9
+    marks = _marks(settings)
+    for p in punches[:6]:
+        sent_at, delivered_at = marks[p.id]
+        assert delivered_at is not None and sent_at is None, p.id  # one write: confirmed
+    for p in punches[6:]:
+        sent_at, delivered_at = marks[p.id]
+        assert sent_at is not None and delivered_at is None, p.id  # sent, unconfirmed, pending
+    assert store.pending_count() == 4
+    assert central.stats.confirmed == 6 and central.stats.unknown_ids == 0
+
+
+def test_nothing_is_delivered_without_a_confirmation_naming_it(settings: Settings, store: Store) -> None:
+    central = CentralDelivery(settings.mqtt, store)
+    punches = make_punches("door-1", 6)
+    store.add_punches(punches)
+    pks = _send(central, store.unsent_batch(100), seq=1)
+    central.acked(pks)
+    central.flush_sent()
+    assert store.unconfirmed_count() == 6 and store.pending_count() == 6
+    assert all(d is None for _s, d in _marks(settings).values())
+    # Another gateway's ids and ids of rows not sent by this process change nothing here.
+    central.handle(_confirm(ids=["e" * 32]))
+    assert store.pending_count() == 6 and central.stats.unknown_ids == 1
+
+
+def test_a_batch_confirmation_forgets_its_ids_so_a_later_id_is_a_repeat(
+    settings: Settings, store: Store
+) -> None:
+    central = CentralDelivery(settings.mqtt, store)
+    punches = make_punches("door-1", 4)
+    store.add_punches(punches)
+    _send(central, store.unsent_batch(100), seq=5)
+    central.handle(_confirm(batches=[{"device": "door-1", "seq": 5, "count": 4}]))
+    assert store.pending_count() == 0
+    # Confirmed rows may be purged and their pks taken by new punches: an id confirmed again
+    # later must not find the old pk, and must deliver nothing else.
+    store.purge_delivered(older_than_days=0)
+    newer = make_punches("door-2", 4)
+    store.add_punches(newer)
+    central.handle(_confirm(ids=[p.id for p in punches]))
+    assert store.pending_count() == 4
+    assert central.stats.confirmed == 4 and central.stats.unknown_ids == 4
