@@ -33,8 +33,10 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from bench import machine
 from bench.collector import PunchCollector
@@ -192,8 +194,9 @@ class ChaosRun:
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     # --- chaos -------------------------------------------------------------------------------
-    async def _chaos(self, stop: asyncio.Event) -> None:
-        actions = (
+    def _actions(self) -> tuple[tuple[Callable[[], Coroutine[Any, Any, None]], int], ...]:
+        """The chaos actions and their weights (bench/chaos_central.py has its own)."""
+        return (
             (self._broker_crash, 2),
             (self._broker_restart, 2),
             (self._gateway_kill, 3),
@@ -202,6 +205,9 @@ class ChaosRun:
             (self._terminal_reboot, 2),
             (self._terminal_garbage, 1),
         )
+
+    async def _chaos(self, stop: asyncio.Event) -> None:
+        actions = self._actions()
         # Every kind once first (in random order), so even a short run exercises them all.
         deck = [a for a, _ in actions]
         self.rng.shuffle(deck)
@@ -482,6 +488,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcp-terminals", type=int, default=6)
     parser.add_argument("--udp-terminals", type=int, default=2)
     parser.add_argument("--interval", type=float, default=6.0, help="mean seconds between chaos actions")
+    parser.add_argument(
+        "--central",
+        action="store_true",
+        help="central delivery: broker without persistence, the sink into PostgreSQL, sink and "
+        "PostgreSQL crashes too (bench/chaos_central.py)",
+    )
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None, help="keep files here (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
@@ -495,7 +507,14 @@ def main(argv: list[str] | None = None) -> int:
         help="with --record or --record-from: print the docs section instead of writing any file",
     )
     args = parser.parse_args(argv)
-    command = f"python -m bench.chaos --minutes {args.minutes:g}"
+    command = f"python -m bench.chaos --minutes {args.minutes:g}" + (" --central" if args.central else "")
+    if args.central and args.record_from is not None:
+        from bench.chaos_central import central_report_from_json, record_central_result
+
+        central = central_report_from_json(args.record_from)
+        record_central_result(central, minutes=args.minutes, command=command, dry_run=args.dry_run)
+        print("\n".join(central.lines()))
+        return 0 if central.ok else 1
     if args.record_from is not None:
         report = report_from_json(args.record_from)
         record_result(report, minutes=args.minutes, command=command, dry_run=args.dry_run)
@@ -517,11 +536,19 @@ def main(argv: list[str] | None = None) -> int:
         keep_workdir=args.workdir is not None,
     )
     try:
-        report = asyncio.run(run_chaos(options))
+        if args.central:
+            from bench.chaos_central import record_central_result, run_central_chaos
+
+            central = asyncio.run(run_central_chaos(options))
+            report = central
+        else:
+            report = asyncio.run(run_chaos(options))
     finally:
         emulator_log.close()
     print("\n".join(report.lines()))
-    if args.record:
+    if args.record and args.central:
+        record_central_result(central, minutes=args.minutes, command=command, dry_run=args.dry_run)
+    elif args.record:
         record_result(report, minutes=args.minutes, command=command, dry_run=args.dry_run)
     if args.json is not None:
         data = dataclasses.asdict(report)
