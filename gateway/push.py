@@ -163,6 +163,11 @@ class PushService:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        if self.receiver is not None:
+            try:
+                await self.receiver.flush()
+            except Exception:  # a stamp saved late costs a re-upload, never a punch: stop anyway
+                log.warning("push_stamps_not_saved", exc_info=True)
         await self.commands.close()
         self.limited.flush()
         if self.receiver is not None:

@@ -19,9 +19,12 @@ The `.aspx` spellings older firmware uses are served too.
 
 Invariants:
 
-* A stamp is persisted only after the records posted with it are durably stored, and before
-  `OK` is answered. A failure anywhere before that answers an error: the terminal keeps its
-  records and sends them again, and record ids make the repeat harmless.
+* A stamp is persisted only after the records posted with it are durably stored. A stamp that
+  went back, and lines kept aside, are persisted before `OK` is answered; a stamp that only
+  moved forward at most every 30 s per terminal (by an upload or a heartbeat) and when the
+  listener closes (`stamps.py`): one saved late is an older one, so the terminal sends those
+  records again and their ids recognise them. A failure anywhere before the commit answers an
+  error: the terminal keeps its records and sends them again, and ids make the repeat harmless.
 * A line that cannot be parsed never costs the rest of its body: it is kept with its text
   in the terminal's meta (`push_unparsed`, the newest `stamps.MAX_UNPARSED_KEPT`), logged,
   counted, and reported as `protocol_error`; the answer counts what was stored.
@@ -159,6 +162,9 @@ class Receiver:
         if info:
             state.remember(protocol.parse_info(info))
         self._contact(state)
+        if self.uploads.stamps.due(state):  # stamps held in memory long enough: save them now
+            async with state.lock:
+                await self.uploads.stamps.flush(state)
         lines = await self.command_exchange.pending(state)
         if not lines:
             return ok()
@@ -170,6 +176,14 @@ class Receiver:
         body = await request.read()
         await self.command_exchange.take_results(state, body)
         return ok()
+
+    async def flush(self) -> None:
+        """Save the stamps held in memory (the listener closes): the terminals' next
+        handshakes then resume from them instead of sending those records again."""
+        for state in list(self.gatekeeper.states.values()):
+            if state.stamps_unsaved:
+                async with state.lock:
+                    await self.uploads.stamps.flush(state)
 
 
 RECEIVER: web.AppKey[Receiver] = web.AppKey("zk_push_receiver", Receiver)

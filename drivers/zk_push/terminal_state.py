@@ -45,6 +45,11 @@ class TerminalState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     meta: dict[str, Any] | None = None  # loaded on first use, then kept in step with the buffer
     meta_unsaved: bool = False  # changed since loaded (a new serial number) and not saved yet
+    # The stamps as last saved, when, and whether `meta` holds newer ones not saved yet (a stamp
+    # that only moved forward may wait: see stamps.STAMP_SAVE_EVERY).
+    saved_stamps: dict[str, str] = field(default_factory=dict)
+    saved_at: float = float("-inf")  # time.monotonic() of the last meta save
+    stamps_unsaved: bool = False
     pushver: str | None = None
     facts: dict[str, str] = field(default_factory=dict)  # INFO and devicecmd facts
     budget: LogBudget = field(default_factory=LogBudget)
@@ -91,5 +96,7 @@ class TerminalState:
             self.meta_unsaved = meta.get("serial_number") != serial
             meta["serial_number"] = serial
             meta.setdefault("push_stamps", {})
+            self.saved_stamps = dict(meta["push_stamps"])
+            self.stamps_unsaved = False
             self.meta = meta
         return self.meta

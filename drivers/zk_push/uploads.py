@@ -33,6 +33,9 @@ log = structlog.get_logger(__name__)
 
 MAX_ROSTER = 50_000  # users remembered per terminal
 ROSTER_SUFFIX = "/roster"  # meta key of a terminal's user list: `<device>/roster`
+# ATTLOG bodies up to this size (about 80 lines, well under a millisecond) are parsed on the event
+# loop: handing a one-punch post to a thread and back costs more, and under load waits for the GIL.
+INLINE_PARSE_BYTES = 4096
 
 
 class Uploads:
@@ -47,9 +50,10 @@ class Uploads:
     async def attlog(self, state: TerminalState, body: bytes, stamp: str | None) -> str:
         terminal = state.terminal
         meta = await state.loaded_meta(self.backend)
-        parsed = await asyncio.to_thread(
-            protocol.parse_attlog, body, terminal.encoding
-        )  # CPU: not on the loop
+        if len(body) <= INLINE_PARSE_BYTES:  # a real-time post: a thread hop would cost more
+            parsed = protocol.parse_attlog(body, terminal.encoding)
+        else:  # a backlog post: CPU the loop must not wait for
+            parsed = await asyncio.to_thread(protocol.parse_attlog, body, terminal.encoding)
         self.stamps.check(state, meta, "ATTLOG", stamp)
         try:
             committed = await self.backend.commit(terminal, parsed.punches, received_at=self.clock())
