@@ -57,6 +57,15 @@ def test_an_untouched_chain_verifies(tmp_path: Path) -> None:
     assert report.entries == 6 and report.punches_checked == 350  # started, 3 punches, config, punches
 
 
+def test_every_entry_is_stored_as_its_canonical_json(tmp_path: Path) -> None:
+    # append_punches builds its text by hand for speed: it must be the canonical spelling.
+    path = _buffer(tmp_path)
+    with sqlite3.connect(path) as db:
+        texts = [text for (text,) in db.execute("SELECT entry FROM audit ORDER BY seq")]
+    assert texts and all(text == audit.canonical(json.loads(text)) for text in texts)
+    assert all(len(json.loads(text)["at"]) == len("2026-03-02T09:14:03.120Z") for text in texts)
+
+
 def test_an_edited_punch_time_is_named(tmp_path: Path) -> None:
     path = _buffer(tmp_path)
     head = _head(path)
