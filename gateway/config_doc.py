@@ -83,6 +83,7 @@ def _table(title: str, model: type[BaseModel]) -> list[str]:
 def render() -> str:
     from punchgate.gateway import settings as s
     from punchgate.gateway.commands.settings import CommandsSettings
+    from punchgate.gateway.roster import RosterSettings
     from punchgate.sync import settings as sync_settings
     from punchgate.sync.audit import AuditSettings
     from punchgate.sync.manual import ManualSettings
@@ -98,6 +99,7 @@ def render() -> str:
         ("[manual]", ManualSettings),
         ("[audit]", AuditSettings),
         ("[commands]", CommandsSettings),
+        ("[roster]", RosterSettings),
     ]
     sections += [(f'[[terminals]] type = "{kind}"', model) for kind, model in s.TERMINAL_MODELS.items()]
     out = [HEADER]
