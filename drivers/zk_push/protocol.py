@@ -364,16 +364,21 @@ class Options:
 
 def option_block(serial: str, options: Options, *, pushver: str | None) -> str:
     """The handshake reply. Firmware that says its `pushver` gets the 2.x names
-    (ATTLOGStamp, named TransFlag), older firmware Stamp/OpStamp/PhotoStamp and bits."""
+    (ATTLOGStamp, named TransFlag), older firmware Stamp/OpStamp/PhotoStamp and bits; 3.x
+    attendance firmware both names (docs/zk-push.md, "Protocol 3.x")."""
     stamp = {table: options.stamps.get(table) or "0" for table in TABLES}
-    if pushver:
-        stamps = [f"{table}Stamp={stamp[table]}" for table in TABLES]
+    old_names = [
+        f"Stamp={stamp['ATTLOG']}",
+        f"OpStamp={stamp['OPERLOG']}",
+        f"PhotoStamp={stamp['ATTPHOTO']}",
+    ]
+    if not pushver:
+        stamps = old_names
     else:
-        stamps = [
-            f"Stamp={stamp['ATTLOG']}",
-            f"OpStamp={stamp['OPERLOG']}",
-            f"PhotoStamp={stamp['ATTPHOTO']}",
-        ]
+        stamps = [f"{table}Stamp={stamp[table]}" for table in TABLES]
+        if pushver.startswith("3"):
+            # A 3.x attendance server seen (kittiu/thai_zkt) answers the old names: both, same values.
+            stamps += old_names
     lines = [
         f"GET OPTION FROM: {serial}",
         *stamps,
