@@ -11,6 +11,11 @@ Debian's postgresql and mosquitto; prints the figures).
 3. The gateway's drain of a full buffer: `broker` delivery (done at the PUBACK) against
    `central` (done when a consumer confirmed; here a minimal consumer that confirms each batch
    as it arrives, so the figure is the gateway's own cost of central delivery).
+
+Every figure is the median of `--repeats` runs (at least 3) with their spread and the load
+average before and after; a ratio is the median of the runs' own ratios, each run against its
+comparison measured in the same round, the order alternating. `--record` keeps the figures
+in bench/results.json and docs/performance.md (section "sink").
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import datetime as dt
 import json
 import multiprocessing
+import shutil
 import tempfile
 import threading
 import time
@@ -30,7 +36,9 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bench import machine
 from bench.buffer_fill import buffer_settings, copy_buffer, fill_buffer
+from bench.results import BenchResult, Figure, LoadWindow, save_result, write_doc
 from punchgate.gateway.settings import Settings
 from punchgate.sync.contract import batch_json, record_json
 from punchgate.sync.forwarder import Forwarder
@@ -217,72 +225,163 @@ async def _drain(path: Path, port: int, delivery: str) -> float:
         await asyncio.to_thread(store.close)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_sink", description=__doc__.splitlines()[0])
-    parser.add_argument("--punches", type=int, default=100_000)
-    parser.add_argument("--quick", action="store_true", help="20,000 punches")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each measure; the best counts")
-    parser.add_argument("--only", choices=["sinks", "drain"], default=None, help="one part only")
-    args = parser.parse_args(argv)
-    total = 20_000 if args.quick else args.punches
-    work = Path(tempfile.mkdtemp(prefix="bench-sink-"))
-    batches = _batches(total)
-    total = sum(len(b[2]) for b in batches)
-    server = Postgres().start()
-    broker = Broker(work / "broker", extra_config=BROKER_CONFIG)
-    broker.start()
-    lines: list[str] = []
-    try:
-        # Best of `repeats`: the machine is shared, and the other load only ever slows a run down.
-        if args.only == "drain":
-            return _drain_part(args, work, total, lines)
-        copy_s = min(_copy(_migrated(server, f"copy_probe{r}"), batches) for r in range(args.repeats))
-        lines.append(f"COPY probe: {total} rows in {copy_s:.2f} s = {total / copy_s:,.0f} rows/s")
-        one = None
-        for n in (1, 2, 3):
-            took = min(_sinks(server, broker, work, batches, n, total, r) for r in range(args.repeats))
-            rate = total / took
-            one = one or rate
-            copy_ratio = rate / (total / copy_s)
-            lines.append(
-                f"{n} sink(s): {total} punches stored and confirmed in {took:.2f} s = {rate:,.0f}/s "
-                f"({copy_ratio:.2f}x COPY, {rate / one:.2f}x one sink)"
-            )
-        if args.only != "sinks":
-            _drain_part(args, work, total, lines)
-    finally:
-        broker.stop()
-        server.destroy()
-    for line in lines:
-        print(line)
-    return 0
+def _sink_rounds(
+    server: Postgres, broker: Broker, work: Path, batches: list[Any], total: int, repeats: int
+) -> tuple[list[float], list[float], dict[int, list[float]]]:
+    """Per round, side by side: the COPY probe and one, two and three sinks (which goes first
+    alternates); rates in punches/s: (copy, one sink, {2: ..., 3: ...})."""
+    copy_rates: list[float] = []
+    sink_rates: dict[int, list[float]] = {1: [], 2: [], 3: []}
+    for r in range(repeats):
+
+        def copy_run(r: int = r) -> None:
+            copy_rates.append(total / _copy(_migrated(server, f"copy_probe{r}"), batches))
+
+        def one_sink(r: int = r) -> None:
+            sink_rates[1].append(total / _sinks(server, broker, work, batches, 1, total, r))
+
+        for measure in (copy_run, one_sink) if r % 2 == 0 else (one_sink, copy_run):
+            measure()
+        for n in (2, 3):
+            sink_rates[n].append(total / _sinks(server, broker, work, batches, n, total, r))
+        print(
+            f"  round {r + 1}: COPY {copy_rates[-1]:,.0f}/s, sinks "
+            + ", ".join(f"{n}: {rates[-1]:,.0f}/s" for n, rates in sink_rates.items()),
+            flush=True,
+        )
+    return copy_rates, sink_rates[1], {n: sink_rates[n] for n in (2, 3)}
 
 
-def _drain_part(args: argparse.Namespace, work: Path, total: int, lines: list[str]) -> int:
+def _drain_rounds(work: Path, total: int, repeats: int) -> tuple[list[float], list[float]]:
+    """Per round, side by side: the gateway's drain of the same full buffer in broker and in
+    central delivery (which goes first alternates); rates in punches/s: (broker, central)."""
     buffer = work / "full.db"
     fill_buffer(buffer, devices=20, per_device=total // 20)
-    times = {}
-    for delivery in ("broker", "central"):
-        fresh = Broker(work / f"drain-{delivery}")
-        fresh.start()
-        confirmer = _Confirmer(fresh) if delivery == "central" else None
-        try:
-            times[delivery] = min(
-                asyncio.run(_drain(copy_buffer(buffer, work / f"{delivery}{r}.db"), fresh.port, delivery))
-                for r in range(args.repeats)
+    # A broker each: the confirmer (its own process) must not load the broker-delivery runs.
+    brokers = {delivery: Broker(work / f"drain-{delivery}") for delivery in ("broker", "central")}
+    for broker in brokers.values():
+        broker.start()
+    confirmer = _Confirmer(brokers["central"])
+    rates: dict[str, list[float]] = {"broker": [], "central": []}
+    try:
+        for r in range(repeats):
+            order = ("broker", "central") if r % 2 == 0 else ("central", "broker")
+            for delivery in order:
+                copy = copy_buffer(buffer, work / f"{delivery}{r}.db")
+                took = asyncio.run(_drain(copy, brokers[delivery].port, delivery))
+                rates[delivery].append(total / took)
+                for path in work.glob(f"{delivery}{r}.db*"):
+                    path.unlink(missing_ok=True)
+            print(
+                f"  round {r + 1}: broker {rates['broker'][-1]:,.0f}/s, central {rates['central'][-1]:,.0f}/s",
+                flush=True,
             )
+    finally:
+        confirmer.close()
+        for broker in brokers.values():
+            broker.stop()
+    return rates["broker"], rates["central"]
+
+
+def run(
+    workdir: Path, *, quick: bool, punches: int | None = None, repeats: int = 3, only: str | None = None
+) -> BenchResult:
+    total = punches or (20_000 if quick else 100_000)
+    batches = _batches(total)
+    total = sum(len(b[2]) for b in batches)
+    command = "python -m bench.bench_sink" + (" --quick" if quick else f" --punches {total}")
+    result = BenchResult(
+        name="sink",
+        title=f"sink: {total:,} punches into PostgreSQL and confirmed; gateway drain in central delivery",
+        command=command + (f" --only {only}" if only else ""),
+        quick=quick,
+    )
+    if only != "drain":
+        server = Postgres().start()
+        broker = Broker(workdir / "broker", extra_config=BROKER_CONFIG)
+        broker.start()
+        try:
+            with LoadWindow() as load:
+                copy_rates, one, more = _sink_rounds(server, broker, workdir, batches, total, repeats)
         finally:
-            if confirmer is not None:
-                confirmer.close()
-            fresh.stop()
-    for delivery, took in times.items():
-        lines.append(
-            f"gateway drain, {delivery} delivery: {total} punches in {took:.2f} s = {total / took:,.0f}/s"
+            broker.stop()
+            server.destroy()
+        result.add(
+            Figure.of_runs(
+                "one sink: stored in PostgreSQL and confirmed",
+                one,
+                "punches/s",
+                versus="bare psycopg COPY of the same rows",
+                versus_runs=copy_rates,
+                goal="≥ 0.5× COPY",
+                check=lambda _value, ratio: ratio is not None and ratio >= 0.5,
+                load=load,
+            )
         )
-    lines.append(f"central/broker drain rate: {times['broker'] / times['central']:.2f}x")
-    for line in lines:
-        print(line)
-    lines.clear()
+        for n, rates in more.items():
+            result.add(
+                Figure.of_runs(
+                    f"{n} sinks in one shared-subscription group",
+                    rates,
+                    "punches/s",
+                    versus="one sink, same round",
+                    versus_runs=one,
+                    load=load,
+                )
+            )
+        result.note(
+            f"{total:,} punches in {len(batches)} batches of {BATCH} records (10 terminals), published at QoS 1 "
+            "as fast as the broker takes them; timed from the first publish until every id's confirmation "
+            "reached the publisher (and the table holds them all); each run into a fresh database; the COPY "
+            "probe copies the rows the sink would write, built beforehand, into the same table of another "
+            "fresh database, in the same round"
+        )
+    if only != "sinks":
+        with LoadWindow() as load:
+            broker_rates, central_rates = _drain_rounds(workdir, total, repeats)
+        result.add(
+            Figure.of_runs(
+                "gateway drain, central delivery (done when confirmed)",
+                central_rates,
+                "punches/s",
+                versus="broker delivery (done at the PUBACK), same buffer",
+                versus_runs=broker_rates,
+                goal="≥ 0.8× broker delivery",
+                check=lambda _value, ratio: ratio is not None and ratio >= 0.8,
+                load=load,
+            )
+        )
+        result.note(
+            f"drain: {total:,} pending punches of 20 terminals, the gateway's Forwarder ({BATCH}-record "
+            "batches, 16 in flight) to a fresh copy of the buffer per run; central: a minimal consumer (own "
+            "process) confirms each batch's ids as it arrives, so the figure is the gateway's own cost of "
+            "central delivery; the run ends when nothing is pending (central: every punch confirmed)"
+        )
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_sink", description=__doc__.splitlines()[0])
+    parser.add_argument("--punches", type=int, default=None, help="default 100,000 (--quick: 20,000)")
+    parser.add_argument("--quick", action="store_true", help="20,000 punches")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each measure (the median counts)")
+    parser.add_argument("--only", choices=["sinks", "drain"], default=None, help="one part only")
+    parser.add_argument("--record", action="store_true", help="keep the figures in docs/performance.md")
+    args = parser.parse_args(argv)
+    if args.repeats < 3 and args.record:
+        parser.error("--record needs at least 3 runs of each measure")
+    work = Path(tempfile.mkdtemp(prefix="bench-sink-"))
+    load_before = machine.load_average()
+    started = time.monotonic()
+    try:
+        result = run(work, quick=args.quick, punches=args.punches, repeats=args.repeats, only=args.only)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.seconds = time.monotonic() - started
+    result.load_before, result.load_after = load_before, machine.load_average()
+    if args.record:
+        save_result(result)
+        print(f"wrote {write_doc()}")
     return 0
 
 

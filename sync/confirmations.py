@@ -127,43 +127,70 @@ class _Batches:
 
 class _SentIds:
     """Record id -> pk of the rows this process sent and has not seen confirmed, bounded (the
-    oldest forgotten first: a forgotten id is simply confirmed by id, in the buffer's index).
+    oldest forgotten first: a forgotten id is simply confirmed by id, in the buffer's index),
+    and which of them may be marked sent in the buffer.
 
     Why a pk found here still names the row of that id: the row was pending when it was sent,
     every way this process delivers a row (by id, by batch) forgets its id here, and only
     delivered rows are ever purged, so the row is still there, under its pk, and no other row
-    can have taken its pk (SQLite reuses the rowid of a deleted row only)."""
+    can have taken its pk (SQLite reuses the rowid of a deleted row only).
+
+    Why "maybe sent" is known: a row read as unsent has no `sent_at`, and only two things give it
+    one, both noted here before they happen: this process's own mark (`note_sent`) and the claim
+    of a re-send (its rows are added with `sent=True`). A row without either is delivered by the
+    plain delivery mark (one UPDATE); the others by `confirm_pks`, which keeps the unconfirmed
+    count right."""
 
     def __init__(self, max_rows: int) -> None:
         self._max_rows = max_rows
         self._pks: OrderedDict[str, int] = OrderedDict()
+        self._ids: dict[int, str] = {}  # the reverse, for notes by pk
+        self._maybe_sent: set[int] = set()
         self._lock = threading.Lock()  # the drain adds, the confirmations' worker takes
 
-    def add(self, ids: Sequence[str], pks: Sequence[int]) -> None:
+    def add(self, ids: Sequence[str], pks: Sequence[int], *, sent: bool = False) -> None:
         with self._lock:
             for record_id, pk in zip(ids, pks, strict=True):
                 self._pks[record_id] = pk
                 self._pks.move_to_end(record_id)  # a re-send is the newest again
+                self._ids[pk] = record_id
+                if sent:
+                    self._maybe_sent.add(pk)
             while len(self._pks) > self._max_rows:
-                self._pks.popitem(last=False)
+                _id, pk = self._pks.popitem(last=False)
+                self._drop(pk)
+
+    def _drop(self, pk: int) -> None:
+        self._ids.pop(pk, None)
+        self._maybe_sent.discard(pk)
+
+    def note_sent(self, pks: Sequence[int]) -> None:
+        """These rows are about to be marked sent (only those remembered need noting)."""
+        with self._lock:
+            self._maybe_sent.update(pk for pk in pks if pk in self._ids)
 
     def forget(self, ids: Sequence[str]) -> None:
         with self._lock:
             for record_id in ids:
-                self._pks.pop(record_id, None)
+                pk = self._pks.pop(record_id, None)
+                if pk is not None:
+                    self._drop(pk)
 
-    def take(self, ids: Sequence[str]) -> tuple[list[int], list[str]]:
-        """(pks of the ids remembered, now forgotten; the ids not remembered)."""
-        found: list[int] = []
+    def take(self, ids: Sequence[str]) -> tuple[list[int], list[int], list[str]]:
+        """(pks of the ids remembered that were never marked sent, pks of those that may have
+        been, the ids not remembered); the remembered ones are forgotten."""
+        unsent: list[int] = []
+        sent: list[int] = []
         rest: list[str] = []
         with self._lock:
             for record_id in ids:
                 pk = self._pks.pop(record_id, None)
                 if pk is None:
                     rest.append(record_id)
-                else:
-                    found.append(pk)
-        return found, rest
+                    continue
+                (sent if pk in self._maybe_sent else unsent).append(pk)
+                self._drop(pk)
+        return unsent, sent, rest
 
 
 class _HeldAcks:
@@ -276,6 +303,8 @@ class CentralDelivery:
                 older_than=self.mqtt.resend_after * self.stats.backoff, limit=limit
             )
             if rows:
+                # Claimed: they carry a `sent_at` (noted before the drain remembers their batch).
+                self._sent_ids.add([record_id_of(r.payload) for r in rows], [r.pk for r in rows], sent=True)
                 self._resent(rows)
                 self._next_scan = now  # more may be due: look again at the next read
                 return rows
@@ -317,6 +346,7 @@ class CentralDelivery:
     def _mark_sent(self, pks: list[int]) -> None:
         if not pks:
             return
+        self._sent_ids.note_sent(pks)  # before: a failed mark may still have written some
         try:
             self.store.mark_sent(pks)
         except Exception as exc:
@@ -389,9 +419,15 @@ class CentralDelivery:
     def _apply(self, confirmations: Sequence[Confirmation]) -> None:
         ids = list(dict.fromkeys(i for c in confirmations for i in c.ids))
         # Rows this process sent are found by pk; a pk that changes nothing was delivered before.
-        sent_pks, other_ids = self._sent_ids.take(ids)
-        done_pks = list(sent_pks)
+        # Those never marked sent (the usual case: confirmed within the grace) need only the
+        # plain delivery mark: one UPDATE where a confirmation takes one per state.
+        unsent_pks, sent_pks, other_ids = self._sent_ids.take(ids)
+        done_pks = [*unsent_pks, *sent_pks]
         confirmed = repeated = unknown = 0
+        if unsent_pks:
+            delivered = self.store.mark_delivered(unsent_pks)
+            confirmed += delivered
+            repeated += len(unsent_pks) - delivered
         if sent_pks:
             done = self.store.confirm_pks(sent_pks)
             confirmed += done.total

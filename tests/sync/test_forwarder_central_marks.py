@@ -101,6 +101,40 @@ def test_rows_confirmed_within_the_grace_are_written_once_the_rest_are_marked_se
         assert sent_at is not None and delivered_at is None, p.id  # sent, unconfirmed, pending
     assert store.pending_count() == 4
     assert central.stats.confirmed == 6 and central.stats.unknown_ids == 0
+    # Confirmed after their "sent" mark: delivered, and no longer counted as unconfirmed.
+    central.handle(_confirm(ids=[p.id for p in punches[6:]]))
+    assert store.pending_count() == 0 and store.unconfirmed_count() == 0
+    assert central.stats.confirmed == 10 and central.stats.repeated == 0
+
+
+def test_rows_sent_again_after_a_restart_are_confirmed_with_their_unconfirmed_count(
+    tmp_path: Path, store: Store
+) -> None:
+    """A re-send claims rows that carry a `sent_at` from the run before; confirming them must
+    take them off the unconfirmed count too."""
+    settings = Settings.model_validate(
+        {
+            "gateway_id": GATEWAY,
+            "mqtt": {"delivery": "central", "resend_after": 1},
+            "buffer": {"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0, "max_pending": 1000},
+        }
+    )
+    punches = make_punches("door-1", 5)
+    store.add_punches(punches)
+    store.mark_sent([r.pk for r in store.unsent_batch(100)])  # the run before: sent, unconfirmed
+    assert store.unconfirmed_count() == 5
+    central = CentralDelivery(settings.mqtt, store)  # this run
+    due: list[PendingRow] = []
+
+    def claimed() -> bool:
+        due.extend(central.next_rows(100, 0))
+        return len(due) == 5
+
+    _wait(claimed)  # after resend_after, the scan claims them
+    _send(central, due, seq=1)
+    central.handle(_confirm(ids=[p.id for p in punches]))
+    assert store.pending_count() == 0 and store.unconfirmed_count() == 0
+    assert central.stats.confirmed == 5 and central.stats.resent == 5
 
 
 def test_nothing_is_delivered_without_a_confirmation_naming_it(settings: Settings, store: Store) -> None:
