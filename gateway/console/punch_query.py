@@ -183,7 +183,7 @@ def audit_view(path: Path, *, actions: int = 30) -> AuditView:
         ).fetchone()
         rows = conn.execute(
             f"SELECT {c.seq.name}, {c.kind.name}, {c.entry.name} FROM {table} "
-            f"WHERE {c.kind.name} NOT IN ('punches', 'purge') ORDER BY {c.seq.name} DESC LIMIT ?",
+            f"WHERE {c.kind.name} NOT IN ('punches', 'purge', 'carried') ORDER BY {c.seq.name} DESC LIMIT ?",
             (actions,),
         ).fetchall()
     finally:
