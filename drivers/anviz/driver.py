@@ -368,7 +368,8 @@ class AnvizDriver:
         await self._enable_realtime()
         while True:
             try:
-                push = await asyncio.wait_for(link.pushes.get(), LIVE_IDLE_TICK)
+                async with asyncio.timeout(LIVE_IDLE_TICK):  # never swallows a cancellation
+                    push = await link.pushes.get()
             except TimeoutError:
                 if not link.connected:
                     raise UnreachableError("connection closed while listening", device=self.name) from None

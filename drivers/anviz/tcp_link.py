@@ -13,7 +13,6 @@ for the peer is bounded too: pushes by `pushes`' size, pongs by `PONG_BACKLOG`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 import structlog
 
@@ -69,7 +68,10 @@ class TcpLink(Link):
         await self.close()
         ep = self.endpoint
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(ep.host, ep.port), self.timeout)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+            # that arrives as the connection completes (the worker would outlive its shutdown).
+            async with asyncio.timeout(self.timeout):
+                reader, writer = await asyncio.open_connection(ep.host, ep.port)
         except (OSError, TimeoutError) as exc:
             raise UnreachableError(
                 f"cannot connect to {ep.url()}: {exc or 'timed out'}", device=self.name
@@ -83,13 +85,17 @@ class TcpLink(Link):
         writer, self._writer = self._writer, None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Waited for, not awaited: awaiting it would raise its CancelledError, and
+            # suppressing that would also swallow a cancellation of our own caller.
+            await asyncio.wait({task})
+            if not task.cancelled() and (error := task.exception()) is not None:
+                raise error  # the read loop logs what a connection does; this is a bug, not hidden
         if writer is not None:
             writer.close()
             try:
                 # a peer that reads nothing would keep our unsent bytes, and this wait, forever
-                await asyncio.wait_for(writer.wait_closed(), self.timeout)
+                async with asyncio.timeout(self.timeout):
+                    await writer.wait_closed()
             except (OSError, TimeoutError):
                 writer.transport.abort()
 

@@ -158,7 +158,8 @@ class ZkSession:
         future.add_done_callback(_collect)
         self._inflight = future
         try:
-            return await asyncio.wait_for(asyncio.shield(future), limit + ABORT_GRACE)
+            async with asyncio.timeout(limit + ABORT_GRACE):  # never swallows a cancellation
+                return await asyncio.shield(future)
         except TimeoutError:
             # `guarded` maps its own errors, so a TimeoutError here is our deadline: the
             # thread is stuck outside a recv (name resolution, say). Wake it, give it a moment.
