@@ -1,18 +1,21 @@
 """export: rows/s and peak RSS of `punchgate export` (CSV and XLSX) over a large buffer.
 
-    python -m bench.bench_export                 # 1,000,000 punches
-    python -m bench.bench_export --punches 200000
+    python -m bench.bench_export                         # 100,000 and 1,000,000 punches
+    python -m bench.bench_export --punches 200000 --formats csv
 
-The buffer is filled through the store (audit chain included) with punches of 20 terminals
-spread over 30 days, then `punchgate export` runs as its own process for the whole range, once
-per format; its wall time and peak resident memory (ru_maxrss of that process) are reported.
-Goal (issue 16): RSS flat and <= 150 MB whatever the size.
+For each size a buffer is filled through the store (audit chain included) with punches of 20
+terminals spread over 30 days, then `punchgate export` runs as its own process for the whole
+range, once per format; its wall time and peak resident memory (ru_maxrss of that process)
+are reported, with the load average before and after each export (the development machine is
+shared). Sizes side by side in one run show whether memory stays flat. Goal (issue 16): RSS
+flat and <= 150 MB whatever the size.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import os
 import subprocess
@@ -89,26 +92,38 @@ def run_export(buffer: Path, fmt: str, out: Path) -> tuple[float, float, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--punches", type=int, default=1_000_000)
+    parser.add_argument("--punches", default="100000,1000000", help="comma-separated sizes")
     parser.add_argument("--formats", default="csv,xlsx")
     args = parser.parse_args(argv)
-    results: dict[str, object] = {"punches": args.punches}
-    with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
-        buffer = Path(work) / "buffer.db"
-        results["fill_seconds"] = round(fill(buffer, args.punches), 1)
-        results["buffer_mb"] = round(buffer.stat().st_size / 2**20, 1)
-        for fmt in args.formats.split(","):
-            out = Path(work) / f"export.{fmt}"
-            seconds, rss, said = run_export(buffer, fmt, out)
-            results[fmt] = {
-                "seconds": round(seconds, 1),
-                "rows_per_second": round(args.punches / seconds),
-                "peak_rss_mb": round(rss, 1),
-                "file_mb": round(out.stat().st_size / 2**20, 1),
-                "said": said,
-            }
-            print(json.dumps({fmt: results[fmt]}), flush=True)
-    print(json.dumps(results, indent=1))
+    lxml = importlib.util.find_spec("lxml") is not None  # openpyxl writes faster with it
+    results: list[dict[str, object]] = []
+    for punches in (int(n) for n in args.punches.split(",")):
+        with tempfile.TemporaryDirectory(prefix="bench-export-") as work:
+            buffer = Path(work) / "buffer.db"
+            filled = fill(buffer, punches)
+            for fmt in args.formats.split(","):
+                out = Path(work) / f"export.{fmt}"
+                load_before = os.getloadavg()[0]
+                seconds, rss, said = run_export(buffer, fmt, out)
+                result = {
+                    "format": fmt,
+                    "punches": punches,
+                    "seconds": round(seconds, 1),
+                    "rows_per_second": round(punches / seconds),
+                    "peak_rss_mb": round(rss, 1),
+                    "file_mb": round(out.stat().st_size / 2**20, 1),
+                    "buffer_mb": round(buffer.stat().st_size / 2**20, 1),
+                    "fill_seconds": round(filled, 1),
+                    "lxml": lxml,
+                    "load": {"before": round(load_before, 1), "after": round(os.getloadavg()[0], 1)},
+                    "said": said,
+                }
+                results.append(result)
+                print(json.dumps(result, ensure_ascii=False), flush=True)
+                out.unlink()
+    print("format  punches    rows/s  peak RSS MB")
+    for r in results:
+        print(f"{r['format']:<6} {r['punches']:>9,} {r['rows_per_second']:>9,} {r['peak_rss_mb']:>8}")
     return 0
 
 
