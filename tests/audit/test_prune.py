@@ -205,3 +205,30 @@ def test_a_second_purge_carries_what_the_first_carried(tmp_path: Path) -> None:
         db.execute("DELETE FROM punches WHERE id = ?", (held,))
     first = verify(path).first_broken
     assert first is not None and f"punch {held} was deleted" in first.problem
+
+
+def test_a_tampered_range_is_not_pruned_and_stays_named(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    settings = BufferSettings.model_validate({"path": str(path), "min_free_disk_mb": 0})
+    store = Store.open(settings, gateway_id="gw")
+    try:
+        store.add_punches(make_punches("door-1", 20))
+    finally:
+        store.close()
+    with tampered(path) as db:  # entry #2 (the punches) edited, triggers dropped with it
+        db.execute(
+            "UPDATE audit SET entry = replace(entry, '\"punches\":[[', '\"punches\":[ [') WHERE seq = 2"
+        )
+    store = Store.open(settings, gateway_id="gw")
+    try:
+        store.purge_delivered(older_than_days=-1)  # a checkpoint would launder the edit: refused
+    finally:
+        store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT min(seq), count(*) FROM audit WHERE kind = 'checkpoint'").fetchone() == (
+            None,
+            0,
+        )
+        assert db.execute("SELECT count(*) FROM audit_anchor").fetchone() == (0,)
+    first = verify(path).first_broken
+    assert first is not None and first.seq == 2 and "does not match its hash" in first.problem
