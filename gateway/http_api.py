@@ -20,7 +20,7 @@ from aiohttp import web
 
 from punchgate.gateway.http_common import STATE, TEXT, in_thread, json_object, refuse, reply
 from punchgate.gateway.metrics import render_metrics
-from punchgate.gateway.status import gateway_status, health_verdict
+from punchgate.gateway.status import devices_json, health_verdict
 
 log = structlog.get_logger(__name__)
 
@@ -39,8 +39,8 @@ async def _healthz(request: web.Request) -> web.Response:
 
 
 async def _api_devices(request: web.Request) -> web.Response:
-    status = await in_thread(request, gateway_status)
-    return reply(200, "application/json", json.dumps(status, default=str).encode())
+    body = await in_thread(request, devices_json)
+    return reply(200, "application/json", body)
 
 
 def _iso(when: float) -> str:

@@ -4,17 +4,28 @@ Terminals worst first; each active fault set shows its root cause (punchgate.gat
 health_view) with its detail, since when, and what to do (docs/health.md), the other codes after
 it. From `WIDE` columns on, terminals are a table; narrower (80 columns), a short block each,
 so nothing is cut to "termin…".
+
+Without colour (output to a file or a pipe, as scripts and monitoring read it), the short blocks
+are written as plain text directly: rich parsing, measuring and wrapping some 2,000 lines for
+500 terminals took 0.7 s (issue 18). The lines wrap and pad exactly as rich lays them out
+(`_wrap`: rich's line breaking); a line rich would change otherwise (control
+characters, characters two cells wide, emoji codes) still goes through rich.
+tests/gateway/test_status_fast.py holds the two outputs equal.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
+import re
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from rich._emoji_replace import _emoji_replace
+from rich.cells import cell_len, chop_cells
 from rich.console import Console
 from rich.markup import escape
 from rich.padding import Padding
@@ -66,20 +77,43 @@ def _since(fault: FaultView) -> str:
     return f"since {_when(fault.since)} ({short_duration(age)})"
 
 
-def _state(state: str) -> str:
-    return f"[{STATE_STYLE.get(state, 'white')}]{STATE_MARK.get(state, '?')} {state}[/]"
+def _state(state: str) -> tuple[str, str]:
+    return f"{STATE_MARK.get(state, '?')} {state}", STATE_STYLE.get(state, "white")
 
 
-def _fault_lines(faults: list[FaultView], *, advice: bool = True) -> list[str]:
+class Line(NamedTuple):
+    """One printed line (before wrapping): its pieces of text, each with its style ("" none).
+    The markup is made only for rich: escaping 2,500 pieces costs more than printing them."""
+
+    pieces: tuple[tuple[str, str], ...]
+    indent: bool = False  # in the terminal's block (two columns in)
+
+    @property
+    def plain(self) -> str:
+        return "".join(text for text, _style in self.pieces)
+
+    @property
+    def markup(self) -> str:
+        return "".join(
+            f"[{style}]{escape(text)}[/]" if style else escape(text) for text, style in self.pieces
+        )
+
+
+def _line(*pieces: tuple[str, str] | str, indent: bool = False) -> Line:
+    return Line(tuple((piece, "") if isinstance(piece, str) else piece for piece in pieces), indent)
+
+
+def _fault_lines(faults: list[FaultView], *, advice: bool = True) -> list[Line]:
     """The root cause with its detail, since and what to do; the others by code."""
     if not faults:
         return []
     root = faults[0]
-    lines = [f"[bold]{escape(root.code)}[/]: {escape(root.detail or root.summary)} [dim]{_since(root)}[/]"]
+    detail, since = root.detail or root.summary, _since(root)
+    lines = [_line((root.code, "bold"), f": {detail} ", (since, "dim"))]
     if advice and root.what_to_do:
-        lines.append(f"[cyan]→ {escape(root.what_to_do)}[/]")
+        lines.append(_line((f"→ {root.what_to_do}", "cyan")))
     if len(faults) > 1:
-        lines.append("also: " + ", ".join(escape(f.code) for f in faults[1:]))
+        lines.append(_line("also: " + ", ".join(f.code for f in faults[1:])))
     return lines
 
 
@@ -106,8 +140,8 @@ def _render_wide(views: list[TerminalView], console: Console, title: str) -> Non
     for view in views:
         table.add_row(
             escape(view.name),
-            _state(view.state),
-            "\n".join(_fault_lines(view.faults)) or "—",
+            _line(_state(view.state)).markup,
+            "\n".join(line.markup for line in _fault_lines(view.faults)) or "—",
             _when(view.last_contact),
             _when(view.last_punch),
             drift_text(view.drift_seconds),
@@ -117,13 +151,14 @@ def _render_wide(views: list[TerminalView], console: Console, title: str) -> Non
     console.print(table)
 
 
-def _render_compact(views: list[TerminalView], console: Console, title: str) -> None:
+def _compact(views: list[TerminalView], title: str) -> list[Line]:
     """One block per terminal: a state line, then the root cause and what to do, then the facts."""
-    console.print(f"[bold]{escape(title)}[/]")
+    lines = [_line((title, "bold"))]
     for view in views:
-        console.print(f"{_state(view.state)}  [bold]{escape(view.name)}[/]")
-        for line in [*_fault_lines(view.faults), escape(_facts(view))]:
-            console.print(Padding(line, (0, 0, 0, 2), expand=False))
+        lines.append(_line(_state(view.state), "  ", (view.name, "bold")))
+        for line in [*_fault_lines(view.faults), _line(_facts(view))]:
+            lines.append(line._replace(indent=True))
+    return lines
 
 
 def render(status: dict[str, Any], console: Console) -> None:
@@ -134,14 +169,15 @@ def render(status: dict[str, Any], console: Console) -> None:
     title = f"punchgate {gateway['gateway_id']} — terminals (times {zone})"
     if console.width >= WIDE:
         _render_wide(views, console, title)
+        print_lines(_gateway_lines(status), console)
     else:
-        _render_compact(views, console, title)
-    _render_gateway(status, console)
+        print_lines(_compact(views, title) + _gateway_lines(status), console)
 
 
-def _render_gateway(status: dict[str, Any], console: Console) -> None:
+def _gateway_lines(status: dict[str, Any]) -> list[Line]:
     gateway = status["gateway"]
-    broker = "[green]connected[/]" if gateway["broker_connected"] else "[red]NOT connected[/]"
+    connected = gateway["broker_connected"]
+    broker = ("connected", "green") if connected else ("NOT connected", "red")
     age = gateway["oldest_pending_age_seconds"]
     unconfirmed = ""
     if gateway.get("delivery") == "central":
@@ -149,23 +185,88 @@ def _render_gateway(status: dict[str, Any], console: Console) -> None:
         unconfirmed = f" · unconfirmed by central {gateway.get('unconfirmed', 0)}" + (
             f" (oldest {oldest:.0f} s)" if oldest else ""
         )
-    console.print(
-        f"gateway: broker {broker} · pending {gateway['pending']}"
-        + (f" (oldest {age:.0f} s)" if age else "")
-        + unconfirmed
-    )
+    rest = f" · pending {gateway['pending']}" + (f" (oldest {age:.0f} s)" if age else "") + unconfirmed
+    lines = [_line("gateway: broker ", broker, rest)]
     faults = root_cause_first(list(gateway["faults"]))
     if faults:
-        console.print("gateway faults:")
-        for line in _fault_lines(faults):
-            console.print(Padding(line, (0, 0, 0, 2), expand=False))
+        lines.append(_line("gateway faults:"))
+        lines.extend(line._replace(indent=True) for line in _fault_lines(faults))
     else:
-        console.print("gateway faults: none")
+        lines.append(_line("gateway faults: none"))
     synced = gateway.get("clock_synchronised")
-    clock = {True: "[green]synchronised[/]", False: "[red]NOT synchronised[/]"}.get(
-        synced, "[yellow]unknown[/]"
+    clock = {True: ("synchronised", "green"), False: ("NOT synchronised", "red")}.get(
+        synced, ("unknown", "yellow")
     )
-    console.print(f"gateway clock: {clock} ({gateway.get('clock_sync_source', '?')})")
+    lines.append(_line("gateway clock: ", clock, f" ({gateway.get('clock_sync_source', '?')})"))
+    return lines
+
+
+def print_lines(lines: list[Line], console: Console, *, fast: bool | None = None) -> None:
+    """Print `lines` through rich, or, without colour, as the same plain text written directly
+    (`fast`: None decides by the console; the tests force either)."""
+    if fast is None:
+        fast = console.color_system is None
+    if not fast:
+        for line in lines:
+            console.print(Padding(line.markup, (0, 0, 0, 2), expand=False) if line.indent else line.markup)
+        return
+    width, out = console.width, []
+    for line in lines:
+        text = _plain(line.plain, width - 2 if line.indent else width, pad=line.indent)
+        if text is None:  # rich would change this line: let rich lay it out
+            with console.capture() as captured:
+                print_lines([line], console, fast=False)
+            out.append(captured.get())
+        else:
+            out.append(text)
+    console.file.write("".join(out))
+    console.file.flush()
+
+
+@functools.lru_cache(maxsize=1024)  # many lines repeat (what to do, facts of idle terminals)
+def _plain(text: str, width: int, *, pad: bool) -> str | None:
+    """`text` wrapped (and, in a block, indented and padded) as rich prints it without colour;
+    None when rich would change the text itself."""
+    if not text.isprintable() or (":" in text and _emoji_replace(text) != text):
+        return None
+    if not text.isascii() and cell_len(text) != len(text):  # a character two cells wide
+        return None
+    lines = [text] if len(text) <= width else _wrap(text, width)
+    if not pad:
+        return "".join(f"{line}\n" for line in lines)
+    # Padding(expand=False): as wide as the text's longest line at most, every line padded to it.
+    inner = min(len(text), width)
+    return "".join(f"  {line.ljust(inner)}\n" for line in lines)
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """rich's word wrap of one line of text whose characters are one cell each (Text.wrap:
+    overflow fold, default justify; the breaks are rich's divide_line's, with len for cell_len)."""
+    breaks: list[int] = []
+    offset = 0
+    for word in _WORD.finditer(text):
+        start, chunk = word.start(), word.group()
+        length = len(chunk.rstrip())
+        if width - offset >= length:
+            offset += len(chunk)
+        elif length > width:  # longer than a line: folded
+            pieces = chop_cells(chunk, width=width)
+            for piece in pieces:
+                if start:
+                    breaks.append(start)
+                start += len(piece)
+            offset = len(pieces[-1])
+        elif offset and start:
+            breaks.append(start)
+            offset = len(chunk)
+    wrapped = []
+    for begin, end in zip([0, *breaks], [*breaks, len(text)], strict=True):
+        line = text[begin:end]
+        if len(line) > width:  # whitespace beyond the width goes (Text.rstrip_end)
+            spaces = len(line) - len(line.rstrip())
+            line = line[: len(line) - min(spaces, len(line) - width)]
+        wrapped.append(line[:width])
+    return wrapped
 
 
 def unreachable_message(base_url: str, exc: BaseException) -> str:
@@ -210,3 +311,6 @@ def show_status(base_url: str, *, as_json: bool = False) -> int:
     else:
         render(status, console)
     return 0 if is_healthy(status) else 1
+
+
+_WORD = re.compile(r"\s*\S+\s*")  # rich._wrap's words: a word and the whitespace after it
