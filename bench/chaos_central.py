@@ -317,7 +317,7 @@ def record_central_result(
         "(doubling while nothing is confirmed); PostgreSQL crashed by `pg_ctl stop -m immediate`",
         f"gateway started {report.gateway_starts} times (unexpected exits: {report.unexpected_gateway_exits}); "
         f"sink started {report.sink_starts} times (it exited by itself {report.sink_unexpected_exits} times: a "
-        "sink that starts while PostgreSQL is down exits, and was restarted as systemd would); exit code on the final SIGTERM: {report.clean_exit_code}; "
+        f"sink that starts while PostgreSQL is down exits, and was restarted as systemd would); exit code on the final SIGTERM: {report.clean_exit_code}; "
         f"every punch stored and confirmed {report.drain_seconds:.1f} s after the chaos ended",
         f"unconfirmed at the gateway at the end: {report.unconfirmed_at_end}; ids in PostgreSQL that no "
         f"terminal produced: {report.unexpected}; punches refused by a terminal: {report.refused_by_terminal}",
