@@ -22,6 +22,7 @@ from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 from punchgate.sync import buffer_schema
+from punchgate.sync.export_read import rosters
 
 PAGE_SIZE = 50
 MAX_PAGE = 10_000
@@ -48,6 +49,7 @@ class PunchRow:
     state: str
     verify: str
     flags: list[str]
+    name: str = ""  # from the terminal's roster the gateway keeps (gateway/roster.py); "" if unknown
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,14 @@ def _named(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _row(device: str, user_id: str, utc_time: str, source: str, payload: str) -> PunchRow:
+def _row(
+    device: str,
+    user_id: str,
+    utc_time: str,
+    source: str,
+    payload: str,
+    names: dict[str, dict[str, str]] | None = None,
+) -> PunchRow:
     try:
         record: dict[str, Any] = json.loads(payload)
     except ValueError:
@@ -107,6 +116,7 @@ def _row(device: str, user_id: str, utc_time: str, source: str, payload: str) ->
         state=_named(record.get("state")),
         verify=_named(record.get("verify")),
         flags=[str(f) for f in flags] if isinstance(flags, list) else [],
+        name=(names or {}).get(device, {}).get(user_id, ""),
     )
 
 
@@ -134,10 +144,14 @@ def search(path: Path, flt: PunchFilter, tz: ZoneInfo, *, page: int = 1, size: i
             "LIMIT ? OFFSET ?",
             [*values, size, (page - 1) * size],
         ).fetchall()
+        names = rosters(conn)  # the same names the payroll export shows
     finally:
         conn.close()
     pages = max(1, -(-total // size))
-    return PunchPage([_row(*row) for row in rows], total, page, pages)
+    found = [
+        _row(device, user, utc, source, payload, names=names) for device, user, utc, source, payload in rows
+    ]
+    return PunchPage(found, total, page, pages)
 
 
 @dataclass(frozen=True)
