@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from punchgate.sync import audit, buffer_chain
+from punchgate.sync import audit, audit_prune, buffer_chain
 from punchgate.sync.audit_verify import verify
 from punchgate.sync.buffer_identity import now_text
 from punchgate.sync.settings import BufferSettings
@@ -232,3 +232,25 @@ def test_a_tampered_range_is_not_pruned_and_stays_named(tmp_path: Path) -> None:
         assert db.execute("SELECT count(*) FROM audit_anchor").fetchone() == (0,)
     first = verify(path).first_broken
     assert first is not None and first.seq == 2 and "does not match its hash" in first.problem
+
+
+def test_a_long_range_is_pruned_over_several_purges(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_prune, "MAX_PAIRS_PER_PRUNE", 150)  # 50,000 in service
+    path = tmp_path / "buffer.db"
+    store = Store.open(
+        BufferSettings.model_validate({"path": str(path), "min_free_disk_mb": 0}), gateway_id="gw"
+    )
+    anchors = []
+    try:
+        for start in range(0, 300, 100):  # entries #2, #3, #4: 100 punches each
+            store.add_punches(make_punches("door-1", 100, start=start))
+        for _ in range(2):
+            store.purge_delivered(older_than_days=-1)  # nothing delivered: only the chain is pruned
+            with sqlite3.connect(path) as db:
+                anchors.append(db.execute("SELECT seq FROM audit_anchor").fetchone()[0])
+            report = verify(path, _head(path))
+            assert report.ok and report.punches_checked == 300, report.lines()
+    finally:
+        store.close()
+    assert anchors[0] == 3  # #1 and #2, then #3 reached the cap: the first purge stopped there
+    assert anchors[1] > anchors[0]  # the next one went on from it
