@@ -31,8 +31,9 @@ reordering and repeated confirmations:
   and counted; a buffer error is logged, and the rows simply stay unconfirmed.
 * Holding a PUBACK back from the buffer for `SENT_MARK_GRACE` changes no guarantee: a row is
   delivered only by a confirmation, as before. While held it is pending and not yet "sent" in
-  the buffer, so the re-send clock starts that much later, and a gateway that dies meanwhile
-  sends it again at its next start instead of one timeout later (a duplicate, never a gap).
+  the buffer, so the re-send clock starts that much later; a forwarder that stops marks what it
+  holds sent first (`flush_sent`), and a gateway killed meanwhile sends those rows again at its
+  next start instead of one timeout later (a duplicate, never a gap).
   What it saves: with a consumer that confirms within the grace, which is the normal case, a
   row is written once (confirmed) instead of twice (sent, then confirmed), each write moving it
   between the buffer's partial indexes under the single writer.

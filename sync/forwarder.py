@@ -473,6 +473,7 @@ class Forwarder:
                 self._session_failed(exc)
             finally:
                 await self._flush_acked()
+                await self._flush_sent_if_stopping()
                 self._set_connected(False, self.stats.last_error)
             _raise_if_cancelled()  # lost by aiomqtt's CONNACK or disconnect wait
             delay = self._backoff(attempt)
@@ -759,6 +760,20 @@ class Forwarder:
             # They stay pending and are sent again: a duplicate, never a loss.
             self.stats.possible_duplicates += len(pks)
             log.error("buffer_mark_delivered_failed", rows=len(pks), error=str(exc))
+
+    async def _flush_sent_if_stopping(self) -> None:
+        """Central delivery, stopping: rows still waiting for their confirmation are marked sent
+        now, so the next start sends them again after `resend_after`, as for every unconfirmed
+        row, not at once (a crash cannot do this: those go again at the start)."""
+        task = asyncio.current_task()
+        if self.central is None or task is None or not task.cancelling():
+            return
+        try:
+            await asyncio.shield(asyncio.to_thread(self.central.flush_sent))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("buffer_mark_sent_failed", error=str(exc))
 
     async def _side_messages(self, client: aiomqtt.Client) -> None:
         """Retained device states (latest only) and queued device events."""

@@ -1,6 +1,7 @@
 """Central delivery's bookkeeping after a PUBACK, on a real SQLite buffer: acknowledged rows wait
 a short grace for their confirmation before they are written as "sent", rows of this process are
-confirmed by pk, and none of it ever delivers a row that no confirmation named."""
+confirmed by pk, and none of it ever delivers a row that no confirmation named; a forwarder that
+stops (against a real mosquitto) leaves no acknowledged row unmarked."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ import pytest
 from punchgate.gateway.settings import Settings
 from punchgate.sync import confirmations
 from punchgate.sync.confirmations import CentralDelivery, record_id_of
+from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import PendingRow, Store
+from tests.support.broker import Broker
 from tests.support.factories import make_punches
+from tests.support.waiting import wait_for_async
+from tests.sync.helpers import make_settings, running
 
 GATEWAY = "gw-test"
 
@@ -168,3 +173,25 @@ def test_a_batch_confirmation_forgets_its_ids_so_a_later_id_is_a_repeat(
     central.handle(_confirm(ids=[p.id for p in punches]))
     assert store.pending_count() == 4
     assert central.stats.confirmed == 4 and central.stats.unknown_ids == 4
+
+
+async def test_a_stopping_forwarder_marks_what_waits_for_its_confirmation_sent(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nobody confirms; the grace is long: when the forwarder stops, every acknowledged row is
+    marked sent (the next start re-sends it after the timeout) and none is delivered."""
+    monkeypatch.setattr(confirmations, "SENT_MARK_GRACE", 60.0)
+    settings = make_settings(tmp_path, broker.port, delivery="central", batch_size=50)
+    store = Store.open(settings.buffer)
+    punches = make_punches("door-1", 120)
+    store.add_punches(punches)
+    forwarder = Forwarder(settings, store, version="t")
+    try:
+        async with running(forwarder):
+            assert await wait_for_async(lambda: forwarder.stats.punches_published == 120, timeout=30)
+            assert store.unconfirmed_count() == 0  # held: within the grace, nothing written yet
+        assert store.unconfirmed_count() == 120 and store.pending_count() == 120
+        marks = _marks(settings)
+        assert all(s is not None and d is None for s, d in marks.values())
+    finally:
+        store.close()
