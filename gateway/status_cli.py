@@ -155,9 +155,9 @@ def _compact(views: list[TerminalView], title: str) -> list[Line]:
     """One block per terminal: a state line, then the root cause and what to do, then the facts."""
     lines = [_line((title, "bold"))]
     for view in views:
-        lines.append(_line(_state(view.state), "  ", (view.name, "bold")))
-        for line in [*_fault_lines(view.faults), _line(_facts(view))]:
-            lines.append(line._replace(indent=True))
+        lines.append(Line((_state(view.state), ("  ", ""), (view.name, "bold"))))
+        lines.extend(Line(line.pieces, True) for line in _fault_lines(view.faults))
+        lines.append(Line(((_facts(view), ""),), True))
     return lines
 
 
@@ -190,7 +190,7 @@ def _gateway_lines(status: dict[str, Any]) -> list[Line]:
     faults = root_cause_first(list(gateway["faults"]))
     if faults:
         lines.append(_line("gateway faults:"))
-        lines.extend(line._replace(indent=True) for line in _fault_lines(faults))
+        lines.extend(Line(line.pieces, True) for line in _fault_lines(faults))
     else:
         lines.append(_line("gateway faults: none"))
     synced = gateway.get("clock_synchronised")
@@ -211,8 +211,13 @@ def print_lines(lines: list[Line], console: Console, *, fast: bool | None = None
             console.print(Padding(line.markup, (0, 0, 0, 2), expand=False) if line.indent else line.markup)
         return
     width, out = console.width, []
-    for line in lines:
-        text = _plain(line.plain, width - 2 if line.indent else width, pad=line.indent)
+    plains = [line.plain for line in lines]
+    # One look for emoji codes in the whole text instead of one a line (a code never spans
+    # lines: it holds no whitespace); only when there is one is each line looked at.
+    joined = "\n".join(plains)
+    emoji = _emoji_replace(joined) != joined
+    for line, plain in zip(lines, plains, strict=True):
+        text = _plain(plain, width - 2 if line.indent else width, pad=line.indent, emoji=emoji)
         if text is None:  # rich would change this line: let rich lay it out
             with console.capture() as captured:
                 print_lines([line], console, fast=False)
@@ -224,10 +229,10 @@ def print_lines(lines: list[Line], console: Console, *, fast: bool | None = None
 
 
 @functools.lru_cache(maxsize=1024)  # many lines repeat (what to do, facts of idle terminals)
-def _plain(text: str, width: int, *, pad: bool) -> str | None:
+def _plain(text: str, width: int, *, pad: bool, emoji: bool = True) -> str | None:
     """`text` wrapped (and, in a block, indented and padded) as rich prints it without colour;
-    None when rich would change the text itself."""
-    if not text.isprintable() or (":" in text and _emoji_replace(text) != text):
+    None when rich would change the text itself (`emoji`: it may hold an emoji code)."""
+    if not text.isprintable() or (emoji and ":" in text and _emoji_replace(text) != text):
         return None
     if not text.isascii() and cell_len(text) != len(text):  # a character two cells wide
         return None
