@@ -45,7 +45,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from punchgate.sync.confirmations import CentralDelivery, record_id_of
+from punchgate.sync.confirmations import CentralDelivery
+from punchgate.sync.confirmations_memory import record_id_of
 from punchgate.sync.contract import (
     AuditHead,
     DeviceEvent,

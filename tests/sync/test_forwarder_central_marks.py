@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from punchgate.gateway.settings import Settings
-from punchgate.sync import confirmations
-from punchgate.sync.confirmations import CentralDelivery, record_id_of
+from punchgate.sync import confirmations_memory
+from punchgate.sync.confirmations import CentralDelivery
+from punchgate.sync.confirmations_memory import record_id_of
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import PendingRow, Store
 from tests.support.broker import Broker
@@ -83,7 +84,7 @@ def test_rows_confirmed_within_the_grace_are_written_once_the_rest_are_marked_se
     settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Room for a loaded machine between the PUBACK and the confirmation sent right after it.
-    monkeypatch.setattr(confirmations, "SENT_MARK_GRACE", 2.0)
+    monkeypatch.setattr(confirmations_memory, "SENT_MARK_GRACE", 2.0)
     central = CentralDelivery(settings.mqtt, store)
     punches = make_punches("door-1", 10)
     store.add_punches(punches)
@@ -96,7 +97,7 @@ def test_rows_confirmed_within_the_grace_are_written_once_the_rest_are_marked_se
     central.submit(_confirm(ids=[p.id for p in punches[3:6]]))  # within the grace
     _wait(lambda: store.unconfirmed_count() == 4)
     # The other four waited the grace for a confirmation that did not come.
-    assert time.monotonic() - acked >= confirmations.SENT_MARK_GRACE * 0.9
+    assert time.monotonic() - acked >= confirmations_memory.SENT_MARK_GRACE * 0.9
     marks = _marks(settings)
     for p in punches[:6]:
         sent_at, delivered_at = marks[p.id]
@@ -180,7 +181,7 @@ async def test_a_stopping_forwarder_marks_what_waits_for_its_confirmation_sent(
 ) -> None:
     """Nobody confirms; the grace is long: when the forwarder stops, every acknowledged row is
     marked sent (the next start re-sends it after the timeout) and none is delivered."""
-    monkeypatch.setattr(confirmations, "SENT_MARK_GRACE", 60.0)
+    monkeypatch.setattr(confirmations_memory, "SENT_MARK_GRACE", 60.0)
     settings = make_settings(tmp_path, broker.port, delivery="central", batch_size=50)
     store = Store.open(settings.buffer)
     punches = make_punches("door-1", 120)

@@ -1,0 +1,170 @@
+"""What central delivery remembers between a send and its confirmation (sync/confirmations.py).
+
+* `RememberedBatches`: the pks (and ids) of recently published batches, for a confirmation that
+  names a batch;
+* `SentIds`: record id -> pk of the rows this process sent, and which of them may carry a
+  `sent_at`, so that a confirmation by id finds its row by pk and writes it once;
+* `HeldAcks`: rows the broker acknowledged, held `SENT_MARK_GRACE` for their confirmation before
+  they are written as sent, and the pks confirmed recently.
+
+Each is bounded; whatever one forgets is handled the slower way (by id in the buffer's index, or
+written as sent), never lost.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import OrderedDict, deque
+from collections.abc import Sequence
+
+# How long a row the broker acknowledged waits for its confirmation before it is marked sent in
+# the buffer (a sink commits and confirms within tens of milliseconds; see the module docstring).
+SENT_MARK_GRACE = 1.0
+# Rows acknowledged and waiting for that mark, beyond which they are marked at once (memory bound).
+SENT_MARK_MAX_ROWS = 100_000
+# How long a confirmed pk is remembered so that its late PUBACK is not written as "sent".
+CONFIRMED_MEMORY_SECONDS = 30.0
+
+
+class RememberedBatches:
+    """The pks of recently published batches by (device, seq), bounded by their total rows."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._rows = 0
+        # (device, seq) -> (pks, their record ids when the drain gave them)
+        self._batches: OrderedDict[tuple[str, int], tuple[list[int], Sequence[str]]] = OrderedDict()
+        self._lock = threading.Lock()  # the drain adds, the confirmations' worker pops
+
+    def add(self, device: str, seq: int, pks: list[int], ids: Sequence[str] = ()) -> None:
+        with self._lock:
+            self._batches[(device, seq)] = (pks, ids)
+            self._rows += len(pks)
+            while self._rows > self._max_rows and self._batches:
+                _key, (dropped, _ids) = self._batches.popitem(last=False)
+                self._rows -= len(dropped)
+
+    def pop(self, device: str, seq: int) -> tuple[list[int], Sequence[str]] | None:
+        with self._lock:
+            batch = self._batches.pop((device, seq), None)
+            if batch is not None:
+                self._rows -= len(batch[0])
+            return batch
+
+
+class SentIds:
+    """Record id -> pk of the rows this process sent and has not seen confirmed, bounded (the
+    oldest forgotten first: a forgotten id is simply confirmed by id, in the buffer's index),
+    and which of them may be marked sent in the buffer.
+
+    Why a pk found here still names the row of that id: the row was pending when it was sent,
+    every way this process delivers a row (by id, by batch) forgets its id here, and only
+    delivered rows are ever purged, so the row is still there, under its pk, and no other row
+    can have taken its pk (SQLite reuses the rowid of a deleted row only).
+
+    Why "maybe sent" is known: a row read as unsent has no `sent_at`, and only two things give it
+    one, both noted here before they happen: this process's own mark (`note_sent`) and the claim
+    of a re-send (its rows are added with `sent=True`). A row without either is delivered by the
+    plain delivery mark (one UPDATE); the others by `confirm_pks`, which keeps the unconfirmed
+    count right."""
+
+    def __init__(self, max_rows: int) -> None:
+        self._max_rows = max_rows
+        self._pks: OrderedDict[str, int] = OrderedDict()
+        self._ids: dict[int, str] = {}  # the reverse, for notes by pk
+        self._maybe_sent: set[int] = set()
+        self._lock = threading.Lock()  # the drain adds, the confirmations' worker takes
+
+    def add(self, ids: Sequence[str], pks: Sequence[int], *, sent: bool = False) -> None:
+        with self._lock:
+            for record_id, pk in zip(ids, pks, strict=True):
+                self._pks[record_id] = pk
+                self._pks.move_to_end(record_id)  # a re-send is the newest again
+                self._ids[pk] = record_id
+                if sent:
+                    self._maybe_sent.add(pk)
+            while len(self._pks) > self._max_rows:
+                _id, pk = self._pks.popitem(last=False)
+                self._drop(pk)
+
+    def _drop(self, pk: int) -> None:
+        self._ids.pop(pk, None)
+        self._maybe_sent.discard(pk)
+
+    def note_sent(self, pks: Sequence[int]) -> None:
+        """These rows are about to be marked sent (only those remembered need noting)."""
+        with self._lock:
+            self._maybe_sent.update(pk for pk in pks if pk in self._ids)
+
+    def forget(self, ids: Sequence[str]) -> None:
+        with self._lock:
+            for record_id in ids:
+                pk = self._pks.pop(record_id, None)
+                if pk is not None:
+                    self._drop(pk)
+
+    def take(self, ids: Sequence[str]) -> tuple[list[int], list[int], list[str]]:
+        """(pks of the ids remembered that were never marked sent, pks of those that may have
+        been, the ids not remembered); the remembered ones are forgotten."""
+        unsent: list[int] = []
+        sent: list[int] = []
+        rest: list[str] = []
+        with self._lock:
+            for record_id in ids:
+                pk = self._pks.pop(record_id, None)
+                if pk is None:
+                    rest.append(record_id)
+                    continue
+                (sent if pk in self._maybe_sent else unsent).append(pk)
+                self._drop(pk)
+        return unsent, sent, rest
+
+
+class HeldAcks:
+    """PUBACKed pks waiting SENT_MARK_GRACE for their confirmation before they are marked sent,
+    and the pks confirmed recently (a confirmation may come before the PUBACK is noted)."""
+
+    def __init__(self) -> None:
+        self._held: deque[tuple[float, list[int]]] = deque()
+        self._rows = 0
+        # Two generations, rotated every CONFIRMED_MEMORY_SECONDS: bounded, and a pk is
+        # remembered for at least that long.
+        self._confirmed: set[int] = set()
+        self._confirmed_old: set[int] = set()
+        self._rotated = time.monotonic()
+
+    def hold(self, pks: list[int], now: float) -> None:
+        self._held.append((now, pks))
+        self._rows += len(pks)
+
+    def confirmed(self, pks: Sequence[int], now: float) -> None:
+        if now - self._rotated >= CONFIRMED_MEMORY_SECONDS:
+            self._confirmed_old, self._confirmed = self._confirmed, set()
+            self._rotated = now
+        self._confirmed.update(pks)
+
+    def due(self, now: float, *, everything: bool = False) -> list[int]:
+        """The held pks whose grace is over (all with `everything`, or beyond the memory bound),
+        less those confirmed meanwhile: what still has to be marked sent."""
+        out: list[int] = []
+        while self._held and (
+            everything or self._rows > SENT_MARK_MAX_ROWS or now - self._held[0][0] >= SENT_MARK_GRACE
+        ):
+            _at, pks = self._held.popleft()
+            self._rows -= len(pks)
+            out.extend(pk for pk in pks if pk not in self._confirmed and pk not in self._confirmed_old)
+        return out
+
+    def next_due(self) -> float | None:
+        """When the oldest held pks' grace ends (monotonic time); None when nothing is held."""
+        return self._held[0][0] + SENT_MARK_GRACE if self._held else None
+
+
+def record_id_of(payload: str) -> str:
+    """The record id of a stored record's JSON text. Records are rendered with the id first
+    (`contract_punches.record_json`), so it is a slice; anything else is parsed."""
+    if payload.startswith('{"id":"') and payload[39:41] == '",':
+        return payload[7:39]
+    return str(json.loads(payload)["id"])
