@@ -245,6 +245,31 @@ def _plain(text: str, width: int, *, pad: bool, emoji: bool = True) -> str | Non
 
 
 def _wrap(text: str, width: int) -> list[str]:
+    """`_wrap_words`, found by looking only where a line ends (printable text's only whitespace
+    is the space): a line from p holds every word whose last letter is within p + width, so it
+    breaks at the start of the word that crosses that column. A text that starts with spaces,
+    or holds a word longer than a line (folded), takes `_wrap_words`."""
+    end = len(text.rstrip(" "))
+    if text.startswith(" "):
+        return _wrap_words(text, width)
+    breaks: list[int] = []
+    start = 0
+    while end - start > width:
+        limit = start + width
+        if text[limit] == " ":  # the words up to here fit; the next one starts the next line
+            start = limit + 1
+            while text[start] == " ":
+                start += 1
+        else:  # the word across the limit starts the next line, unless it is the line's first
+            space = text.rfind(" ", start, limit)
+            if space < 0:
+                return _wrap_words(text, width)
+            start = space + 1
+        breaks.append(start)
+    return _lines(text, breaks, width)
+
+
+def _wrap_words(text: str, width: int) -> list[str]:
     """rich's word wrap of one line of text whose characters are one cell each (Text.wrap:
     overflow fold, default justify; the breaks are rich's divide_line's, with len for cell_len)."""
     breaks: list[int] = []
@@ -264,6 +289,11 @@ def _wrap(text: str, width: int) -> list[str]:
         elif offset and start:
             breaks.append(start)
             offset = len(chunk)
+    return _lines(text, breaks, width)
+
+
+def _lines(text: str, breaks: list[int], width: int) -> list[str]:
+    """`text` cut at `breaks`, each line without the spaces beyond `width` (Text.rstrip_end)."""
     wrapped = []
     for begin, end in zip([0, *breaks], [*breaks, len(text)], strict=True):
         line = text[begin:end]

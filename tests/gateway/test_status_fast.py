@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import random
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
+from rich.text import Text
 
 from punchgate.drivers.base import DeviceInfo
 from punchgate.gateway import status_cli
@@ -187,3 +189,18 @@ def test_plain_status_lines_equal_what_rich_prints(app: Application) -> None:
             printed.append(out.getvalue())
         assert printed[0] == printed[1], f"width {width}"
     assert "door-2" in printed[1] and "→ " in printed[1]
+
+
+def test_plain_wrap_breaks_where_rich_does() -> None:
+    """The plain word wrap against rich's own (Text.wrap) on many texts: runs of spaces,
+    trailing and leading spaces, words longer than a line, widths from 5 to 100."""
+    console = Console(file=io.StringIO(), width=200)
+    chance = random.Random(18)  # seeded: the same texts every run
+    for _ in range(3000):
+        count = chance.randint(1, 25)
+        words = ["w" * chance.choice([1, 2, 3, 5, 8, 13, 21, 40, 90]) for _ in range(count)]
+        text = "".join(word + " " * chance.choice([1, 1, 1, 2, 3, 7]) for word in words)
+        text = chance.choice([text, text.rstrip(), "  " + text])
+        width = chance.randint(5, 100)
+        expected = [line.plain for line in Text(text).wrap(console, width)]
+        assert status_cli._wrap(text, width) == expected, (text, width)
