@@ -103,17 +103,17 @@ def _line(*pieces: tuple[str, str] | str, indent: bool = False) -> Line:
     return Line(tuple((piece, "") if isinstance(piece, str) else piece for piece in pieces), indent)
 
 
-def _fault_lines(faults: list[FaultView], *, advice: bool = True) -> list[Line]:
+def _fault_lines(faults: list[FaultView], *, advice: bool = True, indent: bool = False) -> list[Line]:
     """The root cause with its detail, since and what to do; the others by code."""
     if not faults:
         return []
     root = faults[0]
     detail, since = root.detail or root.summary, _since(root)
-    lines = [_line((root.code, "bold"), f": {detail} ", (since, "dim"))]
+    lines = [Line(((root.code, "bold"), (f": {detail} ", ""), (since, "dim")), indent)]
     if advice and root.what_to_do:
-        lines.append(_line((f"→ {root.what_to_do}", "cyan")))
+        lines.append(Line(((f"→ {root.what_to_do}", "cyan"),), indent))
     if len(faults) > 1:
-        lines.append(_line("also: " + ", ".join(f.code for f in faults[1:])))
+        lines.append(Line((("also: " + ", ".join(f.code for f in faults[1:]), ""),), indent))
     return lines
 
 
@@ -156,7 +156,7 @@ def _compact(views: list[TerminalView], title: str) -> list[Line]:
     lines = [_line((title, "bold"))]
     for view in views:
         lines.append(Line((_state(view.state), ("  ", ""), (view.name, "bold"))))
-        lines.extend(Line(line.pieces, True) for line in _fault_lines(view.faults))
+        lines.extend(_fault_lines(view.faults, indent=True))
         lines.append(Line(((_facts(view), ""),), True))
     return lines
 
@@ -190,7 +190,7 @@ def _gateway_lines(status: dict[str, Any]) -> list[Line]:
     faults = root_cause_first(list(gateway["faults"]))
     if faults:
         lines.append(_line("gateway faults:"))
-        lines.extend(Line(line.pieces, True) for line in _fault_lines(faults))
+        lines.extend(_fault_lines(faults, indent=True))
     else:
         lines.append(_line("gateway faults: none"))
     synced = gateway.get("clock_synchronised")
