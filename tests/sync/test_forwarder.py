@@ -13,7 +13,7 @@ import aiomqtt
 import pytest
 
 from punchgate.gateway.settings import Settings
-from punchgate.sync import forwarder as forwarder_module
+from punchgate.sync import forwarder_drain
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import Store
 from tests.support.broker import Broker, Gate
@@ -91,7 +91,7 @@ async def test_live_punch_goes_out_alone_and_at_once(
     tmp_path: Path, broker: Broker, subscriber: Subscriber, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # No timer can send them: an idle drain wakes only when notified (or when the test is long over).
-    monkeypatch.setattr(forwarder_module, "IDLE_POLL_SECONDS", 3600.0)
+    monkeypatch.setattr(forwarder_drain, "IDLE_POLL_SECONDS", 3600.0)
     settings = make_settings(tmp_path, broker.port, batch_size=500)
     store = open_store(settings)
     forwarder = Forwarder(settings, store, version="1.0")

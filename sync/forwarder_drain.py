@@ -1,0 +1,224 @@
+"""The forwarder's drain: the buffer's pending punches out to the broker, and their delivery marks.
+
+Separate from the connection (sync/forwarder.py, sync/forwarder_session.py) because this is the
+part that keeps the no-loss promise, and it only needs a connected client to publish with:
+
+* read pending rows oldest first, READ_AHEAD_BATCHES messages' worth per query, from where the
+  previous read stopped (a replay `rewind`s to the start);
+* group them per device into messages of `batch_size` records (`BatchAssembler`; a live punch
+  goes alone), number each message, and publish at QoS 1 with up to `max_in_flight` messages
+  awaiting their PUBACK;
+* mark exactly the acknowledged rows delivered, several messages per transaction. A row whose
+  PUBACK never came stays pending and goes out again on the next connection: a duplicate (ids
+  make it harmless), never a gap.
+
+In central delivery (sync/confirmations.py) the drain reads through `CentralDelivery.next_rows`
+(unsent rows and those due for a re-send), tells it which ids each batch carried, and hands it
+the acknowledged rows instead of marking them delivered: only a confirmation delivers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import aiomqtt
+import structlog
+
+from punchgate.sync.confirmations import CentralDelivery
+from punchgate.sync.confirmations_memory import record_id_of
+from punchgate.sync.contract import batch_json
+from punchgate.sync.forwarder_session import (
+    ForwarderStats,
+    Publisher,
+    SessionTasks,
+    set_from_any_thread,
+    wait_event,
+)
+from punchgate.sync.settings import MqttSettings
+from punchgate.sync.store import PendingRow, Store
+from punchgate.sync.topics import Topics
+
+log = structlog.get_logger(__name__)
+
+# How long the drain sleeps when nothing is pending and nobody calls notify_new_punches;
+# a safety net only (e.g. punches added by another process), not the normal wake-up path.
+IDLE_POLL_SECONDS = 5.0
+# Reading ahead several messages' worth per query keeps SQLite round trips off the hot path.
+READ_AHEAD_BATCHES = 10
+
+
+class BatchAssembler:
+    """Packs pending rows (oldest first, mixed devices) into per-device messages, in order.
+
+    Backlog rows of one device are packed `batch_size` to a message; `flush()` returns the
+    partial batches (the caller decides when half-full messages should go). A live row goes alone, at once (after that device's older rows), so a punch
+    seen as it happens is never held back waiting for company.
+    """
+
+    def __init__(self, batch_size: int) -> None:
+        self.batch_size = batch_size
+        self._open: dict[str, list[PendingRow]] = {}
+
+    def add(self, rows: Sequence[PendingRow]) -> list[tuple[str, list[PendingRow]]]:
+        batches: list[tuple[str, list[PendingRow]]] = []
+        for row in rows:
+            if row.source == "live":
+                chunk = self._open.pop(row.device, None)
+                if chunk:
+                    batches.append((row.device, chunk))
+                batches.append((row.device, [row]))
+                continue
+            chunk = self._open.setdefault(row.device, [])
+            chunk.append(row)
+            if len(chunk) >= self.batch_size:
+                batches.append((row.device, chunk))
+                del self._open[row.device]
+        return batches
+
+    def flush(self) -> list[tuple[str, list[PendingRow]]]:
+        """Every partial batch, oldest first (each device's own order is already kept)."""
+        batches = sorted(self._open.items(), key=lambda item: item[1][0].pk)
+        self._open.clear()
+        return batches
+
+
+def group_batches(rows: Sequence[PendingRow], batch_size: int) -> list[tuple[str, list[PendingRow]]]:
+    """All of `rows` as per-device messages (see `BatchAssembler`)."""
+    assembler = BatchAssembler(batch_size)
+    return [*assembler.add(rows), *assembler.flush()]
+
+
+class Drain:
+    """The buffer's pending rows to the broker; one per forwarder, running in each session."""
+
+    def __init__(
+        self,
+        *,
+        gateway_id: str,
+        mqtt: MqttSettings,
+        store: Store,
+        central: CentralDelivery | None,
+        topics: Topics,
+        stats: ForwarderStats,
+        publisher: Publisher,
+        max_in_flight: int,
+    ) -> None:
+        self.gateway_id = gateway_id
+        self.mqtt = mqtt
+        self.store = store
+        self.central = central  # None in broker mode
+        self.topics = topics
+        self.stats = stats
+        self.publisher = publisher
+        self.max_in_flight = max_in_flight
+        self.loop: asyncio.AbstractEventLoop | None = None  # the forwarder's, once it runs
+        self._wake = asyncio.Event()  # new punches committed
+        self._rewind = False  # set by a replay: restart the drain cursor
+        self._acked: list[int] = []  # acknowledged pks not yet marked delivered
+        self._acked_ready = asyncio.Event()
+
+    def notify(self) -> None:
+        """Wake the drain at once (call after a commit). Safe from any thread."""
+        set_from_any_thread(self.loop, self._wake)
+
+    def rewind(self) -> None:
+        """Punches older than the drain's cursor are pending again (a replay): read them too.
+        Rows in flight at that moment may go out twice, which ids make harmless."""
+        self._rewind = True
+        self.notify()
+
+    async def _read_pending(self, limit: int, after: int) -> list[PendingRow]:
+        """The drain's next rows: pending ones (broker mode), or unsent and due ones (central)."""
+        if self.central is None:
+            return await asyncio.to_thread(self.store.pending_batch, limit, after=after)
+        return await asyncio.to_thread(self.central.next_rows, limit, after)
+
+    async def run(self, client: aiomqtt.Client, tasks: SessionTasks) -> None:
+        window = asyncio.Semaphore(self.max_in_flight)
+        read_limit = self.mqtt.batch_size * READ_AHEAD_BATCHES
+        after = 0  # pks up to here are in flight or done in this session
+        while True:
+            self._wake.clear()
+            if self._rewind:
+                # Rows went back to pending behind our cursor (a replay): read from the start.
+                self._rewind = False
+                after = 0
+            rows = await self._read_pending(read_limit, after)
+            if not rows:
+                await wait_event(self._wake, IDLE_POLL_SECONDS)
+                continue
+            after = max(after, rows[-1].pk)  # re-sent rows (central) lie behind the cursor
+            # Each read is sent as soon as it is grouped, so the broker is never idle while
+            # the next read runs (carrying partial batches over would starve the pipeline).
+            batches = group_batches(rows, self.mqtt.batch_size)
+            seqs = await asyncio.to_thread(self.store.next_batch_seqs, [device for device, _ in batches])
+            for (device, chunk), seq in zip(batches, seqs, strict=True):
+                payload = batch_json(
+                    gateway=self.gateway_id,
+                    device=device,
+                    seq=seq,
+                    records=[r.payload for r in chunk],
+                )
+                pks = [r.pk for r in chunk]
+                if self.central is not None:
+                    ids = [record_id_of(r.payload) for r in chunk]
+                    self.central.remember_batch(device, seq, pks, ids)
+                await window.acquire()
+                tasks.spawn(self._publish_batch(client, device, payload, pks, window), "mqtt-publish")
+
+    async def _publish_batch(
+        self, client: aiomqtt.Client, device: str, payload: bytes, pks: list[int], window: asyncio.Semaphore
+    ) -> None:
+        confirmed = False
+        try:
+            await self.publisher.publish(client, self.topics.device_punches(device), payload)
+            confirmed = True
+        finally:
+            window.release()
+            if not confirmed:
+                self.stats.possible_duplicates += len(pks)
+        self.stats.batches_published += 1
+        self.stats.punches_published += len(pks)
+        self._acked.extend(pks)
+        self._acked_ready.set()
+
+    async def mark_acked(self) -> None:
+        """Mark acknowledged rows delivered, several batches per transaction when they pile up."""
+        while True:
+            await self._acked_ready.wait()
+            await self.flush_acked()
+
+    async def flush_acked(self) -> None:
+        self._acked_ready.clear()
+        if not self._acked:
+            return
+        pks, self._acked = self._acked, []
+        if self.central is not None:
+            # Acknowledged by the broker is only "sent" until confirmed; the confirmations'
+            # thread writes that mark unless a confirmation comes first (sync/confirmations.py).
+            self.central.acked(pks)
+            return
+        try:
+            # Shielded: once the rows are handed to the buffer, let the commit finish.
+            await asyncio.shield(asyncio.to_thread(self.store.mark_delivered, pks))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # They stay pending and are sent again: a duplicate, never a loss.
+            self.stats.possible_duplicates += len(pks)
+            log.error("buffer_mark_delivered_failed", rows=len(pks), error=str(exc))
+
+    async def flush_sent_if_stopping(self) -> None:
+        """Central delivery, stopping: rows still waiting for their confirmation are marked sent
+        now, so the next start sends them again after `resend_after`, as for every unconfirmed
+        row, not at once (a crash cannot do this: those go again at the start)."""
+        task = asyncio.current_task()
+        if self.central is None or task is None or not task.cancelling():
+            return
+        try:
+            await asyncio.shield(asyncio.to_thread(self.central.flush_sent))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("buffer_mark_sent_failed", error=str(exc))
