@@ -7,8 +7,10 @@ the punch is stored (`record_json`), and batch envelopes are assembled around th
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Sequence
+from json.encoder import encode_basestring
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
@@ -148,9 +150,68 @@ def punch_to_record(punch: Punch) -> PunchRecord:
     return PunchRecord.model_validate(_record_dict(punch))
 
 
-def record_json(punch: Punch) -> str:
-    """The record's JSON text, rendered without pydantic (called once per punch at insert time)."""
+def record_json_dumps(punch: Punch) -> str:
+    """The record's JSON text through `json.dumps` of `_record_dict`: the reference that
+    `record_json` must match byte for byte (tests/sync/test_record_json.py)."""
     return json.dumps(_record_dict(punch), ensure_ascii=False, separators=(",", ":"))
+
+
+# `record_json` writes the text `json.dumps(..., ensure_ascii=False, separators=(",", ":"))`
+# writes, without building a dict per record (about 13 of a record's 30 µs of insert work went
+# to the dict and the generic encoder): one %-template in the same key order, each string
+# escaped by the encoder's own function (`encode_basestring`: quotes, backslash and control
+# characters; non-ASCII kept), ints as `int.__repr__`, bools and None as JSON's words.
+_RECORD_TEMPLATE = (
+    '{"id":%s,"serial":%s,"user_id":%s,"local_time":%s,"utc_time":%s,"utc_offset":%s,'
+    '"state":{"code":%s,"name":%s},"verify":{"code":%s,"name":%s},"work_code":%s,'
+    '"source":%s,"historical":%s,"flags":[%s]}'
+)
+_str = encode_basestring
+_int = int.__repr__
+_OFFSETS: dict[int, str] = {}  # utc_offset_seconds -> its JSON string ("+01:00" quoted)
+
+
+def _name(value: str | None) -> str:
+    return "null" if value is None else _str(value)
+
+
+def _utc_text(value: dt.datetime) -> str:
+    """`utc_iso(value)` for the usual aware UTC instant without converting it."""
+    if value.tzinfo is dt.UTC:  # isoformat() ends in "+00:00"
+        return value.isoformat()[:-6] + "Z"
+    return utc_iso(value)
+
+
+def record_json(punch: Punch) -> str:
+    """The record's JSON text, rendered without pydantic (called once per punch at insert time).
+
+    Exactly `record_json_dumps(punch)`; a make-up punch (its `manual` object) takes that path."""
+    if punch.manual is not None:
+        return record_json_dumps(punch)
+    seconds = punch.utc_offset_seconds
+    offset = _OFFSETS.get(seconds)
+    if offset is None:
+        offset = _OFFSETS.setdefault(seconds, _str(punch.utc_offset))
+    local = punch.local_time
+    if local.tzinfo is not None:
+        local = local.replace(tzinfo=None)
+    flags = punch.flags
+    return _RECORD_TEMPLATE % (
+        _str(punch.id),
+        _str(punch.device_serial),
+        _str(punch.user_id),
+        _str(local.isoformat()),
+        _str(_utc_text(punch.utc_time)),
+        offset,
+        _int(punch.state),
+        _name(punch.state_name),
+        _int(punch.verify),
+        _name(punch.verify_name),
+        _int(punch.work_code),
+        _str(punch.source),
+        "true" if punch.historical else "false",
+        ",".join(map(_str, flags)) if flags else "",
+    )
 
 
 def batch_json(*, gateway: str, device: str, seq: int, records: Sequence[str]) -> bytes:
