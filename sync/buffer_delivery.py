@@ -4,18 +4,23 @@
 write lock and the counts that change with each commit (pending per device, unconfirmed, the
 `buffer_full` limit, punches ever stored). Kept apart from `store.py` so the facade only
 delegates.
+
+`pending_per_device` is the drain's read (broker mode): whole messages' worth of one terminal
+at a time, in pk order per terminal, whatever way the terminals' rows interleave in the file.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 import structlog
+from sqlalchemy import Connection
 
-from punchgate.sync import audit, buffer_chain, buffer_counts, buffer_identity, buffer_outbox
+from punchgate.sync import audit, buffer_chain, buffer_counts, buffer_identity, buffer_outbox, buffer_schema
 from punchgate.sync.buffer_outbox import Confirmed
 from punchgate.sync.records import Punch
 
@@ -24,6 +29,78 @@ if TYPE_CHECKING:
 
 # The store's logger: these lines are the store's, wherever the code sits.
 log = structlog.get_logger("punchgate.sync.store")
+
+_T = buffer_schema.punches
+_P = _T.c
+# A delivery mark whose rows the caller counted per device already (see `mark_delivered`).
+_MARK_SQL = f"UPDATE {_T.name} SET {_P.delivered_at.name} = ? WHERE {_P.delivered_at} IS NULL AND {_P.pk} IN "
+# SQLite's bound-parameter limit is 32766 on current builds; stay below it.
+_MARK_CHUNK = 30000
+# Which terminal each of the next pending rows belongs to (no payload: this only finds who is next).
+_PENDING_HEADS_SQL = (
+    f"SELECT {_P.pk}, {_P.device} FROM {_T.name}"
+    f" WHERE {_P.delivered_at} IS NULL AND {_P.pk} > ? ORDER BY {_P.pk} LIMIT ?"
+)
+# One terminal's next pending rows: the partial index on (device) WHERE pending carries the
+# rowid, so this is a range search of that index (device = ? AND rowid >= ?), no sort.
+_PENDING_OF_DEVICE_SQL = (
+    f"SELECT {_P.pk}, {_P.source}, {_P.payload} FROM {_T.name}"
+    f" WHERE {_P.delivered_at} IS NULL AND {_P.device} = ? AND {_P.pk} >= ? ORDER BY {_P.pk} LIMIT ?"
+)
+
+
+class DeviceRows(NamedTuple):
+    """One terminal's next pending rows, oldest first, as columns (the drain's broker-mode read)."""
+
+    device: str
+    pks: tuple[int, ...]
+    sources: tuple[str, ...]
+    payloads: tuple[str, ...]
+
+
+def pending_per_device(
+    store: Store, limit: int, per_device: int, *, after: int, read_up_to: dict[str, int]
+) -> tuple[list[DeviceRows], int]:
+    """About `limit` pending rows (at least one terminal's read), `per_device` at a time per
+    terminal, terminals taken in the order of their oldest unread pending row.
+
+    `after`: every pending row with a pk up to it has been read already (the caller's cursor).
+    `read_up_to`: per terminal, the highest pk read already; updated here. Rows above `after`
+    but at or below their terminal's `read_up_to` were read by an earlier terminal read and are
+    skipped. Returns the terminal reads (each in pk order; a terminal may come twice, its
+    older rows first) and the new `after`: the last pk up to which every pending row is now
+    read. One read transaction, so one snapshot.
+    """
+    groups: list[DeviceRows] = []
+    taken = 0
+    with store._engine.connect() as conn, conn.begin():
+        # The driver's cursor inside SQLAlchemy's transaction (BEGIN DEFERRED: one snapshot):
+        # plain tuples, transposed in C, cost a fraction of SQLAlchemy rows and PendingRows.
+        cursor = cast("sqlite3.Connection", conn.connection.dbapi_connection).cursor()
+        try:
+            while taken < limit:
+                heads = cursor.execute(_PENDING_HEADS_SQL, (after, limit)).fetchall()
+                if not heads:
+                    break
+                for pk, device in heads:
+                    if pk <= read_up_to.get(device, 0):
+                        after = pk  # read already, by that terminal's own read
+                        continue
+                    if taken >= limit:
+                        break  # this row's terminal waits for the next call; `after` stays below it
+                    found = cursor.execute(_PENDING_OF_DEVICE_SQL, (device, pk, per_device)).fetchall()
+                    if found:
+                        pks, sources, payloads = zip(*found, strict=True)
+                        groups.append(DeviceRows(device, pks, sources, payloads))
+                        taken += len(pks)
+                    read_up_to[device] = found[-1][0] if found else pk
+                    after = pk
+                else:
+                    continue  # every head read: look further
+                break
+        finally:
+            cursor.close()
+    return groups, after
 
 
 def add_new(store: Store, punches: Sequence[Punch]) -> list[str]:
@@ -52,13 +129,45 @@ def add_new(store: Store, punches: Sequence[Punch]) -> list[str]:
     return [p.id for p in fits]
 
 
-def mark_delivered(store: Store, pks: Sequence[int]) -> int:
-    """`Store.mark_delivered`: these rows delivered, in one transaction."""
+class _NotAllPending(Exception):
+    """Fewer rows changed than the caller counted: some were not pending (roll back, recount)."""
+
+
+def _mark_counted(conn: Connection, pks: Sequence[int], now: float) -> int:
+    """Mark these rows delivered without RETURNING; how many changed."""
+    changed = 0
+    for start in range(0, len(pks), _MARK_CHUNK):
+        part = list(pks[start : start + _MARK_CHUNK])
+        changed += int(
+            conn.exec_driver_sql(f"{_MARK_SQL}({','.join('?' * len(part))})", (now, *part)).rowcount
+        )
+    return changed
+
+
+def mark_delivered(store: Store, pks: Sequence[int], devices: Counter[str] | None = None) -> int:
+    """`Store.mark_delivered`: these rows delivered, in one transaction.
+
+    `devices`: the same rows counted per device, when the caller knows them (the drain does).
+    The UPDATE then needs no `RETURNING device` (about a quarter of its cost on a drain's
+    marks); if fewer rows changed than were counted (some were not pending: delivered by a
+    replay's earlier send, or a pk given twice), that transaction is rolled back and the rows
+    marked again with RETURNING, so the pending counts stay exact.
+    """
     if not pks:
         return 0
     with store._write_lock:
-        with store._writer.begin() as conn:
-            changed = buffer_outbox.mark_delivered(conn, pks, time.time())
+        changed: Counter[str] | None = None
+        if devices is not None and devices.total() == len(pks):
+            try:
+                with store._writer.begin() as conn:
+                    if _mark_counted(conn, pks, time.time()) != len(pks):
+                        raise _NotAllPending
+                changed = devices
+            except _NotAllPending:
+                changed = None
+        if changed is None:
+            with store._writer.begin() as conn:
+                changed = buffer_outbox.mark_delivered(conn, pks, time.time())
         buffer_counts.pending_changed(store, changed, -1)
         store._limits.update_full()
     store._companion.update(store._stored)  # catches the companion up after a burst of inserts

@@ -3,11 +3,14 @@
 Separate from the connection (sync/forwarder.py, sync/forwarder_session.py) because this is the
 part that keeps the no-loss promise, and it only needs a connected client to publish with:
 
-* read pending rows oldest first, READ_AHEAD_BATCHES messages' worth per query, from where the
-  previous read stopped (a replay `rewind`s to the start);
+* read pending rows about READ_AHEAD_BATCHES messages' worth at a time, from where the previous
+  read stopped (a replay `rewind`s to the start). In broker mode a read takes one terminal's
+  next `batch_size` rows at a time, terminals in the order of their oldest unread row
+  (`buffer_delivery.pending_per_device`), so messages are full however the terminals' rows
+  interleave in the buffer (polling through an outage stores a few of each in turn);
 * group them per device into messages of `batch_size` records (`BatchAssembler`; a live punch
-  goes alone), number each message, and publish at QoS 1 with up to `max_in_flight` messages
-  awaiting their PUBACK;
+  goes alone), oldest first per terminal, number each message, and publish at QoS 1 with up to
+  `max_in_flight` messages awaiting their PUBACK;
 * mark exactly the acknowledged rows delivered, several messages per transaction. A row whose
   PUBACK never came stays pending and goes out again on the next connection: a duplicate (ids
   make it harmless), never a gap.
@@ -20,11 +23,15 @@ the acknowledged rows instead of marking them delivered: only a confirmation del
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import aiomqtt
 import structlog
 
+from punchgate.sync import buffer_delivery
+from punchgate.sync.buffer_delivery import DeviceRows
 from punchgate.sync.confirmations import CentralDelivery
 from punchgate.sync.confirmations_memory import record_id_of
 from punchgate.sync.contract import batch_json
@@ -89,6 +96,35 @@ def group_batches(rows: Sequence[PendingRow], batch_size: int) -> list[tuple[str
     return [*assembler.add(rows), *assembler.flush()]
 
 
+class Message(NamedTuple):
+    """One punch message to publish: a terminal, its rows' pks and records, oldest first."""
+
+    device: str
+    pks: Sequence[int]
+    records: Sequence[str]
+
+
+def _messages(batches: Sequence[tuple[str, list[PendingRow]]]) -> list[Message]:
+    return [Message(device, [r.pk for r in chunk], [r.payload for r in chunk]) for device, chunk in batches]
+
+
+def messages_of(groups: Sequence[DeviceRows], batch_size: int) -> list[Message]:
+    """Per-terminal reads as messages. A read of backlog rows (at most `batch_size`) is one
+    message as it stands, no per-row work; one holding a live punch is split as
+    `BatchAssembler` splits it (older rows, then the live punch alone, then the rest)."""
+    messages: list[Message] = []
+    for group in groups:
+        if "live" in group.sources or len(group.pks) > batch_size:
+            rows = [
+                PendingRow(pk, group.device, source, payload)
+                for pk, source, payload in zip(group.pks, group.sources, group.payloads, strict=True)
+            ]
+            messages.extend(_messages(group_batches(rows, batch_size)))
+        else:
+            messages.append(Message(group.device, group.pks, group.payloads))
+    return messages
+
+
 class Drain:
     """The buffer's pending rows to the broker; one per forwarder, running in each session."""
 
@@ -116,6 +152,7 @@ class Drain:
         self._wake = asyncio.Event()  # new punches committed
         self._rewind = False  # set by a replay: restart the drain cursor
         self._acked: list[int] = []  # acknowledged pks not yet marked delivered
+        self._acked_devices: Counter[str] = Counter()  # the same rows, counted per device
         self._acked_ready = asyncio.Event()
 
     def notify(self) -> None:
@@ -128,47 +165,61 @@ class Drain:
         self._rewind = True
         self.notify()
 
-    async def _read_pending(self, limit: int, after: int) -> list[PendingRow]:
-        """The drain's next rows: pending ones (broker mode), or unsent and due ones (central)."""
+    async def _read_messages(
+        self, limit: int, after: int, read_up_to: dict[str, int]
+    ) -> tuple[list[Message], int]:
+        """The drain's next messages and cursor: pending rows, whole messages per terminal
+        (broker mode), or unsent and due rows in pk order (central)."""
         if self.central is None:
-            return await asyncio.to_thread(self.store.pending_batch, limit, after=after)
-        return await asyncio.to_thread(self.central.next_rows, limit, after)
+            groups, after = await asyncio.to_thread(
+                buffer_delivery.pending_per_device,
+                self.store,
+                limit,
+                self.mqtt.batch_size,
+                after=after,
+                read_up_to=read_up_to,
+            )
+            return messages_of(groups, self.mqtt.batch_size), after
+        rows = await asyncio.to_thread(self.central.next_rows, limit, after)
+        # Re-sent rows (central) lie behind the cursor.
+        return _messages(group_batches(rows, self.mqtt.batch_size)), max(
+            after, rows[-1].pk
+        ) if rows else after
 
     async def run(self, client: aiomqtt.Client, tasks: SessionTasks) -> None:
         window = asyncio.Semaphore(self.max_in_flight)
         read_limit = self.mqtt.batch_size * READ_AHEAD_BATCHES
-        after = 0  # pks up to here are in flight or done in this session
+        after = 0  # every pending pk up to here is in flight or done in this session
+        read_up_to: dict[str, int] = {}  # per terminal, beyond `after` (broker mode)
         while True:
             self._wake.clear()
             if self._rewind:
                 # Rows went back to pending behind our cursor (a replay): read from the start.
                 self._rewind = False
                 after = 0
-            rows = await self._read_pending(read_limit, after)
-            if not rows:
+                read_up_to.clear()
+            messages, after = await self._read_messages(read_limit, after, read_up_to)
+            if not messages:
                 await wait_event(self._wake, IDLE_POLL_SECONDS)
                 continue
-            after = max(after, rows[-1].pk)  # re-sent rows (central) lie behind the cursor
             # Each read is sent as soon as it is grouped, so the broker is never idle while
             # the next read runs (carrying partial batches over would starve the pipeline).
-            batches = group_batches(rows, self.mqtt.batch_size)
-            seqs = await asyncio.to_thread(self.store.next_batch_seqs, [device for device, _ in batches])
-            for (device, chunk), seq in zip(batches, seqs, strict=True):
-                payload = batch_json(
-                    gateway=self.gateway_id,
-                    device=device,
-                    seq=seq,
-                    records=[r.payload for r in chunk],
-                )
-                pks = [r.pk for r in chunk]
+            seqs = await asyncio.to_thread(self.store.next_batch_seqs, [m.device for m in messages])
+            for (device, pks, records), seq in zip(messages, seqs, strict=True):
+                payload = batch_json(gateway=self.gateway_id, device=device, seq=seq, records=records)
                 if self.central is not None:
-                    ids = [record_id_of(r.payload) for r in chunk]
-                    self.central.remember_batch(device, seq, pks, ids)
+                    ids = [record_id_of(record) for record in records]
+                    self.central.remember_batch(device, seq, list(pks), ids)
                 await window.acquire()
                 tasks.spawn(self._publish_batch(client, device, payload, pks, window), "mqtt-publish")
 
     async def _publish_batch(
-        self, client: aiomqtt.Client, device: str, payload: bytes, pks: list[int], window: asyncio.Semaphore
+        self,
+        client: aiomqtt.Client,
+        device: str,
+        payload: bytes,
+        pks: Sequence[int],
+        window: asyncio.Semaphore,
     ) -> None:
         confirmed = False
         try:
@@ -181,6 +232,7 @@ class Drain:
         self.stats.batches_published += 1
         self.stats.punches_published += len(pks)
         self._acked.extend(pks)
+        self._acked_devices[device] += len(pks)
         self._acked_ready.set()
 
     async def mark_acked(self) -> None:
@@ -194,6 +246,7 @@ class Drain:
         if not self._acked:
             return
         pks, self._acked = self._acked, []
+        devices, self._acked_devices = self._acked_devices, Counter()
         if self.central is not None:
             # Acknowledged by the broker is only "sent" until confirmed; the confirmations'
             # thread writes that mark unless a confirmation comes first (sync/confirmations.py).
@@ -201,7 +254,8 @@ class Drain:
             return
         try:
             # Shielded: once the rows are handed to the buffer, let the commit finish.
-            await asyncio.shield(asyncio.to_thread(self.store.mark_delivered, pks))
+            # The drain knows each row's device: the mark needs no RETURNING (buffer_delivery).
+            await asyncio.shield(asyncio.to_thread(buffer_delivery.mark_delivered, self.store, pks, devices))
         except asyncio.CancelledError:
             raise
         except Exception as exc:
