@@ -105,13 +105,14 @@ class PendingRow:
 
 def punch_row(punch: Punch, now: float) -> tuple[Any, ...]:
     """The values `insert_punches` writes for one punch, in `INSERT_COLUMNS` order."""
+    utc = punch.utc_time.isoformat()
     return (
         punch.id,
         punch.device,
         punch.user_id,
-        punch.utc_time.isoformat(),
+        utc,
         punch.source,
-        record_json(punch),
+        record_json(punch, utc_isoformat=utc),
         punch.raw,
         now,
     )

@@ -175,17 +175,19 @@ def _name(value: str | None) -> str:
     return "null" if value is None else _str(value)
 
 
-def _utc_text(value: dt.datetime) -> str:
+def _utc_text(value: dt.datetime, isoformat: str | None) -> str:
     """`utc_iso(value)` for the usual aware UTC instant without converting it."""
     if value.tzinfo is dt.UTC:  # isoformat() ends in "+00:00"
-        return value.isoformat()[:-6] + "Z"
+        return (isoformat or value.isoformat())[:-6] + "Z"
     return utc_iso(value)
 
 
-def record_json(punch: Punch) -> str:
+def record_json(punch: Punch, *, utc_isoformat: str | None = None) -> str:
     """The record's JSON text, rendered without pydantic (called once per punch at insert time).
 
-    Exactly `record_json_dumps(punch)`; a make-up punch (its `manual` object) takes that path."""
+    Exactly `record_json_dumps(punch)`; a make-up punch (its `manual` object) takes that path.
+    `utc_isoformat`: `punch.utc_time.isoformat()` where the caller has it already (the insert
+    stores it), so it is not formatted twice."""
     if punch.manual is not None:
         return record_json_dumps(punch)
     seconds = punch.utc_offset_seconds
@@ -201,7 +203,7 @@ def record_json(punch: Punch) -> str:
         _str(punch.device_serial),
         _str(punch.user_id),
         _str(local.isoformat()),
-        _str(_utc_text(punch.utc_time)),
+        _str(_utc_text(punch.utc_time, utc_isoformat)),
         offset,
         _int(punch.state),
         _name(punch.state_name),

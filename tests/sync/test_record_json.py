@@ -10,7 +10,7 @@ import itertools
 import random
 from zoneinfo import ZoneInfo
 
-from punchgate.sync import contract_punches
+from punchgate.sync import buffer_outbox, contract_punches
 from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_DST_FOLD, FLAG_DST_GAP, FLAG_IN_FUTURE, Punch
 from tests.support.factories import make_punch
 
@@ -106,3 +106,13 @@ def test_every_stock_punch_renders_the_same() -> None:
             for flags in _FLAG_SETS[:6]:
                 punch = make_punch("door-1", n, source=source, flags=flags)
                 assert contract_punches.record_json(punch) == contract_punches.record_json_dumps(punch)
+
+
+def test_the_stored_row_holds_the_same_payload() -> None:
+    """`punch_row` hands `record_json` the UTC text it stores; the payload is still the old one."""
+    rng = random.Random(7)
+    for n in range(5_000):
+        punch = _punch(rng, n)
+        row = buffer_outbox.punch_row(punch, 1.5)
+        assert row[3] == punch.utc_time.isoformat()
+        assert row[5] == contract_punches.record_json_dumps(punch)
