@@ -316,6 +316,7 @@ def all_ids(conn: Connection) -> set[str]:
 
 # The terminal-local day of a punch, from the record it carries (the table keeps no local time).
 _LOCAL_DAY = f"substr(json_extract({P.payload}, '$.local_time'), 1, 10)"
+_DAYS_SINCE_SQL = f"SELECT {P.device}, {_LOCAL_DAY} AS day, max({P.pk}) FROM {_T.name} WHERE {P.pk} > ? GROUP BY {P.device}, day"
 
 
 def day_ids(conn: Connection, device: str, day: str, *, utc_from: str, utc_to: str) -> list[str]:
@@ -333,10 +334,11 @@ def day_ids(conn: Connection, device: str, day: str, *, utc_from: str, utc_to: s
 def days_stored_since(conn: Connection, after_pk: int) -> tuple[dict[str, set[str]], int]:
     """The terminals and terminal-local days of punches with pk > `after_pk`, and the highest pk
     seen (`after_pk` when none): which digests new punches changed."""
-    sql = f"SELECT {P.pk}, {P.device}, {_LOCAL_DAY} FROM {_T.name} WHERE {P.pk} > ?"
+    # Grouped in SQLite: this runs every few seconds while a backlog streams in, and a Python
+    # step per new row was about 7 % of the gateway's busy samples during a push upload (py-spy).
     changed: dict[str, set[str]] = {}
     top = after_pk
-    for pk, device, day in conn.exec_driver_sql(sql, (after_pk,)).fetchall():
+    for device, day, pk in conn.exec_driver_sql(_DAYS_SINCE_SQL, (after_pk,)).fetchall():
         changed.setdefault(str(device), set()).add(str(day))
         top = max(top, int(pk))
     return changed, top
