@@ -5,9 +5,11 @@ it, not when the broker acknowledged the message: a broker that crashes between 
 handing the message on (or without persistence) can then lose nothing. The forwarder owns the
 connection and calls in here:
 
-* `next_rows` replaces the drain's read: rows never sent, oldest first, and, every few seconds,
-  the unconfirmed rows whose last send is `mqtt.resend_after` old (claimed in the buffer, so a
-  crash or a lost send only delays them by one more timeout);
+* `next_reads` replaces the drain's read: rows never sent, whole messages' worth per terminal,
+  oldest first per terminal (`buffer_delivery.pending_per_device(unsent=True)`, as broker mode
+  reads its pending rows), and, every few seconds, the unconfirmed rows whose last send is
+  `mqtt.resend_after` old (claimed in the buffer, so a crash or a lost send only delays them by
+  one more timeout; `next_rows` is the same with the unsent rows in pk order);
 * after a PUBACK the forwarder hands the rows to `acked`: they are marked *sent*
   (`Store.mark_sent`) instead of delivered, by the worker thread below, once they have waited
   `SENT_MARK_GRACE` for their confirmation; rows confirmed meanwhile are not written twice
@@ -52,11 +54,14 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import structlog
 from pydantic import ValidationError
 
+from punchgate.sync import buffer_delivery
+from punchgate.sync.buffer_delivery import DeviceRows
 from punchgate.sync.confirmations_memory import HeldAcks, RememberedBatches, SentIds, record_id_of
 from punchgate.sync.contract import CONFIRM_SCHEMA_NAME, Confirmation, gateway_online
 from punchgate.sync.settings import MqttSettings
@@ -147,21 +152,38 @@ class CentralDelivery:
 
     # --- the drain (called in a worker thread) --------------------------------------------------
     def next_rows(self, limit: int, after: int) -> list[PendingRow]:
-        """What the drain sends next: rows due again (every few seconds), else rows not sent yet
-        with pk > `after`. Re-sent rows come first and may lie behind the drain's cursor."""
+        """Rows due again (every few seconds), else rows not sent yet with pk > `after`, in pk
+        order. Re-sent rows come first and may lie behind the drain's cursor."""
+        return self._claim_due(limit) or self.store.unsent_batch(limit, after=after)
+
+    def next_reads(
+        self, limit: int, per_device: int, *, after: int, read_up_to: dict[str, int]
+    ) -> tuple[list[PendingRow], list[DeviceRows], int]:
+        """What the drain sends next: (rows due again, [], `after`) every few seconds while some
+        are due, else ([], rows not sent yet read per terminal, the new cursor): see
+        `buffer_delivery.pending_per_device` for `after` and `read_up_to`. Re-sent rows may lie
+        behind the cursor; they are claimed (`sent_at` set), so the unsent read never has them."""
+        due = self._claim_due(limit)
+        if due:
+            return due, [], after
+        groups, after = buffer_delivery.pending_per_device(
+            self.store, limit, per_device, after=after, read_up_to=read_up_to, unsent=True
+        )
+        return [], groups, after
+
+    def _claim_due(self, limit: int) -> list[PendingRow]:
+        """Every few seconds: unconfirmed rows whose last send is old enough, claimed."""
         now = time.monotonic()
-        if now >= self._next_scan:
-            self._next_scan = now + self._scan_every
-            rows = self.store.claim_resends(
-                older_than=self.mqtt.resend_after * self.stats.backoff, limit=limit
-            )
-            if rows:
-                # Claimed: they carry a `sent_at` (noted before the drain remembers their batch).
-                self._sent_ids.add([record_id_of(r.payload) for r in rows], [r.pk for r in rows], sent=True)
-                self._resent(rows)
-                self._next_scan = now  # more may be due: look again at the next read
-                return rows
-        return self.store.unsent_batch(limit, after=after)
+        if now < self._next_scan:
+            return []
+        self._next_scan = now + self._scan_every
+        rows = self.store.claim_resends(older_than=self.mqtt.resend_after * self.stats.backoff, limit=limit)
+        if rows:
+            # Claimed: they carry a `sent_at` (noted before the drain remembers their batch).
+            self._sent_ids.add([record_id_of(r.payload) for r in rows], [r.pk for r in rows], sent=True)
+            self._resent(rows)
+            self._next_scan = now  # more may be due: look again at the next read
+        return rows
 
     def _resent(self, rows: Sequence[PendingRow]) -> None:
         if not self._confirmed_since_resend:
@@ -180,7 +202,7 @@ class CentralDelivery:
         their record ids (when given), so that a confirmation by id finds them by pk."""
         self._batches.add(device, seq, pks, ids)
         if ids:
-            self._sent_ids.add(ids, pks)
+            self._sent_ids.add(ids, pks, device=device)
 
     def acked(self, pks: list[int]) -> None:
         """The broker acknowledged these rows: mark them sent, by the worker thread, unless a
@@ -270,15 +292,17 @@ class CentralDelivery:
             log.error("confirmation_not_recorded", consumers=consumers, error=str(exc))
 
     def _apply(self, confirmations: Sequence[Confirmation]) -> None:
-        ids = list(dict.fromkeys(i for c in confirmations for i in c.ids))
+        ids = list(dict.fromkeys(chain.from_iterable(c.ids for c in confirmations)))
         # Rows this process sent are found by pk; a pk that changes nothing was delivered before.
         # Those never marked sent (the usual case: confirmed within the grace) need only the
         # plain delivery mark: one UPDATE where a confirmation takes one per state.
-        unsent_pks, sent_pks, other_ids = self._sent_ids.take(ids)
+        unsent_pks, sent_pks, other_ids, devices = self._sent_ids.take_counted(ids)
         done_pks = [*unsent_pks, *sent_pks]
         confirmed = repeated = unknown = 0
         if unsent_pks:
-            delivered = self.store.mark_delivered(unsent_pks)
+            # Their terminals are known (the drain said), so the mark needs no RETURNING; it
+            # redoes itself with RETURNING when some were not pending (a repeat).
+            delivered = buffer_delivery.mark_delivered(self.store, unsent_pks, devices)
             confirmed += delivered
             repeated += len(unsent_pks) - delivered
         if sent_pks:

@@ -15,9 +15,10 @@ part that keeps the no-loss promise, and it only needs a connected client to pub
   PUBACK never came stays pending and goes out again on the next connection: a duplicate (ids
   make it harmless), never a gap.
 
-In central delivery (sync/confirmations.py) the drain reads through `CentralDelivery.next_rows`
-(unsent rows and those due for a re-send), tells it which ids each batch carried, and hands it
-the acknowledged rows instead of marking them delivered: only a confirmation delivers them.
+In central delivery (sync/confirmations.py) the drain reads through `CentralDelivery.next_reads`
+(unsent rows, read per terminal as in broker mode, and those due for a re-send, grouped as they
+come), tells it which ids each batch carried, and hands it the acknowledged rows instead of
+marking them delivered: only a confirmation delivers them.
 """
 
 from __future__ import annotations
@@ -97,11 +98,13 @@ def group_batches(rows: Sequence[PendingRow], batch_size: int) -> list[tuple[str
 
 
 class Message(NamedTuple):
-    """One punch message to publish: a terminal, its rows' pks and records, oldest first."""
+    """One punch message to publish: a terminal, its rows' pks and records, oldest first, and
+    their record ids when the read had them (central delivery's unsent rows)."""
 
     device: str
     pks: Sequence[int]
     records: Sequence[str]
+    ids: Sequence[str] | None = None
 
 
 def _messages(batches: Sequence[tuple[str, list[PendingRow]]]) -> list[Message]:
@@ -121,7 +124,7 @@ def messages_of(groups: Sequence[DeviceRows], batch_size: int) -> list[Message]:
             ]
             messages.extend(_messages(group_batches(rows, batch_size)))
         else:
-            messages.append(Message(group.device, group.pks, group.payloads))
+            messages.append(Message(group.device, group.pks, group.payloads, group.ids or None))
     return messages
 
 
@@ -180,17 +183,18 @@ class Drain:
                 read_up_to=read_up_to,
             )
             return messages_of(groups, self.mqtt.batch_size), after
-        rows = await asyncio.to_thread(self.central.next_rows, limit, after)
-        # Re-sent rows (central) lie behind the cursor.
-        return _messages(group_batches(rows, self.mqtt.batch_size)), max(
-            after, rows[-1].pk
-        ) if rows else after
+        due, groups, after = await asyncio.to_thread(
+            self.central.next_reads, limit, self.mqtt.batch_size, after=after, read_up_to=read_up_to
+        )
+        if due:  # re-sends, claimed; they lie behind the cursor, which stays
+            return _messages(group_batches(due, self.mqtt.batch_size)), after
+        return messages_of(groups, self.mqtt.batch_size), after
 
     async def run(self, client: aiomqtt.Client, tasks: SessionTasks) -> None:
         window = asyncio.Semaphore(self.max_in_flight)
         read_limit = self.mqtt.batch_size * READ_AHEAD_BATCHES
         after = 0  # every pending pk up to here is in flight or done in this session
-        read_up_to: dict[str, int] = {}  # per terminal, beyond `after` (broker mode)
+        read_up_to: dict[str, int] = {}  # per terminal, beyond `after`
         while True:
             self._wake.clear()
             if self._rewind:
@@ -205,10 +209,11 @@ class Drain:
             # Each read is sent as soon as it is grouped, so the broker is never idle while
             # the next read runs (carrying partial batches over would starve the pipeline).
             seqs = await asyncio.to_thread(self.store.next_batch_seqs, [m.device for m in messages])
-            for (device, pks, records), seq in zip(messages, seqs, strict=True):
+            for (device, pks, records, ids), seq in zip(messages, seqs, strict=True):
                 payload = batch_json(gateway=self.gateway_id, device=device, seq=seq, records=records)
                 if self.central is not None:
-                    ids = [record_id_of(record) for record in records]
+                    if ids is None:  # re-sends and split reads: from the records
+                        ids = [record_id_of(record) for record in records]
                     self.central.remember_batch(device, seq, list(pks), ids)
                 await window.acquire()
                 tasks.spawn(self._publish_batch(client, device, payload, pks, window), "mqtt-publish")
