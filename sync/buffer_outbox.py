@@ -6,10 +6,12 @@ Design and invariants:
 
 * A punch is stored once: `id` is unique in the file (unique index). `known_ids` lets the
   store skip known punches before inserting, so a re-read terminal log is a no-op.
-* `pk` is insertion order and "oldest first" means lowest pk. The forwarder drains with a
-  cursor (`pending_batch(after=last pk)`), so a row must never change its pk.
+* `pk` is insertion order and "oldest first" means lowest pk. The forwarder drains with pk
+  cursors (a common one and one per terminal: `buffer_delivery.pending_per_device`), so a row
+  must never change its pk.
 * `delivered_at IS NULL` is what "pending" means. `mark_delivered` changes only rows still
-  pending and returns exactly which devices' rows it changed (`RETURNING device`);
+  pending and says exactly which devices' rows it changed (the caller's per-device counts,
+  checked against the rows changed, or `RETURNING device`);
   `requeue_delivered` is its inverse for replay. The store adjusts its pending counts (in
   total and per device) by those returned rows, so nobody has to count the table again.
 * Central delivery (migration v5): a pending row with `sent_at` set is "sent, unconfirmed";
