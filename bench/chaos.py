@@ -40,6 +40,7 @@ from typing import Any
 
 from bench import machine
 from bench.collector import PunchCollector
+from bench.results import BenchResult, Figure, render_section, save_result, write_doc
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.gateway.logs import configure_logging
 from tests.support.broker import Broker
@@ -174,8 +175,12 @@ class ChaosRun:
             broker_port=self.broker.port,
             buffer_path=self.workdir / "buffer.db",
             terminals=terminals,
-            mqtt={"reconnect_min": 0.3, "reconnect_max": 2.0, "publish_timeout": 5.0, "keepalive": 5},
+            mqtt=self._mqtt_settings(),
         )
+
+    def _mqtt_settings(self) -> dict[str, Any]:
+        """The gateway's [mqtt] section: quick reconnects, so the chaos is felt, not waited out."""
+        return {"reconnect_min": 0.3, "reconnect_max": 2.0, "publish_timeout": 5.0, "keepalive": 5}
 
     # --- the steady load ---------------------------------------------------------------------
     async def _punch(self, stop: asyncio.Event) -> None:
@@ -316,28 +321,27 @@ class ChaosRun:
         try:
             await self._start_emulators()
             await asyncio.to_thread(self.broker.start)
-            self.collector = await asyncio.to_thread(
-                PunchCollector(self.broker.port, GATEWAY_ID, persistent=True).start
-            )
+            await self._start_receiver()
             self.gateway = GatewayProcess(self._write_config(), log_path=self.workdir / "gateway.log")
             self.gateway.start(ready_timeout=None)
             self.timeline.note(
                 "started",
-                f"{len(self.emulators)} terminals, {opts.punches_per_second}/s, {opts.minutes} min, "
+                f"{self.mode}{len(self.emulators)} terminals, {opts.punches_per_second}/s, {opts.minutes} min, "
                 f"workdir {self.workdir}",
             )
             stop = asyncio.Event()
             tasks = [
                 asyncio.create_task(self._punch(stop)),
                 asyncio.create_task(self._chaos(stop)),
-                asyncio.create_task(self._watch_gateway(stop)),
+                *(asyncio.create_task(watch) for watch in self._watchers(stop)),
             ]
             await asyncio.sleep(opts.minutes * 60)
             stop.set()
             await asyncio.gather(*tasks)
-            self.timeline.note("chaos_over", "faults lifted; waiting for the gateway to catch up")
+            self.timeline.note("chaos_over", f"faults lifted; waiting for {self.caught_up}")
             await self._drain()
             self.report.gateway_starts = self.gateway.starts
+            await self._before_stop()
             try:
                 self.report.clean_exit_code = await asyncio.to_thread(self.gateway.stop)
             except subprocess.TimeoutExpired:
@@ -348,6 +352,23 @@ class ChaosRun:
             self.report.load_after = machine.load_average()
             await self._teardown()
         return self.report
+
+    # What a variant of the run (bench/chaos_central.py) changes.
+    mode = ""  # said first in the "started" line
+    caught_up = "the gateway to catch up"  # what the end of the chaos waits for
+
+    async def _start_receiver(self) -> None:
+        """Start what receives the stream: here a subscriber with a persistent session."""
+        self.collector = await asyncio.to_thread(
+            PunchCollector(self.broker.port, GATEWAY_ID, persistent=True).start
+        )
+
+    def _watchers(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        """Tasks that restart what dies unasked until `stop`, noting it."""
+        return [self._watch_gateway(stop)]
+
+    async def _before_stop(self) -> None:
+        """Figures to take from the running gateway, after the drain and before its stop."""
 
     def _expected(self) -> set[str]:
         expected: set[str] = set()
@@ -418,8 +439,6 @@ class ChaosRun:
 def record_result(report: ChaosReport, *, minutes: float, command: str, dry_run: bool = False) -> None:
     """Keep this run's figures in bench/results.json and refresh docs/performance.md (dry run:
     print the section it would write, touch nothing)."""
-    from bench.results import BenchResult, Figure, render_section, save_result, write_doc
-
     result = BenchResult(name="chaos", title=f"chaos: {minutes:g} minutes", command=command)
     actions = ", ".join(f"{name} {count}" for name, count in sorted(report.actions.items()))
     result.details = [
@@ -430,40 +449,41 @@ def record_result(report: ChaosReport, *, minutes: float, command: str, dry_run:
         f"ids received that no terminal produced: {report.unexpected}; "
         f"punches refused by a terminal: {report.refused_by_terminal}",
     ]
+    result.figures = [
+        *arrival_figures(report, "received by the subscriber", report.received),
+        of_produced(report, "duplicates received", report.duplicates, "records"),
+    ]
+    keep_result(result, report, dry_run=dry_run)
+
+
+def of_produced(report: ChaosReport, name: str, value: int, unit: str, **goal: Any) -> Figure:
+    """A figure with its share of the punches produced."""
+    return Figure(
+        name,
+        value,
+        unit,
+        versus="produced",
+        versus_value=report.produced,
+        ratio=value / max(report.produced, 1),
+        **goal,
+    )
+
+
+def arrival_figures(report: ChaosReport, arrived_as: str, arrived: int) -> list[Figure]:
+    """Produced, arrived (received, or stored at central) and lost: what every chaos run reports."""
+    return [
+        Figure("punches produced on the terminals", report.produced, "punches"),
+        of_produced(report, arrived_as, arrived, "punches"),
+        of_produced(report, "lost", report.lost, "punches", goal="0", met=report.lost == 0),
+    ]
+
+
+def keep_result(result: BenchResult, report: ChaosReport, *, dry_run: bool) -> None:
+    """Put the run's time, load and date on `result`, then record it (dry run: print it)."""
     result.seconds = report.seconds
     result.load_before, result.load_after = report.load_before, report.load_after
     if report.started_at:
         result.machine["date"] = report.started_at
-    produced = max(report.produced, 1)
-    result.figures = [
-        Figure("punches produced on the terminals", report.produced, "punches"),
-        Figure(
-            "received by the subscriber",
-            report.received,
-            "punches",
-            versus="produced",
-            versus_value=report.produced,
-            ratio=report.received / produced,
-        ),
-        Figure(
-            "lost",
-            report.lost,
-            "punches",
-            goal="0",
-            met=report.lost == 0,
-            versus="produced",
-            versus_value=report.produced,
-            ratio=report.lost / produced,
-        ),
-        Figure(
-            "duplicates received",
-            report.duplicates,
-            "records",
-            versus="produced",
-            versus_value=report.produced,
-            ratio=report.duplicates / produced,
-        ),
-    ]
     if dry_run:
         print(render_section(result))
         return

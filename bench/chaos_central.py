@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
@@ -32,12 +31,11 @@ from typing import Any
 
 import psycopg
 
-from bench import machine
-from bench.chaos import ChaosOptions, ChaosReport, ChaosRun
+from bench.chaos import ChaosOptions, ChaosReport, ChaosRun, arrival_figures, keep_result, of_produced
+from bench.results import BenchResult, Figure
 from punchgate.sync.sink import db
 from tests.support.broker import Broker
-from tests.support.config import write_config, zk_terminal
-from tests.support.gateway import GatewayProcess, log_events
+from tests.support.gateway import log_events
 from tests.support.postgres import Postgres
 from tests.support.reconcile import delivery_marks, pending_count
 from tests.support.sink import SinkProcess
@@ -111,33 +109,8 @@ class CentralChaosRun(ChaosRun):
         self._sink_lock = asyncio.Lock()
         self._postgres_lock = asyncio.Lock()
 
-    def _write_config(self) -> Path:
-        terminals = [
-            zk_terminal(
-                name,
-                emulator,
-                transport="tcp" if "tcp" in emulator.transports else "udp",
-                poll_interval=self.options.poll_interval,
-                live=True,
-                timeout=3.0,
-            )
-            for name, emulator in self.emulators.items()
-        ]
-        return write_config(
-            self.workdir / "punchgate.toml",
-            gateway_id="chaos-gw",
-            broker_port=self.broker.port,
-            buffer_path=self.workdir / "buffer.db",
-            terminals=terminals,
-            mqtt={
-                "delivery": "central",
-                "resend_after": RESEND_AFTER,
-                "reconnect_min": 0.3,
-                "reconnect_max": 2.0,
-                "publish_timeout": 5.0,
-                "keepalive": 5,
-            },
-        )
+    def _mqtt_settings(self) -> dict[str, Any]:
+        return {"delivery": "central", "resend_after": RESEND_AFTER, **super()._mqtt_settings()}
 
     # --- chaos ---------------------------------------------------------------------------------
     def _actions(self) -> tuple[tuple[Callable[[], Coroutine[Any, Any, None]], int], ...]:
@@ -201,50 +174,19 @@ class CentralChaosRun(ChaosRun):
                 raise RuntimeError(f"the sink did not connect: {self.sink.output()[-2000:]}")
             await asyncio.sleep(0.1)
 
-    async def run(self) -> ChaosReport:
-        opts = self.options
-        started = time.monotonic()
-        self.report.started_at = machine.describe()["date"]
-        self.report.load_before = machine.load_average()
-        try:
-            await self._start_emulators()
-            await asyncio.to_thread(self.broker.start)
-            await self._start_central()
-            self.gateway = GatewayProcess(self._write_config(), log_path=self.workdir / "gateway.log")
-            self.gateway.start(ready_timeout=None)
-            self.timeline.note(
-                "started",
-                f"central delivery; {len(self.emulators)} terminals, {opts.punches_per_second}/s, "
-                f"{opts.minutes} min, workdir {self.workdir}",
-            )
-            stop = asyncio.Event()
-            tasks = [
-                asyncio.create_task(self._punch(stop)),
-                asyncio.create_task(self._chaos(stop)),
-                asyncio.create_task(self._watch_gateway(stop)),
-                asyncio.create_task(self._watch_sink(stop)),
-            ]
-            await asyncio.sleep(opts.minutes * 60)
-            stop.set()
-            await asyncio.gather(*tasks)
-            self.timeline.note("chaos_over", "faults lifted; waiting for every punch stored and confirmed")
-            await self._drain()
-            self.report.gateway_starts = self.gateway.starts
-            self.central.sink_starts = self.sink.starts if self.sink else 0
-            # Before the stop: the figure is what the running gateway held unconfirmed.
-            self.central.unconfirmed_at_end = await asyncio.to_thread(
-                pending_count, self.workdir / "buffer.db"
-            )
-            try:
-                self.report.clean_exit_code = await asyncio.to_thread(self.gateway.stop)
-            except subprocess.TimeoutExpired:
-                self.timeline.note("gateway_stop_timeout", "no exit 30 s after SIGTERM; SIGKILLed")
-            self._reconcile()
-        finally:
-            self.report.seconds = time.monotonic() - started
-            self.report.load_after = machine.load_average()
-            await self._teardown()
-        return self.report
+    mode = "central delivery; "
+    caught_up = "every punch stored and confirmed"
+
+    async def _start_receiver(self) -> None:
+        await self._start_central()
+
+    def _watchers(self, stop: asyncio.Event) -> list[Coroutine[Any, Any, None]]:
+        return [*super()._watchers(stop), self._watch_sink(stop)]
+
+    async def _before_stop(self) -> None:
+        self.central.sink_starts = self.sink.starts if self.sink else 0
+        # Before the stop: the figure is what the running gateway held unconfirmed.
+        self.central.unconfirmed_at_end = await asyncio.to_thread(pending_count, self.workdir / "buffer.db")
 
     async def _drain(self) -> None:
         expected = self._expected()
@@ -304,8 +246,6 @@ def record_central_result(
 ) -> None:
     """Keep this run's figures in bench/results.json (`chaos_central`) and refresh
     docs/performance.md (dry run: print the section it would write, touch nothing)."""
-    from bench.results import BenchResult, Figure, render_section, save_result, write_doc
-
     result = BenchResult(
         name="chaos_central", title=f"chaos in central delivery: {minutes:g} minutes", command=command
     )
@@ -322,46 +262,12 @@ def record_central_result(
         f"unconfirmed at the gateway at the end: {report.unconfirmed_at_end}; ids in PostgreSQL that no "
         f"terminal produced: {report.unexpected}; punches refused by a terminal: {report.refused_by_terminal}",
     ]
-    result.seconds = report.seconds
-    result.load_before, result.load_after = report.load_before, report.load_after
-    if report.started_at:
-        result.machine["date"] = report.started_at
-    produced = max(report.produced, 1)
     result.figures = [
-        Figure("punches produced on the terminals", report.produced, "punches"),
-        Figure(
-            "stored in PostgreSQL",
-            report.stored,
-            "punches",
-            versus="produced",
-            versus_value=report.produced,
-            ratio=report.stored / produced,
-        ),
-        Figure(
-            "lost",
-            report.lost,
-            "punches",
-            goal="0",
-            met=report.lost == 0,
-            versus="produced",
-            versus_value=report.produced,
-            ratio=report.lost / produced,
-        ),
+        *arrival_figures(report, "stored in PostgreSQL", report.stored),
         Figure("rows stored twice", report.duplicate_rows, "rows", goal="0", met=report.duplicate_rows == 0),
-        Figure(
-            "punches re-sent by the gateway",
-            report.resent,
-            "punches",
-            versus="produced",
-            versus_value=report.produced,
-            ratio=report.resent / produced,
-        ),
+        of_produced(report, "punches re-sent by the gateway", report.resent, "punches"),
     ]
-    if dry_run:
-        print(render_section(result))
-        return
-    save_result(result)
-    write_doc()
+    keep_result(result, report, dry_run=dry_run)
 
 
 def central_report_from_json(path: Path) -> CentralChaosReport:
