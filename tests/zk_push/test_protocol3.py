@@ -10,27 +10,21 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk_push.emulator import ZkPushEmulator
 from punchgate.gateway.normalize import record_id
 from tests.support.waiting import wait_until_async
-from tests.zk_push.test_receiver import SN, PushRig, close_rig, push_terminal, rig_settings
+from tests.zk_push.test_receiver import SN, PushRig, open_rig
 
 PUSHVER = "3.1.2"
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[PushRig]:
-    made = PushRig(rig_settings(tmp_path, [push_terminal("door-1", SN, timezone="Asia/Shanghai")]))
-    await made.service.start()
-    made.session = aiohttp.ClientSession()
-    try:
+    async with open_rig(tmp_path) as made:
         yield made
-    finally:
-        await close_rig(made)
 
 
 async def test_a_3x_handshake_names_the_stamps_both_ways(rig: PushRig) -> None:

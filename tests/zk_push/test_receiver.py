@@ -9,6 +9,7 @@ notifications, the terminals' health models and the gateway's fault set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import ssl
@@ -155,6 +156,18 @@ def make_rig(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 async def rig(make_rig: Any) -> AsyncIterator[PushRig]:
     made: PushRig = await make_rig()
+    try:
+        yield made
+    finally:
+        await close_rig(made)
+
+
+@contextlib.asynccontextmanager
+async def open_rig(tmp_path: Path) -> AsyncIterator[PushRig]:
+    """A started receiver for the default push terminal, closed afterwards (other modules' rigs)."""
+    made = PushRig(rig_settings(tmp_path, [push_terminal("door-1", SN, timezone="Asia/Shanghai")]))
+    await made.service.start()
+    made.session = aiohttp.ClientSession()
     try:
         yield made
     finally:

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from punchgate.drivers.zk_push import stamps
-from tests.zk_push.test_receiver import SN, PushRig, close_rig, push_terminal, rig_settings
+from tests.zk_push.test_receiver import SN, PushRig, open_rig, push_terminal, rig_settings
 
 
 def attlog(*minutes: int) -> bytes:
@@ -26,13 +26,8 @@ def attlog(*minutes: int) -> bytes:
 @pytest.fixture
 async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[PushRig]:
     monkeypatch.setattr(stamps, "STAMP_SAVE_EVERY", 3600.0)
-    made = PushRig(rig_settings(tmp_path, [push_terminal("door-1", SN, timezone="Asia/Shanghai")]))
-    await made.service.start()
-    made.session = aiohttp.ClientSession()
-    try:
+    async with open_rig(tmp_path) as made:
         yield made
-    finally:
-        await close_rig(made)
 
 
 def saved_stamp(rig: PushRig) -> str | None:
