@@ -154,8 +154,18 @@ async def test_half_open_flood_does_not_starve_healthz(
         f"{len(flood_lines)} log lines during the flood; summaries: evicted "
         f"{[e['suppressed'] for e in evicted]}, head timeouts {[e['suppressed'] for e in timed_out]}"
     )
-    # Every connection is told of once: a line counts itself (unless it is a summary) plus the
-    # ones it says were suppressed (a rate-limit window may end during the flood, so a kind
-    # can have more than one full line).
-    told = gateway.events("http_connection_evicted") + gateway.events("http_request_head_timeout")
-    assert sum(e.get("suppressed", 0) + (0 if e.get("summary") else 1) for e in told) >= FLOOD
+    # The rate-limited lines lose no count: per kind, the full lines plus what they say was
+    # suppressed add up to the guard's own counter, which the last line of the kind carries.
+    # (Not the flood's size: a connection accepted late under load may be closed by this test
+    # before its head deadline, and is then neither evicted nor timed out.)
+    counted: dict[str, int] = {}
+    for event, counter in (
+        ("http_connection_evicted", "evicted"),
+        ("http_request_head_timeout", "timed_out"),
+    ):
+        lines = gateway.events(event)
+        told = sum(e.get("suppressed", 0) + (0 if e.get("summary") else 1) for e in lines)
+        assert told == lines[-1][counter], lines
+        counted[counter] = told
+    # All but the connections still held when the flood closed its side were let go by the guard.
+    assert counted["evicted"] + counted["timed_out"] >= FLOOD - MAX_CONNECTIONS, counted
