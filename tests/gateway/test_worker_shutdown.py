@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import AsyncGenerator
-from typing import Any, cast
+from typing import cast
 
 from punchgate.drivers.base import DeviceInfo, Driver, RawPunch, UnreachableError
 from punchgate.drivers.zk.config import ZkTerminal
@@ -18,6 +18,7 @@ from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.worker import DeviceWorker
 from punchgate.gateway.worker_failures import Backoff
 from punchgate.sync.store import Store
+from tests.gateway.test_messages import NoSink, NoStore
 from tests.support.waiting import wait_until_async
 
 
@@ -59,19 +60,6 @@ class LiveThatFailsToClose:
                 yield None
         finally:
             raise UnreachableError("live: the terminal closed the connection", device=self.name)
-
-
-class NoStore:
-    def get_device_meta(self, device: str) -> dict[str, Any]:
-        return {}
-
-    def set_device_meta(self, device: str, meta: dict[str, Any]) -> None:
-        return None
-
-
-class NoSink:
-    def notify_new_punches(self) -> None:
-        return None
 
 
 async def test_a_cancelled_worker_stops_though_closing_the_live_stream_fails() -> None:

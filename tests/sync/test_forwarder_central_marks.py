@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,7 @@ from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import PendingRow, Store
 from tests.support.broker import Broker
 from tests.support.factories import make_punches
-from tests.support.waiting import wait_for_async
+from tests.support.waiting import wait_for_async, wait_until
 from tests.sync.helpers import make_settings, running
 
 GATEWAY = "gw-test"
@@ -56,13 +56,6 @@ def _marks(settings: Settings) -> dict[str, tuple[float | None, float | None]]:
         return {i: (s, d) for i, s, d in db.execute("SELECT id, sent_at, delivered_at FROM punches")}
 
 
-def _wait(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.02)
-
-
 def _send(central: CentralDelivery, rows: list[PendingRow], seq: int) -> list[int]:
     """What the drain does for one batch: remember its pks and ids."""
     pks = [r.pk for r in rows]
@@ -91,11 +84,11 @@ def test_rows_confirmed_within_the_grace_are_written_once_the_rest_are_marked_se
     pks = _send(central, store.unsent_batch(100), seq=1)
     # A confirmation may overtake the PUBACK's bookkeeping: the first three are confirmed first.
     central.submit(_confirm(ids=[p.id for p in punches[:3]]))
-    _wait(lambda: store.pending_count() == 7)
+    wait_until(lambda: store.pending_count() == 7, timeout=10, message="7 pending")
     acked = time.monotonic()
     central.acked(pks)
     central.submit(_confirm(ids=[p.id for p in punches[3:6]]))  # within the grace
-    _wait(lambda: store.unconfirmed_count() == 4)
+    wait_until(lambda: store.unconfirmed_count() == 4, timeout=10, message="4 unconfirmed")
     # The other four waited the grace for a confirmation that did not come.
     assert time.monotonic() - acked >= confirmations_memory.SENT_MARK_GRACE * 0.9
     marks = _marks(settings)
@@ -136,7 +129,7 @@ def test_rows_sent_again_after_a_restart_are_confirmed_with_their_unconfirmed_co
         due.extend(central.next_rows(100, 0))
         return len(due) == 5
 
-    _wait(claimed)  # after resend_after, the scan claims them
+    wait_until(claimed, timeout=10, message="the re-send claim")  # after resend_after, the scan claims them
     _send(central, due, seq=1)
     central.handle(_confirm(ids=[p.id for p in punches]))
     assert store.pending_count() == 0 and store.unconfirmed_count() == 0
