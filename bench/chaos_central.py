@@ -52,7 +52,7 @@ class CentralChaosReport(ChaosReport):
     duplicate_rows: int = 0  # rows beyond one per id in PostgreSQL (the key forbids them)
     resent: int = 0  # punches the gateway sent again for want of a confirmation
     sink_starts: int = 0
-    sink_unexpected_exits: int = 0  # e.g. started while PostgreSQL was down (restarted, as systemd would)
+    sink_unexpected_exits: int = 0  # restarted as systemd would; a sink waits for a down PostgreSQL
     unconfirmed_at_end: int = -1  # rows the gateway still held unconfirmed (-1: not read)
 
     @property
@@ -256,8 +256,8 @@ def record_central_result(
         f"and the sink's session); the gateway re-sends what is not confirmed within {RESEND_AFTER:g} s "
         "(doubling while nothing is confirmed); PostgreSQL crashed by `pg_ctl stop -m immediate`",
         f"gateway started {report.gateway_starts} times (unexpected exits: {report.unexpected_gateway_exits}); "
-        f"sink started {report.sink_starts} times (it exited by itself {report.sink_unexpected_exits} times: a "
-        f"sink that starts while PostgreSQL is down exits, and was restarted as systemd would); exit code on the final SIGTERM: {report.clean_exit_code}; "
+        f"sink started {report.sink_starts} times (it exited by itself {report.sink_unexpected_exits} times; "
+        f"one started while PostgreSQL is down waits for it); exit code on the final SIGTERM: {report.clean_exit_code}; "
         f"every punch stored and confirmed {report.drain_seconds:.1f} s after the chaos ended",
         f"unconfirmed at the gateway at the end: {report.unconfirmed_at_end}; ids in PostgreSQL that no "
         f"terminal produced: {report.unexpected}; punches refused by a terminal: {report.refused_by_terminal}",

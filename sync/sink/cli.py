@@ -7,6 +7,7 @@ as the context object: sync does not import the gateway's logging set-up.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 import structlog
 
 from punchgate.sync.sink import db, tables
@@ -134,12 +136,21 @@ async def _serve(settings: SinkSettings, http: str) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     sink_ = Sink(settings)
-    await asyncio.to_thread(sink_.start)
     runner = None
     if http != "off":
         host, _, port = http.rpartition(":")
         runner = await sink_http.start(sink_, host or "127.0.0.1", int(port))
         log.info("sink_http_listening", address=http)
+    try:
+        if not await _wait_for_database(sink_, stop):
+            return 0  # stopped while waiting: nothing was received, nothing to commit
+    except DatabaseUnusable as exc:
+        log.error("sink_database_unusable", error=str(exc))
+        click.echo(f"punchgate sink: --db {settings.db}: {exc}", err=True)
+        if runner is not None:
+            await runner.cleanup()
+        return 2
+    await asyncio.to_thread(sink_.start)
     log.info(
         "sink_started",
         broker=f"{settings.host}:{settings.port}",
@@ -157,6 +168,40 @@ async def _serve(settings: SinkSettings, http: str) -> int:
         if runner is not None:
             await runner.cleanup()
     return 0
+
+
+class DatabaseUnusable(Exception):
+    """A database the sink can never use as configured (an SQLite path it cannot open)."""
+
+
+# A sink started before its PostgreSQL (a boot, a database restart) waits for it rather than
+# exiting: nothing can be received meanwhile, and the gateways keep what is unconfirmed.
+DB_WAIT_FIRST = 1.0
+DB_WAIT_MAX = 30.0
+
+
+async def _wait_for_database(sink_: Sink, stop: asyncio.Event) -> bool:
+    """Migrate the database, retrying with backoff while it is unreachable; False if stopped first."""
+    delay = DB_WAIT_FIRST
+    while True:
+        try:
+            await asyncio.to_thread(sink_.prepare_database)
+            return True
+        except sa.exc.OperationalError as exc:
+            if sink_.engine.dialect.name == "sqlite":
+                raise DatabaseUnusable(str(exc.orig)) from exc
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            sink_.stats.waiting_for_database = True
+            sink_.stats.db_failures += 1
+            sink_.stats.last_db_error = reason
+            log.warning("sink_database_waiting", error=reason, retry_in=delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        if stop.is_set():
+            log.info("sink_stopped_while_waiting_for_database")
+            return False
+        delay = min(delay * 2, DB_WAIT_MAX)
 
 
 @sink.command("check")

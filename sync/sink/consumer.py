@@ -74,6 +74,7 @@ class Sink:
         self._epoch = 0
         self._stopping = threading.Event()
         self._writer: threading.Thread | None = None
+        self._database_ready = False
         self._committer = Committer(self.engine, self.stats, self._stopping)
         self._client = self._make_client()
         self._resends = ResendRequests(settings, self.stats, self._publish_request)
@@ -140,10 +141,17 @@ class Sink:
         )
 
     # --- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
-        """Migrate the database, connect, and start the writer."""
+    def prepare_database(self) -> None:
+        """Migrate the database (raises `sqlalchemy.exc.OperationalError` while it is unreachable)."""
         upgrade(self.engine)
+        self._database_ready = True
+        self.stats.waiting_for_database = False
         log.info("sink_database_ready", url=self.engine.url.render_as_string(hide_password=True))
+
+    def start(self) -> None:
+        """Migrate the database (unless `prepare_database` did), connect, and start the writer."""
+        if not self._database_ready:
+            self.prepare_database()
         s = self.settings
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = s.session_expiry

@@ -71,8 +71,9 @@ def upgrade(engine: Engine) -> None:
                         conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
                         conn.commit()
             return
-        except sa.exc.OperationalError:
-            if engine.dialect.name != "sqlite" or attempt == 9:
+        except sa.exc.OperationalError as exc:
+            busy = "locked" in str(exc.orig) or "busy" in str(exc.orig)
+            if engine.dialect.name != "sqlite" or attempt == 9 or not busy:
                 raise
             time.sleep(0.2 * (attempt + 1))  # another sink migrates the same file right now
 

@@ -41,6 +41,11 @@ class SinkCollector(Collector):
             "punchgate_sink_connected", "1 while connected to the broker", value=float(stats.connected)
         )
         yield GaugeMetricFamily(
+            "punchgate_sink_waiting_for_database",
+            "1 while the sink waits for its database to start",
+            value=float(stats.waiting_for_database),
+        )
+        yield GaugeMetricFamily(
             "punchgate_sink_inbox_messages", "received, not committed yet", value=stats.inbox
         )
         yield GaugeMetricFamily(
@@ -55,6 +60,8 @@ class SinkCollector(Collector):
 
 
 def health(sink: Sink) -> tuple[bool, str]:
+    if sink.stats.waiting_for_database:
+        return False, f"waiting for the database: {sink.stats.last_db_error}"
     if not sink.writer_alive():
         return False, "the writer is not running"
     stats = sink.stats

@@ -29,4 +29,5 @@ class SinkStats:
     mismatching_days: int = 0  # gauge: digest days that differ for longer than the grace
     last_flush_at: float | None = None
     last_db_error: str = ""
+    waiting_for_database: bool = False  # gauge: not started yet, the database is unreachable
     by_kind: dict[str, int] = field(default_factory=dict)
