@@ -193,10 +193,16 @@ def probe(ctx: click.Context, url: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="print the raw JSON")
 def status(config: Path | None, url: str | None, as_json: bool) -> None:
     """Show terminals' and the gateway's health from the running daemon; exit 1 when unhealthy."""
-    from punchgate.gateway.status_cli import show_status
-
     if url is None:
         url = _api_url(_load_or_exit(config, check_files=False) if config else None)
+    if not as_json:  # to a pipe or a file: the text the daemon laid out, if it can (issue 18)
+        from punchgate.gateway.status_fast import show_plain
+
+        code = show_plain(url)
+        if code is not None:
+            sys.exit(code)
+    from punchgate.gateway.status_cli import show_status
+
     sys.exit(show_status(url, as_json=as_json))
 
 

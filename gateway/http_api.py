@@ -1,9 +1,10 @@
-"""The daemon's own HTTP routes: GET /metrics, /healthz, /api/devices and POST /api/replay.
+"""The daemon's own HTTP routes: GET /metrics, /healthz, /api/devices, /api/status.txt and POST /api/replay.
 
 Each handler reads through `http_common.in_thread`, so the store is queried on the API's
 threads (/healthz on its own one). A replay request is checked field by field and answered 400
 with the sentence naming the problem: `since` must be a time the buffer can still have
-delivered punches for (`parse_since`), `device` a configured terminal or null. The make-up
+delivered punches for (`parse_since`), `device` a configured terminal or null. /api/status.txt
+is `punchgate status`'s text without colour (`status_text`), for the CLI writing to a pipe. The make-up
 punches' routes are in `manual_api`, the push-terminal commands' in `push_commands_api`, the
 console's in `console.web`.
 """
@@ -41,6 +42,25 @@ async def _healthz(request: web.Request) -> web.Response:
 async def _api_devices(request: web.Request) -> web.Response:
     body = await in_thread(request, devices_json)
     return reply(200, "application/json", body)
+
+
+async def _api_status_text(request: web.Request) -> web.Response:
+    """GET /api/status.txt?width=80&zone=…[&tz=…]: the text `punchgate status` prints to a pipe
+    at that width, and whether it is healthy (X-Punchgate-Healthy: yes/no, its exit code)."""
+    width = request.query.get("width", "")
+    if not (width.isdigit() and len(width) <= 4):
+        return refuse(400, "width must be a number of columns, e.g. width=80")
+    # Imported here: the daemon starts without rich's layout code until someone asks.
+    from punchgate.gateway.status_text import status_text, zone_problem
+
+    problem = zone_problem(request.query.get("tz"), request.query.get("zone"))
+    if problem:
+        return refuse(409, problem)
+    try:
+        text, healthy = await in_thread(request, lambda app: status_text(app, int(width)))
+    except ValueError as exc:
+        return refuse(400, str(exc))
+    return reply(200, TEXT, text.encode(), **{"X-Punchgate-Healthy": "yes" if healthy else "no"})
 
 
 def _iso(when: float) -> str:
@@ -122,5 +142,6 @@ ROUTES = [
     web.get("/metrics", _metrics),
     web.get("/healthz", _healthz),
     web.get("/api/devices", _api_devices),
+    web.get("/api/status.txt", _api_status_text),
     web.post("/api/replay", _replay),
 ]

@@ -107,7 +107,9 @@ class _DeviceTexts:
         # Requests run on the API's threads; one at a time keeps the cache simple (each takes ms).
         self.lock = threading.Lock()
 
-    def body(self, app: Application) -> bytes:
+    def parts(self, app: Application) -> tuple[list[tuple[str, str, int]], dict[str, Any]]:
+        """(name, JSON text without its closing brace, pending) of each terminal in config
+        order, and the gateway's part (JSON-ready): what /api/devices and /api/status.txt show."""
         with self.lock:
             store = app.store
             pending_by_device = store.pending_devices() if store is not None else {}
@@ -118,23 +120,37 @@ class _DeviceTexts:
                 if entry is None or entry[0] != key:
                     entry = (key, json.dumps(json_ready(health.api_view()), default=str)[:-1])
                 fresh[name] = entry
-                parts.append(f'{entry[1]}, "pending": {pending_by_device.get(name, 0)}}}')
+                parts.append((name, entry[1], pending_by_device.get(name, 0)))
             self.texts = fresh  # terminals gone from the config drop out here
-            gateway = json.dumps(json_ready(_gateway_part(app, pending_by_device)), default=str)
-        return f'{{"gateway": {gateway}, "devices": [{", ".join(parts)}]}}'.encode()
+            gateway = json_ready(_gateway_part(app, pending_by_device))
+        return parts, gateway
+
+    def body(self, app: Application) -> bytes:
+        parts, gateway = self.parts(app)
+        devices = ", ".join(f'{text}, "pending": {pending}}}' for _name, text, pending in parts)
+        return f'{{"gateway": {json.dumps(gateway, default=str)}, "devices": [{devices}]}}'.encode()
 
 
 _device_texts: weakref.WeakKeyDictionary[Application, _DeviceTexts] = weakref.WeakKeyDictionary()
 _device_texts_lock = threading.Lock()
 
 
-def devices_json(app: Application) -> bytes:
-    """GET /api/devices's body: `json.dumps(gateway_status(app), default=str)`, encoded."""
+def _texts(app: Application) -> _DeviceTexts:
     with _device_texts_lock:
         texts = _device_texts.get(app)
         if texts is None:
             texts = _device_texts[app] = _DeviceTexts()
-    return texts.body(app)
+    return texts
+
+
+def devices_json(app: Application) -> bytes:
+    """GET /api/devices's body: `json.dumps(gateway_status(app), default=str)`, encoded."""
+    return _texts(app).body(app)
+
+
+def device_parts(app: Application) -> tuple[list[tuple[str, str, int]], dict[str, Any]]:
+    """/api/devices's body in parts (`_DeviceTexts.parts`), for `punchgate.gateway.status_text`."""
+    return _texts(app).parts(app)
 
 
 def health_verdict(app: Application) -> tuple[bool, str]:

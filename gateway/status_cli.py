@@ -10,7 +10,10 @@ are written as plain text directly: rich parsing, measuring and wrapping some 2,
 500 terminals took 0.7 s (issue 18). The lines wrap and pad exactly as rich lays them out
 (`_wrap`: rich's line breaking); a line rich would change otherwise (control
 characters, characters two cells wide, emoji codes) still goes through rich.
-tests/gateway/test_status_fast.py holds the two outputs equal.
+tests/gateway/test_status_fast.py holds the two outputs equal. The command itself first asks
+the daemon for this text ready-made (`status_fast`, GET /api/status.txt laid out by
+`status_text` with these functions); this module renders when it cannot (colour, the table,
+another zone, an older daemon, an error to explain).
 """
 
 from __future__ import annotations
@@ -40,10 +43,10 @@ from punchgate.gateway.console.health_view import (
     short_duration,
     terminal_views,
 )
+from punchgate.gateway.status_fast import WIDE
 
 STATE_STYLE = {"online": "green", "degraded": "yellow", "offline": "red"}
 STATE_MARK = {"online": "●", "degraded": "▲", "offline": "✖"}  # state is never colour alone
-WIDE = 120  # columns from which terminals are a table; narrower, a block each (80 columns fit)
 
 
 def fetch_status(base_url: str, timeout: float = 5.0) -> dict[str, Any]:
@@ -70,7 +73,7 @@ def _when(value: dt.datetime | None, *, date: bool = True) -> str:
     return value.astimezone().strftime("%m-%d %H:%M:%S" if date else "%H:%M:%S")
 
 
-def _since(fault: FaultView) -> str:
+def since_text(fault: FaultView) -> str:
     if fault.since is None:
         return ""
     age = (dt.datetime.now(dt.UTC) - fault.since).total_seconds()
@@ -108,7 +111,7 @@ def _fault_lines(faults: list[FaultView], *, advice: bool = True, indent: bool =
     if not faults:
         return []
     root = faults[0]
-    detail, since = root.detail or root.summary, _since(root)
+    detail, since = root.detail or root.summary, since_text(root)
     lines = [Line(((root.code, "bold"), (f": {detail} ", ""), (since, "dim")), indent)]
     if advice and root.what_to_do:
         lines.append(Line(((f"→ {root.what_to_do}", "cyan"),), indent))
@@ -151,30 +154,39 @@ def _render_wide(views: list[TerminalView], console: Console, title: str) -> Non
     console.print(table)
 
 
+def block(view: TerminalView) -> list[Line]:
+    """A terminal's block: a state line, then the root cause and what to do, then the facts."""
+    lines = [Line((_state(view.state), ("  ", ""), (view.name, "bold")))]
+    lines.extend(_fault_lines(view.faults, indent=True))
+    lines.append(Line(((_facts(view), ""),), True))
+    return lines
+
+
 def _compact(views: list[TerminalView], title: str) -> list[Line]:
-    """One block per terminal: a state line, then the root cause and what to do, then the facts."""
+    """One block per terminal under the title."""
     lines = [_line((title, "bold"))]
     for view in views:
-        lines.append(Line((_state(view.state), ("  ", ""), (view.name, "bold"))))
-        lines.extend(_fault_lines(view.faults, indent=True))
-        lines.append(Line(((_facts(view), ""),), True))
+        lines.extend(block(view))
     return lines
+
+
+def title_line(gateway: dict[str, Any]) -> Line:
+    zone = dt.datetime.now().astimezone().strftime("%Z, UTC%z")
+    return _line((f"punchgate {gateway['gateway_id']} — terminals (times {zone})", "bold"))
 
 
 def render(status: dict[str, Any], console: Console) -> None:
     """Terminals worst first, each with its root cause and what to do; then the gateway."""
-    gateway = status["gateway"]
     views = terminal_views(status)
-    zone = dt.datetime.now().astimezone().strftime("%Z, UTC%z")
-    title = f"punchgate {gateway['gateway_id']} — terminals (times {zone})"
+    title = title_line(status["gateway"]).plain
     if console.width >= WIDE:
         _render_wide(views, console, title)
-        print_lines(_gateway_lines(status), console)
+        print_lines(gateway_lines(status), console)
     else:
-        print_lines(_compact(views, title) + _gateway_lines(status), console)
+        print_lines(_compact(views, title) + gateway_lines(status), console)
 
 
-def _gateway_lines(status: dict[str, Any]) -> list[Line]:
+def gateway_lines(status: dict[str, Any]) -> list[Line]:
     gateway = status["gateway"]
     connected = gateway["broker_connected"]
     broker = ("connected", "green") if connected else ("NOT connected", "red")
@@ -210,22 +222,26 @@ def print_lines(lines: list[Line], console: Console, *, fast: bool | None = None
         for line in lines:
             console.print(Padding(line.markup, (0, 0, 0, 2), expand=False) if line.indent else line.markup)
         return
-    width, out = console.width, []
-    plains = [line.plain for line in lines]
     # One look for emoji codes in the whole text instead of one a line (a code never spans
     # lines: it holds no whitespace); only when there is one is each line looked at.
-    joined = "\n".join(plains)
-    emoji = _emoji_replace(joined) != joined
-    for line, plain in zip(lines, plains, strict=True):
-        text = _plain(plain, width - 2 if line.indent else width, pad=line.indent, emoji=emoji)
+    joined = "\n".join(line.plain for line in lines)
+    console.file.write(plain_text(lines, console, emoji=_emoji_replace(joined) != joined))
+    console.file.flush()
+
+
+def plain_text(lines: list[Line], console: Console, *, emoji: bool = True) -> str:
+    """`lines` as `console` (without colour) prints them; each line's text depends on it alone
+    (`emoji`: False when no line holds an emoji code, which spares looking)."""
+    width, out = console.width, []
+    for line in lines:
+        text = _plain(line.plain, width - 2 if line.indent else width, pad=line.indent, emoji=emoji)
         if text is None:  # rich would change this line: let rich lay it out
             with console.capture() as captured:
                 print_lines([line], console, fast=False)
             out.append(captured.get())
         else:
             out.append(text)
-    console.file.write("".join(out))
-    console.file.flush()
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=1024)  # many lines repeat (what to do, facts of idle terminals)
@@ -312,6 +328,12 @@ def unreachable_message(base_url: str, exc: BaseException) -> str:
     return f"no punchgate is answering at {base_url}{why} — is it running? (--config/--url)"
 
 
+def unreachable(base_url: str, exc: BaseException, console: Console | None = None) -> int:
+    """Say that the daemon does not answer (`unreachable_message`); the exit code, 2."""
+    (console or Console()).print(f"[red]{escape(unreachable_message(base_url, exc))}[/]", soft_wrap=True)
+    return 2
+
+
 def show_status(base_url: str, *, as_json: bool = False) -> int:
     console = Console()
     if urlsplit(base_url).scheme not in ("http", "https"):
@@ -336,8 +358,7 @@ def show_status(base_url: str, *, as_json: bool = False) -> int:
         console.print(f"[red]{escape(message)}[/]", soft_wrap=True)
         return 2
     except (urllib.error.URLError, OSError) as exc:
-        console.print(f"[red]{escape(unreachable_message(base_url, exc))}[/]", soft_wrap=True)
-        return 2
+        return unreachable(base_url, exc, console)
     except ValueError as exc:  # a URL urllib cannot use
         console.print(f"[red]{escape(base_url)}: {escape(str(exc))} (--url)[/]", soft_wrap=True)
         return 2

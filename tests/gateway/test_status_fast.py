@@ -7,7 +7,9 @@ must give exactly what the plain renderings give (`reference_metrics`: prometheu
 with a real buffer file, after each change a terminal can go through: a first contact, failures
 (offline), a fault's detail rewritten, a read, punches stored, a clock correction, a fault
 cleared, a terminal that left the config with punches still pending, names that need escaping.
-`punchgate status`'s plain lines are held against rich's layout of the same lines.
+`punchgate status`'s plain lines are held against rich's layout of the same lines, and the text
+the daemon lays out for it (`status_text`, GET /api/status.txt) against what `punchgate status`
+printed to a pipe from /api/devices' JSON (`status_cli.render`, rich's Console without colour).
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.metrics import reference_metrics, render_metrics
 from punchgate.gateway.settings import Settings
 from punchgate.gateway.status import devices_json, gateway_status
+from punchgate.gateway.status_fast import MIN_WIDTH, WIDE
+from punchgate.gateway.status_text import status_text
 from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import Store
 from tests.support.factories import make_punches
@@ -92,6 +96,28 @@ def assert_same(app: Application) -> None:
     reference = json.dumps(gateway_status(app), default=str)
     age = re.compile(r'"oldest_pending_age_seconds": [^,]+,')
     assert age.sub("", text) == age.sub("", reference)
+
+    assert_same_text(app)
+
+
+def reference_text(app: Application, width: int) -> tuple[str, bool]:
+    """What `punchgate status` printed to a pipe: /api/devices' JSON rendered by a Console
+    without colour (a StringIO is no terminal), and whether it exited 0."""
+    status = json.loads(devices_json(app))
+    out = io.StringIO()
+    status_cli.render(status, Console(file=out, width=width))
+    return out.getvalue(), status_cli.is_healthy(status)
+
+
+def assert_same_text(app: Application) -> None:
+    """The daemon's text equals the CLI's rendering at every width it serves."""
+    for width in (MIN_WIDTH, 41, 80, WIDE - 1):
+        for _attempt in range(3):  # a root cause's "since … (age)" may tick between the two
+            made, reference = status_text(app, width), reference_text(app, width)
+            if made == reference:
+                break
+        assert made == reference, f"width {width}"
+        assert made == status_text(app, width)  # and again from what it kept
 
 
 def series(app: Application, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -163,6 +189,7 @@ def test_fast_bodies_without_a_buffer(app: Application) -> None:
         assert render_metrics(app) == reference_metrics(app)
         assert b"punchgate_buffer_pending_punches" not in render_metrics(app)
         assert devices_json(app) == json.dumps(gateway_status(app), default=str).encode()
+        assert_same_text(app)
     finally:
         app.store = store
 
@@ -179,7 +206,7 @@ def test_plain_status_lines_equal_what_rich_prints(app: Application) -> None:
     dock.contact_failed("auth_failed", "refused   with   runs   of   spaces " * 4)
     status = json.loads(devices_json(app))
     views = terminal_views(status)
-    lines = status_cli._compact(views, "punchgate gw-fast — terminals") + status_cli._gateway_lines(status)
+    lines = status_cli._compact(views, "punchgate gw-fast — terminals") + status_cli.gateway_lines(status)
     assert any(len(line.plain) > 100 for line in lines)
     for width in (40, 63, 80, 119):
         printed = []
@@ -189,6 +216,9 @@ def test_plain_status_lines_equal_what_rich_prints(app: Application) -> None:
             printed.append(out.getvalue())
         assert printed[0] == printed[1], f"width {width}"
     assert "door-2" in printed[1] and "→ " in printed[1]
+    assert_same_text(app)  # the daemon lays out the lines rich would change through rich too
+    text, healthy = status_text(app, 80)
+    assert "门口" in text and "→ " in text and not healthy
 
 
 def test_plain_wrap_breaks_where_rich_does() -> None:
