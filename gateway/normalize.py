@@ -11,8 +11,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+from collections.abc import Iterable
 from zoneinfo import ZoneInfo
 
 from punchgate.drivers.base import RawPunch
@@ -124,32 +126,146 @@ def normalize_punch(
     driver_type: str = "zk",
     now: dt.datetime | None = None,
 ) -> Punch:
-    now = now or dt.datetime.now(dt.UTC)
-    names = describe(driver_type)  # each driver names its own state and verify codes
-    when = raw.timestamp
-    local = (
-        when if when.microsecond == 0 and when.tzinfo is None else when.replace(microsecond=0, tzinfo=None)
-    )
-    try:
-        utc, offset, dst_flags = to_utc(local, zone)
-    except (OverflowError, ValueError):
-        # A clock so broken it is out of range for the zone's rules: keep it, flag it.
-        utc, offset, dst_flags = local.replace(tzinfo=dt.UTC), 0, ()
-    return Punch(
-        id=record_id(serial_number, raw),
+    """One raw punch normalised (`normalize_punches` of one)."""
+    return normalize_punches(
+        (raw,),
         device=device,
-        device_serial=serial_number,
-        user_id=raw.user_id,
-        local_time=local,
-        utc_time=utc,
-        utc_offset_seconds=offset,
-        state=raw.state,
-        state_name=names.state_names.get(raw.state),
-        verify=raw.verify,
-        verify_name=names.verify_names.get(raw.verify),
-        work_code=raw.work_code,
+        serial_number=serial_number,
+        zone=zone,
         source=source,
         historical=historical,
-        flags=dst_flags + timestamp_flags(local, utc, now),
-        raw=raw.raw,
-    )
+        driver_type=driver_type,
+        now=now,
+    )[0]
+
+
+def normalize_punches(
+    raws: Iterable[RawPunch],
+    *,
+    device: str,
+    serial_number: str,
+    zone: ZoneInfo,
+    source: Source,
+    historical: bool,
+    driver_type: str = "zk",
+    now: dt.datetime | None = None,
+) -> list[Punch]:
+    """Raw punches of one terminal normalised, in order: exactly `normalize_punch` of each.
+
+    One pass with what is the same for every punch looked up once (a push backlog post is
+    500 punches), each `Punch` built by `_punch` instead of the dataclass's keyword `__init__`."""
+    now = now or dt.datetime.now(dt.UTC)
+    names = describe(driver_type)  # each driver names its own state and verify codes
+    state_names, verify_names = names.state_names, names.verify_names
+    future = now + FUTURE_TOLERANCE
+    punches: list[Punch] = []
+    for raw in raws:
+        when = raw.timestamp
+        local = (
+            when
+            if when.microsecond == 0 and when.tzinfo is None
+            else when.replace(microsecond=0, tzinfo=None)
+        )
+        try:
+            utc, offset, flags = to_utc(local, zone)
+        except (OverflowError, ValueError):
+            # A clock so broken it is out of range for the zone's rules: keep it, flag it.
+            utc, offset, flags = local.replace(tzinfo=dt.UTC), 0, ()
+        # `timestamp_flags`, inline.
+        if local < EARLIEST_VALID:
+            flags += (FLAG_BEFORE_2000,)
+        elif utc > future:
+            flags += (FLAG_IN_FUTURE,)
+        state, verify = raw.state, raw.verify
+        punches.append(
+            _punch(
+                record_id(serial_number, raw),
+                device,
+                serial_number,
+                raw.user_id,
+                local,
+                utc,
+                offset,
+                state,
+                state_names.get(state),
+                verify,
+                verify_names.get(verify),
+                raw.work_code,
+                source,
+                historical,
+                flags,
+                raw.raw,
+            )
+        )
+    return punches
+
+
+# `Punch(**fields)` runs the frozen dataclass's generated `__init__`: one `object.__setattr__`
+# per field, about 3.4 µs of a punch's 10 µs of normalising. `_punch` makes the same object
+# with the slots' own setters (about 1.2 µs). The slots are `Punch`'s fields in declaration
+# order; the check below makes a field added to `Punch` fail at import, not go unset
+# (tests/gateway/test_normalize_batch.py compares the objects field by field).
+_FIELDS = tuple(field.name for field in dataclasses.fields(Punch))
+if tuple(Punch.__slots__) != _FIELDS:
+    raise ImportError(f"Punch's slots {Punch.__slots__} are not its fields {_FIELDS}")
+(
+    _set_id,
+    _set_device,
+    _set_serial,
+    _set_user,
+    _set_local,
+    _set_utc,
+    _set_offset,
+    _set_state,
+    _set_state_name,
+    _set_verify,
+    _set_verify_name,
+    _set_work_code,
+    _set_source,
+    _set_historical,
+    _set_flags,
+    _set_raw,
+    _set_manual,
+) = (getattr(Punch, name).__set__ for name in _FIELDS)
+
+
+def _punch(
+    ident: str,
+    device: str,
+    serial: str,
+    user_id: str,
+    local: dt.datetime,
+    utc: dt.datetime,
+    offset: int,
+    state: int,
+    state_name: str | None,
+    verify: int,
+    verify_name: str | None,
+    work_code: int,
+    source: Source,
+    historical: bool,
+    flags: tuple[str, ...],
+    raw: bytes,
+) -> Punch:
+    """`Punch(...)` of these fields (in declaration order; `manual` None): no defaults, no
+    checks, the values are what `normalize_punches` computed. Unrolled: a loop over the
+    setters costs a third of what it saves."""
+    punch: Punch = object.__new__(Punch)
+    _set_id(punch, ident)
+    _set_device(punch, device)
+    _set_serial(punch, serial)
+    _set_user(punch, user_id)
+    _set_local(punch, local)
+    _set_utc(punch, utc)
+    _set_offset(punch, offset)
+    _set_state(punch, state)
+    _set_state_name(punch, state_name)
+    _set_verify(punch, verify)
+    _set_verify_name(punch, verify_name)
+    _set_work_code(punch, work_code)
+    _set_source(punch, source)
+    _set_historical(punch, historical)
+    _set_flags(punch, flags)
+    _set_raw(punch, raw)
+    _set_manual(punch, None)
+    return punch

@@ -1,6 +1,6 @@
 """The gateway's side of the push receiver: its `PushBackend` (punchgate.drivers.zk_push.backend).
 
-* `commit` normalises like the device workers do (`normalize_punch`, so the same punch pulled
+* `commit` normalises like the device workers do (`normalize_punches`, so the same punch pulled
   or pushed gets the same id), with `source = "push"`, and commits to the buffer (shielded,
   in a thread) before returning; the receiver answers `OK` only after that. A fresh punch
   uploaded in real time (within `LIVE_WINDOW`) is live, anything else backlog. Punches with
@@ -25,7 +25,7 @@ from punchgate.drivers.base import DeviceInfo, RawPunch
 from punchgate.drivers.faults import DeviceFault
 from punchgate.drivers.zk_push import TYPE_NAME
 from punchgate.drivers.zk_push.backend import Committed, PushStoreRefusedError, PushTerminal
-from punchgate.gateway.normalize import normalize_punch
+from punchgate.gateway.normalize import normalize_punches
 from punchgate.gateway.push_heartbeats import HeartbeatWatch
 from punchgate.gateway.push_unknown import UnknownTerminals
 from punchgate.gateway.ratelimit_log import RateLimitedLog
@@ -129,20 +129,20 @@ def normalized_punches(
     terminal: PushTerminal, punches: Sequence[RawPunch], received_at: dt.datetime
 ) -> list[Punch]:
     """The punches as the device workers normalise theirs (so the ids match), source push."""
-    zone = ZoneInfo(terminal.timezone)
-    normalized: list[Punch] = []
-    for raw in punches:
-        punch = normalize_punch(
-            raw,
-            device=terminal.name,
-            serial_number=terminal.serial_number,
-            zone=zone,
-            source="push",
-            historical=True,
-            driver_type=TYPE_NAME,
-            now=received_at,
-        )
+    normalized = normalize_punches(
+        punches,
+        device=terminal.name,
+        serial_number=terminal.serial_number,
+        zone=ZoneInfo(terminal.timezone),
+        source="push",
+        historical=True,
+        driver_type=TYPE_NAME,
+        now=received_at,
+    )
+    if terminal.realtime:
         # A fresh punch uploaded in real time was seen as it happened; anything else is backlog.
-        live = terminal.realtime and received_at - punch.utc_time <= LIVE_WINDOW
-        normalized.append(dataclasses.replace(punch, historical=False) if live else punch)
+        live_since = received_at - LIVE_WINDOW
+        for index, punch in enumerate(normalized):
+            if punch.utc_time >= live_since:
+                normalized[index] = dataclasses.replace(punch, historical=False)
     return normalized

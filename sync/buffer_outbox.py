@@ -53,7 +53,7 @@ P = _T.c
 # The columns an insert writes (pk is SQLite's rowid, delivered_at starts NULL), in the order
 # `punch_row` gives their values.
 INSERT_COLUMNS = (P.id, P.device, P.user_id, P.utc_time, P.source, P.payload, P.raw, P.stored_at)
-_INSERT_SQL = (
+INSERT_SQL = (
     f"INSERT INTO {_T.name} ({', '.join(c.name for c in INSERT_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(INSERT_COLUMNS))})"
 )
@@ -142,7 +142,7 @@ def insert_punches(conn: Connection, punches: Sequence[Punch], now: float) -> No
 
 def insert_rows(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
     """Insert rows made by `punch_row` (the audit chain digests the same tuples)."""
-    conn.exec_driver_sql(_INSERT_SQL, rows)
+    conn.exec_driver_sql(INSERT_SQL, rows)
 
 
 # --- pending ------------------------------------------------------------------------------------

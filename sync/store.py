@@ -24,7 +24,8 @@
 `Store`'s methods are thin delegations; the transactions behind them, with the counts that
 change with each commit, sit in modules of their own, each taking the store:
 
-* `buffer_delivery`: punches in, delivered, sent and confirmed (central mode), replayed;
+* `buffer_insert`: punches in (dedupe, limits, insert, audit, counts; one commit per call);
+* `buffer_delivery`: punches delivered, sent and confirmed (central mode), replayed;
 * `buffer_counts`: the pending counts kept in memory, in total and per device;
 * `buffer_seqs`: batch sequence numbers handed out from reserved blocks;
 * `buffer_chain`: starting the audit chain, administrative entries, purges, listeners;
@@ -67,6 +68,7 @@ from punchgate.sync import (
     buffer_counts,
     buffer_delivery,
     buffer_devices,
+    buffer_insert,
     buffer_manual,
     buffer_outbox,
     buffer_seqs,
@@ -229,7 +231,7 @@ class Store:
             self._companion.update(self._stored)
 
     def _add_new(self, punches: Sequence[Punch]) -> list[str]:
-        return buffer_delivery.add_new(self, punches)
+        return buffer_insert.add_new(self, punches)
 
     def active_faults(self) -> frozenset[str]:
         """`buffer_full` / `disk_low` while the store refuses punches for that reason."""

@@ -20,10 +20,12 @@ did not.
 
 from __future__ import annotations
 
+import codecs
 import datetime as dt
+import functools
 import re
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from urllib.parse import parse_qsl
 
 from punchgate.drivers.base import RawPunch
@@ -104,17 +106,36 @@ def _time(value: str) -> dt.datetime:
     try:
         if _TIME.fullmatch(value) is None:
             raise ValueError
-        # Fixed positions once the pattern matched: slicing is cheaper than the match's groups.
-        return dt.datetime(
-            int(value[0:4]),
-            int(value[5:7]),
-            int(value[8:10]),
-            int(value[11:13]),
-            int(value[14:16]),
-            int(value[17:19]),
-        )
+        # Once the pattern matched, `fromisoformat` (C) reads exactly those fields, and refuses
+        # what `datetime(...)` refuses (month 13, hour 24, 30 February): a fifth of the cost
+        # of six int()s of slices.
+        return _from_iso(value)
     except ValueError:
         raise ValueError(f"time {value[:40]!r} is not YYYY-MM-DD HH:MM:SS") from None
+
+
+_from_iso = dt.datetime.fromisoformat
+# `RawPunch(...)` runs the frozen dataclass's keyword `__init__` (an `object.__setattr__` per
+# field); `_raw_punch` makes the same object with the slots' own setters, at a third of the
+# cost (500 of them per backlog post). A field added to `RawPunch` fails here at import.
+if tuple(f.name for f in fields(RawPunch)) != RawPunch.__slots__:
+    raise ImportError("RawPunch's slots are not its fields in order")
+_set_user, _set_time, _set_state, _set_verify, _set_work, _set_raw = (
+    getattr(RawPunch, name).__set__ for name in RawPunch.__slots__
+)
+
+
+def _raw_punch(
+    user_id: str, when: dt.datetime, state: int, verify: int, work_code: int, raw: bytes
+) -> RawPunch:
+    punch: RawPunch = object.__new__(RawPunch)
+    _set_user(punch, user_id)
+    _set_time(punch, when)
+    _set_state(punch, state)
+    _set_verify(punch, verify)
+    _set_work(punch, work_code)
+    _set_raw(punch, raw)
+    return punch
 
 
 def parse_attlog_line(text: str, raw: bytes = b"") -> RawPunch:
@@ -136,18 +157,66 @@ def parse_attlog_line(text: str, raw: bytes = b"") -> RawPunch:
     work_code = int(work) if work.isdigit() and work.isascii() and len(work) <= 10 else 0
     if work_code > MAX_CODE:
         work_code = 0
-    return RawPunch(user_id=pin, timestamp=when, state=state, verify=verify, work_code=work_code, raw=raw)
+    return _raw_punch(pin, when, state, verify, work_code, raw)
+
+
+# Encodings in which ASCII bytes always stand for themselves (no shift states, no lead byte
+# below 0x80): a line of only ASCII bytes reads the same decoded as ASCII, at half the cost of
+# the multi-byte codecs (gb18030 above all). Others always take their own codec.
+_ASCII_SUPERSETS = frozenset(
+    [
+        "utf-8",
+        "ascii",
+        "latin-1",
+        "iso8859-1",
+        "gb18030",
+        "gbk",
+        "gb2312",
+        "big5",
+        "big5hkscs",
+        "euc_kr",
+        "cp949",
+        "cp874",
+        "cp1250",
+        "cp1251",
+        "cp1252",
+        "cp1253",
+        "cp1254",
+        "cp1255",
+        "cp1256",
+        "cp1257",
+        "cp1258",
+    ]
+)
+
+
+@functools.cache
+def _ascii_compatible(encoding: str) -> bool:
+    try:
+        return codecs.lookup(encoding).name in _ASCII_SUPERSETS
+    except LookupError:
+        return False
 
 
 def parse_attlog(body: bytes, encoding: str) -> AttlogParse:
     punches: list[RawPunch] = []
     bad: list[BadLine] = []
     lines = 0
-    for number, raw in body_lines(body):
+    parse_line = parse_attlog_line
+    ascii_first = _ascii_compatible(encoding)
+    # `body_lines` and `decode` inline: a backlog post is 500 lines, and a generator step and
+    # two calls a line were a tenth of its parse.
+    for number, raw in enumerate(body.split(b"\n"), start=1):
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
         lines += 1
-        text = decode(raw, encoding)
+        if ascii_first and raw.isascii():  # the usual line: digits, a time, TABs
+            text = raw.decode("ascii")
+        else:
+            text = raw.decode(encoding, errors="replace")
         try:
-            punches.append(parse_attlog_line(text, raw))
+            punches.append(parse_line(text, raw))
         except ValueError as exc:
             bad.append(_bad(number, raw, text, str(exc)))
     return AttlogParse(punches, bad, lines)
