@@ -1,6 +1,6 @@
 """The gateway's side of the push receiver: its `PushBackend` (punchgate.drivers.zk_push.backend).
 
-* `commit` normalises like the device workers do (`normalize_punches`, so the same punch pulled
+* `commit` reads (parses) the punches, normalises them like the device workers do (`normalize_punches`, so the same punch pulled
   or pushed gets the same id), with `source = "push"`, and commits to the buffer (shielded,
   in a thread) before returning; the receiver answers `OK` only after that. A fresh punch
   uploaded in real time (within `LIVE_WINDOW`) is live, anything else backlog. Punches with
@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
@@ -29,7 +29,7 @@ from punchgate.gateway.normalize import normalize_punches
 from punchgate.gateway.push_heartbeats import HeartbeatWatch
 from punchgate.gateway.push_unknown import UnknownTerminals
 from punchgate.gateway.ratelimit_log import RateLimitedLog
-from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch
+from punchgate.sync.records import Punch
 from punchgate.sync.store import StoreRefusedError
 
 if TYPE_CHECKING:
@@ -55,27 +55,33 @@ class GatewayPushBackend:
         self.unknown = unknown
 
     async def commit(
-        self, terminal: PushTerminal, punches: Sequence[RawPunch], *, received_at: dt.datetime
+        self,
+        terminal: PushTerminal,
+        read: Callable[[], Sequence[RawPunch]],
+        *,
+        received_at: dt.datetime,
     ) -> Committed:
         app = self.app
         store, forwarder = app.store, app.forwarder
         if store is None or forwarder is None:
             raise PushStoreRefusedError("the gateway is starting")
-        if not punches:
-            return Committed(new=0, received=0)
 
-        def normalize_and_store() -> tuple[list[Punch], list[str]]:
-            normalized = normalized_punches(terminal, punches, received_at)
+        def read_normalize_and_store() -> tuple[list[Punch], list[str]]:
+            normalized = normalized_punches(terminal, read(), received_at)
             return normalized, store.add_punches(normalized)
 
         try:
             # In a thread: a large upload costs seconds of CPU the event loop must not wait for.
+            # The parse too (`read`): one hand-off to a thread and back per post, not two (each
+            # waits for the GIL while the forwarder drains: py-spy of a backlog upload).
             # Shielded: a shutdown that cancels the request mid-commit still lets the commit finish.
-            normalized, inserted = await asyncio.shield(asyncio.to_thread(normalize_and_store))
+            normalized, inserted = await asyncio.shield(asyncio.to_thread(read_normalize_and_store))
         except StoreRefusedError as exc:
             if exc.stored:
                 forwarder.notify_new_punches()
             raise PushStoreRefusedError(str(exc), stored=len(exc.stored)) from exc
+        if not normalized:
+            return Committed(new=0, received=0)
         health = app.devices.get(terminal.name)
         if health is not None:
             health.punches_stored(max(p.utc_time for p in normalized))
@@ -83,9 +89,7 @@ class GatewayPushBackend:
         if inserted:
             forwarder.notify_new_punches()
             new_ids = set(inserted)
-            bad = [
-                p for p in normalized if p.id in new_ids and {FLAG_BEFORE_2000, FLAG_IN_FUTURE} & set(p.flags)
-            ]
+            bad = [p for p in normalized if p.flags and p.quarantined and p.id in new_ids]
             if bad and health is not None:
                 health.set_fault(
                     DeviceFault.CLOCK_INVALID,

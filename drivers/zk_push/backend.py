@@ -3,8 +3,8 @@
 The receiver (`receiver.py`) speaks HTTP with the terminals; everything that outlives a request
 goes through a `PushBackend` the gateway implements (`punchgate.gateway.push_backend`):
 
-* `commit` normalises the punches exactly like pulled ones and commits them durably; only
-  after it returns does the receiver persist the stamp and answer `OK: <n>`. It raises
+* `commit` reads (parses) the punches, normalises them exactly like pulled ones and commits
+  them durably; only after it returns does the receiver persist the stamp and answer `OK: <n>`. It raises
   `PushStoreRefusedError` when the buffer refuses (full, disk low): the receiver then answers
   an error, so the terminal keeps its records and sends them again later;
 * `load_meta` / `save_meta` read and replace what is remembered about a terminal (stamps,
@@ -18,7 +18,7 @@ goes through a `PushBackend` the gateway implements (`punchgate.gateway.push_bac
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -77,9 +77,11 @@ class Committed:
 
 class PushBackend(Protocol):
     async def commit(
-        self, terminal: PushTerminal, punches: Sequence[RawPunch], *, received_at: dt.datetime
+        self, terminal: PushTerminal, read: Callable[[], Sequence[RawPunch]], *, received_at: dt.datetime
     ) -> Committed:
-        """Normalise and durably store `punches`; raises PushStoreRefusedError when refused."""
+        """Normalise and durably store the punches `read()` gives; raises PushStoreRefusedError
+        when refused. `read` (the body's parse) is called once, unless the refusal comes first,
+        in the thread that normalises and commits: a backlog post's CPU in one hand-off."""
         ...
 
     async def load_meta(self, key: str) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """The tables push terminals upload (`POST cdata?table=…`): ATTLOG, OPERLOG and ATTPHOTO.
 
-* ATTLOG: the punches go to the backend's `commit`; only once it returned (durably stored)
+* ATTLOG: the punches go to the backend's `commit` (which parses the body in the thread that
+  commits, see `PushBackend.commit`); only once it returned (durably stored)
   is the stamp persisted and `OK: <punches stored>` answered. A refusing buffer is a 503: the
   terminal keeps its records and sends them again.
 * OPERLOG: USER lines become the terminal's user list (meta `<device>/roster`, at most
@@ -23,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk_push import protocol
 from punchgate.drivers.zk_push.answers import refuse
 from punchgate.drivers.zk_push.backend import PushBackend, PushStoreRefusedError
@@ -33,9 +35,6 @@ log = structlog.get_logger(__name__)
 
 MAX_ROSTER = 50_000  # users remembered per terminal
 ROSTER_SUFFIX = "/roster"  # meta key of a terminal's user list: `<device>/roster`
-# ATTLOG bodies up to this size (about 80 lines, well under a millisecond) are parsed on the event
-# loop: handing a one-punch post to a thread and back costs more, and under load waits for the GIL.
-INLINE_PARSE_BYTES = 4096
 
 
 class Uploads:
@@ -50,19 +49,25 @@ class Uploads:
     async def attlog(self, state: TerminalState, body: bytes, stamp: str | None) -> str:
         terminal = state.terminal
         meta = await state.loaded_meta(self.backend)
-        if len(body) <= INLINE_PARSE_BYTES:  # a real-time post: a thread hop would cost more
-            parsed = protocol.parse_attlog(body, terminal.encoding)
-        else:  # a backlog post: CPU the loop must not wait for
-            parsed = await asyncio.to_thread(protocol.parse_attlog, body, terminal.encoding)
         self.stamps.check(state, meta, "ATTLOG", stamp)
+        parses: list[protocol.AttlogParse] = []
+
+        def read() -> list[RawPunch]:
+            # Called by the backend in the thread that commits (a backlog post's parse is CPU
+            # the event loop must not wait for, and one hand-off there and back costs less
+            # than two).
+            parses.append(protocol.parse_attlog(body, terminal.encoding))
+            return parses[-1].punches
+
         try:
-            committed = await self.backend.commit(terminal, parsed.punches, received_at=self.clock())
+            committed = await self.backend.commit(terminal, read, received_at=self.clock())
         except PushStoreRefusedError as exc:
             self.counts["refused_store"] += 1
             log.warning("push_upload_refused", device=terminal.name, error=str(exc), stored=exc.stored)
             raise refuse(
                 503, f"the gateway cannot store punches now ({exc}); send them again later"
             ) from None
+        parsed = parses[-1] if parses else protocol.parse_attlog(body, terminal.encoding)
         self.counts["punches_received"] += committed.received
         self.counts["punches_new"] += committed.new
         await self.stamps.persist(state, meta, "ATTLOG", stamp, parsed.bad)
