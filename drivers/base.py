@@ -204,4 +204,27 @@ class Driver(Protocol):
         ...
 
 
+@runtime_checkable
+class ChunkedReader(Protocol):
+    """A driver that can hand a full read over in parts while the transfer goes on."""
+
+    def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
+        """Every record of `read_records`, in log order, in consecutive lists as they arrive.
+
+        What was yielded before an error is real (the caller may keep it); closing the
+        generator early aborts the transfer."""
+        ...
+
+
+def record_chunks(driver: Driver) -> AsyncGenerator[list[RawPunch], None]:
+    """A full read in parts: the driver's own where it has them, else its whole log as one."""
+    if isinstance(driver, ChunkedReader):
+        return driver.read_record_chunks()
+    return _whole_log(driver)
+
+
+async def _whole_log(driver: Driver) -> AsyncGenerator[list[RawPunch], None]:
+    yield await driver.read_records()
+
+
 DriverFactory = Callable[[Any], Driver]

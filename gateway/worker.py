@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch
+from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch, record_chunks
 from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.clock import ClockCare
@@ -53,7 +53,7 @@ from punchgate.gateway.worker_known_log import (
     RECONCILE_POLLS,
     KnownLog,
     LogHasher,
-    stored_prefix,
+    LogIntake,
     why_read,
 )
 from punchgate.gateway.worker_read_limit import (
@@ -396,10 +396,6 @@ class DeviceWorker:
     def _hasher(self) -> LogHasher:
         return LogHasher(self._hasher_seed())
 
-    def _stored_prefix(self, raws: Sequence[RawPunch]) -> tuple[int, LogHasher]:
-        """How many leading records of `raws` the last full read stored, and the digest that far."""
-        return stored_prefix(raws, self._known, self._hasher_seed())
-
     async def _full_read(self, info: DeviceInfo, *, historical: bool, why: str = "reconcile") -> None:
         async with full_read_limiter().hold(info.record_count or FULL_READ_RECORDS // FULL_READ_SLOTS):
             await self._full_read_now(info, historical=historical, why=why)
@@ -409,35 +405,49 @@ class DeviceWorker:
         self._poll_due.clear()  # this read serves any poll that fell due before it
         lag = self._take_lag(started)
         self._check_count(info.record_count)
-        raws = await self._bounded("read records", self.driver.read_records(), self._call_limit(info))
-        skipped, hasher = self._stored_prefix(raws)
-        if skipped and self.health.last_punch_at is None:
-            # Stored before this process started: the newest still says when it was last used.
-            await self._report_newest(raws)
-        new = await self._commit(raws[skipped:], source="poll", historical=historical)
-        hasher.feed(raws[skipped:])
-        self._known = KnownLog(len(raws), hasher.digest())
-        self._last_count = len(raws)
+        intake = LogIntake(self._known, self._hasher_seed())
+        read = self._read_and_commit(intake, historical=historical)
+        new = await self._bounded("read records", read, self._call_limit(info))
+        count = intake.count
+        self._known = intake.known()
+        self._last_count = count
         self._live_since_read = self._polls_since_read = 0
         self.full_reads += 1
-        self.health.read_done(count=len(raws), new=new)
-        await self._remember(len(raws))
+        self.health.read_done(count=count, new=new)
+        await self._remember(count)
         log.info(
             "full_read",
-            records=len(raws),
-            skipped=skipped,
+            records=count,
+            skipped=intake.skipped,
             new=new,
             why=why,
             seconds=round(time.monotonic() - started, 3),
             **lag,
         )
-        if self.clear_log and raws:
-            await self._clear_after_commit(len(raws))
+        if self.clear_log and count:
+            await self._clear_after_commit(count)
 
-    async def _report_newest(self, raws: Sequence[RawPunch]) -> None:
-        newest = max(raws, key=lambda raw: raw.timestamp)
-        (punch,) = self._normalise([newest], source="poll", historical=True)
-        self.health.punches_stored(punch.utc_time)
+    async def _read_and_commit(self, intake: LogIntake, *, historical: bool) -> int:
+        """Read the log and commit it part by part while the rest is still arriving (when the
+        driver hands it over in parts): at the end only the last part's work remains. Every
+        part is durably stored before the read counts it as stored (`intake.known()`), so a
+        read cut short loses nothing and the next one skips what this one stored."""
+        new = 0
+        async with contextlib.aclosing(record_chunks(self.driver)) as chunks:
+            async for chunk in chunks:
+                new += await self._commit_part(intake, intake.take(chunk), historical=historical)
+        return new + await self._commit_part(intake, intake.finish(), historical=historical)
+
+    async def _commit_part(self, intake: LogIntake, raws: Sequence[RawPunch], *, historical: bool) -> int:
+        newest, intake.newest_skipped = intake.newest_skipped, None
+        if newest is not None and self.health.last_punch_at is None:
+            # Stored before this process started: the newest still says when it was last used.
+            (punch,) = self._normalise([newest], source="poll", historical=True)
+            self.health.punches_stored(punch.utc_time)
+        new = await self._commit(raws, source="poll", historical=historical)
+        intake.committed(raws)
+        self._known = intake.known()
+        return new
 
     def _normalise(self, raws: Sequence[RawPunch], *, source: Source, historical: bool) -> list[Punch]:
         return normalise(

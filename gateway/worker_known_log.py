@@ -1,7 +1,8 @@
 """What a terminal's log already holds in the buffer, and when a poll must read it all.
 
 A full read normalises only the records after the part of the log the previous read stored
-(`KnownLog`, recognised by a running digest, `LogHasher`); a poll reads the whole log only when
+(`KnownLog`, recognised by a running digest, `LogHasher`), taking the log part by part as the
+driver hands it over (`LogIntake`); a poll reads the whole log only when
 the count says it may hold something new (`why_read`). Kept apart from the worker: this is the
 poll cost logic, a pure decision on the worker's state, testable without a terminal.
 """
@@ -76,13 +77,65 @@ def why_read(
     return None
 
 
-def stored_prefix(raws: Sequence[RawPunch], known: KnownLog | None, seed: str) -> tuple[int, LogHasher]:
-    """How many leading records of `raws` the last full read stored (0 unless they are
-    exactly its records), and the log's running digest that far."""
-    if known is None or known.count == 0 or known.count > len(raws):
-        return 0, LogHasher(seed)
-    hasher = LogHasher(seed)
-    hasher.feed(raws[: known.count])
-    if hasher.digest() != known.digest:
-        return 0, LogHasher(seed)  # not the log we read (cleared, rewritten, overwritten): all of it
-    return known.count, hasher
+class LogIntake:
+    """One full read taken in part by part (`take`), against what the previous read stored.
+
+    The records of the stored prefix (`known.count` of them) are held, not stored, until
+    they are all there: if they hash to `known.digest` they are dropped (`skipped`, already in
+    the buffer), else (a log cleared, rewritten or shorter than before) they are handed on
+    with the rest and every record is checked. After that decision each part is handed on as
+    it comes. The caller reports what it committed (`committed`), and `known()` then describes
+    the stored prefix so far, so a read cut short keeps what it stored.
+    """
+
+    def __init__(self, known: KnownLog | None, seed: str) -> None:
+        self._known = known
+        self._seed = seed
+        self._hasher = LogHasher(seed)
+        self._held: list[RawPunch] = []
+        self._decided = known is None or known.count == 0
+        self.count = 0  # records read so far
+        self.skipped = 0  # records found already stored (the matched prefix)
+        self.stored = 0  # records of the log in the buffer, in order from the first
+        self.newest_skipped: RawPunch | None = None  # the newest record of the matched prefix
+
+    def take(self, raws: Sequence[RawPunch]) -> Sequence[RawPunch]:
+        """The records of this part to store now (none while the prefix is being matched)."""
+        self.count += len(raws)
+        if self._decided:
+            return raws
+        self._held.extend(raws)
+        assert self._known is not None  # decided otherwise
+        if len(self._held) < self._known.count:
+            return []
+        return self._decide()
+
+    def finish(self) -> Sequence[RawPunch]:
+        """After the last part: what is still held (a log shorter than the stored prefix)."""
+        return [] if self._decided else self._decide()
+
+    def _decide(self) -> list[RawPunch]:
+        held, self._held, self._decided = self._held, [], True
+        known = self._known
+        assert known is not None
+        if known.count <= len(held):
+            hasher = LogHasher(self._seed)
+            hasher.feed(held[: known.count])
+            if hasher.digest() == known.digest:
+                self._hasher = hasher
+                self.skipped = self.stored = known.count
+                self.newest_skipped = max(held[: known.count], key=lambda raw: raw.timestamp)
+                return held[known.count :]
+        return held  # not the log we read (cleared, rewritten, overwritten): all of it
+
+    def committed(self, raws: Sequence[RawPunch]) -> None:
+        """`raws`, the records `take`/`finish` handed on, are durably in the buffer."""
+        self._hasher.feed(raws)
+        self.stored += len(raws)
+
+    def known(self) -> KnownLog | None:
+        """The stored prefix of the log as far as this read has got (before the prefix is
+        decided, the previous read's)."""
+        if not self._decided:
+            return self._known
+        return KnownLog(self.stored, self._hasher.digest())

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+from collections.abc import Callable
 
 from zk.exception import ZKErrorResponse
 
@@ -25,9 +26,12 @@ from punchgate.drivers.zk.pyzk_patches import PatchedZK
 class ZkClient(PatchedZK):
     """The patched pyzk client with the driver's queries. Blocking; one thread at a time."""
 
-    def read_table(self, command: int, fct: int, cap: int) -> bytes:
-        """A whole table by buffered read (PREPARE_BUFFER / READ_BUFFER), at most `cap` bytes."""
-        return self.read_buffered(command, fct, cap)
+    def read_table(
+        self, command: int, fct: int, cap: int, on_data: Callable[[bytes, int], None] | None = None
+    ) -> bytes:
+        """A whole table by buffered read (PREPARE_BUFFER / READ_BUFFER), at most `cap` bytes;
+        `on_data(chunk, total)` sees each chunk as it arrives (`PatchedZK.read_buffered`)."""
+        return self.read_buffered(command, fct, cap, on_data)
 
     def free_sizes(self) -> zp.FreeSizes:
         reply = self.exchange(zp.CMD_GET_FREE_SIZES, b"", 1024)

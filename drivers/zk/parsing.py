@@ -114,6 +114,67 @@ def parse_attendance(data: bytes, reported: int, *, size_hint: int | None = None
     return AttendanceParse(records, size, tuple(problems))
 
 
+class AttendanceStream:
+    """An attendance data set decoded as it arrives, chunk by chunk (`feed`), when it adds up.
+
+    Only a set whose header declares exactly the bytes announced for it, and that many bytes
+    make `reported` records of one known size, is decoded on the way (`size` is then known
+    from its first chunk, and so, for 8-byte records, is the layout: from the first 200
+    records, as `parse_attendance` decides it). Anything else is left whole for
+    `parse_attendance` at the end, which says what does not add up (`size` stays None and
+    `feed` returns nothing). A record split between two chunks waits for its second part.
+    """
+
+    def __init__(self, reported: int) -> None:
+        self.reported = reported
+        self.size: int | None = None
+        self.decoded = 0  # records handed out so far
+        self.invalid = 0  # of which with an impossible date (the sentinel)
+        self._body = 0  # the records' bytes the header declares
+        self._variant: zp.EightByteVariant | None = None
+        self._pending = bytearray()
+        self._off = False
+
+    def feed(self, data: bytes, total: int) -> list[RawPunch]:
+        """The records completed by `data`, the next chunk of a set of `total` bytes."""
+        if self._off:
+            return []
+        pending = self._pending
+        pending += data
+        if self.size is None:
+            if len(pending) < 4:
+                return []
+            (declared,) = struct.unpack_from("<I", pending)
+            size = declared // self.reported if self.reported > 0 else 0
+            if (
+                declared != total - 4
+                or size * self.reported != declared
+                or size not in zp.ATTENDANCE_RECORD_SIZES
+            ):
+                self._off = True  # not one that adds up: decoded whole at the end, with diagnostics
+                self._pending = bytearray()
+                return []
+            self.size, self._body = size, declared
+            del pending[:4]
+        size = self.size
+        if self._variant is None:
+            sample = min(self._body, 200 * 8)
+            if size == 8 and len(pending) < sample:
+                return []  # the layout is decided on the first 200 records, as for a whole set
+            self._variant = detect_eight_byte_variant(bytes(pending[:sample])) if size == 8 else "pyzk"
+        whole = len(pending) - len(pending) % size
+        body = bytes(pending[:whole])
+        del pending[:whole]
+        variant = self._variant
+        records = [
+            zp.decode_attendance(body[i : i + size], size, eight_byte_variant=variant)
+            for i in range(0, whole, size)
+        ]
+        self.decoded += len(records)
+        self.invalid += sum(1 for r in records if r.timestamp is None)
+        return [raw_punch_from_record(r) for r in records]
+
+
 def raw_punch_from_record(record: zp.AttendanceRecord) -> RawPunch:
     """A RawPunch for one decoded record (impossible dates get the documented sentinel)."""
     when = record.timestamp if record.timestamp is not None else invalid_time_sentinel(record.time_raw)

@@ -323,8 +323,14 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         return True
 
     # -- patches bulk_read_unbounded, bulk_read_loses_place, eof_read_spins_forever ----------
-    def read_buffered(self, command: int, fct: int, cap: int) -> bytes:
+    def read_buffered(
+        self, command: int, fct: int, cap: int, on_data: Callable[[bytes, int], None] | None = None
+    ) -> bytes:
         """A whole table (PREPARE_BUFFER, then READ_BUFFER chunks), never more than `cap` bytes.
+
+        `on_data(chunk, total)` is called (in this thread) with each chunk's bytes as it
+        arrives, in order, once it is checked, and `total`, the size of the whole set: a
+        caller can decode and store a big table while the rest is still on the wire.
 
         bulk_read_unbounded: pyzk's read_with_buffer believes the size the terminal
         announces (2**31 bytes makes it ask for 32,768 chunks and keep them all) and keeps
@@ -338,6 +344,8 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             if len(reply.data) > cap:
                 raise OversizedReply(f"a {len(reply.data)}-byte data set; at most {cap} are accepted")
             self._progress(len(reply.data), len(reply.data))
+            if on_data is not None:
+                on_data(reply.data, len(reply.data))
             return reply.data
         if reply.command != zp.CMD_ACK_OK:
             raise ZKErrorResponse(f"buffered read refused (reply {reply.command})")
@@ -355,6 +363,8 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
                 raise zp.ZkFrameError(f"READ_BUFFER {start}+{size} carried {len(chunk)} bytes")
             buffer += chunk
             self._progress(len(buffer), total)
+            if on_data is not None:
+                on_data(chunk, total)
         self.free_data()
         return bytes(buffer)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,6 +47,10 @@ class CountingDriver(ZkDriver):
     async def read_records(self, progress: Callable[[int, int], None] | None = None) -> list[RawPunch]:
         self.reads += 1
         return await super().read_records(progress)
+
+    def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
+        self.reads += 1
+        return super().read_record_chunks()
 
 
 class CountingStore(Store):
