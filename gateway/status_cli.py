@@ -76,8 +76,17 @@ def _when(value: dt.datetime | None, *, date: bool = True) -> str:
 def since_text(fault: FaultView) -> str:
     if fault.since is None:
         return ""
-    age = (dt.datetime.now(dt.UTC) - fault.since).total_seconds()
-    return f"since {_when(fault.since)} ({short_duration(age)})"
+    return f"since {_when(fault.since)} ({age_text(fault, utc_now())})"
+
+
+def utc_now() -> dt.datetime:
+    """Now, for how long ago a fault began (one place, so a test can move the clock)."""
+    return dt.datetime.now(dt.UTC)
+
+
+def age_text(fault: FaultView, now: dt.datetime) -> str:
+    """The part of `since_text` that moves with the clock: how long ago, as it is shown."""
+    return "" if fault.since is None else short_duration((now - fault.since).total_seconds())
 
 
 def _state(state: str) -> tuple[str, str]:
@@ -111,13 +120,19 @@ def _fault_lines(faults: list[FaultView], *, advice: bool = True, indent: bool =
     if not faults:
         return []
     root = faults[0]
-    detail, since = root.detail or root.summary, since_text(root)
-    lines = [Line(((root.code, "bold"), (f": {detail} ", ""), (since, "dim")), indent)]
+    lines = [root_line(root, indent=indent)]
     if advice and root.what_to_do:
         lines.append(Line(((f"→ {root.what_to_do}", "cyan"),), indent))
     if len(faults) > 1:
         lines.append(Line((("also: " + ", ".join(f.code for f in faults[1:]), ""),), indent))
     return lines
+
+
+def root_line(root: FaultView, *, indent: bool) -> Line:
+    """The root cause: its code, detail (or summary) and since when (`since_text`)."""
+    return Line(
+        ((root.code, "bold"), (f": {root.detail or root.summary} ", ""), (since_text(root), "dim")), indent
+    )
 
 
 def _facts(view: TerminalView) -> str:

@@ -17,23 +17,26 @@ renders itself, in its own), so the text is never in another zone than the CLI's
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
 import threading
 import weakref
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from rich.console import Console
 
+from punchgate.gateway import status_cli
 from punchgate.gateway.console.health_view import STATE_ORDER, TerminalView, terminal_view
 from punchgate.gateway.status import device_parts
 from punchgate.gateway.status_cli import (
+    age_text,
     block,
     gateway_lines,
     is_healthy,
     plain_text,
-    since_text,
+    root_line,
     title_line,
 )
 from punchgate.gateway.status_fast import MIN_WIDTH, WIDE, zone_label
@@ -57,6 +60,7 @@ def _console(width: int) -> Console:
     return Console(
         file=io.StringIO(),
         width=width,
+        height=25,  # as rich takes it; given, the size is not looked up on every line
         color_system=None,
         force_terminal=False,
         force_jupyter=False,
@@ -66,13 +70,39 @@ def _console(width: int) -> Console:
     )
 
 
+class _Laid(NamedTuple):
+    """A terminal's block laid out at one width: the lines before its root cause, the root
+    cause's line (it shows how long ago: `age`), the lines after; from `view`."""
+
+    view: TerminalView
+    age: str
+    head: str
+    root: str
+    tail: str
+
+
+def _lay(view: TerminalView, console: Console, now: dt.datetime) -> _Laid:
+    lines = block(view)
+    if not view.faults:  # no root cause: a state line, then the facts
+        return _Laid(view, "", plain_text(lines, console), "", "")
+    root = view.faults[0]
+    return _Laid(
+        view,
+        age_text(root, now),
+        plain_text(lines[:1], console),
+        plain_text(lines[1:2], console),
+        plain_text(lines[2:], console),
+    )
+
+
 class _Blocks:
     """Each terminal's view (from its JSON text and pending count) and, per width, its block
-    laid out with the root cause's "since" it was made with."""
+    laid out (`_Laid`); when only the root cause's age moved, only that line is laid out again."""
 
     def __init__(self) -> None:
         self.views: dict[str, tuple[str, int, TerminalView]] = {}
-        self.widths: dict[int, tuple[Console, dict[str, tuple[TerminalView, str, str]]]] = {}
+        self.widths: dict[int, tuple[Console, dict[str, _Laid]]] = {}
+        self.zone = ""
         self.lock = threading.Lock()  # requests run on the API's threads
 
     def text(self, app: Application, width: int) -> tuple[str, bool]:
@@ -90,22 +120,28 @@ class _Blocks:
                 views.append(entry[2])
             self.views = fresh  # terminals gone from the config drop out here
             views.sort(key=lambda v: STATE_ORDER.get(v.state, 0))  # as health_view.terminal_views
+            if self.zone != zone_label():  # the times were laid out in another zone
+                self.zone, self.widths = zone_label(), {}
             console, kept = self._width(width)
+            now = status_cli.utc_now()  # the clock since_text reads
             blocks, out = {}, [plain_text([title_line(gateway)], console)]
             for view in views:
-                since = since_text(view.faults[0]) if view.faults else ""
                 laid = kept.get(view.name)
-                if laid is None or laid[0] is not view or laid[1] != since:
-                    laid = (view, since, plain_text(block(view), console))
+                if laid is None or laid.view is not view:
+                    laid = _lay(view, console, now)
+                elif view.faults and laid.age != age_text(view.faults[0], now):
+                    root = view.faults[0]
+                    line = root_line(root, indent=True)
+                    laid = laid._replace(age=age_text(root, now), root=plain_text([line], console))
                 blocks[view.name] = laid
-                out.append(laid[2])
+                out += (laid.head, laid.root, laid.tail)
             kept.clear()
             kept.update(blocks)
             out.append(plain_text(gateway_lines({"gateway": gateway}), console))
         devices = [{"state": view.state} for view in views]
         return "".join(out), is_healthy({"gateway": gateway, "devices": devices})
 
-    def _width(self, width: int) -> tuple[Console, dict[str, tuple[TerminalView, str, str]]]:
+    def _width(self, width: int) -> tuple[Console, dict[str, _Laid]]:
         kept = self.widths.pop(width, None) or (_console(width), {})
         self.widths[width] = kept  # the most recently used last
         while len(self.widths) > WIDTHS_KEPT:

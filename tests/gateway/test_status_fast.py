@@ -234,3 +234,19 @@ def test_plain_wrap_breaks_where_rich_does() -> None:
         width = chance.randint(5, 100)
         expected = [line.plain for line in Text(text).wrap(console, width)]
         assert status_cli._wrap(text, width) == expected, (text, width)
+
+
+def test_the_daemons_text_follows_the_clock(app: Application, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the root causes' ages move (no value changed): each block's root line follows,
+    from seconds to minutes, hours and days, at every width kept."""
+    door1, door2, _gateway, dock = (app.devices[n] for n in NAMES)
+    door2.contact_failed("unreachable", "door-2: connect refused")
+    dock.contact_failed("timeout", "dock: no answer in 5 s")
+    door1.contact_ok(DeviceInfo(serial_number="S-1", record_count=1, record_capacity=10), drift_seconds=0.0)
+    start = dt.datetime.now(dt.UTC)
+    for later in (0, 61, 3 * 3600 + 300, 2 * 86400):
+        monkeypatch.setattr(status_cli, "utc_now", lambda later=later: start + dt.timedelta(seconds=later))
+        for width in (MIN_WIDTH, 80):
+            made, reference = status_text(app, width), reference_text(app, width)
+            assert made == reference, (later, width)
+    assert "(2 d)" in made[0]
