@@ -9,10 +9,12 @@ head published earlier (`{base}/audit`, `punchgate audit verify --head`).
 
 What the entries cover:
 
-* `punches`: the punches one commit stored, as `[record id, digest]` pairs, up to
-  `PUNCHES_PER_ENTRY` per entry; the digest (`punch_digest`) covers every column of the row
-  except `pk` and `delivered_at` (which changes when the broker acknowledges). The entry is
-  appended in the same transaction as the insert, so no punch is ever stored outside the chain.
+* `punches`: the punches one commit stored, up to `PUNCHES_PER_ENTRY` per entry: their record
+  ids and digests (`punch_digest`: every column of the row except `pk` and `delivered_at`,
+  which changes when the broker acknowledges). Version 1 entries (before issue 16) list
+  `[id, hex digest]` pairs; version 2 (`"v": 2`) the ids, then all digests as one base64 text
+  (`entry_pairs` reads both). The entry is appended in the same transaction as the insert, so
+  no punch is ever stored outside the chain.
 * `purge`: the ids a retention purge deleted (the deletions are signed off, not gaps).
 * `checkpoint` and `carried`: a retention purge pruned the entries before it (`audit_prune`).
 * administrative actions (`manual_entered`, `manual_approved`, `manual_rejected`, `replay`,
@@ -24,8 +26,11 @@ transactions and the write lock. Verification is `punchgate.sync.audit_verify`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import json
+import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -38,9 +43,9 @@ from punchgate.sync.buffer_identity import now_text
 from punchgate.sync.settings import Strict
 
 GENESIS = "0" * 64  # the "previous hash" of the first entry
-PUNCHES_PER_ENTRY = 1000  # [id, digest] pairs per `punches` entry (about 70 bytes each)
+PUNCHES_PER_ENTRY = 1000  # punches per `punches` entry (about 57 bytes each in version 2)
 IDS_PER_PURGE_ENTRY = 5000  # deleted ids per `purge` entry
-DIGEST_HEX = 32  # a punch digest: the first 128 bits of SHA-256, in hex
+DIGEST_BYTES = 16  # a punch digest: the first 128 bits of SHA-256 (32 hex digits)
 
 _A = buffer_schema.audit
 _AC = _A.c
@@ -103,17 +108,75 @@ def punch_digest(row: Sequence[Any]) -> str:
     """The digest of one stored punch row, in `buffer_outbox.INSERT_COLUMNS` order: id, device,
     user_id, utc_time, source, payload, raw, stored_at.
 
-    SHA-256 (first `DIGEST_HEX` hex digits) over the UTF-8 text of the fields joined by U+001E,
-    in the order id, device, len(user_id):user_id, utc_time, source, repr(stored_at), raw as
-    hex, payload. Only the user id may hold any character, so it carries its length; the
-    payload (JSON, control characters escaped) comes last. Built with one f-string: this runs
-    for every punch stored, inside the commit (bench/bench_audit.py)."""
-    ident, device, user_id, utc_time, source, payload, raw, stored_at = row
-    text = (
-        f"{ident}\x1e{device}\x1e{len(user_id)}:{user_id}\x1e{utc_time}\x1e{source}\x1e{stored_at!r}"
-        f"\x1e{bytes(raw).hex()}\x1e{payload}"
-    )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:DIGEST_HEX]
+    SHA-256 (its first `DIGEST_BYTES` bytes, in hex) over the UTF-8 text of the fields joined
+    by U+001E, in the order id, device, len(user_id):user_id, utc_time, source,
+    repr(stored_at), raw as hex, payload. Only the user id may hold any character, so it
+    carries its length; the payload (JSON, control characters escaped) comes last."""
+    return digest_rows((row,))[1][0].hex()
+
+
+def digest_rows(rows: Iterable[Sequence[Any]]) -> tuple[list[Any], list[bytes]]:
+    """The ids of `rows` and their `punch_digest`s as bytes, in order. This runs for every
+    punch stored, inside the commit (bench/bench_audit.py): one pass, the text one f-string,
+    and `repr(stored_at)` formatted once per distinct float object (a commit's rows share one;
+    formatting a float costs more than the rest of the text)."""
+    sha256 = hashlib.sha256
+    ids: list[Any] = []
+    digests: list[bytes] = []
+    add_id, add_digest = ids.append, digests.append
+    last: Any = _NO_TIME
+    when = ""
+    for ident, device, user_id, utc_time, source, payload, raw, stored_at in rows:
+        if stored_at is not last:
+            last, when = stored_at, repr(stored_at)
+        add_id(ident)
+        text = (
+            f"{ident}\x1e{device}\x1e{len(user_id)}:{user_id}\x1e{utc_time}\x1e{source}\x1e{when}"
+            f"\x1e{bytes(raw).hex()}\x1e{payload}"
+        )
+        add_digest(sha256(text.encode("utf-8")).digest()[:DIGEST_BYTES])
+    return ids, digests
+
+
+_NO_TIME = object()  # no stored_at is this object: the first row always formats its own
+
+
+def ids_text(ids: Sequence[Any]) -> str:
+    """The canonical JSON of a list of ids (what `canonical` spells), put together with one
+    join when no id needs escaping (ids are hex in practice): the JSON encoder costs several
+    times as much."""
+    try:
+        plain = _NEEDS_ESCAPE.search("".join(ids)) is None
+    except TypeError:  # not all text
+        plain = False
+    if not plain:
+        return _JSON.encode(list(ids))
+    return '["' + '","'.join(ids) + '"]' if ids else "[]"
+
+
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # what JSON escapes in a string (ensure_ascii off)
+
+
+def entry_pairs(entry: dict[str, Any]) -> list[tuple[str, str]]:
+    """The `[id, digest (hex)]` pairs a `punches` or `carried` entry records, in either form:
+    version 1 lists the pairs (`punches`); version 2 (`"v": 2`, `punches` entries since issue
+    16) lists the ids (`ids`) and their digests as one base64 text of `DIGEST_BYTES` bytes each,
+    in the same order (`digests`). Raises ValueError when the two do not add up."""
+    if entry.get("v") != 2:
+        return [(str(ident), str(digest)) for ident, digest in entry["punches"]]
+    ids, text = entry.get("ids"), entry.get("digests")
+    if not isinstance(ids, list) or not isinstance(text, str):
+        raise ValueError("a version 2 punches entry needs a list `ids` and a text `digests`")
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except binascii.Error:
+        raise ValueError("its `digests` are not base64") from None
+    if len(raw) != DIGEST_BYTES * len(ids):
+        raise ValueError(f"it names {len(ids)} punches but holds {len(raw) // DIGEST_BYTES} digests")
+    return [
+        (str(ident), raw[at : at + DIGEST_BYTES].hex())
+        for ident, at in zip(ids, range(0, len(raw), DIGEST_BYTES), strict=True)
+    ]
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -191,17 +254,23 @@ def append_many(conn: Any, kind: str, items: Iterable[dict[str, Any]], *, at: st
 def append_punches(conn: Any, rows: Sequence[Sequence[Any]], *, at: str | None = None) -> Head:
     """Entries covering punch rows just inserted (in `INSERT_COLUMNS` order), in this transaction.
 
-    This runs in every commit of punches (a live punch is a commit of its own), so the entry's
-    canonical text is put together directly rather than through `canonical` (sorted keys: at,
-    kind, punches, seq; the same text, tests/audit/test_chain.py), and one row is one execute."""
+    Version 2 entries (`entry_pairs`): ids, then the digests as one base64 text, 57 bytes a
+    punch instead of the pairs' 72 in hex (the entry is written and fsynced with the rows).
+    This runs in every commit of punches (a live punch is a commit of its own), so the
+    entry's canonical text is put together directly rather than through `canonical` (sorted
+    keys: at, digests, ids, kind, seq, v; the same text, tests/audit/test_chain.py), and one
+    row is one execute."""
     at = at or _now_at()
     seq, previous = _previous(conn)
-    prefix = f'{{"at":{_JSON.encode(at)},"kind":"punches","punches":'
+    prefix = f'{{"at":{_JSON.encode(at)},"digests":"'
     entries = []
     for start in range(0, len(rows), PUNCHES_PER_ENTRY):
-        pairs = [[row[0], punch_digest(row)] for row in rows[start : start + PUNCHES_PER_ENTRY]]
+        ids, digests = digest_rows(rows[start : start + PUNCHES_PER_ENTRY])
         seq += 1
-        text = f'{prefix}{_JSON.encode(pairs)},"seq":{seq}}}'
+        text = (
+            f'{prefix}{base64.b64encode(b"".join(digests)).decode("ascii")}","ids":{ids_text(ids)}'
+            f',"kind":"punches","seq":{seq},"v":2}}'
+        )
         previous = chain_hash(previous, text)
         entries.append((seq, "punches", text, previous))
     if not entries:

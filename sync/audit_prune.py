@@ -128,8 +128,14 @@ def prune(conn: Any, *, before: float, by: dict[str, Any]) -> Pruned | None:
         if seq != through + 1 or audit.chain_hash(previous, text) != stored:
             raise PruneRefused(f"audit entry #{seq} does not verify; run `punchgate audit verify`")
         if kind in ("punches", "carried"):
-            live.update(entry["punches"])
-            pairs_seen += len(entry["punches"])
+            try:
+                pairs = audit.entry_pairs(entry)  # either version; carried ones are version 1
+            except (ValueError, KeyError, TypeError):
+                raise PruneRefused(
+                    f"audit entry #{seq} cannot be read; run `punchgate audit verify`"
+                ) from None
+            live.update(pairs)
+            pairs_seen += len(pairs)
         elif kind == "purge":
             for ident in entry["ids"]:
                 live.pop(ident, None)

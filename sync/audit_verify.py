@@ -256,11 +256,16 @@ def _note(
     expected_manual: dict[str, dict[str, Any]],
 ) -> None:
     if kind in ("punches", "carried"):
+        try:
+            pairs = audit.entry_pairs(entry)
+        except (ValueError, KeyError, TypeError) as exc:
+            _add(report, Finding(seq, f"entry's punches cannot be read: {exc}"))
+            return
         # A purged punch the terminal still held comes back when it is read again: its latest
         # entry is the one its row must match.
         conn.executemany(
             "INSERT OR REPLACE INTO chain_punch (id, digest, seq) VALUES (?, ?, ?)",
-            [(i, d, seq) for i, d in entry["punches"]],
+            [(i, d, seq) for i, d in pairs],
         )
     elif kind == "purge":
         conn.executemany(

@@ -45,7 +45,7 @@ def _head(path: Path) -> dict[str, object]:
 def _entry_of(path: Path, punch_id: str) -> int:
     with sqlite3.connect(path) as db:
         for seq, text in db.execute("SELECT seq, entry FROM audit WHERE kind = 'punches'"):
-            if any(item[0] == punch_id for item in json.loads(text)["punches"]):
+            if any(item[0] == punch_id for item in audit.entry_pairs(json.loads(text))):
                 return int(seq)
     raise AssertionError(f"{punch_id} is in no entry")
 
@@ -107,9 +107,9 @@ def test_a_truncated_tail_is_found_against_the_published_head(tmp_path: Path) ->
     with tampered(path) as db:  # cut off the last entry and the punches it covered
         ids = [
             item[0]
-            for item in json.loads(db.execute("SELECT entry FROM audit WHERE seq = 6").fetchone()[0])[
-                "punches"
-            ]
+            for item in audit.entry_pairs(
+                json.loads(db.execute("SELECT entry FROM audit WHERE seq = 6").fetchone()[0])
+            )
         ]
         db.execute(f"DELETE FROM punches WHERE id IN ({','.join('?' * len(ids))})", ids)
         db.execute("DELETE FROM audit WHERE seq = 6")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from punchgate.sync import audit
 from punchgate.sync.audit_verify import verify
 from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import BufferFullError, DiskLowError, Store
@@ -30,7 +31,7 @@ def audited_ids(path: Path) -> list[str]:
         entries = conn.execute("SELECT entry FROM audit WHERE kind = 'punches' ORDER BY seq").fetchall()
     finally:
         conn.close()
-    return [ident for (entry,) in entries for ident, _digest in json.loads(entry)["punches"]]
+    return [ident for (entry,) in entries for ident, _digest in audit.entry_pairs(json.loads(entry))]
 
 
 def test_known_ids_scattered_through_a_call_are_skipped_and_the_rest_stored_in_order(tmp_path: Path) -> None:
