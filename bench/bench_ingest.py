@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from zk import ZK
+from zk.exception import ZKError
 
 from bench.emulator_host import EmulatorHost
 from bench.results import BenchResult, Figure, LoadWindow
@@ -32,6 +33,7 @@ from tests.support.config import write_config, zk_terminal
 from tests.support.gateway import GatewayProcess
 
 RUNS = 3
+pyzk_failures: list[str] = []  # the last size's failed pyzk reads, for the notes
 
 
 def _pyzk_read(port: int, expected: int) -> float:
@@ -96,6 +98,7 @@ def _measure(workdir: Path, records: int) -> tuple[list[float], list[float], lis
     gateway_runs: list[float] = []
     driver_runs: list[float] = []
     pyzk_runs: list[float] = []
+    pyzk_failures.clear()
     with contextlib.ExitStack() as cleanup:  # every process started is stopped, whatever fails
         host = EmulatorHost(workdir, count=1, records=records).start()
         cleanup.callback(host.stop)
@@ -110,7 +113,12 @@ def _measure(workdir: Path, records: int) -> tuple[list[float], list[float], lis
             elif name == "driver":
                 driver_runs.append(asyncio.run(_driver_read(port, records)))
             else:
-                pyzk_runs.append(_pyzk_read(port, records))
+                try:
+                    pyzk_runs.append(_pyzk_read(port, records))
+                except (OSError, RuntimeError, ZKError) as exc:
+                    # pyzk's own bugs (a lost place in the burst under load waits out its
+                    # timeout): the comparison column loses a run, the goal's figure does not.
+                    pyzk_failures.append(f"{type(exc).__name__}: {exc}")
 
         order = ["gateway", "driver", "pyzk"]
         for n in range(RUNS):
@@ -147,6 +155,12 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
                 load=load,
             )
         )
+        if pyzk_failures:
+            result.note(
+                f"{records:,} records: bare pyzk failed {len(pyzk_failures)} run(s): {pyzk_failures[0]}"
+            )
+        if not pyzk_runs:
+            continue
         result.add(
             Figure.of_runs(
                 f"{records:,} records: the same, against bare pyzk",
