@@ -12,8 +12,8 @@ What the entries cover:
 * `punches`: the punches one commit stored, up to `PUNCHES_PER_ENTRY` per entry: their record
   ids and digests (`punch_digest`: every column of the row except `pk` and `delivered_at`,
   which changes when the broker acknowledges). Version 1 entries (before issue 16) list
-  `[id, hex digest]` pairs; version 2 (`"v": 2`) the ids, then all digests as one base64 text
-  (`entry_pairs` reads both). The entry is appended in the same transaction as the insert, so
+  `[id, hex digest]` pairs; version 2 (`"v": 2`) the ids and the digests, each as one base64
+  text of 16-byte values (`entry_pairs` reads both). The entry is appended in the same transaction as the insert, so
   no punch is ever stored outside the chain.
 * `purge`: the ids a retention purge deleted (the deletions are signed off, not gaps).
 * `checkpoint` and `carried`: a retention purge pruned the entries before it (`audit_prune`).
@@ -43,7 +43,7 @@ from punchgate.sync.buffer_identity import now_text
 from punchgate.sync.settings import Strict
 
 GENESIS = "0" * 64  # the "previous hash" of the first entry
-PUNCHES_PER_ENTRY = 1000  # punches per `punches` entry (about 57 bytes each in version 2)
+PUNCHES_PER_ENTRY = 1000  # punches per `punches` entry (about 43 bytes each in version 2)
 IDS_PER_PURGE_ENTRY = 5000  # deleted ids per `purge` entry
 DIGEST_BYTES = 16  # a punch digest: the first 128 bits of SHA-256 (32 hex digits)
 
@@ -153,26 +153,57 @@ def ids_text(ids: Sequence[Any]) -> str:
 _NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')  # what JSON escapes in a string (ensure_ascii off)
 
 
+def ids_field(ids: Sequence[Any]) -> str:
+    """A version 2 entry's ids, as its canonical JSON member: `"id_bytes":"<base64>"` (16 bytes
+    an id) when every id is 32 lowercase hex digits, as record ids are (gateway/normalize.py,
+    gateway/manual_records.py), else `"ids":[...]`. 21 bytes an id instead of 35: the entry is
+    written and fsynced with the rows in every commit."""
+    try:
+        joined = "".join(ids)
+    except TypeError:  # not all text
+        joined = ""
+    if joined and set(map(len, ids)) == {32}:
+        try:
+            packed = bytes.fromhex(joined)
+        except ValueError:  # not hex
+            packed = b""
+        # fromhex also takes capitals and spaces: only text that spells its bytes back is packed.
+        if packed and packed.hex() == joined:
+            return f'"id_bytes":"{base64.b64encode(packed).decode("ascii")}"'
+    return f'"ids":{ids_text(ids)}'
+
+
 def entry_pairs(entry: dict[str, Any]) -> list[tuple[str, str]]:
-    """The `[id, digest (hex)]` pairs a `punches` or `carried` entry records, in either form:
+    """The `[id, digest (hex)]` pairs a `punches` or `carried` entry records, in either version:
     version 1 lists the pairs (`punches`); version 2 (`"v": 2`, `punches` entries since issue
-    16) lists the ids (`ids`) and their digests as one base64 text of `DIGEST_BYTES` bytes each,
-    in the same order (`digests`). Raises ValueError when the two do not add up."""
+    16) holds the ids, either as a list (`ids`) or, when all are 32 lowercase hex digits, as one
+    base64 text of their 16 bytes each (`id_bytes`), and their digests, in the same order, as
+    one base64 text of `DIGEST_BYTES` bytes each (`digests`). Raises ValueError when the entry
+    does not add up."""
     if entry.get("v") != 2:
         return [(str(ident), str(digest)) for ident, digest in entry["punches"]]
-    ids, text = entry.get("ids"), entry.get("digests")
-    if not isinstance(ids, list) or not isinstance(text, str):
-        raise ValueError("a version 2 punches entry needs a list `ids` and a text `digests`")
+    if ("ids" in entry) == ("id_bytes" in entry):
+        raise ValueError("a version 2 punches entry holds either `ids` or `id_bytes`")
+    ids = entry["ids"] if "ids" in entry else _unpack(entry["id_bytes"], "id_bytes")
+    if not isinstance(ids, list):
+        raise ValueError("its `ids` are not a list")
+    raw = _unpack(entry.get("digests"), "digests")
+    if len(raw) != len(ids):
+        raise ValueError(f"it names {len(ids)} punches but holds {len(raw)} digests")
+    return [(str(ident), digest) for ident, digest in zip(ids, raw, strict=True)]
+
+
+def _unpack(text: Any, name: str) -> list[str]:
+    """A base64 text of 16-byte values as hex strings."""
+    if not isinstance(text, str):
+        raise ValueError(f"its `{name}` are not a text")
     try:
-        raw = base64.b64decode(text, validate=True)
+        packed = base64.b64decode(text, validate=True)
     except binascii.Error:
-        raise ValueError("its `digests` are not base64") from None
-    if len(raw) != DIGEST_BYTES * len(ids):
-        raise ValueError(f"it names {len(ids)} punches but holds {len(raw) // DIGEST_BYTES} digests")
-    return [
-        (str(ident), raw[at : at + DIGEST_BYTES].hex())
-        for ident, at in zip(ids, range(0, len(raw), DIGEST_BYTES), strict=True)
-    ]
+        raise ValueError(f"its `{name}` are not base64") from None
+    if len(packed) % 16:
+        raise ValueError(f"its `{name}` are not 16 bytes each")
+    return [packed[at : at + 16].hex() for at in range(0, len(packed), 16)]
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -250,11 +281,11 @@ def append_many(conn: Any, kind: str, items: Iterable[dict[str, Any]], *, at: st
 def append_punches(conn: Any, rows: Sequence[Sequence[Any]], *, at: str | None = None) -> Head:
     """Entries covering punch rows just inserted (in `INSERT_COLUMNS` order), in this transaction.
 
-    Version 2 entries (`entry_pairs`): ids, then the digests as one base64 text, 57 bytes a
+    Version 2 entries (`entry_pairs`): the ids and the digests as base64 texts, 43 bytes a
     punch instead of the pairs' 72 in hex (the entry is written and fsynced with the rows).
     This runs in every commit of punches (a live punch is a commit of its own), so the
     entry's canonical text is put together directly rather than through `canonical` (sorted
-    keys: at, digests, ids, kind, seq, v; the same text, tests/audit/test_chain.py), and one
+    keys: at, digests, id_bytes or ids, kind, seq, v; the same text, tests/audit/test_chain.py), and one
     row is one execute."""
     at = at or _now_at()
     seq, previous = _previous(conn)
@@ -264,7 +295,7 @@ def append_punches(conn: Any, rows: Sequence[Sequence[Any]], *, at: str | None =
         ids, digests = digest_rows(rows[start : start + PUNCHES_PER_ENTRY])
         seq += 1
         text = (
-            f'{prefix}{base64.b64encode(b"".join(digests)).decode("ascii")}","ids":{ids_text(ids)}'
+            f'{prefix}{base64.b64encode(b"".join(digests)).decode("ascii")}",{ids_field(ids)}'
             f',"kind":"punches","seq":{seq},"v":2}}'
         )
         previous = chain_hash(previous, text)

@@ -1,6 +1,6 @@
 """`punches` entries in both versions against real SQLite files: a chain written before issue 16
-(version 1, `[id, hex digest]` pairs) and continued by today's code (version 2: ids, then the
-digests as one base64 text) verifies; a punch edited or deleted under either version is named
+(version 1, `[id, hex digest]` pairs) and continued by today's code (version 2: the ids and the
+digests as base64 texts, or a list of ids that are not hex) verifies; a punch edited or deleted under either version is named
 with its entry; a version 2 entry whose digests were edited is named at that entry; a rewritten
 chain that stays consistent is still caught against the published head; pruning a mixed chain
 carries both versions' digests."""
@@ -8,6 +8,7 @@ carries both versions' digests."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import sqlite3
 from collections.abc import Sequence
@@ -80,7 +81,7 @@ def test_a_chain_of_both_versions_verifies(tmp_path: Path, monkeypatch: pytest.M
     path = _mixed_buffer(tmp_path, monkeypatch)
     entries = _entries(path)
     assert [e.get("v") for e in entries.values()] == [None, None, None, 2, 2]
-    assert "punches" in entries[2] and "ids" in entries[4] and "punches" not in entries[4]
+    assert "punches" in entries[2] and "id_bytes" in entries[4] and "punches" not in entries[4]
     report = verify(path, _head(path))
     assert report.ok, report.lines()
     assert report.entries == 5 and report.punches_checked == 400
@@ -107,6 +108,33 @@ def test_both_versions_record_the_same_digest_of_a_row(tmp_path: Path) -> None:
 def test_ids_that_need_escaping_are_spelled_canonically() -> None:
     for ids in ([1, 2], ["a1", "b2"], ['quote"d', "back\\slash", "tab\there", "ünï"], [], ["x"]):
         assert audit.ids_text(ids) == audit.canonical(ids)
+
+
+def test_only_ids_of_32_lowercase_hex_digits_are_packed() -> None:
+    hex_id = "f4272c4fc22148389c286c4c3fbd4cde"
+    packed = audit.ids_field([hex_id, "0" * 32])
+    assert packed.startswith('"id_bytes":"')
+    digests = base64.b64encode(bytes(32)).decode()
+    assert audit.entry_pairs(json.loads(f'{{{packed},"digests":"{digests}","v":2}}'))[0] == (hex_id, "0" * 32)
+    for ids in ([hex_id.upper()], [hex_id[:31] + " "], [hex_id[:31], hex_id + "a"], [hex_id, "x"], [7], []):
+        assert audit.ids_field(ids) == f'"ids":{audit.canonical(ids)}', ids
+
+
+def test_punches_with_other_ids_are_listed_and_checked(tmp_path: Path) -> None:
+    path = tmp_path / "buffer.db"
+    store = _open(path)
+    try:
+        store.add_punches([dataclasses.replace(p, id=f"X-{p.id}") for p in make_punches("door-1", 20)])
+    finally:
+        store.close()
+    entry = _entries(path)[2]
+    assert entry["ids"][0].startswith("X-") and "id_bytes" not in entry
+    assert verify(path, _head(path)).ok
+    ident = entry["ids"][7]
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE punches SET device = 'door-9' WHERE id = ?", (ident,))
+    first = verify(path).first_broken
+    assert first is not None and first.seq == 2 and ident in first.problem
 
 
 @pytest.mark.parametrize("seq", [2, 5], ids=["version 1", "version 2"])
@@ -166,7 +194,8 @@ def test_a_version_2_entry_whose_ids_and_digests_disagree_is_named(
 ) -> None:
     path = _mixed_buffer(tmp_path, monkeypatch)
     entry = _entries(path)[5]
-    short = audit.canonical({**entry, "ids": entry["ids"][:-1]})  # one digest more than ids
+    fewer = base64.b64encode(base64.b64decode(entry["id_bytes"])[:-16]).decode()
+    short = audit.canonical({**entry, "id_bytes": fewer})  # one digest more than ids
     with tampered(path) as db:
         previous = db.execute("SELECT hash FROM audit WHERE seq = 4").fetchone()[0]
         db.execute(
