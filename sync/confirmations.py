@@ -12,7 +12,9 @@ connection and calls in here:
   one more timeout; `next_rows` is the same with the unsent rows in pk order);
 * after a PUBACK the forwarder hands the rows to `acked`: they are marked *sent*
   (`Store.mark_sent`) instead of delivered, by the worker thread below, once they have waited
-  `SENT_MARK_GRACE` for their confirmation; rows confirmed meanwhile are not written twice
+  `SENT_MARK_GRACE` for their confirmation (up to `SENT_MARK_MAX_HOLD` while confirmations keep
+  coming, and never while confirmations are queued: a consumer lagging behind a backlog must not
+  have every row written twice); rows confirmed meanwhile are not written twice
   (what is remembered between a send and its confirmation: sync/confirmations_memory.py);
 * `submit` queues a message from `{base}/confirm`; a worker thread delivers what the messages
   queued meanwhile name, together, in one buffer transaction (`handle_many`). Ids of rows this
@@ -259,6 +261,12 @@ class CentralDelivery:
                 self._queue.clear()
             if payloads:
                 self.handle_many(payloads)
+                # Confirmations that queued up while those were applied come before any "sent"
+                # mark: under a backlog they name the very rows whose grace ran out meanwhile,
+                # and marking those sent first would write each of them twice.
+                with self._lock:
+                    if self._queue and not self._held.over_bound():
+                        continue
             with self._lock:
                 due = self._held.due(time.monotonic())
             self._mark_sent(due)
