@@ -13,13 +13,29 @@ every scheduled poll (`full_read` or `poll_counted`) as `poll_lag`: seconds from
 the poll fell due on its timer to the start of its work. Beside each run, over the same
 window, the same daemon with no terminals runs as the comparison (its start-up included too).
 3 runs; each figure is the median, with the spread.
+
+The issue's own scenario is a command of its own, printed rather than recorded (a run at 5,000
+terminals takes minutes and most of the machine):
+
+    python -m bench.bench_fleet --terminals 5000 --records 3000 --per-minute 4 --restart --pin
+
+`--restart` first lets a daemon read every terminal into the buffer, stops it, and measures a
+second daemon launched on that buffer (the first poll interval after a restart: every log is
+already stored). `--per-minute` is each terminal's punch rate; `--pin` keeps the emulators on
+CPU 1 and both daemons on CPU 0 (os.sched_setaffinity). See `scale_main`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
+import os
+import signal
+import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +45,14 @@ from bench.results import BenchResult, Figure, LoadWindow
 from tests.support.broker import Broker
 from tests.support.config import write_config, zk_terminal
 from tests.support.gateway import GatewayProcess, log_events
-from tests.support.measure import cpu_seconds, percentile
+from tests.support.measure import cpu_seconds, peak_rss_mb, percentile
 
 RUNS = 3
 INTERVAL = 30.0
 PUNCHES_PER_TERMINAL_MINUTE = 1.0
+GATEWAY_CPUS = {0}  # --pin: both daemons here, the emulators on the other core
+EMULATOR_CPUS = {1}
+STOP_TIMEOUT = 120.0  # a daemon with thousands of sessions to close
 
 
 @dataclass
@@ -48,13 +67,26 @@ class FleetRun:
     counted: int
     failures: int
     host_cpu: float  # the emulator process, % of one core
+    stop_seconds: float = 0.0  # SIGTERM to exit
 
 
 def _polls(log_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     return log_events(log_path, "full_read"), log_events(log_path, "poll_counted")
 
 
-def _one_run(workdir: Path, host: EmulatorHost, broker: Broker, window: float, run: int) -> FleetRun:
+def _one_run(
+    workdir: Path,
+    host: EmulatorHost,
+    broker: Broker,
+    window: float,
+    run: int,
+    *,
+    restart: bool = False,
+    pin: bool = False,
+    profile: Path | None = None,
+) -> FleetRun:
+    """One window from the daemon's launch, beside the idle daemon. `restart`: the buffer is
+    first filled by a daemon of its own, which is then stopped (see `_fill`)."""
     log_path = workdir / f"gateway-fleet-{run}.log"
     config = write_config(
         workdir / f"fleet-{run}.toml",
@@ -72,23 +104,37 @@ def _one_run(workdir: Path, host: EmulatorHost, broker: Broker, window: float, r
         broker_port=broker.port,
         buffer_path=workdir / f"idle-{run}.db",
     )
+    if restart:
+        _fill(config, workdir / f"gateway-fill-{run}.log", len(host.ports))
+    stop_seconds = 0.0
     with contextlib.ExitStack() as cleanup:
         gateway = GatewayProcess(config, log_path=log_path)
         idle = GatewayProcess(idle_config, log_path=workdir / f"gateway-idle-{run}.log")
-        cleanup.callback(gateway.stop)
+        cleanup.callback(gateway.stop, timeout=STOP_TIMEOUT)
         cleanup.callback(idle.stop)
         host_cpu0 = cpu_seconds(host.pid)
         launched = time.monotonic()
-        gateway.start(ready_timeout=None)  # the clock runs from the launch: start-up is in the window
+        with _spied(workdir, profile, window + 60) if profile else contextlib.nullcontext():
+            gateway.start(ready_timeout=None)  # the clock runs from the launch: start-up is in the window
         idle.start(ready_timeout=None)
-        gateway.wait_ready(60)
-        idle.wait_ready(60)
+        daemon = _daemon_pid(gateway.pid) if profile else gateway.pid  # under py-spy: its child
+        if pin:
+            os.sched_setaffinity(daemon, GATEWAY_CPUS)
+            os.sched_setaffinity(idle.pid, GATEWAY_CPUS)
+        gateway.wait_ready(120)
+        idle.wait_ready(120)
         time.sleep(max(0.0, window - (time.monotonic() - launched)))
         wall = time.monotonic() - launched
-        cpu = gateway.cpu_seconds() / wall * 100
+        cpu = cpu_seconds(daemon) / wall * 100
         idle_cpu = idle.cpu_seconds() / wall * 100
-        rss, idle_rss = gateway.peak_rss_mb(), idle.peak_rss_mb()
+        rss, idle_rss = peak_rss_mb(daemon), idle.peak_rss_mb()
         host_cpu = (cpu_seconds(host.pid) - host_cpu0) / wall * 100
+        stopping = time.monotonic()
+        if daemon != gateway.pid:
+            os.kill(daemon, signal.SIGTERM)  # py-spy writes its profile once its child is gone
+            _wait_gone(daemon, STOP_TIMEOUT)
+        gateway.stop(timeout=STOP_TIMEOUT)
+        stop_seconds = time.monotonic() - stopping
     reads, counted = _polls(log_path)
     timed = [e for e in reads + counted if "poll_lag" in e]
     lags = [float(e["poll_lag"]) for e in timed]
@@ -98,7 +144,9 @@ def _one_run(workdir: Path, host: EmulatorHost, broker: Broker, window: float, r
     failures = len(log_events(log_path, "session_failed"))
     for path in workdir.glob(f"*-{run}.db*"):
         path.unlink(missing_ok=True)
-    return FleetRun(cpu, rss, idle_cpu, idle_rss, lags, first, len(reads), len(counted), failures, host_cpu)
+    return FleetRun(
+        cpu, rss, idle_cpu, idle_rss, lags, first, len(reads), len(counted), failures, host_cpu, stop_seconds
+    )
 
 
 def _at(event: dict[str, Any]) -> float:
@@ -192,3 +240,127 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         )
     )
     return result
+
+
+# --- the issue's scenario at scale (a command of its own; printed, not recorded) ------------------
+
+
+def _fill(config: Path, log_path: Path, terminals: int, *, timeout: float = 1800.0) -> None:
+    """A daemon of its own reads every terminal once into the buffer, then stops: what a
+    restarted daemon finds (its terminals' logs already stored)."""
+    filler = GatewayProcess(config, log_path=log_path)
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(filler.stop)
+        filler.start(ready_timeout=None)  # not pinned: filling is set-up, not measured
+        started = time.monotonic()
+        while len({e.get("device") for e in log_events(log_path, "full_read")}) < terminals:
+            if time.monotonic() - started > timeout or not filler.running:
+                raise RuntimeError(f"the buffer was not filled in {timeout:.0f} s; see {log_path}")
+            time.sleep(2.0)
+        print(f"  filled: every terminal read once in {time.monotonic() - started:.0f} s", flush=True)
+
+
+@contextlib.contextmanager
+def _spied(workdir: Path, profile: Path, seconds: float) -> Iterator[None]:
+    """Daemons started inside this block run under `py-spy record` (collapsed stacks to
+    `profile`): attaching to a running daemon fails on this machine's Python ("failed to find
+    python version"), launching it under py-spy works. The daemon is then py-spy's child."""
+    wrapper = workdir / "python-under-py-spy"
+    spy = Path(sys.executable).with_name("py-spy")
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f"exec {spy if spy.exists() else 'py-spy'} record --rate 50 --format raw --output {profile} "
+        f'--duration {int(seconds)} -- {sys.executable} "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    real, sys.executable = sys.executable, str(wrapper)
+    try:
+        yield
+    finally:
+        sys.executable = real
+
+
+def _daemon_pid(spy: int, timeout: float = 30.0) -> int:
+    """The pid of py-spy's child (the daemon)."""
+    children = Path(f"/proc/{spy}/task/{spy}/children")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pids = children.read_text().split() if children.exists() else []
+        if pids:
+            return int(pids[0])
+        time.sleep(0.05)
+    raise RuntimeError("py-spy started no daemon")
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _summary(label: str, r: FleetRun) -> str:
+    first = f"{percentile(r.first_interval_lags, 99):.2f}" if r.first_interval_lags else "-"
+    return (
+        f"{label}: CPU {r.cpu:.1f} % (idle daemon {r.idle_cpu:.1f} %), peak RSS {r.rss:.0f} MiB "
+        f"(idle {r.idle_rss:.0f}), poll lag p50 {percentile(r.lags, 50):.2f} s, "
+        f"p99 {percentile(r.lags, 99):.2f} s, max {max(r.lags):.2f} s, first interval p99 {first} s "
+        f"({len(r.first_interval_lags)} polls); {r.reads} full reads, {r.counted} count-only polls, "
+        f"{r.failures} failed sessions; emulators {r.host_cpu:.0f} % of a core; "
+        f"stopped in {r.stop_seconds:.1f} s"
+    )
+
+
+def scale_main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.bench_fleet", description=__doc__)
+    parser.add_argument("--terminals", type=int, default=1000)
+    parser.add_argument("--records", type=int, default=3000)
+    parser.add_argument(
+        "--per-minute", type=float, default=4.0, help="punches a minute per terminal (4: a shift change)"
+    )
+    parser.add_argument("--window", type=float, default=120.0, help="seconds from the launch")
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--restart", action="store_true", help="measure a daemon restarted on a filled buffer"
+    )
+    parser.add_argument("--pin", action="store_true", help="emulators on CPU 1, the daemons on CPU 0")
+    parser.add_argument("--profile", type=Path, help="py-spy (collapsed stacks) of the window, to this path")
+    parser.add_argument("--keep", type=Path, help="work directory to keep (logs), instead of a temporary one")
+    args = parser.parse_args(argv)
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="punchgate-fleet-scale-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    rate = args.terminals * args.per_minute / 60
+    print(
+        f"{args.terminals} terminals × {args.records:,} records, {args.per_minute:g} punches/min each "
+        f"({rate:.0f}/s in all), polled every {INTERVAL:.0f} s, {args.window:.0f} s from launch, "
+        f"{'restart on a filled buffer' if args.restart else 'fresh buffer'}, "
+        f"{'pinned' if args.pin else 'not pinned'}; load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    with contextlib.ExitStack() as cleanup:
+        started = time.monotonic()
+        host = EmulatorHost(workdir, count=args.terminals, records=args.records, punch_rate=rate).start(900)
+        cleanup.callback(host.stop)
+        if args.pin:
+            host.pin(EMULATOR_CPUS)
+        print(f"  emulators up in {time.monotonic() - started:.0f} s", flush=True)
+        broker = Broker(workdir / "broker")
+        cleanup.callback(broker.stop)
+        broker.start()
+        for n in range(args.runs):
+            r = _one_run(
+                workdir,
+                host,
+                broker,
+                args.window,
+                n,
+                restart=args.restart,
+                pin=args.pin,
+                profile=args.profile,
+            )
+            print(_summary(f"run {n}", r), flush=True)
+    print(f"load after {os.getloadavg()[0]:.1f}; logs in {workdir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(scale_main())

@@ -137,7 +137,14 @@ class ZkSession:
         its outcome is collected whenever the thread ends, so nothing is left unretrieved.
         """
 
+        abandoned = False  # set by the caller that gave up: a call still queued must not start
+
         def guarded() -> T:
+            if abandoned:
+                # Queued behind the pool's other calls and given up before it started: at
+                # shutdown, thousands of sessions' goodbyes would otherwise each talk to their
+                # terminal while the interpreter's exit joins the pool (over 30 s at 1,000).
+                raise DriverTimeoutError(f"{what}: given up before it started", device=self.name)
             try:
                 return call()
             except DriverError:
@@ -163,11 +170,13 @@ class ZkSession:
         except TimeoutError:
             # `guarded` maps its own errors, so a TimeoutError here is our deadline: the
             # thread is stuck outside a recv (name resolution, say). Wake it, give it a moment.
+            abandoned = True
             self.abort()
             await asyncio.wait({future}, timeout=ABORT_GRACE)
             cls = UnreachableError if connecting and self.udp else DriverTimeoutError
             raise cls(f"{what}: no answer within {limit:.0f} s", device=self.name) from None
         except asyncio.CancelledError:
+            abandoned = True
             self.abort()
             raise
         except DriverError as exc:

@@ -199,6 +199,22 @@ class TerminalData:
         end = max(0, len(self._log) - missing * self.record_size)
         return encode_data_set([bytes(self._log[:end])])
 
+    def copy_log_from(self, other: TerminalData) -> None:
+        """Take another terminal's users and attendance log as this one's (same layouts): a
+        fleet of thousands gets realistic logs from a few generated ones in milliseconds each,
+        instead of drawing every record again (0.2 s per 3,000 records)."""
+        if (
+            other.record_size != self.record_size
+            or other.profile.user_record_size != self.profile.user_record_size
+        ):
+            raise ValueError("the other terminal's layouts differ")
+        if other.record_count > self.record_capacity:
+            raise ValueError(f"{other.record_count} records exceed the capacity of {self.record_capacity}")
+        self._users = dict(other._users)  # UserRecord is immutable: sharing them is safe
+        self._uid_by_user_id = dict(other._uid_by_user_id)
+        self._log = bytearray(other._log)
+        self.oplog_count += 1
+
     def generate_log(self, *, records: int, days: int, users: int, seed: int, end: dt.datetime) -> None:
         """Add `records` realistic punches by `users` users over the `days` days up to `end`."""
         if records < 0 or days < 1 or users < 1:

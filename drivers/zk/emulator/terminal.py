@@ -260,6 +260,10 @@ class ZkEmulator:
         """Add `records` realistic punches by `users` users (created if missing) over `days`."""
         self.data.generate_log(records=records, days=days, users=users, seed=seed, end=self.clock.now())
 
+    def copy_log_from(self, other: ZkEmulator) -> None:
+        """Take `other`'s users and attendance log (a copy): see TerminalData.copy_log_from."""
+        self.data.copy_log_from(other.data)
+
     def add_punch(
         self,
         user_id: str,

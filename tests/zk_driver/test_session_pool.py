@@ -1,0 +1,56 @@
+"""The shared ZK pool: a call given up while still queued never starts (shutdown with thousands
+of sessions: their queued goodbyes must not each talk to a terminal while the exit joins the pool)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from punchgate.drivers.base import DriverTimeoutError
+from punchgate.drivers.zk import session as zk_session
+from punchgate.drivers.zk.config import ZkTerminal
+from tests.support.waiting import wait_until
+
+
+def _config(name: str) -> ZkTerminal:
+    return ZkTerminal.model_validate(
+        {"name": name, "type": "zk", "host": "127.0.0.1", "port": 4370, "transport": "tcp", "timeout": 2.0}
+    )
+
+
+@pytest.mark.parametrize("give_up", ["cancelled", "deadline"])
+async def test_a_call_given_up_in_the_queue_never_starts(give_up: str) -> None:
+    zk_session.configure_pool(1)
+    release = threading.Event()
+    started: list[str] = []
+
+    def blocking() -> None:
+        started.append("first")
+        release.wait(10)
+
+    try:
+        first = asyncio.ensure_future(zk_session.ZkSession(_config("a")).run("hold", blocking, deadline=10))
+        await asyncio.to_thread(wait_until, lambda: started == ["first"], timeout=5)
+        # The pool's one thread is held: this call waits in the queue until given up.
+        queued = zk_session.ZkSession(_config("b")).run(
+            "goodbye", lambda: started.append("queued"), deadline=10 if give_up == "cancelled" else 0.05
+        )
+        if give_up == "cancelled":
+            task = asyncio.ensure_future(queued)
+            await asyncio.sleep(0)  # let it queue
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        else:
+            with pytest.raises(DriverTimeoutError):
+                await queued
+        release.set()
+        await first
+        # The pool runs in order: a call behind the given-up one shows the queue is through.
+        await zk_session.ZkSession(_config("c")).run("after", lambda: started.append("after"))
+        assert started == ["first", "after"]
+    finally:
+        release.set()
+        zk_session.configure_pool(zk_session.DEFAULT_POOL_SIZE)
