@@ -42,7 +42,7 @@ from punchgate.gateway.clock import ClockCare
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.logs import bind_device
 from punchgate.gateway.worker_clock import correct_if_due, drift_seconds
-from punchgate.gateway.worker_commit import commit_punches, normalise
+from punchgate.gateway.worker_commit import HeldNotice, commit_punches, normalise
 from punchgate.gateway.worker_deadline import (
     bounded,
     call_limit,
@@ -433,18 +433,25 @@ class DeviceWorker:
         part is durably stored before the read counts it as stored (`intake.known()`), so a
         read cut short loses nothing and the next one skips what this one stored."""
         new = 0
-        async with contextlib.aclosing(record_chunks(self.driver)) as chunks:
-            async for chunk in chunks:
-                new += await self._commit_part(intake, intake.take(chunk), historical=historical)
-        return new + await self._commit_part(intake, intake.finish(), historical=historical)
+        held = HeldNotice()
+        try:
+            async with contextlib.aclosing(record_chunks(self.driver)) as chunks:
+                async for chunk in chunks:
+                    new += await self._commit_part(intake, intake.take(chunk), held, historical=historical)
+            return new + await self._commit_part(intake, intake.finish(), held, historical=historical)
+        finally:
+            if held.due:  # whatever was committed, the read cut short or not
+                self.sink.notify_new_punches()
 
-    async def _commit_part(self, intake: LogIntake, raws: Sequence[RawPunch], *, historical: bool) -> int:
+    async def _commit_part(
+        self, intake: LogIntake, raws: Sequence[RawPunch], sink: PunchSink, *, historical: bool
+    ) -> int:
         newest, intake.newest_skipped = intake.newest_skipped, None
         if newest is not None and self.health.last_punch_at is None:
             # Stored before this process started: the newest still says when it was last used.
             (punch,) = self._normalise([newest], source="poll", historical=True)
             self.health.punches_stored(punch.utc_time)
-        new = await self._commit(raws, source="poll", historical=historical)
+        new = await self._commit(raws, source="poll", historical=historical, sink=sink)
         intake.committed(raws)
         self._known = intake.known()
         return new
@@ -474,11 +481,13 @@ class DeviceWorker:
             {"device": self.name, "serial": self._serial, "records": expected},
         )
 
-    async def _commit(self, raws: Sequence[RawPunch], *, source: Source, historical: bool) -> int:
+    async def _commit(
+        self, raws: Sequence[RawPunch], *, source: Source, historical: bool, sink: PunchSink | None = None
+    ) -> int:
         if not raws:
             return 0
         punches = self._normalise(raws, source=source, historical=historical)
-        return await commit_punches(punches, store=self.store, sink=self.sink, health=self.health)
+        return await commit_punches(punches, store=self.store, sink=sink or self.sink, health=self.health)
 
 
 def _stop_if_cancelled() -> None:

@@ -25,6 +25,19 @@ if TYPE_CHECKING:
     from punchgate.gateway.worker import PunchSink
 
 
+class HeldNotice:
+    """Stands in for the forwarder while a full read commits its parts: the forwarder hears of
+    them once, when the read ends (or is cut short), as it did when a read was one commit. Told
+    at every part, it would publish and mark deliveries (fsynced writes to the same buffer)
+    while the read still runs, and the read would wait for them."""
+
+    def __init__(self) -> None:
+        self.due = False
+
+    def notify_new_punches(self) -> None:
+        self.due = True
+
+
 def normalise(
     raws: Sequence[RawPunch],
     *,

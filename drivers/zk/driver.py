@@ -5,6 +5,7 @@
 * `session`      the connection (connect, close, one terminal per address) and the bounded
                  thread pool every blocking pyzk call runs in, with deadlines;
 * `client`       the queries it sends (sizes, options, clock, tables), through the codec;
+* `attendance`   the attendance log, read whole or handed over in parts as it arrives;
 * `pyzk_patches` pyzk's `ZK` with its known bugs worked around (the only code touching
                  pyzk's private state); `bulk_read` bounds and frames its bulk transfers;
 * `link`         the session's socket: every read bounded in time, in bytes and by abort;
@@ -25,11 +26,9 @@ The names tests and benchmarks import from this module (`raw_punch_from_record`,
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from typing import Final
 
 import structlog
 
@@ -43,12 +42,10 @@ from punchgate.drivers.base import (
     UsersChanged,
 )
 from punchgate.drivers.zk import protocol as zp
-from punchgate.drivers.zk.client import ZkClient
+from punchgate.drivers.zk.attendance import AttendanceReader
 from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.errors import ClearRefusedError, CountMismatchError, map_error
 from punchgate.drivers.zk.limits import (
-    MAX_ATTENDANCE_RECORD,
-    MAX_RECORDS,
     MAX_USER_RECORD,
     MAX_USERS,
     check_count,
@@ -57,7 +54,6 @@ from punchgate.drivers.zk.limits import (
 from punchgate.drivers.zk.live import LiveChannel
 from punchgate.drivers.zk.parsing import (
     INVALID_TIME_EPOCH,
-    AttendanceStream,
     detect_eight_byte_variant,
     device_info,
     invalid_time_sentinel,
@@ -88,20 +84,6 @@ __all__ = [
 log = structlog.get_logger(__name__)
 
 
-def _retrieve(task: asyncio.Future[bytes]) -> None:
-    """Collect an abandoned transfer's outcome (its error is the one the abort caused)."""
-    if not task.cancelled():
-        task.exception()
-
-
-# A terminal needs time to stage a big log before it answers, so the wait for one reply
-# during a bulk read grows with the log: +1 s per 2,000 records. The whole bulk read must also
-# finish within a deadline that grows with the log. Both grow only with a count that passed
-# `check_count` (at most the terminal's capacity and MAX_RECORDS), never with a raw claim.
-READ_SECONDS_PER_RECORD: Final = 0.0005
-DEADLINE_SECONDS_PER_RECORD: Final = 0.002
-
-
 class ZkDriver:
     """One ZK terminal (one connection), behind the common async driver interface."""
 
@@ -112,7 +94,7 @@ class ZkDriver:
         self.timeout = config.timeout
         self._session = ZkSession(config)
         self._live = LiveChannel(self._session)
-        self._record_size: int | None = None  # learned on the first read
+        self._attendance = AttendanceReader(self._session, config)
 
     @property
     def garbage_frames(self) -> int:
@@ -141,131 +123,12 @@ class ZkDriver:
 
         `progress(bytes_so_far, total_bytes)` is called from a pool thread as chunks arrive.
         """
-        zk = self._session.current()
-        reported, cap = await self._record_count(zk)
-        if reported == 0:
-            return []
-        data = await self._download(zk, reported, cap, progress=progress)
-        return self._decode_whole(data, reported)
+        return await self._attendance.read_records(progress)
 
-    async def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
-        """Every attendance record, handed over in log order while the transfer goes on.
-
-        The same read as `read_records` (one pool call, the same bounds and deadline), but
-        each chunk the terminal delivers is decoded on the event loop as soon as it is
-        there, and yielded with whatever else arrived meanwhile, so the caller can store one
-        part while the next is on the wire. Records come only from a data set that adds up
-        to the reported count at a known record size (`AttendanceStream`); any other set is
-        decoded whole at the end as by `read_records` (CountMismatchError, nothing yielded).
-        Should the transfer fail, what arrived before is yielded first, then the error
-        raised. Closed early (`aclose()`, cancellation), the transfer is aborted.
-        """
-        zk = self._session.current()
-        reported, cap = await self._record_count(zk)
-        if reported == 0:
-            return
-        loop = asyncio.get_running_loop()
-        arrived: asyncio.Queue[tuple[bytes, int] | None] = asyncio.Queue()
-
-        def hand_over(chunk: bytes, total: int) -> None:  # in the pool thread
-            loop.call_soon_threadsafe(arrived.put_nowait, (chunk, total))
-
-        download = asyncio.ensure_future(self._download(zk, reported, cap, on_data=hand_over))
-        # The end mark follows every chunk: the thread scheduled them before it returned.
-        download.add_done_callback(lambda _: arrived.put_nowait(None))
-        download.add_done_callback(_retrieve)
-        stream = AttendanceStream(reported)
-        try:
-            ended = False
-            while not ended:
-                items = [await arrived.get()]
-                while not arrived.empty():  # a consumer slower than the wire takes them together
-                    items.append(arrived.get_nowait())
-                records: list[RawPunch] = []
-                for item in items:
-                    if item is None:
-                        ended = True
-                        break
-                    records += stream.feed(*item)
-                if records:
-                    yield records
-            data = download.result()  # the transfer's error, after what arrived before it
-        finally:
-            if not download.done():  # closed early: the pool thread must not read on
-                self._session.abort()
-                download.cancel()
-                # Let the call see its cancellation now (it aborts the session's current
-                # client): later, it could hit the client of the next connect.
-                await asyncio.wait({download})
-        if stream.size is None:
-            yield self._decode_whole(data, reported)
-            return
-        if stream.decoded != reported:  # cannot happen once the sizes agreed; never pass it silently
-            raise CountMismatchError(
-                f"terminal reports {reported} records, the data set held {stream.decoded}",
-                device=self.name,
-                reported=reported,
-                records=[],
-            )
-        self._record_size = stream.size
-        if stream.invalid:
-            log.warning("zk_records_with_invalid_dates", device=self.name, count=stream.invalid)
-
-    async def _record_count(self, zk: ZkClient) -> tuple[int, int]:
-        """The record count the terminal reports (checked) and the most bytes its log may take."""
-
-        def count() -> tuple[int, int]:
-            sizes = zk.free_sizes()
-            records = check_count("records", sizes.records, sizes.record_capacity, MAX_RECORDS)
-            return records, sizes.record_capacity
-
-        reported, capacity = await self._session.run("read record count", count)
-        return reported, table_cap(capacity, MAX_RECORDS, MAX_ATTENDANCE_RECORD)
-
-    async def _download(
-        self,
-        zk: ZkClient,
-        reported: int,
-        cap: int,
-        *,
-        progress: Callable[[int, int], None] | None = None,
-        on_data: Callable[[bytes, int], None] | None = None,
-    ) -> bytes:
-        """The attendance data set, in one pool call whose waits and deadline grow with the log."""
-
-        def download() -> bytes:
-            zk.set_timeout(self.timeout + reported * READ_SECONDS_PER_RECORD)
-            zk.on_chunk = progress
-            try:
-                return zk.read_table(zp.CMD_ATTLOG_RRQ, 0, cap, on_data)
-            finally:
-                zk.on_chunk = None
-                zk.set_timeout(self.timeout)
-
-        deadline = self.timeout * 3 + 5 + reported * DEADLINE_SECONDS_PER_RECORD
-        return await self._session.run(f"read {reported} records", download, deadline=deadline)
-
-    def _decode_whole(self, data: bytes, reported: int) -> list[RawPunch]:
-        """A whole data set's records, or CountMismatchError when they do not add up."""
-        parsed = parse_attendance(data, reported, size_hint=self._record_size)
-        raws = [raw_punch_from_record(r) for r in parsed.records]
-        invalid = sum(1 for r in parsed.records if r.timestamp is None)
-        if invalid:
-            log.warning("zk_records_with_invalid_dates", device=self.name, count=invalid)
-        if parsed.problems:
-            log.warning(
-                "zk_read_mismatch",
-                device=self.name,
-                reported=reported,
-                parsed=len(raws),
-                problems=list(parsed.problems),
-                head=data[:48].hex(),
-            )
-            raise CountMismatchError(
-                "; ".join(parsed.problems), device=self.name, reported=reported, records=raws
-            )
-        self._record_size = parsed.record_size
-        return raws
+    def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
+        """Every attendance record, in log order, in parts as the transfer delivers them
+        (`AttendanceReader.read_record_chunks`)."""
+        return self._attendance.read_record_chunks()
 
     async def read_users(self) -> list[zp.UserRecord]:
         """Enrolled users, names decoded with the terminal's configured encoding."""
@@ -427,6 +290,6 @@ class ZkDriver:
         16-byte logs carry user ids, 10/14-byte events only internal uids: map them so a
         live punch gets the same identity as the same punch read from the log.
         """
-        if self._record_size == 16 and not self._live.user_ids:
+        if self._attendance.record_size == 16 and not self._live.user_ids:
             with contextlib.suppress(DriverError):
                 await self.read_users()

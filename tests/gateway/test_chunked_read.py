@@ -116,6 +116,7 @@ class Rig:
     relay: Relay
     store: RecordingStore
     worker: DeviceWorker
+    sink: Sink
     normalised: list[int] = field(default_factory=lambda: [0])
 
     def stored(self) -> int:
@@ -161,17 +162,18 @@ async def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
         assert isinstance(store, RecordingStore)
         store.relay, store.commits = relay, []
         cleanup.callback(store.close)
+        sink = Sink()
         worker = DeviceWorker(
             terminal=config,
             driver=ZkDriver(config),
             store=store,
-            sink=Sink(),
+            sink=sink,
             health=DeviceHealth("door"),
             timezone="UTC",
             driver_type="zk",
             backoff=Backoff(0.2, 0.5),
         )
-        rig = Rig(emulator, relay, store, worker)
+        rig = Rig(emulator, relay, store, worker, sink)
         real = normalize_punch
 
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -195,8 +197,13 @@ async def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
 
 
 class Sink:
+    """Counts the forwarder's notices."""
+
+    def __init__(self) -> None:
+        self.notices = 0
+
     def notify_new_punches(self) -> None:
-        pass
+        self.notices += 1
 
 
 async def test_the_first_parts_are_stored_while_the_rest_is_still_on_the_wire(rig_factory: Any) -> None:
@@ -207,8 +214,11 @@ async def test_the_first_parts_are_stored_while_the_rest_is_still_on_the_wire(ri
         lambda: rig.stored() >= FIRST_CHUNK_RECORDS, timeout=20, message="the first part stored"
     )
     assert rig.worker.full_reads == 0 and rig.stored() < RECORDS
+    # The forwarder hears of them once the read ends (publishing meanwhile would slow it).
+    assert rig.sink.notices == 0
     rig.relay.release.set()
     await wait_until_async(lambda: rig.worker.full_reads >= 1, timeout=30, message="the read ending")
+    assert rig.sink.notices == 1
     assert rig.store.all_ids() == rig.terminal_ids()
     assert len(rig.store.commits) >= 2, rig.store.commits
     assert rig.normalised[0] == RECORDS  # each record once
@@ -220,6 +230,7 @@ async def test_a_read_cut_mid_transfer_loses_nothing_and_the_next_read_skips_wha
     rig: Rig = await rig_factory(cut=True)
     await wait_until_async(lambda: rig.worker.full_reads >= 1, timeout=60, message="a read after the cut")
     assert rig.relay.acted.is_set() and rig.relay.connections >= 2
+    assert rig.sink.notices == 2  # the read that was cut announced what it had stored
     before_cut = sum(n for connection, n in rig.store.commits if connection == 1)
     # Both whole chunks that passed before the cut were stored by the read that was cut.
     assert before_cut >= 2 * FIRST_CHUNK_RECORDS, rig.store.commits
