@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
+import socket
 import struct
 
 import pytest
@@ -37,6 +39,13 @@ async def test_refuse_connections_then_recover(tft: ZkEmulator) -> None:
     assert tft.tcp_port is None
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)
+    # Nothing listens, and nothing else may take the port meanwhile: a process binding it
+    # would be the "terminal" the gateway reaches at that address.
+    with socket.socket() as intruder, pytest.raises(OSError) as refused:
+        intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        intruder.bind(("127.0.0.1", port))
+        intruder.listen()
+    assert refused.value.errno == errno.EADDRINUSE
     await tft.clear_fault("refuse_connections")
     assert tft.tcp_port == port
     client = await connected(tft)

@@ -93,7 +93,7 @@ async def _fill_log(ctx: TerminalContext, params: dict[str, Any]) -> None:
 
 
 async def _stop_listening(ctx: TerminalContext, params: dict[str, Any]) -> None:
-    await ctx.server.close_listeners()
+    await ctx.server.close_listeners(hold_ports=True)
 
 
 # -- switching a lasting fault off ----------------------------------------------------------

@@ -28,7 +28,7 @@ async def restart(ctx: TerminalContext, *, silent: bool, downtime: float) -> Non
                 link.close()
     ctx.terminal.enabled = True
     if downtime > 0 and ctx.server.running:
-        await ctx.server.close_listeners()
+        await ctx.server.close_listeners(hold_ports=True)  # no other process takes them meanwhile
         ctx.server.spawn(_come_back_after(ctx, downtime))
 
 

@@ -10,6 +10,7 @@ is not its business.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from punchgate.drivers.zk import protocol as p
 from punchgate.drivers.zk.emulator.active_faults import ActiveFaults
 from punchgate.drivers.zk.emulator.counters import CounterBook
 from punchgate.drivers.zk.emulator.links import Link, TcpLink, UdpLink
+from punchgate.drivers.zk.emulator.port_hold import hold_port, release
 from punchgate.drivers.zk.emulator.session_slot import SessionSlot
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ class TerminalServer:
         self._wanted_ports = {"tcp": tcp_port, "udp": udp_port}
         self._tcp_server: asyncio.Server | None = None
         self._udp_endpoint: asyncio.DatagramTransport | None = None
+        self._held: list[socket.socket] = []  # the ports kept while nothing listens (port_hold)
         self._udp_queue: asyncio.Queue[tuple[bytes, tuple[str, int]]] = asyncio.Queue()
         self._udp_links: dict[tuple[str, int], UdpLink] = {}
         self._udp_worker_task: asyncio.Task[None] | None = None
@@ -74,6 +77,7 @@ class TerminalServer:
         """Close listeners and every connection; no task is left behind."""
         self.running = False
         await self.close_listeners()
+        release(self._held)
         for link in list(self._links):
             link.close()
         if self._udp_worker_task is not None:
@@ -100,6 +104,7 @@ class TerminalServer:
 
     async def open_listeners(self) -> None:
         """Bind whatever is not bound; a port once bound is bound again after a restart."""
+        release(self._held)
         terminal = self._terminal
         if "tcp" in terminal.transports and self._tcp_server is None:
             self._tcp_server = await asyncio.start_server(
@@ -114,12 +119,29 @@ class TerminalServer:
             self._udp_endpoint = endpoint
             self._wanted_ports["udp"] = self.udp_port or 0
 
-    async def close_listeners(self) -> None:
-        if self._tcp_server is not None:
+    async def close_listeners(self, *, hold_ports: bool = False) -> None:
+        """Close the listeners; with `hold_ports`, keep their ports bound without listening, so
+        that nothing else takes them while the terminal refuses connections."""
+        if hold_ports:
+            host = self._terminal.host
+            for kind in ("tcp", "udp"):
+                port = self.tcp_port if kind == "tcp" else self.udp_port
+                if port is None:
+                    continue
+                await self._close_listener(kind)
+                held = hold_port(host, port, kind)
+                if held is not None:
+                    self._held.append(held)
+            return
+        await self._close_listener("tcp")
+        await self._close_listener("udp")
+
+    async def _close_listener(self, kind: str) -> None:
+        if kind == "tcp" and self._tcp_server is not None:
             self._tcp_server.close()
             await self._tcp_server.wait_closed()
             self._tcp_server = None
-        if self._udp_endpoint is not None:
+        if kind == "udp" and self._udp_endpoint is not None:
             self._udp_endpoint.close()
             self._udp_endpoint = None
             self._udp_links.clear()
