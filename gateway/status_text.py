@@ -127,6 +127,10 @@ class _Blocks:
             blocks, out = {}, [plain_text([title_line(gateway)], console)]
             for view in views:
                 laid = kept.get(view.name)
+                if laid is not None and laid.view is not view and laid.view == view:
+                    # A value only /api/devices shows changed (a terminal failing again
+                    # changes its failure counts): the block is the same.
+                    laid = laid._replace(view=view)
                 if laid is None or laid.view is not view:
                     laid = _lay(view, console, now)
                 elif view.faults and laid.age != age_text(view.faults[0], now):
