@@ -72,6 +72,8 @@ _CONFIRM_PKS_SQL = (
     f"UPDATE {_T.name} SET {_P.delivered_at.name} = ? WHERE {_P.delivered_at} IS NULL AND {_P.pk} IN "
 )
 _CONFIRM_RETURNING = f" RETURNING {_P.device.name}, {_P.sent_at.name} IS NOT NULL"
+# Is any unconfirmed row due for a re-send? (On the unconfirmed partial index, its WHERE repeated.)
+_ANY_DUE_SQL = f"SELECT 1 FROM {_T.name} WHERE {_UNCONFIRMED_WHERE} AND {_P.sent_at} <= ? LIMIT 1"
 
 
 class DeviceRows(NamedTuple):
@@ -138,6 +140,15 @@ def pending_per_device(
         finally:
             cursor.close()
     return groups, after
+
+
+def any_resend_due(store: Store, older_than: float) -> bool:
+    """Whether `Store.claim_resends(older_than=...)` would find a row, read without the write
+    lock: the claim is a write transaction (BEGIN IMMEDIATE, an fsynced commit) that waits for
+    whatever the writer is doing, and mostly finds nothing. A row that becomes due just after
+    this read is found by the next scan."""
+    with store._engine.connect() as conn, conn.begin():
+        return conn.exec_driver_sql(_ANY_DUE_SQL, (time.time() - older_than,)).first() is not None
 
 
 def add_new(store: Store, punches: Sequence[Punch]) -> list[str]:

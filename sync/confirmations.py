@@ -179,7 +179,10 @@ class CentralDelivery:
         if now < self._next_scan:
             return []
         self._next_scan = now + self._scan_every
-        rows = self.store.claim_resends(older_than=self.mqtt.resend_after * self.stats.backoff, limit=limit)
+        older_than = self.mqtt.resend_after * self.stats.backoff
+        if not buffer_delivery.any_resend_due(self.store, older_than):
+            return []  # the usual case: no write transaction in the drain's read path
+        rows = self.store.claim_resends(older_than=older_than, limit=limit)
         if rows:
             # Claimed: they carry a `sent_at` (noted before the drain remembers their batch).
             self._sent_ids.add([record_id_of(r.payload) for r in rows], [r.pk for r in rows], sent=True)
