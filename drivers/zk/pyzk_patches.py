@@ -100,6 +100,7 @@ _ACK_OK_STATUS: Final = frozenset({zp.CMD_ACK_OK, zp.CMD_PREPARE_DATA, zp.CMD_DA
 TCP_MAX_CHUNK: Final = 0xFFC0
 UDP_MAX_CHUNK: Final = 16 * 1024
 # What pyzk's own callers of read_with_buffer may receive: the largest table a terminal may hold.
+DataHook = Callable[[bytes, int], None]  # (a chunk of a bulk read, the whole set's size)
 DEFAULT_TABLE_CAP: Final = max(
     table_cap(0, MAX_RECORDS, MAX_ATTENDANCE_RECORD), table_cap(0, MAX_USERS, MAX_USER_RECORD)
 )
@@ -323,14 +324,9 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         return True
 
     # -- patches bulk_read_unbounded, bulk_read_loses_place, eof_read_spins_forever ----------
-    def read_buffered(
-        self, command: int, fct: int, cap: int, on_data: Callable[[bytes, int], None] | None = None
-    ) -> bytes:
-        """A whole table (PREPARE_BUFFER, then READ_BUFFER chunks), never more than `cap` bytes.
-
-        `on_data(chunk, total)` is called (in this thread) with each chunk's bytes as it
-        arrives, in order, once it is checked, and `total`, the size of the whole set: a
-        caller can decode and store a big table while the rest is still on the wire.
+    def read_buffered(self, command: int, fct: int, cap: int, on_data: DataHook | None = None) -> bytes:
+        """A whole table (PREPARE_BUFFER, then READ_BUFFER chunks), never more than `cap` bytes;
+        `on_data(chunk, total)` gets each checked chunk in order as it arrives (in this thread).
 
         bulk_read_unbounded: pyzk's read_with_buffer believes the size the terminal
         announces (2**31 bytes makes it ask for 32,768 chunks and keep them all) and keeps
@@ -343,9 +339,7 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         if reply.command == zp.CMD_DATA:  # small sets come at once, complete (framing)
             if len(reply.data) > cap:
                 raise OversizedReply(f"a {len(reply.data)}-byte data set; at most {cap} are accepted")
-            self._progress(len(reply.data), len(reply.data))
-            if on_data is not None:
-                on_data(reply.data, len(reply.data))
+            self._progress(len(reply.data), len(reply.data), reply.data, on_data)
             return reply.data
         if reply.command != zp.CMD_ACK_OK:
             raise ZKErrorResponse(f"buffered read refused (reply {reply.command})")
@@ -362,9 +356,7 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             if len(chunk) != size:  # the rest would be misplaced: the set cannot be trusted
                 raise zp.ZkFrameError(f"READ_BUFFER {start}+{size} carried {len(chunk)} bytes")
             buffer += chunk
-            self._progress(len(buffer), total)
-            if on_data is not None:
-                on_data(chunk, total)
+            self._progress(len(buffer), total, chunk, on_data)
         self.free_data()
         return bytes(buffer)
 
@@ -373,9 +365,11 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         data = self.read_buffered(command, fct, DEFAULT_TABLE_CAP)
         return data, len(data)
 
-    def _progress(self, done: int, total: int) -> None:
+    def _progress(self, done: int, total: int, chunk: bytes, on_data: DataHook | None) -> None:
         if self.on_chunk is not None:
             self.on_chunk(done, max(total, done))
+        if on_data is not None:  # a caller can decode and store a table while the rest still comes
+            on_data(chunk, total)
 
     def _ZK__read_chunk(self, start: int, size: int) -> bytes:
         """One READ_BUFFER chunk of `size` bytes: the burst framed by envelopes, bounded by `size`.
