@@ -1,4 +1,5 @@
-"""The daemon's HTTP server: /metrics, /healthz, /api/devices, POST /api/replay and the console.
+"""The daemon's HTTP server: /metrics, /healthz, /api/devices, /api/status.txt, POST /api/replay
+and the console.
 
 Built on aiohttp.web. It serves from the daemon's own asyncio loop, not from a thread or a second
 loop, so /healthz answering at all still proves that loop is alive. One maintained library gives
@@ -15,7 +16,8 @@ This module builds the application and runs the server (`HttpServer`, `start_htt
     http_guards.py    Host and Origin (403), the API token or an admin's session (401), body
                       size (413) and time (408)
     http_capacity.py  connections held, requests in progress (503), timeouts
-    http_api.py       the routes /metrics, /healthz, /api/devices, /api/replay
+    http_api.py       the routes /metrics, /healthz, /api/devices, /api/status.txt (laid out by
+                      status_text.py for `punchgate status`), /api/replay
     http_limits.py    the connection guard, the open-files limit, quiet aiohttp loggers
     http_security.py  the Host/Origin rules and the bearer token check
 
