@@ -112,7 +112,14 @@ def punch_digest(row: Sequence[Any]) -> str:
     by U+001E, in the order id, device, len(user_id):user_id, utc_time, source,
     repr(stored_at), raw as hex, payload. Only the user id may hold any character, so it
     carries its length; the payload (JSON, control characters escaped) comes last."""
-    return digest_rows((row,))[1][0].hex()
+    ident, device, user_id, utc_time, source, payload, raw, stored_at = row
+    # The same text as digest_rows (tests/audit/test_entry_versions.py holds the two together);
+    # written out here for `verify`, which calls it once a row from SQL.
+    text = (
+        f"{ident}\x1e{device}\x1e{len(user_id)}:{user_id}\x1e{utc_time}\x1e{source}\x1e{stored_at!r}"
+        f"\x1e{raw.hex()}\x1e{payload}"
+    )
+    return hashlib.sha256(text.encode()).digest()[:DIGEST_BYTES].hex()
 
 
 def digest_rows(rows: Sequence[Sequence[Any]]) -> tuple[list[Any], list[bytes]]:
