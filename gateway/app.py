@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import signal
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Coroutine, Sequence
@@ -256,6 +257,12 @@ class Application:
 
     async def shutdown(self) -> None:
         await app_stop.shutdown(self)
+        # Whatever the ZK sessions still had queued (thousands of goodbyes) is dropped rather
+        # than run at the interpreter's exit. Looked up, not imported: a gateway without ZK
+        # terminals never loads pyzk.
+        zk_session = sys.modules.get("punchgate.drivers.zk.session")
+        if zk_session is not None:
+            zk_session.shutdown_pool()
 
 
 # The daemon's exit code when its buffer is refused; the unit lists it in RestartPreventExitStatus.

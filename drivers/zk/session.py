@@ -61,6 +61,19 @@ def configure_pool(max_workers: int) -> None:
         old.shutdown(wait=False)
 
 
+def shutdown_pool() -> None:
+    """The gateway is stopping: calls still queued in the pool never start (their callers see
+    a cancellation); calls running finish, each under its deadline. Without it the sessions'
+    goodbyes queued at shutdown, one per terminal, each ran at the interpreter's exit, which
+    joins the pool: a daemon of 5,000 terminals took two minutes to exit. A later call (an
+    application started again in the same process) gets a new pool."""
+    global _pool
+    with _pool_guard:
+        pool, _pool = _pool, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_guard:

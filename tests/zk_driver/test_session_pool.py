@@ -54,3 +54,34 @@ async def test_a_call_given_up_in_the_queue_never_starts(give_up: str) -> None:
     finally:
         release.set()
         zk_session.configure_pool(zk_session.DEFAULT_POOL_SIZE)
+
+
+async def test_shutdown_pool_drops_queued_calls() -> None:
+    zk_session.configure_pool(1)
+    release = threading.Event()
+    started: list[str] = []
+
+    def blocking() -> str:
+        started.append("first")
+        release.wait(10)
+        return "done"
+
+    try:
+        first = asyncio.ensure_future(zk_session.ZkSession(_config("a")).run("hold", blocking, deadline=10))
+        await asyncio.to_thread(wait_until, lambda: started == ["first"], timeout=5)
+        # Queued behind the held thread, as the sessions' goodbyes are at shutdown.
+        queued = asyncio.ensure_future(
+            zk_session.ZkSession(_config("b")).run("goodbye", lambda: started.append("queued"), deadline=10)
+        )
+        await asyncio.sleep(0)
+        zk_session.shutdown_pool()
+        with pytest.raises(asyncio.CancelledError):
+            await queued  # dropped, never started
+        release.set()
+        assert await first == "done"  # the call already running finishes
+        # A call after it runs on a new pool (an application started again in this process).
+        await zk_session.ZkSession(_config("c")).run("later", lambda: started.append("later"))
+        assert started == ["first", "later"]
+    finally:
+        release.set()
+        zk_session.configure_pool(zk_session.DEFAULT_POOL_SIZE)
