@@ -137,10 +137,10 @@ class DigestPublisher:
     def _message(self, device: str, covered: tuple[dt.date, dt.date]) -> bytes:
         first, last = covered
         days = self._days.setdefault(device, {})
-        for day in self._dirty.pop(device):
-            if not first <= day <= last:
-                continue
-            ids = self.store.day_ids(device, day)
+        dirty = {day for day in self._dirty.pop(device) if first <= day <= last}
+        stored = self.store.days_ids(device, dirty)  # one query for every changed day
+        for day in dirty:
+            ids = stored.get(day)
             if ids:
                 days[day] = DigestDay(day=day.isoformat(), count=len(set(ids)), digest=day_digest(ids))
             else:

@@ -311,13 +311,17 @@ class Store:
         return None if stored_at is None else max(0.0, time.time() - stored_at)
 
     # --- reconciliation digests (punchgate.sync.digests) ----------------------------------
-    def day_ids(self, device: str, day: dt.date) -> list[str]:
-        """Ids of one terminal's punches of terminal-local `day`, delivered or not."""
+    def days_ids(self, device: str, days: set[dt.date]) -> dict[dt.date, list[str]]:
+        """Ids of one terminal's punches per terminal-local day of `days` (absent: no punch)."""
+        if not days:
+            return {}
         # Any UTC offset (-12:00 .. +14:00) keeps a local day within the UTC days around it.
-        utc_from = (day - dt.timedelta(days=1)).isoformat()
-        utc_to = (day + dt.timedelta(days=2)).isoformat()
+        utc_from = (min(days) - dt.timedelta(days=1)).isoformat()
+        utc_to = (max(days) + dt.timedelta(days=2)).isoformat()
+        wanted = {day.isoformat(): day for day in days}
         with self._engine.connect() as conn:
-            return buffer_outbox.day_ids(conn, device, day.isoformat(), utc_from=utc_from, utc_to=utc_to)
+            found = buffer_outbox.days_ids(conn, device, set(wanted), utc_from=utc_from, utc_to=utc_to)
+        return {wanted[day]: ids for day, ids in found.items()}
 
     def days_stored_since(self, after_pk: int) -> tuple[dict[str, set[str]], int]:
         """Terminal -> local days of punches stored after `after_pk`, and the newest pk."""

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
+
 from punchgate.gateway.settings import Settings
 from punchgate.sync.contract import day_digest
 from punchgate.sync.digests import DigestPublisher, window
@@ -84,5 +86,52 @@ def test_digests_follow_the_buffer_per_local_day(tmp_path: Path) -> None:
         today[0] = dt.date(2024, 6, 3)
         moved = {t: json.loads(p) for t, p in publisher.tick()}
         assert len(moved) == 2 and moved[topic]["days"] == [] and moved[topic]["last_day"] == "2024-06-04"
+    finally:
+        store.close()
+
+
+def test_a_terminals_changed_days_are_read_in_one_query(tmp_path: Path) -> None:
+    """The first tick covers every day of the window for every terminal: one query each, not
+    one per day (500 terminals x 89 days were 44,500 queries at every start)."""
+    settings = _settings(tmp_path)
+    store = Store.open(settings.buffer)
+    try:
+        devices = [f"door-{n}" for n in range(5)]
+        # Over three local days, including punches around local midnight.
+        punches = [
+            make_punch(device, n) for device in devices[:3] for n in (0, 60_000, 61_000, 90_000, 170_000)
+        ]
+        store.add_punches(punches)
+        publisher = DigestPublisher(
+            settings,
+            store,
+            Forwarder(settings, store, version="test"),
+            devices,
+            today=lambda: dt.date(2024, 3, 4),
+        )
+        statements: list[str] = []
+
+        def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if "json_extract" in statement and "GROUP BY" not in statement:
+                statements.append(statement)
+
+        event.listen(store._engine, "before_cursor_execute", note)
+        try:
+            messages = {topic: json.loads(payload) for topic, payload in publisher.tick()}
+        finally:
+            event.remove(store._engine, "before_cursor_execute", note)
+        assert len(statements) == len(devices), statements
+        for device in devices:
+            mine = [p for p in punches if p.device == device]
+            by_day: dict[str, list[str]] = {}
+            for punch in mine:
+                by_day.setdefault(punch.local_time.date().isoformat(), []).append(punch.id)
+            expected = [
+                {"day": day, "count": len(ids), "digest": day_digest(ids)}
+                for day, ids in sorted(by_day.items())
+                if day <= "2024-03-05"  # the window's last day: tomorrow
+            ]
+            assert messages[f"punchgate/gw-test/devices/{device}/digests"]["days"] == expected
+        assert len(messages["punchgate/gw-test/devices/door-0/digests"]["days"]) == 2
     finally:
         store.close()
