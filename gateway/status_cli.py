@@ -263,7 +263,7 @@ def plain_text(lines: list[Line], console: Console, *, emoji: bool = True) -> st
 def _plain(text: str, width: int, *, pad: bool, emoji: bool = True) -> str | None:
     """`text` wrapped (and, in a block, indented and padded) as rich prints it without colour;
     None when rich would change the text itself (`emoji`: it may hold an emoji code)."""
-    if not text.isprintable() or (emoji and ":" in text and _emoji_replace(text) != text):
+    if not text.isprintable() or (emoji and ":" in text and _holds_emoji(text)):
         return None
     if not text.isascii() and cell_len(text) != len(text):  # a character two cells wide
         return None
@@ -273,6 +273,18 @@ def _plain(text: str, width: int, *, pad: bool, emoji: bool = True) -> str | Non
     # Padding(expand=False): as wide as the text's longest line at most, every line padded to it.
     inner = min(len(text), width)
     return "".join(f"  {line.ljust(inner)}\n" for line in lines)
+
+
+def _holds_emoji(text: str) -> bool:
+    """Whether rich would replace an emoji code in `text`. A code (`:name:`) never holds
+    whitespace, so each word with two colons is looked at on its own, and remembered: a fault's
+    line changes every second with its age, its words hardly ever."""
+    return any(_word_holds_emoji(word) for word in text.split() if word.count(":") > 1)
+
+
+@functools.lru_cache(maxsize=4096)
+def _word_holds_emoji(word: str) -> bool:
+    return _emoji_replace(word) != word
 
 
 def _wrap(text: str, width: int) -> list[str]:
