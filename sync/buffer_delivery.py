@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 import structlog
 from sqlalchemy import Connection
 
-from punchgate.sync import audit, buffer_chain, buffer_counts, buffer_identity, buffer_outbox, buffer_schema
+from punchgate.sync import audit, buffer_chain, buffer_counts, buffer_outbox, buffer_schema
 from punchgate.sync.buffer_outbox import Confirmed
-from punchgate.sync.records import Punch
 
 if TYPE_CHECKING:
     from punchgate.sync.store import Store
@@ -149,32 +148,6 @@ def any_resend_due(store: Store, older_than: float) -> bool:
     this read is found by the next scan."""
     with store._engine.connect() as conn, conn.begin():
         return conn.exec_driver_sql(_ANY_DUE_SQL, (time.time() - older_than,)).first() is not None
-
-
-def add_new(store: Store, punches: Sequence[Punch]) -> list[str]:
-    """`Store.add_punches` without the companion update: insert what is new and fits."""
-    with store._write_lock:
-        unique = list({p.id: p for p in punches}.values())
-        known = store.known_ids(p.id for p in unique)
-        new = [p for p in unique if p.id not in known]
-        if not new:
-            return []
-        store._limits.check_disk(store.path.parent)
-        room = store._limits.room_for(len(new))
-        fits, refused = new[:room], new[room:]
-        if fits:
-            now = time.time()
-            rows = [buffer_outbox.punch_row(p, now) for p in fits]
-            with store._writer.begin() as conn:
-                buffer_outbox.insert_rows(conn, rows)
-                buffer_identity.count_stored(conn, len(fits))
-                if store.audit_enabled:
-                    audit.append_punches(conn, rows)
-            buffer_counts.pending_changed(store, Counter(p.device for p in fits), 1)
-            store._stored += len(fits)
-        if refused:
-            store._limits.refuse(len(refused), stored=[p.id for p in fits])
-    return [p.id for p in fits]
 
 
 class _NotAllPending(Exception):
