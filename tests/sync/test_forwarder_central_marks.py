@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,32 +26,14 @@ from tests.sync.helpers import make_settings, running
 GATEWAY = "gw-test"
 
 
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings.model_validate(
-        {
-            "gateway_id": GATEWAY,
-            "mqtt": {"delivery": "central", "resend_after": 60},
-            "buffer": {"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0, "max_pending": 1000},
-        }
-    )
-
-
-@pytest.fixture
-def store(settings: Settings) -> Iterator[Store]:
-    opened = Store.open(settings.buffer, gateway_id=GATEWAY)
-    yield opened
-    opened.close()
-
-
 def _confirm(ids: list[str] = (), batches: list[dict[str, object]] = ()) -> bytes:  # type: ignore[assignment]
     body = {"schema": "punchgate.confirm", "version": 1, "consumer": "t", "ids": ids, "batches": batches}
     return json.dumps(body).encode()
 
 
-def _marks(settings: Settings) -> dict[str, tuple[float | None, float | None]]:
+def _marks(central_settings: Settings) -> dict[str, tuple[float | None, float | None]]:
     """id -> (sent_at, delivered_at), read as another process would."""
-    with sqlite3.connect(f"file:{settings.buffer.path}?mode=ro", uri=True) as db:
+    with sqlite3.connect(f"file:{central_settings.buffer.path}?mode=ro", uri=True) as db:
         return {i: (s, d) for i, s, d in db.execute("SELECT id, sent_at, delivered_at FROM punches")}
 
 
@@ -63,10 +44,10 @@ def _send(central: CentralDelivery, rows: list[PendingRow], seq: int) -> list[in
     return pks
 
 
-def test_record_id_is_sliced_from_stored_records_and_parsed_otherwise(store: Store) -> None:
+def test_record_id_is_sliced_from_stored_records_and_parsed_otherwise(central_store: Store) -> None:
     punches = make_punches("door-1", 3)
-    store.add_punches(punches)
-    rows = store.unsent_batch(10)
+    central_store.add_punches(punches)
+    rows = central_store.unsent_batch(10)
     assert [record_id_of(r.payload) for r in rows] == [p.id for p in punches]
     # A record rendered another way (an older release, another key order) is parsed.
     assert record_id_of('{"serial":"X","id":"' + "a" * 32 + '"}') == "a" * 32
@@ -74,44 +55,44 @@ def test_record_id_is_sliced_from_stored_records_and_parsed_otherwise(store: Sto
 
 
 def test_rows_confirmed_within_the_grace_are_written_once_the_rest_are_marked_sent(
-    settings: Settings, store: Store, monkeypatch: pytest.MonkeyPatch
+    central_settings: Settings, central_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Room for a loaded machine between the PUBACK and the confirmation sent right after it.
     monkeypatch.setattr(confirmations_memory, "SENT_MARK_GRACE", 2.0)
-    central = CentralDelivery(settings.mqtt, store)
+    central = CentralDelivery(central_settings.mqtt, central_store)
     punches = make_punches("door-1", 10)
-    store.add_punches(punches)
-    pks = _send(central, store.unsent_batch(100), seq=1)
+    central_store.add_punches(punches)
+    pks = _send(central, central_store.unsent_batch(100), seq=1)
     # A confirmation may overtake the PUBACK's bookkeeping: the first three are confirmed first.
     central.submit(_confirm(ids=[p.id for p in punches[:3]]))
-    wait_until(lambda: store.pending_count() == 7, timeout=10, message="7 pending")
+    wait_until(lambda: central_store.pending_count() == 7, timeout=10, message="7 pending")
     acked = time.monotonic()
     central.acked(pks)
     central.submit(_confirm(ids=[p.id for p in punches[3:6]]))  # within the grace
-    wait_until(lambda: store.unconfirmed_count() == 4, timeout=10, message="4 unconfirmed")
+    wait_until(lambda: central_store.unconfirmed_count() == 4, timeout=10, message="4 unconfirmed")
     # The other four waited the grace for a confirmation that did not come.
     assert time.monotonic() - acked >= confirmations_memory.SENT_MARK_GRACE * 0.9
-    marks = _marks(settings)
+    marks = _marks(central_settings)
     for p in punches[:6]:
         sent_at, delivered_at = marks[p.id]
         assert delivered_at is not None and sent_at is None, p.id  # one write: confirmed
     for p in punches[6:]:
         sent_at, delivered_at = marks[p.id]
         assert sent_at is not None and delivered_at is None, p.id  # sent, unconfirmed, pending
-    assert store.pending_count() == 4
+    assert central_store.pending_count() == 4
     assert central.stats.confirmed == 6 and central.stats.unknown_ids == 0
     # Confirmed after their "sent" mark: delivered, and no longer counted as unconfirmed.
     central.handle(_confirm(ids=[p.id for p in punches[6:]]))
-    assert store.pending_count() == 0 and store.unconfirmed_count() == 0
+    assert central_store.pending_count() == 0 and central_store.unconfirmed_count() == 0
     assert central.stats.confirmed == 10 and central.stats.repeated == 0
 
 
 def test_rows_sent_again_after_a_restart_are_confirmed_with_their_unconfirmed_count(
-    tmp_path: Path, store: Store
+    tmp_path: Path, central_store: Store
 ) -> None:
     """A re-send claims rows that carry a `sent_at` from the run before; confirming them must
     take them off the unconfirmed count too."""
-    settings = Settings.model_validate(
+    central_settings = Settings.model_validate(
         {
             "gateway_id": GATEWAY,
             "mqtt": {"delivery": "central", "resend_after": 1},
@@ -119,10 +100,12 @@ def test_rows_sent_again_after_a_restart_are_confirmed_with_their_unconfirmed_co
         }
     )
     punches = make_punches("door-1", 5)
-    store.add_punches(punches)
-    store.mark_sent([r.pk for r in store.unsent_batch(100)])  # the run before: sent, unconfirmed
-    assert store.unconfirmed_count() == 5
-    central = CentralDelivery(settings.mqtt, store)  # this run
+    central_store.add_punches(punches)
+    central_store.mark_sent(
+        [r.pk for r in central_store.unsent_batch(100)]
+    )  # the run before: sent, unconfirmed
+    assert central_store.unconfirmed_count() == 5
+    central = CentralDelivery(central_settings.mqtt, central_store)  # this run
     due: list[PendingRow] = []
 
     def claimed() -> bool:
@@ -132,40 +115,42 @@ def test_rows_sent_again_after_a_restart_are_confirmed_with_their_unconfirmed_co
     wait_until(claimed, timeout=10, message="the re-send claim")  # after resend_after, the scan claims them
     _send(central, due, seq=1)
     central.handle(_confirm(ids=[p.id for p in punches]))
-    assert store.pending_count() == 0 and store.unconfirmed_count() == 0
+    assert central_store.pending_count() == 0 and central_store.unconfirmed_count() == 0
     assert central.stats.confirmed == 5 and central.stats.resent == 5
 
 
-def test_nothing_is_delivered_without_a_confirmation_naming_it(settings: Settings, store: Store) -> None:
-    central = CentralDelivery(settings.mqtt, store)
+def test_nothing_is_delivered_without_a_confirmation_naming_it(
+    central_settings: Settings, central_store: Store
+) -> None:
+    central = CentralDelivery(central_settings.mqtt, central_store)
     punches = make_punches("door-1", 6)
-    store.add_punches(punches)
-    pks = _send(central, store.unsent_batch(100), seq=1)
+    central_store.add_punches(punches)
+    pks = _send(central, central_store.unsent_batch(100), seq=1)
     central.acked(pks)
     central.flush_sent()
-    assert store.unconfirmed_count() == 6 and store.pending_count() == 6
-    assert all(d is None for _s, d in _marks(settings).values())
+    assert central_store.unconfirmed_count() == 6 and central_store.pending_count() == 6
+    assert all(d is None for _s, d in _marks(central_settings).values())
     # Another gateway's ids and ids of rows not sent by this process change nothing here.
     central.handle(_confirm(ids=["e" * 32]))
-    assert store.pending_count() == 6 and central.stats.unknown_ids == 1
+    assert central_store.pending_count() == 6 and central.stats.unknown_ids == 1
 
 
 def test_a_batch_confirmation_forgets_its_ids_so_a_later_id_is_a_repeat(
-    settings: Settings, store: Store
+    central_settings: Settings, central_store: Store
 ) -> None:
-    central = CentralDelivery(settings.mqtt, store)
+    central = CentralDelivery(central_settings.mqtt, central_store)
     punches = make_punches("door-1", 4)
-    store.add_punches(punches)
-    _send(central, store.unsent_batch(100), seq=5)
+    central_store.add_punches(punches)
+    _send(central, central_store.unsent_batch(100), seq=5)
     central.handle(_confirm(batches=[{"device": "door-1", "seq": 5, "count": 4}]))
-    assert store.pending_count() == 0
+    assert central_store.pending_count() == 0
     # Confirmed rows may be purged and their pks taken by new punches: an id confirmed again
     # later must not find the old pk, and must deliver nothing else.
-    store.purge_delivered(older_than_days=0)
+    central_store.purge_delivered(older_than_days=0)
     newer = make_punches("door-2", 4)
-    store.add_punches(newer)
+    central_store.add_punches(newer)
     central.handle(_confirm(ids=[p.id for p in punches]))
-    assert store.pending_count() == 4
+    assert central_store.pending_count() == 4
     assert central.stats.confirmed == 4 and central.stats.unknown_ids == 4
 
 
@@ -175,17 +160,17 @@ async def test_a_stopping_forwarder_marks_what_waits_for_its_confirmation_sent(
     """Nobody confirms; the grace is long: when the forwarder stops, every acknowledged row is
     marked sent (the next start re-sends it after the timeout) and none is delivered."""
     monkeypatch.setattr(confirmations_memory, "SENT_MARK_GRACE", 60.0)
-    settings = make_settings(tmp_path, broker.port, delivery="central", batch_size=50)
-    store = Store.open(settings.buffer)
+    central_settings = make_settings(tmp_path, broker.port, delivery="central", batch_size=50)
+    central_store = Store.open(central_settings.buffer)
     punches = make_punches("door-1", 120)
-    store.add_punches(punches)
-    forwarder = Forwarder(settings, store, version="t")
+    central_store.add_punches(punches)
+    forwarder = Forwarder(central_settings, central_store, version="t")
     try:
         async with running(forwarder):
             assert await wait_for_async(lambda: forwarder.stats.punches_published == 120, timeout=30)
-            assert store.unconfirmed_count() == 0  # held: within the grace, nothing written yet
-        assert store.unconfirmed_count() == 120 and store.pending_count() == 120
-        marks = _marks(settings)
+            assert central_store.unconfirmed_count() == 0  # held: within the grace, nothing written yet
+        assert central_store.unconfirmed_count() == 120 and central_store.pending_count() == 120
+        marks = _marks(central_settings)
         assert all(s is not None and d is None for s, d in marks.values())
     finally:
-        store.close()
+        central_store.close()
