@@ -25,7 +25,7 @@ from typing import Any
 import structlog
 
 from punchgate.drivers.base import RawPunch
-from punchgate.drivers.zk_push import protocol
+from punchgate.drivers.zk_push import attlog, protocol
 from punchgate.drivers.zk_push.answers import refuse
 from punchgate.drivers.zk_push.backend import PushBackend, PushStoreRefusedError
 from punchgate.drivers.zk_push.stamps import StampKeeper
@@ -50,13 +50,13 @@ class Uploads:
         terminal = state.terminal
         meta = await state.loaded_meta(self.backend)
         self.stamps.check(state, meta, "ATTLOG", stamp)
-        parses: list[protocol.AttlogParse] = []
+        parses: list[attlog.AttlogParse] = []
 
         def read() -> list[RawPunch]:
             # Called by the backend in the thread that commits (a backlog post's parse is CPU
             # the event loop must not wait for, and one hand-off there and back costs less
             # than two).
-            parses.append(protocol.parse_attlog(body, terminal.encoding))
+            parses.append(attlog.parse_attlog(body, terminal.encoding))
             return parses[-1].punches
 
         try:
@@ -67,7 +67,7 @@ class Uploads:
             raise refuse(
                 503, f"the gateway cannot store punches now ({exc}); send them again later"
             ) from None
-        parsed = parses[-1] if parses else protocol.parse_attlog(body, terminal.encoding)
+        parsed = parses[-1] if parses else attlog.parse_attlog(body, terminal.encoding)
         self.counts["punches_received"] += committed.received
         self.counts["punches_new"] += committed.new
         await self.stamps.persist(state, meta, "ATTLOG", stamp, parsed.bad)

@@ -14,7 +14,7 @@ import re
 import pytest
 
 from punchgate.drivers.base import RawPunch
-from punchgate.drivers.zk_push import protocol
+from punchgate.drivers.zk_push import attlog, protocol
 
 _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})")
 
@@ -55,7 +55,7 @@ def reference_line(text: str, raw: bytes) -> RawPunch:
     return RawPunch(user_id=pin, timestamp=when, state=state, verify=verify, work_code=work_code, raw=raw)
 
 
-def reference(body: bytes, encoding: str) -> protocol.AttlogParse:
+def reference(body: bytes, encoding: str) -> attlog.AttlogParse:
     punches: list[RawPunch] = []
     bad: list[protocol.BadLine] = []
     lines = 0
@@ -66,7 +66,7 @@ def reference(body: bytes, encoding: str) -> protocol.AttlogParse:
             punches.append(reference_line(text, raw))
         except ValueError as exc:
             bad.append(protocol._bad(number, raw, text, str(exc)))
-    return protocol.AttlogParse(punches, bad, lines)
+    return attlog.AttlogParse(punches, bad, lines)
 
 
 LINES = [
@@ -108,7 +108,7 @@ def test_the_parse_reads_what_the_plain_parse_reads(encoding: str, ending: bytes
     encoded += [b"\xff\xfe\t2026-03-02 08:01:15\t0\t1", b"9\x81\t2026-03-02 08:01:15\t0\t1", b"\x81"]
     body = ending.join(encoded * 3) + ending
 
-    parsed = protocol.parse_attlog(body, encoding)
+    parsed = attlog.parse_attlog(body, encoding)
 
     expected = reference(body, encoding)
     assert parsed.lines == expected.lines
@@ -122,19 +122,19 @@ def test_the_parse_reads_what_the_plain_parse_reads(encoding: str, ending: bytes
 
 
 def test_only_encodings_where_ascii_is_ascii_take_the_ascii_path() -> None:
-    assert protocol._ascii_compatible("GB18030")
-    assert protocol._ascii_compatible("utf8")
-    assert protocol._ascii_compatible("windows-1252")
+    assert attlog._ascii_compatible("GB18030")
+    assert attlog._ascii_compatible("utf8")
+    assert attlog._ascii_compatible("windows-1252")
     # Shift states (ESC sequences are ASCII bytes) or ASCII-range bytes standing for other
     # characters: their own codec always.
-    assert not protocol._ascii_compatible("iso2022_jp")
-    assert not protocol._ascii_compatible("utf-16")
-    assert not protocol._ascii_compatible("shift_jis")
-    assert not protocol._ascii_compatible("no-such-codec")
+    assert not attlog._ascii_compatible("iso2022_jp")
+    assert not attlog._ascii_compatible("utf-16")
+    assert not attlog._ascii_compatible("shift_jis")
+    assert not attlog._ascii_compatible("no-such-codec")
 
 
 def test_a_line_with_escape_sequences_reads_as_its_codec_reads_it() -> None:
     line = "田中\t2026-03-02 08:01:15\t0\t1".encode("iso2022_jp")
     assert line.isascii()  # all ASCII bytes, yet not ASCII text
-    parsed = protocol.parse_attlog(line + b"\n", "iso2022_jp")
+    parsed = attlog.parse_attlog(line + b"\n", "iso2022_jp")
     assert [p.user_id for p in parsed.punches] == ["田中"]

@@ -24,7 +24,7 @@ from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk import parsing as zk_parsing
 from punchgate.drivers.zk import protocol as zk_protocol
 from punchgate.drivers.zk.emulator import ZkEmulator
-from punchgate.drivers.zk_push import protocol as push_protocol
+from punchgate.drivers.zk_push import attlog as push_attlog
 from punchgate.drivers.zk_push.emulator import PushRecord, ZkPushEmulator
 from punchgate.gateway.mosquitto import free_port
 from punchgate.gateway.normalize import normalize_punch, record_id
@@ -169,7 +169,7 @@ def test_the_same_punch_pulled_and_pushed_has_one_id() -> None:
     wire = zk_protocol.encode_attendance(record, 40)
     pulled = zk_parsing.raw_punch_from_record(zk_protocol.decode_attendance(wire, 40))
     assert pulled.timestamp == when
-    pushed = push_protocol.parse_attlog_line("1017\t2026-03-29 01:30:05\t1\t15\t0\t0\t0")
+    pushed = push_attlog.parse_attlog_line("1017\t2026-03-29 01:30:05\t1\t15\t0\t0\t0")
     zone = ZoneInfo(ZONE)
     now = dt.datetime(2026, 3, 30, tzinfo=dt.UTC)
     as_pulled = normalize_punch(
@@ -198,7 +198,7 @@ def test_the_buffer_keeps_a_punch_pulled_and_pushed_once(tmp_path: Path) -> None
     store = Store.open(settings, gateway_id="gw")
     try:
         line = "1017\t2026-03-29 01:30:05\t1\t15\t0"
-        raw = push_protocol.parse_attlog_line(line)
+        raw = push_attlog.parse_attlog_line(line)
         zone = ZoneInfo(ZONE)
         common: dict[str, Any] = {"serial_number": SN, "zone": zone, "historical": True}
         pulled = normalize_punch(raw, device="door-pull", source="poll", **common)

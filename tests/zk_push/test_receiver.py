@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from punchgate.drivers.base import RawPunch
 from punchgate.drivers.faults import DeviceFault
-from punchgate.drivers.zk_push import protocol
+from punchgate.drivers.zk_push import attlog
 from punchgate.gateway import cli
 from punchgate.gateway import push as push_module
 from punchgate.gateway.faults import FaultSet, FaultTransition
@@ -619,12 +619,12 @@ async def test_a_terminal_that_never_comes_is_unreachable(make_rig: Any) -> None
 
 
 def test_attlog_lines_parse_like_the_protocol_says() -> None:
-    punch = protocol.parse_attlog_line("0042\t2026-03-02 08:01:15\t4\t2\t17\t0\t0\t\t")
+    punch = attlog.parse_attlog_line("0042\t2026-03-02 08:01:15\t4\t2\t17\t0\t0\t\t")
     assert punch == RawPunch(
         user_id="0042", timestamp=dt.datetime(2026, 3, 2, 8, 1, 15), state=4, verify=2, work_code=17
     )
-    assert protocol.parse_attlog_line("7\t2026-03-02 08:01:15").state == 0  # short firmware lines
-    assert protocol.parse_attlog_line("7\t2026-03-02 08:01:15\t0\t1\tA1").work_code == 0
+    assert attlog.parse_attlog_line("7\t2026-03-02 08:01:15").state == 0  # short firmware lines
+    assert attlog.parse_attlog_line("7\t2026-03-02 08:01:15\t0\t1\tA1").work_code == 0
     for bad in (
         "\t2026-03-02 08:01:15\t0\t1",
         "7 2026-03-02 08:01:15 0 1",
@@ -632,7 +632,7 @@ def test_attlog_lines_parse_like_the_protocol_says() -> None:
         "7\tx\t0\t1",
     ):
         with pytest.raises(ValueError):
-            protocol.parse_attlog_line(bad)
+            attlog.parse_attlog_line(bad)
 
 
 # --- the [push] section and check-config --------------------------------------------------------

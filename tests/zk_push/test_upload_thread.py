@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from punchgate.drivers.zk_push import protocol
+from punchgate.drivers.zk_push import attlog as attlog_parser
 from tests.zk_push.test_receiver import SN, PushRig, open_rig
 
 
@@ -31,13 +31,13 @@ async def test_the_body_is_parsed_off_the_loop_in_the_committing_thread(
 ) -> None:
     loop_thread = threading.get_ident()
     parsed_in: list[int] = []
-    real_parse = protocol.parse_attlog
+    real_parse = attlog_parser.parse_attlog
 
-    def parse(body: bytes, encoding: str) -> protocol.AttlogParse:
+    def parse(body: bytes, encoding: str) -> attlog_parser.AttlogParse:
         parsed_in.append(threading.get_ident())
         return real_parse(body, encoding)
 
-    monkeypatch.setattr(protocol, "parse_attlog", parse)
+    monkeypatch.setattr(attlog_parser, "parse_attlog", parse)
     assert await rig.upload(SN, "ATTLOG", attlog(1), stamp="1") == (200, "OK: 1")  # a real-time post
     assert await rig.upload(SN, "ATTLOG", attlog(500) + b"NOT-A-RECORD\n", stamp="501") == (200, "OK: 500")
 
