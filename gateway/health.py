@@ -8,6 +8,7 @@ about every transition exactly once. Listeners publish (MQTT), count (metrics) a
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -88,13 +89,18 @@ class Thresholds:
 
 
 def calendar_for(health: HealthSettings, zone: str) -> WorkingCalendar:
-    return WorkingCalendar.build(
-        zone=zone,
-        days=health.work_days,
-        start=health.work_start,
-        end=health.work_end,
-        holidays=health.holidays,
+    """The terminal's working calendar; terminals with the same one share it (it is frozen):
+    5,000 terminals would otherwise hold 5,000 equal copies, each with its own sets."""
+    return _shared_calendar(
+        zone, tuple(health.work_days), health.work_start, health.work_end, tuple(health.holidays)
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_calendar(
+    zone: str, days: tuple[str, ...], start: dt.time, end: dt.time, holidays: tuple[dt.date, ...]
+) -> WorkingCalendar:
+    return WorkingCalendar.build(zone=zone, days=days, start=start, end=end, holidays=holidays)
 
 
 class DeviceHealth:

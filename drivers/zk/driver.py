@@ -147,7 +147,11 @@ class ZkDriver:
                 raise ProtocolError(f"user table: {exc}", device=self.name) from exc
 
         users = await self._session.run("read users", download)
-        self._live.user_ids = {u.uid: u.user_id for u in users}
+        if self.config.live:
+            # Only a live stream needs the map (its short events carry the internal uid); a
+            # polled terminal's roster read would otherwise keep every user's id in memory
+            # for good (a fifth of what a polled terminal costs in a 5,000-terminal gateway).
+            self._live.user_ids = {u.uid: u.user_id for u in users}
         return users
 
     async def set_time(self, when: dt.datetime) -> None:
