@@ -2,8 +2,9 @@
 
 Payroll exports show a name beside each user id (docs/export.md). Push terminals send their
 users in OPERLOG and the push listener keeps them (`drivers/zk_push/uploads.py`); pulled
-terminals (ZK pull, Anviz) say who is enrolled only when asked. So once after start and then
-every `[roster] refresh_hours`, each pulled terminal whose driver can list users gets a
+terminals (ZK pull, Anviz) say who is enrolled only when asked. So every `[roster]
+refresh_hours` (the first time after a start when the stored roster is that old: a restarted
+gateway of thousands of terminals does not read every roster again at once), each pulled terminal whose driver can list users gets a
 `RosterJob` queued on its worker (`DeviceWorker.submit`): it runs in the worker's own task,
 between reads, once the terminal is connected, exactly like a `users.list` remote command, so
 it never talks to the terminal beside a read.
@@ -98,13 +99,32 @@ class RosterJob:
         return False
 
 
+def first_refresh_in(store: Store, device: str, every: float, now: dt.datetime) -> float:
+    """Seconds until the terminal's roster is due: `every` after its stored `refreshed_at`
+    (0 when none is stored, or it cannot be read)."""
+    stored = store.get_device_meta(roster_key(device)).get("refreshed_at")
+    if not isinstance(stored, str):
+        return 0.0
+    try:
+        refreshed = dt.datetime.fromisoformat(stored.replace("Z", "+00:00"))
+    except ValueError:
+        return 0.0
+    if refreshed.tzinfo is None:
+        return 0.0
+    return max(0.0, min(every, (refreshed - now).total_seconds() + every))
+
+
 async def refresh_forever(worker: DeviceWorker, store: Store, settings: RosterSettings) -> None:
-    """Queue a roster read on `worker` now, then every `refresh_hours` (sooner after a failure);
-    one at a time: the next is queued only once the last has run. Ends when the terminal's
-    driver cannot list users."""
+    """Queue a roster read on `worker` once the stored one is `refresh_hours` old (at once
+    when none is stored), then every `refresh_hours` (sooner after a failure); one at a time:
+    the next is queued only once the last has run. Ends when the terminal's driver cannot
+    list users."""
     if settings.refresh_hours <= 0:
         return
     every = settings.refresh_hours * 3600
+    wait = await asyncio.to_thread(first_refresh_in, store, worker.name, every, dt.datetime.now(dt.UTC))
+    if wait > 0:
+        await asyncio.sleep(wait)
     while True:
         job = RosterJob(store)
         worker.submit(job)

@@ -50,10 +50,12 @@ from punchgate.gateway.worker_deadline import (
 from punchgate.gateway.worker_failures import Backoff, FailureLog
 from punchgate.gateway.worker_known_log import (
     DIGEST_VERSION,
+    KNOWN_LOG_KEY,
     RECONCILE_POLLS,
     KnownLog,
     LogHasher,
     LogIntake,
+    polls_since,
     why_read,
 )
 from punchgate.gateway.worker_read_limit import (
@@ -70,6 +72,8 @@ __all__ = ["DeviceWorker", "PunchSink", "RemoteCommand"]
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
+
+POLL_LAGS_KEPT = 64
 
 
 class PunchSink(Protocol):
@@ -124,9 +128,14 @@ class DeviceWorker:
         self._poll_due = self._grid.due
         self._serial = ""
         self._last_count: int | None = None
-        self.poll_lags: list[float] = []  # seconds between a poll falling due and its start
+        # Seconds between a poll falling due and its start, the latest only: a list kept every
+        # lag for good (about 100 KB a terminal a day at 30 s polls).
+        self.poll_lags: deque[float] = deque(maxlen=POLL_LAGS_KEPT)
         self.reconcile_polls = reconcile_polls
-        self._known: KnownLog | None = None  # in memory only: a restart reads everything once
+        # What the buffer holds of the log; kept in the device meta too, so a restart trusts
+        # the count as a running gateway does (`_restore_known`).
+        self._known: KnownLog | None = None
+        self._read_at = 0.0  # unix seconds of the last whole-log read (kept with `_known`)
         self._live_since_read = 0  # live punches committed since the last full read
         self._polls_since_read = 0  # polls answered from the count since the last full read
         self._meta: dict[str, Any] = {}  # what the buffer remembers about the terminal
@@ -186,12 +195,29 @@ class DeviceWorker:
             self._serial = str(meta.get("serial_number", ""))
             self._last_count = meta.get("record_count")
             self._meta = meta
+            self._restore_known(meta)
             self._grid.start()
             try:
                 await self._poll_due.wait()  # the first contact waits for its turn (start-up spread)
                 await self._sessions()
             finally:
                 self._grid.stop()
+
+    def _restore_known(self, meta: dict[str, Any]) -> None:
+        """What the buffer held of the log when the gateway last stopped: the first poll after
+        a restart is then answered by the count when nothing changed, instead of reading every
+        log in full. The bound on reads the count cannot justify runs on across the restart:
+        the polls the last whole-log read is old count towards it (`polls_since`)."""
+        restored = KnownLog.from_meta(meta.get(KNOWN_LOG_KEY))
+        if restored is None:
+            return
+        self._known, self._read_at = restored
+        self._polls_since_read = polls_since(
+            self._read_at, self.clock().timestamp(), self.terminal.poll_interval
+        )
+        last_punch = meta.get(KNOWN_LOG_KEY, {}).get("last_punch_at")
+        if isinstance(last_punch, int | float):  # when the terminal was last used, for health
+            self.health.punches_stored(dt.datetime.fromtimestamp(last_punch, dt.UTC))
 
     async def _sessions(self) -> None:
         """One session after another, for ever: a failed one is reported and retried."""
@@ -245,7 +271,9 @@ class DeviceWorker:
     async def _session(self) -> None:
         await self._bounded("connect", self.driver.connect())
         info = await self._contact()
-        await self._full_read(info, historical=True)  # reconcile after every (re)connect
+        # After every (re)connect the log is read in full unless the count says what the
+        # buffer holds (`why_read`: the same rules, and the same bound, as any poll).
+        await self._poll(info)
         self.backoff.reset()
         self.failure_log.succeeded()
         wants_live = bool(getattr(self.terminal, "live", False))
@@ -385,6 +413,12 @@ class DeviceWorker:
         """Write what the buffer remembers about the terminal, only when it changed (each write
         is an fsynced commit)."""
         meta = {**self._meta, "serial_number": self._serial, "record_count": count}
+        meta.pop(KNOWN_LOG_KEY, None)
+        if self._known is not None:
+            known = self._known.to_meta(self._read_at)
+            if self.health.last_punch_at is not None:
+                known["last_punch_at"] = round(self.health.last_punch_at.timestamp(), 3)
+            meta[KNOWN_LOG_KEY] = known
         if meta != self._meta:
             await asyncio.to_thread(self.store.set_device_meta, self.name, meta)
             self._meta = meta
@@ -410,6 +444,7 @@ class DeviceWorker:
         new = await self._bounded("read records", read, self._call_limit(info))
         count = intake.count
         self._known = intake.known()
+        self._read_at = self.clock().timestamp()
         self._last_count = count
         self._live_since_read = self._polls_since_read = 0
         self.full_reads += 1

@@ -22,6 +22,11 @@ from punchgate.drivers.base import DeviceInfo, RawPunch
 # a log cleared and refilled to the same count must not hide its records for longer than that.
 RECONCILE_POLLS = 10
 DIGEST_VERSION = "1"
+DIGEST_BYTES = 16
+# The device meta key under which the known log survives a restart: `{"count", "digest" (hex),
+# "read_at" (unix seconds of the last whole-log read)}`. Its digest is seeded with the serial,
+# driver and encoding (`LogHasher`), so it never matches another terminal's or config's log.
+KNOWN_LOG_KEY = "known_log"
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +37,30 @@ class KnownLog:
     count: int
     digest: bytes
 
+    def to_meta(self, read_at: float) -> dict[str, object]:
+        """As kept in the device meta (`KNOWN_LOG_KEY`), with when the whole log was last read
+        (unix seconds): a restarted gateway then trusts the count as a running one does."""
+        return {"count": self.count, "digest": self.digest.hex(), "read_at": round(read_at, 3)}
+
+    @staticmethod
+    def from_meta(meta: object) -> tuple[KnownLog, float] | None:
+        """The known log and its `read_at` as kept in the device meta; None when absent or not
+        understood (the first poll then reads the whole log, as it always did)."""
+        if not isinstance(meta, dict):
+            return None
+        count, digest, read_at = meta.get("count"), meta.get("digest"), meta.get("read_at")
+        if not (isinstance(count, int) and count >= 0 and isinstance(digest, str)):
+            return None
+        if not isinstance(read_at, int | float):
+            return None
+        try:
+            raw = bytes.fromhex(digest)
+        except ValueError:
+            return None
+        if len(raw) != DIGEST_BYTES:
+            return None
+        return KnownLog(count, raw), float(read_at)
+
 
 class LogHasher:
     """A running digest of a log's records in order: each record's own bytes where the driver
@@ -39,7 +68,7 @@ class LogHasher:
     (serial, driver, text encoding), so a changed terminal or config never matches."""
 
     def __init__(self, seed: str) -> None:
-        self._hash = hashlib.blake2b(seed.encode("utf-8"), digest_size=16)
+        self._hash = hashlib.blake2b(seed.encode("utf-8"), digest_size=DIGEST_BYTES)
 
     def feed(self, raws: Sequence[RawPunch]) -> None:
         # One join over the records' bytes: a Python call per record would cost more than the hash.
@@ -139,3 +168,11 @@ class LogIntake:
         if not self._decided:
             return self._known
         return KnownLog(self.stored, self._hasher.digest())
+
+
+def polls_since(read_at: float, now: float, interval: float) -> int:
+    """Poll intervals gone by since the whole log was last read at `read_at` (a restart keeps
+    the bound on reads the count cannot justify: `why_read`'s "periodic" counts these too)."""
+    if interval <= 0 or now <= read_at:
+        return 0
+    return int((now - read_at) // interval)

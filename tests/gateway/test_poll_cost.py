@@ -3,9 +3,9 @@
 A device worker against the ZK emulator over real loopback TCP, with a real buffer file. The
 terminal's record count, and what the live stream delivered, decide whether a poll reads the
 log at all; a read normalises only the records after the part the previous read stored; the
-buffer is written only when something changed. The guarantee stays: a reconnect always reads
-in full, a count that does not add up reads in full, and a log cleared and refilled to the
-same count is read within `reconcile_polls` polls.
+buffer is written only when something changed. The guarantee stays: a count that does not add
+up reads in full (after a reconnect or a restart too), and a log cleared and refilled to the
+same count is read within `reconcile_polls` polls, across a restart of the gateway as well.
 """
 
 from __future__ import annotations
@@ -81,6 +81,9 @@ class Rig:
     store: CountingStore
     worker: DeviceWorker
     normalised: list[int] = field(default_factory=lambda: [0])
+    # Stops the worker and starts another on the same buffer and terminal (a gateway restart);
+    # its clock: how far ahead of now (seconds) the new gateway's clock runs.
+    restart: Callable[..., Any] = field(default=lambda **_: None)
 
     async def poll(self) -> None:
         """Ask for a poll and wait until it is done (counted or read)."""
@@ -130,19 +133,44 @@ async def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
             BufferSettings.model_validate({"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0})
         )
         assert isinstance(store, CountingStore)
-        driver = CountingDriver(config)
-        worker = DeviceWorker(
-            terminal=config,
-            driver=driver,
-            store=store,
-            sink=Sink(),
-            health=DeviceHealth("door"),
-            timezone="UTC",
-            driver_type="zk",
-            backoff=Backoff(0.2, 0.5),
-            **worker_options,
-        )
-        rig = Rig(emulator, driver, store, worker)
+
+        def build(ahead: float = 0.0) -> DeviceWorker:
+            def clock() -> dt.datetime:
+                return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=ahead)
+
+            return DeviceWorker(
+                terminal=config,
+                driver=CountingDriver(config),
+                store=store,
+                sink=Sink(),
+                health=DeviceHealth("door"),
+                timezone="UTC",
+                driver_type="zk",
+                backoff=Backoff(0.2, 0.5),
+                clock=clock,
+                **worker_options,
+            )
+
+        worker = build()
+        assert isinstance(worker.driver, CountingDriver)
+        rig = Rig(emulator, worker.driver, store, worker)
+
+        async def restart(*, ahead: float = 0.0) -> None:
+            old = started.pop()[1]
+            old.cancel()
+            async with asyncio.timeout(60):
+                await asyncio.gather(old, return_exceptions=True)
+            rig.worker = build(ahead)
+            assert isinstance(rig.worker.driver, CountingDriver)
+            rig.driver = rig.worker.driver
+            started.append((emulator, asyncio.create_task(rig.worker.run()), store))
+            await wait_until_async(
+                lambda: rig.worker.full_reads + rig.worker.polls_counted >= 1,
+                timeout=30,
+                message="a first poll",
+            )
+
+        rig.restart = restart
         real = normalize_punch
 
         def counted(*args: Any, **kwargs: Any) -> Any:
@@ -232,16 +260,59 @@ async def test_a_log_cleared_and_refilled_to_the_same_count_is_read_within_the_b
     assert rig.normalised[0] == 80
 
 
-async def test_a_reconnect_always_reads_in_full(rig_factory: Any) -> None:
+async def test_a_reconnect_reads_in_full_when_the_count_changed(rig_factory: Any) -> None:
     rig: Rig = await rig_factory(records=100)
     await rig.emulator.set_fault("restart", downtime=0.2)
     rig.worker.request_poll()  # the poll finds the session gone: the worker connects again
     await wait_until_async(
+        lambda: rig.worker.polls_counted >= 1, timeout=30, message="a poll after reconnecting"
+    )
+    assert rig.driver.reads == 1 and rig.worker.full_reads == 1, "the same count was read again"
+    rig.emulator.add_punch("8")
+    await rig.emulator.set_fault("restart", downtime=0.2)
+    rig.worker.request_poll()
+    await wait_until_async(
         lambda: rig.worker.full_reads >= 2, timeout=30, message="a read after reconnecting"
     )
     assert rig.driver.reads == 2
-    # The same log: the read skipped what it had stored and normalised nothing.
-    assert rig.normalised[0] == 100
+    # The log grew: the read skipped what it had stored and normalised the new record only.
+    assert rig.normalised[0] == 101
+    assert rig.stored_ids() == rig.terminal_ids()
+
+
+async def test_a_restarted_gateway_answers_by_the_count_what_it_stored_before(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(records=300)
+    await rig.restart()
+    assert (rig.worker.polls_counted, rig.driver.reads) == (1, 0), "the restart read the log again"
+    assert rig.worker.health.last_punch_at is not None, "when the terminal was last used was forgotten"
+    rig.emulator.add_punch("9")  # punched while it runs again: read, only the new record normalised
+    await rig.poll()
+    assert rig.driver.reads == 1 and rig.normalised[0] == 301
+    assert rig.stored_ids() == rig.terminal_ids()
+
+
+async def test_a_log_refilled_while_the_gateway_was_down_is_read_within_the_bound(
+    rig_factory: Any,
+) -> None:
+    rig: Rig = await rig_factory(records=40, reconcile_polls=3)
+    await rig.emulator.set_fault("log_cleared")
+    start = rig.emulator.now() - dt.timedelta(hours=2)
+    for n in range(40):  # the same count: the restarted gateway's count cannot see it
+        rig.emulator.add_punch(str(1 + n % 20), start + dt.timedelta(minutes=n), state=n % 2)
+    new = rig.terminal_ids() - rig.stored_ids()
+    await rig.restart()
+    await rig.poll()
+    assert (rig.worker.polls_counted, rig.driver.reads) == (2, 0)
+    await rig.poll()  # the third since the last whole-log read, a restart in between
+    assert rig.driver.reads == 1 and new <= rig.stored_ids()
+    # Down for longer than the bound (3 polls of an hour): the first poll reads in full.
+    await rig.emulator.set_fault("log_cleared")
+    for n in range(40):
+        rig.emulator.add_punch(str(1 + n % 20), start + dt.timedelta(minutes=90 + n), state=n % 2)
+    new = rig.terminal_ids() - rig.stored_ids()
+    await rig.restart(ahead=3 * 3600)
+    assert (rig.worker.polls_counted, rig.driver.reads) == (0, 1)
+    assert len(new) == 40 and new <= rig.stored_ids()
 
 
 async def test_a_read_checks_known_ids_through_the_unique_index_of_its_insert(rig_factory: Any) -> None:
