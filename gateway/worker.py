@@ -1,10 +1,11 @@
 """One task per terminal: the only owner of its connection.
 
-A session is: connect, ask the terminal who it is (serial, clock, counts), do a full read and
+A session is: connect, ask the terminal who it is (serial, clock, counts), read the log and
 commit every new punch durably, then either listen for live punches or wait for the next
-poll — reconciling with a full read after every reconnect, and at a poll whenever the
-terminal's record count is not what the last full read and the live stream account for (and
-at least every `RECONCILE_POLLS` polls whatever it says). A full read normalises only the
+poll — reconciling with a full read, after a (re)connect or a restart as at any poll, whenever
+the terminal's record count is not what the last full read and the live stream account for
+(and at least every `RECONCILE_POLLS` poll intervals whatever it says, a restart in between
+or not: the known log is kept in the device meta). A full read normalises only the
 records after the part of the log the previous read stored (`KnownLog`); a poll that finds
 nothing to read is the contact alone, and writes nothing to the buffer.
 

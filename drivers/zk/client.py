@@ -96,16 +96,29 @@ class ZkClient(PatchedZK):
         """CMD_RESTART: the terminal acknowledges, then reboots (the session is gone)."""
         return self.exchange(zp.CMD_RESTART, b"", 1024).command == zp.CMD_ACK_OK
 
+    # What a terminal says about its make (name, firmware, platform, MAC), asked at a session's
+    # first contact only: it does not change while a session lasts (a firmware upgrade or a new
+    # board reboots the terminal, which ends the session). Each is a round trip through the
+    # shared pool on every poll of every terminal: 8 round trips a contact became 4.
+    _make: tuple[str, str, str, str] | None = None
+
     def info_answers(self) -> InfoAnswers:
-        """Everything `ZkDriver.info()` reports, asked in one go (in this order on the wire)."""
+        """Everything `ZkDriver.info()` reports, asked in one go (in this order on the wire; the
+        make only at the session's first contact). The serial number is asked every time: it
+        is how a replaced terminal is told apart, and it costs one round trip."""
         sizes = self.free_sizes()
         clock_raw = self.clock_raw()
         enabled = self.device_enabled()
-        device_name = self.option("~DeviceName") or ""
+        make = self._make
+        if make is None:
+            device_name = self.option("~DeviceName") or ""
         serial_number = self.option("~SerialNumber") or ""
-        firmware = self.firmware()
-        platform = self.option("~Platform") or ""
-        mac = self.option("MAC") or ""
+        if make is None:
+            firmware = self.firmware()
+            platform = self.option("~Platform") or ""
+            mac = self.option("MAC") or ""
+            make = self._make = (device_name, firmware, platform, mac)
+        device_name, firmware, platform, mac = make
         return InfoAnswers(
             sizes=sizes,
             clock_raw=clock_raw,
