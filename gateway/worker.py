@@ -56,6 +56,7 @@ from punchgate.gateway.worker_known_log import (
     KnownLog,
     LogHasher,
     LogIntake,
+    TailState,
     polls_since,
     why_read,
 )
@@ -65,6 +66,7 @@ from punchgate.gateway.worker_read_limit import (
     full_read_limiter,
 )
 from punchgate.gateway.worker_schedule import PollGrid
+from punchgate.gateway.worker_tail import TailReader, tail_first, take_tail
 from punchgate.sync.records import Punch, Source
 from punchgate.sync.store import Store, StoreRefusedError
 
@@ -137,11 +139,13 @@ class DeviceWorker:
         # the count as a running gateway does (`_restore_known`).
         self._known: KnownLog | None = None
         self._read_at = 0.0  # unix seconds of the last whole-log read (kept with `_known`)
+        self._tail: TailState | None = None  # how a tail read goes on from `_known` (memory only)
         self._live_since_read = 0  # live punches committed since the last full read
         self._polls_since_read = 0  # polls answered from the count since the last full read
         self._meta: dict[str, Any] = {}  # what the buffer remembers about the terminal
         self.full_reads = 0
         self.polls_counted = 0  # polls that found nothing to read
+        self.tail_reads = 0  # polls that read only what the log added (`worker_tail`)
         self.failure_log = FailureLog()
         # Remote commands wait here until the worker is between operations and connected.
         self._commands: deque[RemoteCommand] = deque()
@@ -363,7 +367,7 @@ class DeviceWorker:
         )
         if replaced:
             self._last_count = None  # a new terminal has its own log
-            self._known = None
+            self._known = self._tail = None
         if info.serial_number:
             self._serial = info.serial_number
 
@@ -380,6 +384,11 @@ class DeviceWorker:
     async def _poll(self, info: DeviceInfo) -> None:
         """A poll after the contact: a full read when the log may hold something new."""
         why = self._why_read(info)
+        # A grown log is read from its last stored record on, unless the periodic whole read
+        # is due (the count changing at every poll must not put that off for ever).
+        periodic = self._polls_since_read + 1 >= self.reconcile_polls
+        if why == "count_changed" and not periodic and await self._read_tail(info):
+            return
         if why is not None:
             await self._full_read(info, historical=True, why=why)
             return
@@ -392,6 +401,43 @@ class DeviceWorker:
         self.polls_counted += 1
         await self._remember(info.record_count)
         log.info("poll_counted", records=info.record_count, **lag)
+
+    async def _read_tail(self, info: DeviceInfo) -> bool:
+        """Read only what the log added since the records stored (`worker_tail`); False when
+        a whole read must decide instead."""
+        known, state = self._known, self._tail
+        first = tail_first(info, known, state, self.driver)
+        if first is None or known is None or state is None:
+            return False
+        assert isinstance(self.driver, TailReader)
+        started = time.monotonic()
+        raws = await self._bounded(
+            "read new records", self.driver.read_records_from(first), self._call_limit(info)
+        )
+        tail = take_tail(raws, known, state)
+        if tail is None:
+            log.info("tail_read_refused", records=info.record_count, known=known.count)
+            return False
+        self._poll_due.clear()  # this read serves any poll that fell due before it
+        lag = self._take_lag(started)
+        self._check_count(tail.known.count)
+        new = await self._commit(tail.new, source="poll", historical=True)
+        self._known, self._tail = tail.known, tail.state
+        self._last_count = tail.known.count
+        self._live_since_read = 0
+        self._polls_since_read += 1  # the periodic whole read still comes (`why_read`)
+        self.tail_reads += 1
+        self.health.read_done(count=tail.known.count, new=new)
+        await self._remember(tail.known.count)
+        log.info(
+            "tail_read",
+            records=tail.known.count,
+            read=len(tail.new),
+            new=new,
+            seconds=round(time.monotonic() - started, 3),
+            **lag,
+        )
+        return True
 
     def _take_lag(self, started: float) -> dict[str, float]:
         """The lag of the poll that starts now, if one fell due (for the log line)."""
@@ -441,10 +487,12 @@ class DeviceWorker:
         lag = self._take_lag(started)
         self._check_count(info.record_count)
         intake = LogIntake(self._known, self._hasher_seed())
+        self._tail = None  # set again once this read has stored the whole log
         read = self._read_and_commit(intake, historical=historical)
         new = await self._bounded("read records", read, self._call_limit(info))
         count = intake.count
         self._known = intake.known()
+        self._tail = intake.tail_state()
         self._read_at = self.clock().timestamp()
         self._last_count = count
         self._live_since_read = self._polls_since_read = 0
@@ -508,7 +556,7 @@ class DeviceWorker:
         """Clear only what is durably stored: every record read is in the buffer (just committed)."""
         await self._bounded("clear records", self.driver.clear_records(expected))
         self._last_count = 0
-        self._known = KnownLog(0, self._hasher().digest())
+        self._known, self._tail = KnownLog(0, self._hasher().digest()), None
         await self._remember(0)
         log.info("terminal_log_cleared", records=expected)
         await asyncio.to_thread(

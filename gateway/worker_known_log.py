@@ -77,6 +77,23 @@ class LogHasher:
     def digest(self) -> bytes:
         return self._hash.digest()
 
+    def copy(self) -> LogHasher:
+        """A hasher that goes on from here, leaving this one as it is."""
+        other = LogHasher.__new__(LogHasher)
+        other._hash = self._hash.copy()
+        return other
+
+
+@dataclass(frozen=True, slots=True)
+class TailState:
+    """What a tail read needs to go on from the known log, kept in memory after a whole read:
+    the running digest of the stored records (`hasher`, extended by the new ones) and the last
+    stored record's bytes (`anchor`): the tail is read from that record on, and only when it
+    is still there, the same bytes at the same place, are the records after it taken as new."""
+
+    hasher: LogHasher
+    anchor: bytes
+
 
 def fields_key(raw: RawPunch) -> bytes:
     """A record the driver gives no bytes for: the fields its id is made of."""
@@ -127,6 +144,7 @@ class LogIntake:
         self.skipped = 0  # records found already stored (the matched prefix)
         self.stored = 0  # records of the log in the buffer, in order from the first
         self.newest_skipped: RawPunch | None = None  # the newest record of the matched prefix
+        self._last_raw: bytes | None = None  # the bytes of the last record stored, in log order
 
     def take(self, raws: Sequence[RawPunch]) -> Sequence[RawPunch]:
         """The records of this part to store now (none while the prefix is being matched)."""
@@ -154,6 +172,7 @@ class LogIntake:
                 self._hasher = hasher
                 self.skipped = self.stored = known.count
                 self.newest_skipped = max(held[: known.count], key=lambda raw: raw.timestamp)
+                self._last_raw = held[known.count - 1].raw
                 return held[known.count :]
         return held  # not the log we read (cleared, rewritten, overwritten): all of it
 
@@ -161,6 +180,15 @@ class LogIntake:
         """`raws`, the records `take`/`finish` handed on, are durably in the buffer."""
         self._hasher.feed(raws)
         self.stored += len(raws)
+        if raws:
+            self._last_raw = raws[-1].raw
+
+    def tail_state(self) -> TailState | None:
+        """After a read that stored the whole log: how a tail read goes on from it (None when
+        the driver gave no record bytes to recognise the last one by)."""
+        if not self._decided or self.stored != self.count or not self.stored or not self._last_raw:
+            return None
+        return TailState(self._hasher.copy(), self._last_raw)
 
     def known(self) -> KnownLog | None:
         """The stored prefix of the log as far as this read has got (before the prefix is

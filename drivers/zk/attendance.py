@@ -126,6 +126,42 @@ class AttendanceReader:
         if stream.invalid:
             log.warning("zk_records_with_invalid_dates", device=self.name, count=stream.invalid)
 
+    async def read_records_from(self, first: int) -> list[RawPunch] | None:
+        """The records from index `first` to the end of the log (a tail read: READ_BUFFER from
+        that record's offset, `ZkClient.read_table_from`), or None when this cannot be done
+        safely and the caller must read the whole log: the record size is not known yet from
+        a whole read of this terminal, or is 8 (two layouts, told apart on a whole log), the
+        log holds no record at `first`, or the set does not add up to the count at that size."""
+        size = self.record_size
+        if size is None or size == 8 or first < 0:
+            return None
+        zk = self._session.current()
+
+        def download() -> tuple[int, bytes] | None:
+            sizes = zk.free_sizes()
+            reported = check_count("records", sizes.records, sizes.record_capacity, MAX_RECORDS)
+            if first >= reported:
+                return None
+            cap = table_cap(sizes.record_capacity, MAX_RECORDS, MAX_ATTENDANCE_RECORD)
+            # The terminal stages the whole log before it answers, whatever part is read.
+            zk.set_timeout(self.timeout + reported * READ_SECONDS_PER_RECORD)
+            try:
+                data, total = zk.read_table_from(zp.CMD_ATTLOG_RRQ, 0, cap, 4 + first * size)
+            finally:
+                zk.set_timeout(self.timeout)
+            if total != 4 + reported * size or len(data) != (reported - first) * size:
+                return None  # not the layout we know: the whole read decides, with diagnostics
+            return reported, data
+
+        # The terminal stages the whole log (about `first` records, more if it grew a lot).
+        deadline = self.timeout * 3 + 5 + (2 * first + 10_000) * DEADLINE_SECONDS_PER_RECORD
+        got = await self._session.run(f"read records from {first}", download, deadline=deadline)
+        if got is None:
+            return None
+        _reported, data = got
+        records = [zp.decode_attendance(data[i : i + size], size) for i in range(0, len(data), size)]
+        return [raw_punch_from_record(r) for r in records]
+
     async def _record_count(self, zk: ZkClient) -> tuple[int, int]:
         """The record count the terminal reports (checked) and the most bytes its log may take."""
 

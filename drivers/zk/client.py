@@ -31,7 +31,14 @@ class ZkClient(PatchedZK):
     ) -> bytes:
         """A whole table by buffered read (PREPARE_BUFFER / READ_BUFFER), at most `cap` bytes;
         `on_data(chunk, total)` sees each chunk as it arrives (`PatchedZK.read_buffered`)."""
-        return self.read_buffered(command, fct, cap, on_data)
+        return self.read_buffered(command, fct, cap, on_data)[0]
+
+    def read_table_from(self, command: int, fct: int, cap: int, start: int) -> tuple[bytes, int]:
+        """A table's bytes from byte `start` to its end, and the whole table's size: the same
+        PREPARE_BUFFER as `read_table` (the terminal stages the whole set), then READ_BUFFER
+        from `start` only (docs: READ_BUFFER takes a u32 start and size), each chunk bounded
+        as there. A set small enough to come at once (CMD_DATA) is cut here."""
+        return self.read_buffered(command, fct, cap, start=start)
 
     def free_sizes(self) -> zp.FreeSizes:
         reply = self.exchange(zp.CMD_GET_FREE_SIZES, b"", 1024)

@@ -324,9 +324,12 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
         return True
 
     # -- patches bulk_read_unbounded, bulk_read_loses_place, eof_read_spins_forever ----------
-    def read_buffered(self, command: int, fct: int, cap: int, on_data: DataHook | None = None) -> bytes:
-        """A whole table (PREPARE_BUFFER, then READ_BUFFER chunks), never more than `cap` bytes;
-        `on_data(chunk, total)` gets each checked chunk in order as it arrives (in this thread).
+    def read_buffered(
+        self, command: int, fct: int, cap: int, on_data: DataHook | None = None, *, start: int = 0
+    ) -> tuple[bytes, int]:
+        """A table (PREPARE_BUFFER, then READ_BUFFER chunks) from byte `start` (a tail read; 0:
+        whole) and the whole table's size, never more than `cap` bytes; `on_data(chunk,
+        total)` gets each checked chunk in order as it arrives (in this thread).
 
         bulk_read_unbounded: pyzk's read_with_buffer believes the size the terminal
         announces (2**31 bytes makes it ask for 32,768 chunks and keep them all) and keeps
@@ -340,7 +343,7 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             if len(reply.data) > cap:
                 raise OversizedReply(f"a {len(reply.data)}-byte data set; at most {cap} are accepted")
             self._progress(len(reply.data), len(reply.data), reply.data, on_data)
-            return reply.data
+            return reply.data[start:], len(reply.data)
         if reply.command != zp.CMD_ACK_OK:
             raise ZKErrorResponse(f"buffered read refused (reply {reply.command})")
         total = zp.decode_buffer_ready(reply.data)
@@ -350,19 +353,19 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
             )
         chunk_size = TCP_MAX_CHUNK if self.tcp else UDP_MAX_CHUNK
         buffer = bytearray()
-        for start in range(0, total, chunk_size):
-            size = min(chunk_size, total - start)
-            chunk = self._ZK__read_chunk(start, size)
+        for at in range(start, total, chunk_size):
+            size = min(chunk_size, total - at)
+            chunk = self._ZK__read_chunk(at, size)
             if len(chunk) != size:  # the rest would be misplaced: the set cannot be trusted
-                raise zp.ZkFrameError(f"READ_BUFFER {start}+{size} carried {len(chunk)} bytes")
+                raise zp.ZkFrameError(f"READ_BUFFER {at}+{size} carried {len(chunk)} bytes")
             buffer += chunk
             self._progress(len(buffer), total, chunk, on_data)
         self.free_data()
-        return bytes(buffer)
+        return bytes(buffer), total
 
     def read_with_buffer(self, command: int, fct: int = 0, ext: int = 0) -> tuple[bytes, int]:
         """pyzk's entry point for buffered reads, bounded (for pyzk's own callers)."""
-        data = self.read_buffered(command, fct, DEFAULT_TABLE_CAP)
+        data = self.read_buffered(command, fct, DEFAULT_TABLE_CAP)[0]
         return data, len(data)
 
     def _progress(self, done: int, total: int, chunk: bytes, on_data: DataHook | None) -> None:
