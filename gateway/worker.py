@@ -56,7 +56,6 @@ from punchgate.gateway.worker_known_log import (
     KnownLog,
     LogHasher,
     LogIntake,
-    TailState,
     polls_since,
     why_read,
 )
@@ -139,7 +138,6 @@ class DeviceWorker:
         # the count as a running gateway does (`_restore_known`).
         self._known: KnownLog | None = None
         self._read_at = 0.0  # unix seconds of the last whole-log read (kept with `_known`)
-        self._tail: TailState | None = None  # how a tail read goes on from `_known` (memory only)
         self._live_since_read = 0  # live punches committed since the last full read
         self._polls_since_read = 0  # polls answered from the count since the last full read
         self._meta: dict[str, Any] = {}  # what the buffer remembers about the terminal
@@ -367,7 +365,7 @@ class DeviceWorker:
         )
         if replaced:
             self._last_count = None  # a new terminal has its own log
-            self._known = self._tail = None
+            self._known = None
         if info.serial_number:
             self._serial = info.serial_number
 
@@ -405,16 +403,15 @@ class DeviceWorker:
     async def _read_tail(self, info: DeviceInfo) -> bool:
         """Read only what the log added since the records stored (`worker_tail`); False when
         a whole read must decide instead."""
-        known, state = self._known, self._tail
-        first = tail_first(info, known, state, self.driver)
-        if first is None or known is None or state is None:
+        known = self._known
+        first = tail_first(info, known, self.driver)
+        if first is None or known is None:
             return False
         assert isinstance(self.driver, TailReader)
         started = time.monotonic()
-        raws = await self._bounded(
-            "read new records", self.driver.read_records_from(first), self._call_limit(info)
-        )
-        tail = take_tail(raws, known, state)
+        read = self.driver.read_records_from(first, len(known.anchor))
+        raws = await self._bounded("read new records", read, self._call_limit(info))
+        tail = take_tail(raws, known)
         if tail is None:
             log.info("tail_read_refused", records=info.record_count, known=known.count)
             return False
@@ -422,7 +419,7 @@ class DeviceWorker:
         lag = self._take_lag(started)
         self._check_count(tail.known.count)
         new = await self._commit(tail.new, source="poll", historical=True)
-        self._known, self._tail = tail.known, tail.state
+        self._known = tail.known
         self._last_count = tail.known.count
         self._live_since_read = 0
         self._polls_since_read += 1  # the periodic whole read still comes (`why_read`)
@@ -487,12 +484,10 @@ class DeviceWorker:
         lag = self._take_lag(started)
         self._check_count(info.record_count)
         intake = LogIntake(self._known, self._hasher_seed())
-        self._tail = None  # set again once this read has stored the whole log
         read = self._read_and_commit(intake, historical=historical)
         new = await self._bounded("read records", read, self._call_limit(info))
         count = intake.count
         self._known = intake.known()
-        self._tail = intake.tail_state()
         self._read_at = self.clock().timestamp()
         self._last_count = count
         self._live_since_read = self._polls_since_read = 0
@@ -556,7 +551,7 @@ class DeviceWorker:
         """Clear only what is durably stored: every record read is in the buffer (just committed)."""
         await self._bounded("clear records", self.driver.clear_records(expected))
         self._last_count = 0
-        self._known, self._tail = KnownLog(0, self._hasher().digest()), None
+        self._known = KnownLog(0, self._hasher().digest())
         await self._remember(0)
         log.info("terminal_log_cleared", records=expected)
         await asyncio.to_thread(

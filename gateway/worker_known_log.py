@@ -24,23 +24,37 @@ RECONCILE_POLLS = 10
 DIGEST_VERSION = "1"
 DIGEST_BYTES = 16
 # The device meta key under which the known log survives a restart: `{"count", "digest" (hex),
-# "read_at" (unix seconds of the last whole-log read)}`. Its digest is seeded with the serial,
-# driver and encoding (`LogHasher`), so it never matches another terminal's or config's log.
+# "marks", "anchor" (hex), "read_at" (unix seconds of the last whole-log read)}`. Its digest is
+# seeded with the serial, driver and encoding (`LogHasher`), so it never matches another
+# terminal's or config's log.
 KNOWN_LOG_KEY = "known_log"
+MAX_MARKS = 64  # tail reads chained onto one whole read's digest before a whole read is asked for
 
 
 @dataclass(frozen=True, slots=True)
 class KnownLog:
-    """The part of a terminal's log already stored: its first `count` records, as read by the
-    last full read whose every record is in the buffer, hash to `digest` (`LogHasher`)."""
+    """The part of a terminal's log already stored: its first `count` records hash to `digest`.
+
+    After a whole read `marks` is empty and `digest` is the running digest of the records
+    (`LogHasher`). Each tail read (gateway/worker_tail.py) chains the records it added onto it
+    (`chain`), and `marks` then says where: (records of the whole read, count after each tail
+    read...). `anchor` is the last stored record's bytes (a tail read starts from it)."""
 
     count: int
     digest: bytes
+    marks: tuple[int, ...] = ()
+    anchor: bytes = b""
 
     def to_meta(self, read_at: float) -> dict[str, object]:
         """As kept in the device meta (`KNOWN_LOG_KEY`), with when the whole log was last read
         (unix seconds): a restarted gateway then trusts the count as a running one does."""
-        return {"count": self.count, "digest": self.digest.hex(), "read_at": round(read_at, 3)}
+        return {
+            "count": self.count,
+            "digest": self.digest.hex(),
+            "marks": list(self.marks),
+            "anchor": self.anchor.hex(),
+            "read_at": round(read_at, 3),
+        }
 
     @staticmethod
     def from_meta(meta: object) -> tuple[KnownLog, float] | None:
@@ -59,7 +73,18 @@ class KnownLog:
             return None
         if len(raw) != DIGEST_BYTES:
             return None
-        return KnownLog(count, raw), float(read_at)
+        marks, anchor = meta.get("marks", []), meta.get("anchor", "")
+        if not (
+            isinstance(marks, list) and all(isinstance(m, int) for m in marks) and isinstance(anchor, str)
+        ):
+            return None
+        if marks and (marks != sorted(marks) or marks[-1] != count or marks[0] < 0):
+            return None
+        try:
+            anchor_raw = bytes.fromhex(anchor)
+        except ValueError:
+            return None
+        return KnownLog(count, raw, tuple(marks), anchor_raw), float(read_at)
 
 
 class LogHasher:
@@ -77,22 +102,24 @@ class LogHasher:
     def digest(self) -> bytes:
         return self._hash.digest()
 
-    def copy(self) -> LogHasher:
-        """A hasher that goes on from here, leaving this one as it is."""
-        other = LogHasher.__new__(LogHasher)
-        other._hash = self._hash.copy()
-        return other
+
+def chain(digest: bytes, raws: Sequence[RawPunch]) -> bytes:
+    """A known log's digest with `raws`, the records after it, chained on (a tail read): only
+    the previous digest is needed, so it goes on after a restart too."""
+    joined = b"".join([raw.raw or fields_key(raw) for raw in raws])
+    return hashlib.blake2b(b"\x1dchain" + digest + joined, digest_size=DIGEST_BYTES).digest()
 
 
-@dataclass(frozen=True, slots=True)
-class TailState:
-    """What a tail read needs to go on from the known log, kept in memory after a whole read:
-    the running digest of the stored records (`hasher`, extended by the new ones) and the last
-    stored record's bytes (`anchor`): the tail is read from that record on, and only when it
-    is still there, the same bytes at the same place, are the records after it taken as new."""
-
-    hasher: LogHasher
-    anchor: bytes
+def matches(known: KnownLog, prefix: Sequence[RawPunch], plain: LogHasher) -> bool:
+    """Whether `prefix` (the first `known.count` records of a log) is the known log; `plain`
+    is fed every record of it either way (the running digest a whole read goes on from)."""
+    base = known.marks[0] if known.marks else known.count
+    plain.feed(prefix[:base])
+    digest = plain.digest()
+    for lo, hi in zip(known.marks, known.marks[1:], strict=False):
+        digest = chain(digest, prefix[lo:hi])
+    plain.feed(prefix[base:])
+    return digest == known.digest
 
 
 def fields_key(raw: RawPunch) -> bytes:
@@ -167,8 +194,7 @@ class LogIntake:
         assert known is not None
         if known.count <= len(held):
             hasher = LogHasher(self._seed)
-            hasher.feed(held[: known.count])
-            if hasher.digest() == known.digest:
+            if matches(known, held[: known.count], hasher):
                 self._hasher = hasher
                 self.skipped = self.stored = known.count
                 self.newest_skipped = max(held[: known.count], key=lambda raw: raw.timestamp)
@@ -183,19 +209,12 @@ class LogIntake:
         if raws:
             self._last_raw = raws[-1].raw
 
-    def tail_state(self) -> TailState | None:
-        """After a read that stored the whole log: how a tail read goes on from it (None when
-        the driver gave no record bytes to recognise the last one by)."""
-        if not self._decided or self.stored != self.count or not self.stored or not self._last_raw:
-            return None
-        return TailState(self._hasher.copy(), self._last_raw)
-
     def known(self) -> KnownLog | None:
         """The stored prefix of the log as far as this read has got (before the prefix is
         decided, the previous read's)."""
         if not self._decided:
             return self._known
-        return KnownLog(self.stored, self._hasher.digest())
+        return KnownLog(self.stored, self._hasher.digest(), (), self._last_raw or b"")
 
 
 def polls_since(read_at: float, now: float, interval: float) -> int:

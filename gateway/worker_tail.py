@@ -18,14 +18,15 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from punchgate.drivers.base import DeviceInfo, RawPunch
-from punchgate.gateway.worker_known_log import KnownLog, TailState
+from punchgate.gateway.worker_known_log import MAX_MARKS, KnownLog, chain
 
 
 @runtime_checkable
 class TailReader(Protocol):
-    async def read_records_from(self, first: int) -> list[RawPunch] | None:
-        """The records from index `first` to the end of the log; None when only a whole read
-        can say (the driver does not know the layout yet, the log holds no such record...)."""
+    async def read_records_from(self, first: int, record_size: int) -> list[RawPunch] | None:
+        """The records from index `first` to the end of the log, whose records are
+        `record_size` bytes long (the stored ones were); None when only a whole read can say
+        (another layout, the log holds no such record...)."""
         ...
 
 
@@ -35,34 +36,30 @@ class Tail:
 
     new: Sequence[RawPunch]
     known: KnownLog
-    state: TailState
 
 
-def tail_first(
-    info: DeviceInfo, known: KnownLog | None, state: TailState | None, driver: object
-) -> int | None:
+def tail_first(info: DeviceInfo, known: KnownLog | None, driver: object) -> int | None:
     """The record to read from for a tail read of this poll, or None when a whole read is due.
     Only for a log that grew past what is stored, below its capacity (a full log overwrites
-    its oldest records in place)."""
+    its oldest records in place), from a known log whose last record's bytes are known."""
     count = info.record_count
-    if known is None or state is None or known.count == 0 or count is None or count <= known.count:
+    if known is None or not known.anchor or known.count == 0 or count is None or count <= known.count:
         return None
     if info.record_capacity and count >= info.record_capacity:
         return None
-    if not isinstance(driver, TailReader):
+    if len(known.marks) >= MAX_MARKS or not isinstance(driver, TailReader):
         return None
     return known.count - 1
 
 
-def take_tail(raws: Sequence[RawPunch] | None, known: KnownLog, state: TailState) -> Tail | None:
+def take_tail(raws: Sequence[RawPunch] | None, known: KnownLog) -> Tail | None:
     """The new records of a tail read that starts at the anchor; None when it does not (the
     whole log is read instead)."""
-    if not raws or raws[0].raw != state.anchor:
+    if not raws or raws[0].raw != known.anchor:
         return None
     new = raws[1:]
-    hasher = state.hasher.copy()
-    hasher.feed(new)
-    anchor = new[-1].raw if new else state.anchor
-    if not anchor:
+    if not new or not new[-1].raw:
         return None
-    return Tail(new, KnownLog(known.count + len(new), hasher.digest()), TailState(hasher, anchor))
+    count = known.count + len(new)
+    marks = (known.marks or (known.count,)) + (count,)
+    return Tail(new, KnownLog(count, chain(known.digest, new), marks, new[-1].raw))

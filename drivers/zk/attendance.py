@@ -126,14 +126,17 @@ class AttendanceReader:
         if stream.invalid:
             log.warning("zk_records_with_invalid_dates", device=self.name, count=stream.invalid)
 
-    async def read_records_from(self, first: int) -> list[RawPunch] | None:
+    async def read_records_from(self, first: int, record_size: int) -> list[RawPunch] | None:
         """The records from index `first` to the end of the log (a tail read: READ_BUFFER from
-        that record's offset, `ZkClient.read_table_from`), or None when this cannot be done
-        safely and the caller must read the whole log: the record size is not known yet from
-        a whole read of this terminal, or is 8 (two layouts, told apart on a whole log), the
-        log holds no record at `first`, or the set does not add up to the count at that size."""
-        size = self.record_size
-        if size is None or size == 8 or first < 0:
+        that record's offset, `ZkClient.read_table_from`), `record_size` bytes each (as the
+        caller's stored records were), or None when this cannot be done safely and the caller
+        must read the whole log: a whole read of this session's terminal showed another size,
+        the size is 8 (two layouts, told apart on a whole log) or not one ZK uses, the log
+        holds no record at `first`, or the set does not add up to the count at that size."""
+        size = record_size
+        if self.record_size not in (None, size) or size == 8 or size not in zp.ATTENDANCE_RECORD_SIZES:
+            return None
+        if first < 0:
             return None
         zk = self._session.current()
 

@@ -125,10 +125,10 @@ class ZkDriver:
         """
         return await self._attendance.read_records(progress)
 
-    async def read_records_from(self, first: int) -> list[RawPunch] | None:
+    async def read_records_from(self, first: int, record_size: int) -> list[RawPunch] | None:
         """The records from index `first` to the end of the log, or None when the whole log
         must be read instead (`AttendanceReader.read_records_from`)."""
-        return await self._attendance.read_records_from(first)
+        return await self._attendance.read_records_from(first, record_size)
 
     def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
         """Every attendance record, in log order, in parts as the transfer delivers them

@@ -156,7 +156,7 @@ async def rig_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncI
             rig.driver = rig.worker.driver
             started.append((emulator, asyncio.create_task(rig.worker.run()), store))
             await wait_until_async(
-                lambda: rig.worker.full_reads + rig.worker.polls_counted >= 1,
+                lambda: rig.worker.full_reads + rig.worker.polls_counted + rig.worker.tail_reads >= 1,
                 timeout=30,
                 message="a first poll",
             )

@@ -16,6 +16,11 @@ SEED = "1\x1fSERIAL\x1fzk\x1futf-8"
 START = dt.datetime(2026, 11, 1, 8)
 
 
+def core(known: KnownLog | None) -> tuple[int, bytes] | None:
+    """A known log's count and digest (its anchor, the last record's bytes, aside)."""
+    return None if known is None else (known.count, known.digest)
+
+
 def log(n: int, *, first: int = 0) -> list[RawPunch]:
     return [
         RawPunch(
@@ -56,11 +61,11 @@ def test_without_a_stored_prefix_every_part_is_handed_on_as_it_comes() -> None:
     intake = LogIntake(None, SEED)
     assert list(intake.take(raws[:4])) == raws[:4]
     intake.committed(raws[:4])
-    assert intake.known() == KnownLog(4, digest(raws[:4]))
+    assert core(intake.known()) == (4, digest(raws[:4]))
     assert list(intake.take(raws[4:])) == raws[4:]
     intake.committed(raws[4:])
     assert intake.finish() == []
-    assert intake.known() == KnownLog(10, digest(raws))
+    assert core(intake.known()) == (10, digest(raws))
     assert (intake.count, intake.skipped) == (10, 0)
 
 
@@ -73,9 +78,9 @@ def test_a_matching_prefix_is_held_then_skipped_and_only_the_rest_is_handed_on()
     assert list(intake.take(raws[4:12])) == raws[10:12]
     assert intake.skipped == 10 and intake.newest_skipped == raws[9]
     intake.committed(raws[10:12])
-    assert intake.known() == KnownLog(12, digest(raws[:12]))
+    assert core(intake.known()) == (12, digest(raws[:12]))
     assert read(intake, raws[12:], 5) == raws[12:]
-    assert intake.known() == KnownLog(25, digest(raws))
+    assert core(intake.known()) == (25, digest(raws))
 
 
 def test_a_rewritten_log_of_the_same_length_or_longer_is_handed_on_whole() -> None:
@@ -84,7 +89,7 @@ def test_a_rewritten_log_of_the_same_length_or_longer_is_handed_on_whole() -> No
     intake = LogIntake(KnownLog(10, digest(old)), SEED)
     assert read(intake, new, 4) == new
     assert intake.skipped == 0 and intake.newest_skipped is None
-    assert intake.known() == KnownLog(15, digest(new))
+    assert core(intake.known()) == (15, digest(new))
 
 
 def test_a_log_shorter_than_the_stored_prefix_is_handed_on_at_the_end() -> None:
@@ -94,7 +99,7 @@ def test_a_log_shorter_than_the_stored_prefix_is_handed_on_at_the_end() -> None:
     assert intake.take(shorter) == []
     assert intake.finish() == shorter
     intake.committed(shorter)
-    assert intake.known() == KnownLog(6, digest(shorter))
+    assert core(intake.known()) == (6, digest(shorter))
 
 
 def test_a_read_cut_short_keeps_what_it_stored_and_the_next_skips_exactly_that() -> None:
@@ -103,7 +108,7 @@ def test_a_read_cut_short_keeps_what_it_stored_and_the_next_skips_exactly_that()
     handed = read(first, raws, 7, upto=21)  # cut after three parts
     assert handed == raws[5:21]
     known = first.known()
-    assert known == KnownLog(21, digest(raws[:21]))
+    assert core(known) == (21, digest(raws[:21]))
     second = LogIntake(known, SEED)
     assert read(second, raws, 7) == raws[21:]
     assert second.skipped == 21

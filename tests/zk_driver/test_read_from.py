@@ -1,6 +1,6 @@
 """The ZK driver's tail read (`ZkDriver.read_records_from`): READ_BUFFER from a record's offset
 returns exactly the log's records from there on, over TCP and UDP, for 40- and 16-byte logs;
-it declines (None) until a whole read has shown the layout, for 8-byte logs (two layouts),
+it declines (None) for a record size the log does not have, for 8-byte logs (two layouts),
 and for an index past the end of the log."""
 
 from __future__ import annotations
@@ -20,17 +20,22 @@ async def test_the_tail_is_the_end_of_the_whole_log(
     emulator = await start_emulator(profile=profile, serial_number="TAIL000001")
     emulator.generate_log(3000, days=20, users=30, seed=4)
     driver = await open_driver(terminal_config(emulator, transport))
-    assert await driver.read_records_from(10) is None, "a tail before the layout is known"
+    size = emulator.profile.attendance_record_size
+    wrong = 16 if size == 40 else 40
+    assert await driver.read_records_from(10, wrong) is None, "a tail at a size the log does not have"
     whole = await driver.read_records()
+    early = await driver.read_records_from(2990, size)  # a session's first read may be a tail
+    assert early is not None and [r.raw for r in early] == [r.raw for r in whole[2990:]]
     for user in ("1", "2", "3"):
         emulator.add_punch(user)
-    tail = await driver.read_records_from(len(whole) - 1)
+    tail = await driver.read_records_from(len(whole) - 1, size)
     again = await driver.read_records()
     assert tail is not None and len(tail) == 4
     assert as_tuples(tail) == as_tuples(again[len(whole) - 1 :])
     assert [r.raw for r in tail] == [r.raw for r in again[len(whole) - 1 :]]
-    assert await driver.read_records_from(len(again)) is None, "no record there"
-    small = await driver.read_records_from(0)  # the whole log the tail way: the same records
+    assert await driver.read_records_from(len(again), size) is None, "no record there"
+    assert await driver.read_records_from(0, wrong) is None, "a whole read showed another size"
+    small = await driver.read_records_from(0, size)  # the whole log the tail way: the same records
     assert small is not None and as_tuples(small) == as_tuples(again)
 
 
@@ -42,7 +47,7 @@ async def test_eight_byte_logs_are_always_read_whole(
     driver = await open_driver(terminal_config(emulator, "udp"))
     whole = await driver.read_records()
     assert len(whole) == 200
-    assert await driver.read_records_from(100) is None
+    assert await driver.read_records_from(100, 8) is None
 
 
 async def test_a_small_log_sent_at_once_is_cut_at_the_record(
@@ -53,6 +58,6 @@ async def test_a_small_log_sent_at_once_is_cut_at_the_record(
     driver = await open_driver(terminal_config(emulator))
     whole = await driver.read_records()
     emulator.add_punch("2")
-    tail = await driver.read_records_from(9)
+    tail = await driver.read_records_from(9, 40)
     assert tail is not None and [r.raw for r in tail] == [r.raw for r in (await driver.read_records())[9:]]
     assert tail[0].raw == whole[9].raw
