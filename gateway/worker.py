@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Protocol, TypeVar
@@ -75,6 +76,10 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 POLL_LAGS_KEPT = 64
+# At a factory's rate every poll reads a few new records; writing the device meta (an fsynced
+# commit) after each would double the polls' commits. Tail reads and count-only polls write it
+# at most this often (whole reads always do).
+META_LAZY_SECONDS = 300.0
 
 
 class PunchSink(Protocol):
@@ -141,6 +146,7 @@ class DeviceWorker:
         self._live_since_read = 0  # live punches committed since the last full read
         self._polls_since_read = 0  # polls answered from the count since the last full read
         self._meta: dict[str, Any] = {}  # what the buffer remembers about the terminal
+        self._meta_at = -math.inf  # time.monotonic() of the last write of `_meta`
         self.full_reads = 0
         self.polls_counted = 0  # polls that found nothing to read
         self.tail_reads = 0  # polls that read only what the log added (`worker_tail`)
@@ -397,7 +403,7 @@ class DeviceWorker:
         self._polls_since_read += 1
         self._last_count = info.record_count
         self.polls_counted += 1
-        await self._remember(info.record_count)
+        await self._remember(info.record_count, lazy=True)
         log.info("poll_counted", records=info.record_count, **lag)
 
     async def _read_tail(self, info: DeviceInfo) -> bool:
@@ -425,7 +431,7 @@ class DeviceWorker:
         self._polls_since_read += 1  # the periodic whole read still comes (`why_read`)
         self.tail_reads += 1
         self.health.read_done(count=tail.known.count, new=new)
-        await self._remember(tail.known.count)
+        await self._remember(tail.known.count, lazy=True)
         log.info(
             "tail_read",
             records=tail.known.count,
@@ -455,9 +461,18 @@ class DeviceWorker:
             f"record count went from {self._last_count} to {count} without a clear",
         )
 
-    async def _remember(self, count: int | None) -> None:
+    async def _remember(self, count: int | None, *, lazy: bool = False) -> None:
         """Write what the buffer remembers about the terminal, only when it changed (each write
-        is an fsynced commit)."""
+        is an fsynced commit). `lazy` (a tail read, a poll answered by the count): at most
+        every META_LAZY_SECONDS for the same serial. What the meta then holds is an older
+        prefix of the log, as good after a restart: its tail read starts from an earlier
+        record, and the buffer keeps each record once."""
+        if (
+            lazy
+            and self._meta.get("serial_number") == self._serial
+            and time.monotonic() - self._meta_at < META_LAZY_SECONDS
+        ):
+            return
         meta = {**self._meta, "serial_number": self._serial, "record_count": count}
         meta.pop(KNOWN_LOG_KEY, None)
         if self._known is not None:
@@ -468,6 +483,7 @@ class DeviceWorker:
         if meta != self._meta:
             await asyncio.to_thread(self.store.set_device_meta, self.name, meta)
             self._meta = meta
+            self._meta_at = time.monotonic()
 
     def _hasher_seed(self) -> str:
         encoding = str(getattr(self.terminal, "encoding", ""))
