@@ -4,7 +4,8 @@ Separate from the connection (sync/forwarder.py, sync/forwarder_session.py) beca
 part that keeps the no-loss promise, and it only needs a connected client to publish with:
 
 * read pending rows about READ_AHEAD_BATCHES messages' worth at a time, from where the previous
-  read stopped (a replay `rewind`s to the start). In broker mode a read takes one terminal's
+  read stopped (a replay `rewind`s to the start), the next read already running while one
+  read's messages are published. In broker mode a read takes one terminal's
   next `batch_size` rows at a time, terminals in the order of their oldest unread row
   (`buffer_delivery.pending_per_device`), so messages are full however the terminals' rows
   interleave in the buffer (polling through an outage stores a few of each in turn);
@@ -195,28 +196,62 @@ class Drain:
         read_limit = self.mqtt.batch_size * READ_AHEAD_BATCHES
         after = 0  # every pending pk up to here is in flight or done in this session
         read_up_to: dict[str, int] = {}  # per terminal, beyond `after`
-        while True:
-            self._wake.clear()
-            if self._rewind:
-                # Rows went back to pending behind our cursor (a replay): read from the start.
-                self._rewind = False
-                after = 0
-                read_up_to.clear()
-            messages, after = await self._read_messages(read_limit, after, read_up_to)
-            if not messages:
-                await wait_event(self._wake, IDLE_POLL_SECONDS)
-                continue
-            # Each read is sent as soon as it is grouped, so the broker is never idle while
-            # the next read runs (carrying partial batches over would starve the pipeline).
-            seqs = await asyncio.to_thread(self.store.next_batch_seqs, [m.device for m in messages])
-            for (device, pks, records, ids), seq in zip(messages, seqs, strict=True):
-                payload = batch_json(gateway=self.gateway_id, device=device, seq=seq, records=records)
-                if self.central is not None:
-                    if ids is None:  # re-sends and split reads: from the records
-                        ids = [record_id_of(record) for record in records]
-                    self.central.remember_batch(device, seq, list(pks), ids)
-                await window.acquire()
-                tasks.spawn(self._publish_batch(client, device, payload, pks, window), "mqtt-publish")
+        # The next read, started before this one's messages are published (see below).
+        ahead: asyncio.Task[tuple[list[Message], int]] | None = None
+        try:
+            while True:
+                if self._rewind:
+                    # Rows went back to pending behind our cursor (a replay): read from the
+                    # start, once a read still running (it updates `read_up_to`) is done.
+                    if ahead is not None:
+                        await asyncio.gather(ahead, return_exceptions=True)
+                        ahead = None
+                    self._rewind = False
+                    after = 0
+                    read_up_to.clear()
+                if ahead is None:
+                    ahead = self._read_ahead(read_limit, after, read_up_to)
+                messages, after = await ahead
+                ahead = None
+                if not messages:
+                    await wait_event(self._wake, IDLE_POLL_SECONDS)
+                    continue
+                seqs = await asyncio.to_thread(self.store.next_batch_seqs, [m.device for m in messages])
+                # The next read runs (in its thread) while these messages are grouped, remembered
+                # and published: the drain's loop no longer alternates reading and publishing.
+                ahead = self._read_ahead(read_limit, after, read_up_to)
+                await self._publish_all(client, tasks, window, messages, seqs)
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+                await asyncio.gather(ahead, return_exceptions=True)
+
+    def _read_ahead(
+        self, limit: int, after: int, read_up_to: dict[str, int]
+    ) -> asyncio.Task[tuple[list[Message], int]]:
+        """Start the next read. The wake-up flag is cleared first, before the read's snapshot:
+        punches committed after it set the flag again, so an empty read never sleeps on them."""
+        self._wake.clear()
+        return asyncio.ensure_future(self._read_messages(limit, after, read_up_to))
+
+    async def _publish_all(
+        self,
+        client: aiomqtt.Client,
+        tasks: SessionTasks,
+        window: asyncio.Semaphore,
+        messages: Sequence[Message],
+        seqs: Sequence[int],
+    ) -> None:
+        """Each read is sent as soon as it is grouped, so the broker is never idle while the next
+        read runs (carrying partial batches over would starve the pipeline)."""
+        for (device, pks, records, ids), seq in zip(messages, seqs, strict=True):
+            payload = batch_json(gateway=self.gateway_id, device=device, seq=seq, records=records)
+            if self.central is not None:
+                if ids is None:  # re-sends and split reads: from the records
+                    ids = [record_id_of(record) for record in records]
+                self.central.remember_batch(device, seq, list(pks), ids)
+            await window.acquire()
+            tasks.spawn(self._publish_batch(client, device, payload, pks, window), "mqtt-publish")
 
     async def _publish_batch(
         self,
