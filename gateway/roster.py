@@ -102,7 +102,11 @@ class RosterJob:
 def first_refresh_in(store: Store, device: str, every: float, now: dt.datetime) -> float:
     """Seconds until the terminal's roster is due: `every` after its stored `refreshed_at`
     (0 when none is stored, or it cannot be read)."""
-    stored = store.get_device_meta(roster_key(device)).get("refreshed_at")
+    return refresh_due_in(store.get_device_meta(roster_key(device)).get("refreshed_at"), every, now)
+
+
+def refresh_due_in(stored: object, every: float, now: dt.datetime) -> float:
+    """Seconds until a roster refreshed at `stored` (its stored `refreshed_at`) is due."""
     if not isinstance(stored, str):
         return 0.0
     try:
@@ -122,7 +126,12 @@ async def refresh_forever(worker: DeviceWorker, store: Store, settings: RosterSe
     if settings.refresh_hours <= 0:
         return
     every = settings.refresh_hours * 3600
-    wait = await asyncio.to_thread(first_refresh_in, store, worker.name, every, dt.datetime.now(dt.UTC))
+    now = dt.datetime.now(dt.UTC)
+    if worker.stored_roster is not None:  # read with every terminal's meta at start-up
+        wait = refresh_due_in(worker.stored_roster.get("refreshed_at"), every, now)
+        worker.stored_roster = None
+    else:
+        wait = await asyncio.to_thread(first_refresh_in, store, worker.name, every, now)
     if wait > 0:
         await asyncio.sleep(wait)
     while True:

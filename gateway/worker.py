@@ -146,6 +146,10 @@ class DeviceWorker:
         self._live_since_read = 0  # live punches committed since the last full read
         self._polls_since_read = 0  # polls answered from the count since the last full read
         self._meta: dict[str, Any] = {}  # what the buffer remembers about the terminal
+        # Read with every terminal's at start-up (`app_terminals`), else by `run()`; the stored
+        # roster's `refreshed_at` likewise for gateway/roster.py. Dropped once used.
+        self.stored_meta: dict[str, Any] | None = None
+        self.stored_roster: dict[str, Any] | None = None
         self._meta_at = -math.inf  # time.monotonic() of the last write of `_meta`
         self.full_reads = 0
         self.polls_counted = 0  # polls that found nothing to read
@@ -200,7 +204,10 @@ class DeviceWorker:
     async def run(self) -> None:
         with bind_device(self.name):
             log.info("worker_started", type=self.driver_type)
-            meta = await asyncio.to_thread(self.store.get_device_meta, self.name)
+            meta = self.stored_meta
+            self.stored_meta = None
+            if meta is None:
+                meta = await asyncio.to_thread(self.store.get_device_meta, self.name)
             self._serial = str(meta.get("serial_number", ""))
             self._last_count = meta.get("record_count")
             self._meta = meta
@@ -221,6 +228,7 @@ class DeviceWorker:
         if restored is None:
             return
         self._known, self._read_at = restored
+        self._meta_at = time.monotonic()  # just read: as fresh as if written now (`_remember`)
         self._polls_since_read = polls_since(
             self._read_at, self.clock().timestamp(), self.terminal.poll_interval
         )

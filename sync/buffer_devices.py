@@ -56,6 +56,17 @@ def get_device_meta(conn: Connection, device: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def all_device_meta(conn: Connection) -> dict[str, dict[str, Any]]:
+    """What is remembered about every terminal (and its roster), by key, in one query."""
+    t = _META.c
+    found: dict[str, dict[str, Any]] = {}
+    for device, text in conn.execute(select(t.device, t.data)).all():
+        value = json.loads(text)
+        if isinstance(value, dict):
+            found[str(device)] = value
+    return found
+
+
 def set_device_meta(conn: Connection, device: str, data: dict[str, Any], now: float) -> None:
     """Replace what is remembered about a terminal (JSON-serialisable values only)."""
     text = json.dumps(data, sort_keys=True, default=str)

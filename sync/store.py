@@ -376,6 +376,11 @@ class Store:
         with self._engine.connect() as conn:
             return buffer_devices.get_device_meta(conn, device)
 
+    def all_device_meta(self) -> dict[str, dict[str, Any]]:
+        """Every terminal's remembered meta by key, in one query (a fleet's start-up)."""
+        with self._engine.connect() as conn:
+            return buffer_devices.all_device_meta(conn)
+
     def set_device_meta(self, device: str, data: dict[str, Any]) -> None:
         """Replace what is remembered about a terminal (JSON-serialisable values only)."""
         with self._write_lock, self._writer.begin() as conn:

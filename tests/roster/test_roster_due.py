@@ -54,3 +54,13 @@ def test_a_roster_from_the_future_waits_one_interval_at_most(store: Store) -> No
 def test_an_unreadable_time_is_due_at_once(store: Store) -> None:
     store.set_device_meta(roster_key("door"), {"refreshed_at": "yesterday", "users": {}})
     assert first_refresh_in(store, "door", DAY, NOW) == 0.0
+
+
+def test_every_terminals_meta_is_read_in_one_go(store: Store) -> None:
+    """What a fleet's start-up reads instead of two queries a terminal (`Store.all_device_meta`)."""
+    _stored(store, NOW)
+    store.set_device_meta("door", {"serial_number": "S1", "record_count": 3})
+    found = store.all_device_meta()
+    assert found["door"] == store.get_device_meta("door") == {"serial_number": "S1", "record_count": 3}
+    assert found[roster_key("door")]["refreshed_at"] == "2026-11-30T12:00:00Z"
+    assert set(found) == {"door", roster_key("door")}
