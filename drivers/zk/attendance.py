@@ -11,10 +11,12 @@ on the wire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable
 from typing import Final
 
 import structlog
+from zk.exception import ZKErrorResponse
 
 from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk import protocol as zp
@@ -50,6 +52,9 @@ class AttendanceReader:
         self.name = config.name
         self.timeout = config.timeout
         self.record_size: int | None = None  # learned on the first read
+        # A terminal that refused a READ_BUFFER from an offset is read whole from then on: a
+        # tail read failing at every poll would never collect its punches.
+        self.tails_refused = False
 
     async def read_records(self, progress: Callable[[int, int], None] | None = None) -> list[RawPunch]:
         """Every attendance record on the terminal, or CountMismatchError if they do not add up.
@@ -134,6 +139,8 @@ class AttendanceReader:
         the size is 8 (two layouts, told apart on a whole log) or not one ZK uses, the log
         holds no record at `first`, or the set does not add up to the count at that size."""
         size = record_size
+        if self.tails_refused:
+            return None
         if self.record_size not in (None, size) or size == 8 or size not in zp.ATTENDANCE_RECORD_SIZES:
             return None
         if first < 0:
@@ -150,6 +157,12 @@ class AttendanceReader:
             zk.set_timeout(self.timeout + reported * READ_SECONDS_PER_RECORD)
             try:
                 data, total = zk.read_table_from(zp.CMD_ATTLOG_RRQ, 0, cap, 4 + first * size)
+            except ZKErrorResponse as exc:  # refused in a reply of its own: still in step
+                self.tails_refused = True
+                log.warning("zk_tail_read_refused", device=self.name, error=str(exc))
+                with contextlib.suppress(Exception):
+                    zk.free_data()
+                return None
             finally:
                 zk.set_timeout(self.timeout)
             if total != 4 + reported * size or len(data) != (reported - first) * size:

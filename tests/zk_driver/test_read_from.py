@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from punchgate.drivers.zk import protocol as zp
+from punchgate.drivers.zk.emulator import dispatch
+from punchgate.drivers.zk.emulator.replies import ack
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 from tests.zk_driver.test_pyzk_bugs import as_tuples
 
@@ -61,3 +64,30 @@ async def test_a_small_log_sent_at_once_is_cut_at_the_record(
     tail = await driver.read_records_from(9, 40)
     assert tail is not None and [r.raw for r in tail] == [r.raw for r in (await driver.read_records())[9:]]
     assert tail[0].raw == whole[9].raw
+
+
+async def test_a_terminal_refusing_offset_reads_is_read_whole_from_then_on(
+    start_emulator: EmulatorFactory, open_driver: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Firmware that answers a READ_BUFFER not starting at 0 with ACK_ERROR: the tail read says
+    None (the caller reads whole), the session stays usable, and no tail is tried again."""
+    real = dispatch.COMMAND_HANDLERS[zp.CMD_READ_BUFFER]
+
+    def refuse_offsets(ctx: Any, session: Any, packet: zp.ZkPacket, link: Any) -> Any:
+        if zp.decode_read_buffer(packet.data)[0] != 0:
+            asked.append(packet)
+            return ack(session.id, packet, code=zp.CMD_ACK_ERROR)
+        return real(ctx, session, packet, link)
+
+    asked: list[zp.ZkPacket] = []
+    monkeypatch.setitem(dispatch.COMMAND_HANDLERS, zp.CMD_READ_BUFFER, refuse_offsets)
+    emulator = await start_emulator(profile="tft", serial_number="TAIL000099")
+    emulator.generate_log(500, days=5, users=10, seed=7)
+    driver = await open_driver(terminal_config(emulator))
+    whole = await driver.read_records()
+    emulator.add_punch("1")
+    assert await driver.read_records_from(len(whole) - 1, 40) is None
+    assert len(asked) == 1
+    assert len(await driver.read_records()) == 501  # the session is still in step
+    assert await driver.read_records_from(len(whole), 40) is None
+    assert len(asked) == 1, "a tail was tried again on a terminal that refused one"
