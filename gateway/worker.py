@@ -154,6 +154,7 @@ class DeviceWorker:
         self.full_reads = 0
         self.polls_counted = 0  # polls that found nothing to read
         self.tail_reads = 0  # polls that read only what the log added (`worker_tail`)
+        self._tails_paused = 0  # polls left that read whole after a tail read failed
         self.failure_log = FailureLog()
         # Remote commands wait here until the worker is between operations and connected.
         self._commands: list[RemoteCommand] = []  # rare: a list is 700 bytes less than a deque
@@ -399,7 +400,9 @@ class DeviceWorker:
         # A grown log is read from its last stored record on, unless the periodic whole read
         # is due (the count changing at every poll must not put that off for ever).
         periodic = self._polls_since_read + 1 >= self.reconcile_polls
-        if why == "count_changed" and not periodic and await self._read_tail(info):
+        if self._tails_paused:
+            self._tails_paused -= 1
+        elif why == "count_changed" and not periodic and await self._read_tail(info):
             return
         if why is not None:
             await self._full_read(info, historical=True, why=why)
@@ -424,7 +427,13 @@ class DeviceWorker:
         assert isinstance(self.driver, TailReader)
         started = time.monotonic()
         read = self.driver.read_records_from(first, len(known.anchor))
-        raws = await self._bounded("read new records", read, self._call_limit(info))
+        try:
+            raws = await self._bounded("read new records", read, self._call_limit(info))
+        except DriverError:
+            # The next polls read whole: a terminal that fails tail reads (say, one that never
+            # answers a READ_BUFFER from an offset) must not fail every poll for ever.
+            self._tails_paused = self.reconcile_polls
+            raise
         tail = take_tail(raws, known)
         if tail is None:
             log.info("tail_read_refused", records=info.record_count, known=known.count)

@@ -8,7 +8,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
+
+from punchgate.drivers.zk import protocol as zp
+from punchgate.drivers.zk.emulator import dispatch
+from punchgate.drivers.zk.emulator.replies import ack
 from tests.gateway.conftest import Rig
+from tests.support.waiting import wait_until_async
 
 
 async def test_a_grown_log_is_read_from_its_last_stored_record(rig_factory: Any) -> None:
@@ -78,3 +84,23 @@ async def test_tail_reads_write_the_device_meta_lazily_and_a_restart_goes_on_fro
     await rig.restart()
     assert (rig.worker.tail_reads, rig.driver.reads) == (1, 0)
     assert rig.stored_ids() == rig.terminal_ids() and len(rig.stored_ids()) == 504
+
+
+async def test_a_terminal_whose_tail_reads_fail_is_still_read(
+    rig_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A READ_BUFFER from an offset answered with a short data packet (the driver cannot trust
+    the set): the session fails, and the reconnect's poll reads whole instead of failing again."""
+    real = dispatch.COMMAND_HANDLERS[zp.CMD_READ_BUFFER]
+
+    def short_offsets(ctx: Any, session: Any, packet: zp.ZkPacket, link: Any) -> Any:
+        if zp.decode_read_buffer(packet.data)[0] != 0:
+            return ack(session.id, packet, b"\x00" * 3, code=zp.CMD_DATA)
+        return real(ctx, session, packet, link)
+
+    monkeypatch.setitem(dispatch.COMMAND_HANDLERS, zp.CMD_READ_BUFFER, short_offsets)
+    rig: Rig = await rig_factory(records=500)  # a whole read is one READ_BUFFER from 0
+    rig.emulator.add_punch("1")
+    rig.worker.request_poll()
+    await wait_until_async(lambda: rig.worker.full_reads >= 2, timeout=30, message="a whole read")
+    assert rig.worker.tail_reads == 0 and rig.stored_ids() == rig.terminal_ids()
