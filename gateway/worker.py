@@ -5,7 +5,9 @@ commit every new punch durably, then either listen for live punches or wait for 
 poll — reconciling with a full read, after a (re)connect or a restart as at any poll, whenever
 the terminal's record count is not what the last full read and the live stream account for
 (and at least every `RECONCILE_POLLS` poll intervals whatever it says, a restart in between
-or not: the known log is kept in the device meta). A full read normalises only the
+or not: the known log is kept in the device meta). After a (re)connect or a restart a count
+that agrees is not enough: the last record stored must still be at its place in the log, the
+same bytes, or the log is read in full (`_log_end_unchanged`). A full read normalises only the
 records after the part of the log the previous read stored (`KnownLog`); a poll that finds
 nothing to read is the contact alone, and writes nothing to the buffer.
 
@@ -289,9 +291,10 @@ class DeviceWorker:
     async def _session(self) -> None:
         await self._bounded("connect", self.driver.connect())
         info = await self._contact()
-        # After every (re)connect the log is read in full unless the count says what the
-        # buffer holds (`why_read`: the same rules, and the same bound, as any poll).
-        await self._poll(info)
+        # After every (re)connect the log is reconciled: read in full unless the count says
+        # what the buffer holds (`why_read`: the same rules and bound as any poll) *and* the
+        # last record stored is still at its place in the log (`_log_end_unchanged`).
+        await self._poll(info, reconnected=True)
         self.backoff.reset()
         self.failure_log.succeeded()
         wants_live = bool(getattr(self.terminal, "live", False))
@@ -394,9 +397,11 @@ class DeviceWorker:
             reconcile_polls=self.reconcile_polls,
         )
 
-    async def _poll(self, info: DeviceInfo) -> None:
+    async def _poll(self, info: DeviceInfo, *, reconnected: bool = False) -> None:
         """A poll after the contact: a full read when the log may hold something new."""
         why = self._why_read(info)
+        if why is None and reconnected and not await self._log_end_unchanged(info):
+            why = "reconcile"
         # A grown log is read from its last stored record on, unless the periodic whole read
         # is due (the count changing at every poll must not put that off for ever).
         periodic = self._polls_since_read + 1 >= self.reconcile_polls
@@ -416,6 +421,28 @@ class DeviceWorker:
         self.polls_counted += 1
         await self._remember(info.record_count, lazy=True)
         log.info("poll_counted", records=info.record_count, **lag)
+
+    async def _log_end_unchanged(self, info: DeviceInfo) -> bool:
+        """After a (re)connect or a restart, whose count agrees with the buffer: is the last
+        record stored still the record at its place in the log, the same bytes? A log cleared
+        and refilled to the same count while the connection was down fails this and is read
+        in full at once, not only at the periodic bound. False (read whole) whenever it cannot
+        be checked: no known log with its last record's bytes, a driver without offset reads."""
+        known = self._known
+        if known is None or not known.anchor or not known.count or self._tails_paused:
+            return False
+        if not isinstance(self.driver, TailReader):
+            return False
+        read = self.driver.read_records_from(known.count - 1, len(known.anchor))
+        try:
+            raws = await self._bounded("check the log's end", read, self._call_limit(info))
+        except DriverError:
+            self._tails_paused = self.reconcile_polls  # read whole until offset reads are trusted again
+            raise
+        unchanged = raws is not None and len(raws) > 0 and raws[0].raw == known.anchor
+        if not unchanged:
+            log.info("log_end_changed", records=info.record_count, known=known.count)
+        return unchanged
 
     async def _read_tail(self, info: DeviceInfo) -> bool:
         """Read only what the log added since the records stored (`worker_tail`); False when

@@ -124,28 +124,38 @@ async def test_a_restarted_gateway_answers_by_the_count_what_it_stored_before(ri
     assert rig.stored_ids() == rig.terminal_ids()
 
 
-async def test_a_log_refilled_while_the_gateway_was_down_is_read_within_the_bound(
-    rig_factory: Any,
-) -> None:
+async def test_a_log_refilled_while_the_gateway_was_down_is_read_at_the_restart(rig_factory: Any) -> None:
+    """The count agrees, but the log is not the one stored: the restart's reconcile reads it."""
     rig: Rig = await rig_factory(records=40, reconcile_polls=3)
     await rig.emulator.set_fault("log_cleared")
     start = rig.emulator.now() - dt.timedelta(hours=2)
     for n in range(40):  # the same count: the restarted gateway's count cannot see it
         rig.emulator.add_punch(str(1 + n % 20), start + dt.timedelta(minutes=n), state=n % 2)
     new = rig.terminal_ids() - rig.stored_ids()
+    assert len(new) == 40
     await rig.restart()
-    await rig.poll()
-    assert (rig.worker.polls_counted, rig.driver.reads) == (2, 0)
-    await rig.poll()  # the third since the last whole-log read, a restart in between
-    assert rig.driver.reads == 1 and new <= rig.stored_ids()
-    # Down for longer than the bound (3 polls of an hour): the first poll reads in full.
+    assert (rig.worker.polls_counted, rig.driver.reads) == (0, 1), "the refilled log was trusted by its count"
+    assert new <= rig.stored_ids()
+    # The log as it is now is what the buffer holds: the next restart answers by the count.
+    await rig.restart()
+    assert (rig.worker.polls_counted, rig.driver.reads) == (1, 0)
+
+
+async def test_a_log_refilled_while_the_connection_was_down_is_read_at_the_reconnect(
+    rig_factory: Any,
+) -> None:
+    rig: Rig = await rig_factory(records=40, reconcile_polls=100)
     await rig.emulator.set_fault("log_cleared")
-    for n in range(40):
-        rig.emulator.add_punch(str(1 + n % 20), start + dt.timedelta(minutes=90 + n), state=n % 2)
+    start = rig.emulator.now() - dt.timedelta(hours=2)
+    for n in range(40):  # the same count, and the periodic whole read far off
+        rig.emulator.add_punch(str(1 + n % 20), start + dt.timedelta(minutes=n), state=n % 2)
     new = rig.terminal_ids() - rig.stored_ids()
-    await rig.restart(ahead=3 * 3600)
-    assert (rig.worker.polls_counted, rig.driver.reads) == (0, 1)
-    assert len(new) == 40 and new <= rig.stored_ids()
+    await rig.emulator.set_fault("restart", downtime=0.2)
+    rig.worker.request_poll()  # the poll finds the session gone: the worker connects again
+    await wait_until_async(
+        lambda: rig.worker.full_reads >= 2, timeout=30, message="a read after reconnecting"
+    )
+    assert new <= rig.stored_ids(), "a refilled log was trusted by its count after a reconnect"
 
 
 async def test_a_read_checks_known_ids_through_the_unique_index_of_its_insert(rig_factory: Any) -> None:
