@@ -433,16 +433,26 @@ class DeviceWorker:
             return False
         if not isinstance(self.driver, TailReader):
             return False
-        read = self.driver.read_records_from(known.count - 1, len(known.anchor))
-        try:
-            raws = await self._bounded("check the log's end", read, self._call_limit(info))
-        except DriverError:
-            self._tails_paused = self.reconcile_polls  # read whole until offset reads are trusted again
-            raise
+        raws = await self._read_from(known.count - 1, known, info, "check the log's end")
         unchanged = raws is not None and len(raws) > 0 and raws[0].raw == known.anchor
         if not unchanged:
             log.info("log_end_changed", records=info.record_count, known=known.count)
         return unchanged
+
+    async def _read_from(
+        self, first: int, known: KnownLog, info: DeviceInfo, what: str
+    ) -> list[RawPunch] | None:
+        """The log's records from index `first` on, by the driver's offset read (records the
+        size of the stored ones). A driver error pauses offset reads: the next
+        `reconcile_polls` polls read whole, so a terminal that never answers a READ_BUFFER from
+        an offset cannot fail every poll for ever."""
+        assert isinstance(self.driver, TailReader)
+        read = self.driver.read_records_from(first, len(known.anchor))
+        try:
+            return await self._bounded(what, read, self._call_limit(info))
+        except DriverError:
+            self._tails_paused = self.reconcile_polls
+            raise
 
     async def _read_tail(self, info: DeviceInfo) -> bool:
         """Read only what the log added since the records stored (`worker_tail`); False when
@@ -451,16 +461,8 @@ class DeviceWorker:
         first = tail_first(info, known, self.driver)
         if first is None or known is None:
             return False
-        assert isinstance(self.driver, TailReader)
         started = time.monotonic()
-        read = self.driver.read_records_from(first, len(known.anchor))
-        try:
-            raws = await self._bounded("read new records", read, self._call_limit(info))
-        except DriverError:
-            # The next polls read whole: a terminal that fails tail reads (say, one that never
-            # answers a READ_BUFFER from an offset) must not fail every poll for ever.
-            self._tails_paused = self.reconcile_polls
-            raise
+        raws = await self._read_from(first, known, info, "read new records")
         tail = take_tail(raws, known)
         if tail is None:
             log.info("tail_read_refused", records=info.record_count, known=known.count)
