@@ -45,7 +45,7 @@ class RosterSettings(Strict):
         ge=0,
         le=24 * 30,
         description="hours between reads of each pulled terminal's enrolled users (names for exports); "
-        "also read once after start; 0: never",
+        "the first time after a start once the stored roster is that old (at once when none is); 0: never",
     )
 
 
