@@ -418,8 +418,8 @@ class DeviceWorker:
         self._check_count(info.record_count)
         self._polls_since_read += 1
         self._last_count = info.record_count
-        self.polls_counted += 1
         await self._remember(info.record_count, lazy=True)
+        self.polls_counted += 1  # counted once what it remembers is written: a restart reads it
         log.info("poll_counted", records=info.record_count, **lag)
 
     async def _log_end_unchanged(self, info: DeviceInfo) -> bool:
@@ -475,9 +475,9 @@ class DeviceWorker:
         self._last_count = tail.known.count
         self._live_since_read = 0
         self._polls_since_read += 1  # the periodic whole read still comes (`why_read`)
-        self.tail_reads += 1
         self.health.read_done(count=tail.known.count, new=new)
         await self._remember(tail.known.count, lazy=True)
+        self.tail_reads += 1  # counted once what it remembers is written: a restart reads it
         log.info(
             "tail_read",
             records=tail.known.count,
@@ -555,9 +555,9 @@ class DeviceWorker:
         self._read_at = self.clock().timestamp()
         self._last_count = count
         self._live_since_read = self._polls_since_read = 0
-        self.full_reads += 1
         self.health.read_done(count=count, new=new)
         await self._remember(count)
+        self.full_reads += 1  # counted once what it remembers is written: a restart reads it
         log.info(
             "full_read",
             records=count,
