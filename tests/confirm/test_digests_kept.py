@@ -1,0 +1,91 @@
+"""What the digest publisher keeps between messages: small per day, and the messages unchanged."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from punchgate.gateway.settings import Settings
+from punchgate.sync.contract import DeviceDigests, DigestDay, day_digest
+from punchgate.sync.digests import DigestPublisher
+from punchgate.sync.forwarder import Forwarder
+from punchgate.sync.store import Store
+from tests.support.factories import make_punch
+
+DAY = 86_400  # make_punch: one second a step, from local 2024-03-04 07:00
+TODAY = dt.date(2024, 4, 2)
+
+
+def _settings(tmp_path: Path) -> Settings:
+    return Settings.model_validate(
+        {
+            "gateway_id": "gw-test",
+            "mqtt": {"digest_interval": 3600},
+            "buffer": {"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0},
+        }
+    )
+
+
+def _deep_size(value: Any, seen: set[int] | None = None) -> int:
+    """Bytes of `value` and everything it holds (containers, instance dicts), each object once."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return 0
+    seen.add(id(value))
+    size = sys.getsizeof(value)
+    if isinstance(value, dict):
+        size += sum(_deep_size(k, seen) + _deep_size(v, seen) for k, v in value.items())
+    elif isinstance(value, list | tuple | set | frozenset):
+        size += sum(_deep_size(item, seen) for item in value)
+    for attribute in ("__dict__", "__pydantic_fields_set__", "__pydantic_extra__", "__pydantic_private__"):
+        held = getattr(value, attribute, None)
+        if held is not None and not isinstance(value, type):
+            size += _deep_size(held, seen)
+    return size
+
+
+def test_a_month_of_days_is_kept_small_and_published_as_before(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    store = Store.open(settings.buffer)
+    try:
+        # 30 local days (2024-03-04 .. 2024-04-02), three punches each, one terminal.
+        punches = [make_punch("door-1", day * DAY + n) for day in range(30) for n in (0, 60, 120)]
+        store.add_punches(punches)
+        publisher = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), ["door-1"], today=lambda: TODAY
+        )
+        ((_topic, payload),) = publisher.tick()
+
+        # The message is the one the payload model writes from validated days, byte for byte.
+        sent = json.loads(payload)
+        by_day: dict[str, list[str]] = {}
+        for punch in punches:
+            by_day.setdefault(punch.local_time.date().isoformat(), []).append(punch.id)
+        expected = DeviceDigests.model_validate(
+            {
+                "schema": "punchgate.digests",
+                "version": 1,
+                "scheme": 1,
+                "gateway": "gw-test",
+                "device": "door-1",
+                "as_of": dt.datetime.fromisoformat(sent["as_of"].replace("Z", "+00:00")),
+                "first_day": sent["first_day"],
+                "last_day": sent["last_day"],
+                "days": [
+                    DigestDay(day=day, count=len(ids), digest=day_digest(ids))
+                    for day, ids in sorted(by_day.items())
+                ],
+            }
+        )
+        assert len(sent["days"]) == 30
+        assert payload == expected.model_dump_json(by_alias=True).encode()
+
+        # What it keeps until the next message: a few hundred bytes a day, not a model's ~700.
+        kept = publisher._days["door-1"]
+        assert len(kept) == 30
+        assert _deep_size(kept) / len(kept) < 300, _deep_size(kept) / len(kept)
+    finally:
+        store.close()
