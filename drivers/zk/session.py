@@ -30,6 +30,7 @@ from punchgate.drivers.base import (
     UnreachableError,
     UnsupportedDeviceError,
 )
+from punchgate.drivers.zk.arenas import limit_arenas
 from punchgate.drivers.zk.client import ZkClient
 from punchgate.drivers.zk.config import ZkTerminal
 from punchgate.drivers.zk.errors import CountMismatchError, map_error
@@ -78,6 +79,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     with _pool_guard:
         if _pool is None:
+            limit_arenas()  # before the pool's threads each take an arena of glibc's (`arenas`)
             _pool = ThreadPoolExecutor(max_workers=_pool_size, thread_name_prefix="zk")
         return _pool
 
