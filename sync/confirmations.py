@@ -16,10 +16,11 @@ connection and calls in here:
   coming, and never while confirmations are queued: a consumer lagging behind a backlog must not
   have every row written twice); rows confirmed meanwhile are not written twice
   (what is remembered between a send and its confirmation: sync/confirmations_memory.py);
-* `submit` queues a message from `{base}/confirm`; a worker thread delivers what the messages
-  queued meanwhile name, together, in one buffer transaction (`handle_many`). Ids of rows this
-  process sent are confirmed by their pk (the drain tells `remember_batch` which ids a batch
-  carried), the others by id.
+* `submit` queues a message from `{base}/confirm`; one thread parses what has queued and takes
+  its ids out of what the drain remembered (sync/confirmations_parse.py), another delivers what
+  was taken meanwhile, together, in one buffer transaction, while the next messages are parsed
+  (`handle_many` does both at once). Ids of rows this process sent are confirmed by their pk
+  (the drain tells `remember_batch` which ids a batch carried), the others by id.
 
 Invariants, each of which keeps it correct across gateway restarts, re-sends in new batches,
 reordering and repeated confirmations:
@@ -51,21 +52,19 @@ reordering and repeated confirmations:
 from __future__ import annotations
 
 import datetime as dt
-import json
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import structlog
-from pydantic import ValidationError
 
 from punchgate.sync import buffer_delivery
 from punchgate.sync.buffer_delivery import DeviceRows
 from punchgate.sync.confirmations_memory import HeldAcks, RememberedBatches, SentIds, record_id_of
-from punchgate.sync.contract import CONFIRM_SCHEMA_NAME, Confirmation, gateway_online
+from punchgate.sync.confirmations_parse import Taken, merged, parse_confirmation, shown, take
+from punchgate.sync.contract import gateway_online
 from punchgate.sync.settings import MqttSettings
 from punchgate.sync.store import PendingRow, Store
 
@@ -73,8 +72,6 @@ log = structlog.get_logger(__name__)
 
 # Rows of the batches remembered for batch confirmations (oldest batches forgotten first).
 BATCH_MEMORY_ROWS = 200_000
-# A malformed confirmation is logged with at most this much of its payload.
-LOGGED_PAYLOAD_BYTES = 1000
 # How often the drain looks for rows due to be sent again (at most; see `_scan_every`).
 RESEND_SCAN_SECONDS = 5.0
 _MAX_BACKOFF = 8
@@ -101,38 +98,6 @@ class ConfirmationStats:
     backoff: int = 1  # the current re-send wait, in multiples of `resend_after`
 
 
-def _shown(payload: bytes) -> str:
-    text = payload[:LOGGED_PAYLOAD_BYTES].decode("utf-8", errors="replace")
-    return text + ("…" if len(payload) > LOGGED_PAYLOAD_BYTES else "")
-
-
-def parse_confirmation(payload: bytes) -> Confirmation:
-    """A confirmation from its JSON; fields this release does not know are ignored (a later
-    consumer may send more). Raises ValueError naming what is wrong."""
-    try:
-        data = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    if data.get("schema") != CONFIRM_SCHEMA_NAME:
-        raise ValueError(f"schema is {data.get('schema')!r}, not {CONFIRM_SCHEMA_NAME!r}")
-    known = {"schema", "version", "consumer", "ids", "batches"}
-    batches = data.get("batches")
-    if isinstance(batches, list):
-        data["batches"] = [
-            {k: v for k, v in b.items() if k in {"device", "seq", "count"}} if isinstance(b, dict) else b
-            for b in batches
-        ]
-    try:
-        return Confirmation.model_validate({k: v for k, v in data.items() if k in known})
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()[:5]
-        )
-        raise ValueError(problems) from None
-
-
 class CentralDelivery:
     """The central delivery mode's state: re-send timing, remembered batches and the counters."""
 
@@ -148,8 +113,13 @@ class CentralDelivery:
         self._confirmed_since_resend = True
         self._state_sent: tuple[float, dict[str, Any]] | None = None
         self._lock = threading.Lock()
-        self._queue: list[bytes] = []
-        self._ready = threading.Event()
+        self._queue: list[bytes] = []  # confirmations received, for the parser
+        self._queued = threading.Event()
+        self._parsing = False
+        self._parser: threading.Thread | None = None
+        self._taken: list[Taken] = []  # parsed and taken, for the writer
+        self._writing = False
+        self._ready = threading.Event()  # the writer's: something taken, or a PUBACK held
         self._worker: threading.Thread | None = None
 
     # --- the drain (called in a worker thread) --------------------------------------------------
@@ -234,25 +204,45 @@ class CentralDelivery:
             self.stats.errors += 1
             log.error("buffer_mark_sent_failed", rows=len(pks), error=str(exc))
 
-    # --- confirmations (called in a worker thread) ----------------------------------------------
+    # --- confirmations (called in worker threads) -----------------------------------------------
     def submit(self, payload: bytes) -> None:
-        """Queue one message from `{base}/confirm` and return at once: a worker thread applies
-        whatever has queued up meanwhile together, in one buffer transaction (`handle_many`), so
-        a busy stream of confirmations costs one commit per round, not one per message."""
+        """Queue one message from `{base}/confirm` and return at once. Two threads take it from
+        there: one parses what has queued up and takes its ids out of `SentIds`
+        (sync/confirmations_parse.py), the other writes whatever was taken meanwhile together,
+        in one buffer transaction, so a busy stream of confirmations costs one commit per round,
+        not one per message, and the next round is parsed while one is written."""
         with self._lock:
             self._queue.append(payload)
             self._start_worker()
-        self._ready.set()
+        self._queued.set()
 
     def _start_worker(self) -> None:
         """Under self._lock."""
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._work, name="confirmations", daemon=True)
             self._worker.start()
+        if self._parser is None or not self._parser.is_alive():
+            self._parser = threading.Thread(target=self._parse_work, name="confirmations-parse", daemon=True)
+            self._parser.start()
+
+    def _parse_work(self) -> None:
+        """Parse queued confirmations and take their ids, then hand them to the writer (`_work`)."""
+        while True:
+            self._queued.wait()
+            with self._lock:
+                self._queued.clear()
+                payloads, self._queue = self._queue, []
+                self._parsing = bool(payloads)
+            taken = self._take(payloads) if payloads else None
+            with self._lock:
+                if taken is not None:
+                    self._taken.append(taken)
+                self._parsing = False
+            self._ready.set()
 
     def _work(self) -> None:
-        """Confirmations first (they may spare held rows their "sent" write), then the held
-        rows whose grace is over. One thread: the buffer has one writer anyway."""
+        """The writer: confirmations first (they may spare held rows their "sent" write), then
+        the held rows whose grace is over. One thread: the buffer has one writer anyway."""
         while True:
             with self._lock:
                 next_due = self._held.next_due()
@@ -260,31 +250,39 @@ class CentralDelivery:
             self._ready.wait(timeout)
             with self._lock:
                 self._ready.clear()
-                payloads = list(self._queue)
-                self._queue.clear()
-            if payloads:
-                self.handle_many(payloads)
-                # Confirmations that queued up while those were applied come before any "sent"
-                # mark: under a backlog they name the very rows whose grace ran out meanwhile,
-                # and marking those sent first would write each of them twice.
+                parts, self._taken = self._taken, []
+                self._writing = bool(parts)
+            if parts:
+                self._apply_safely(merged(parts))
+                # Confirmations that came in while those were written go before any "sent" mark:
+                # under a backlog they name the very rows whose grace ran out meanwhile, and
+                # marking those sent first would write each of them twice.
                 with self._lock:
-                    if self._queue and not self._held.over_bound():
+                    self._writing = False
+                    if (self._taken or self._queue or self._parsing) and not self._held.over_bound():
                         continue
             with self._lock:
                 due = self._held.due(time.monotonic())
             self._mark_sent(due)
 
     def idle(self) -> bool:
-        """Nothing queued and nothing being applied (for tests)."""
+        """Nothing queued, being parsed or being written (for tests)."""
         with self._lock:
-            return not self._queue and not self._ready.is_set()
+            return not (self._queue or self._parsing or self._taken or self._writing)
 
     def handle(self, payload: bytes) -> None:
         """Deliver what one message on `{base}/confirm` names, now; never raises."""
         self.handle_many([payload])
 
     def handle_many(self, payloads: Sequence[bytes]) -> None:
-        """Deliver what these messages name, in one transaction; never raises."""
+        """Deliver what these messages name, in one transaction, now; never raises."""
+        taken = self._take(payloads)
+        if taken is not None:
+            self._apply_safely(taken)
+
+    def _take(self, payloads: Sequence[bytes]) -> Taken | None:
+        """The valid confirmations among `payloads`, their ids taken out of `SentIds` (None when
+        none is valid); a malformed one is logged with its payload and counted."""
         confirmations = []
         for payload in payloads:
             self.stats.messages += 1
@@ -292,28 +290,31 @@ class CentralDelivery:
                 confirmations.append(parse_confirmation(payload))
             except ValueError as exc:
                 self.stats.malformed += 1
-                log.warning("confirmation_malformed", error=str(exc), payload=_shown(payload))
-        if not confirmations:
-            return
+                log.warning("confirmation_malformed", error=str(exc), payload=shown(payload))
+        return take(confirmations, self._sent_ids) if confirmations else None
+
+    def _apply_safely(self, taken: Taken) -> None:
         try:
-            self._apply(confirmations)
+            self._apply(taken)
         except Exception as exc:
-            self.stats.errors += len(confirmations)
-            consumers = sorted({c.consumer for c in confirmations})
+            # Taken out of SentIds but not written: those rows stay unconfirmed and their held
+            # PUBACKs are marked sent in time, so they go out again after `resend_after`.
+            self.stats.errors += len(taken.confirmations)
+            consumers = sorted({c.consumer for c in taken.confirmations})
             log.error("confirmation_not_recorded", consumers=consumers, error=str(exc))
 
-    def _apply(self, confirmations: Sequence[Confirmation]) -> None:
-        ids = list(dict.fromkeys(chain.from_iterable(c.ids for c in confirmations)))
+    def _apply(self, taken: Taken) -> None:
         # Rows this process sent are found by pk; a pk that changes nothing was delivered before.
         # Those never marked sent (the usual case: confirmed within the grace) need only the
         # plain delivery mark: one UPDATE where a confirmation takes one per state.
-        unsent_pks, sent_pks, other_ids, devices = self._sent_ids.take_counted(ids)
+        confirmations, unsent_pks, sent_pks = taken.confirmations, taken.unsent, taken.sent
+        other_ids = list(dict.fromkeys(taken.other_ids))
         done_pks = [*unsent_pks, *sent_pks]
         confirmed = repeated = unknown = 0
         if unsent_pks:
             # Their terminals are known (the drain said), so the mark needs no RETURNING; it
             # redoes itself with RETURNING when some were not pending (a repeat).
-            delivered = buffer_delivery.mark_delivered(self.store, unsent_pks, devices)
+            delivered = buffer_delivery.mark_delivered(self.store, unsent_pks, taken.devices)
             confirmed += delivered
             repeated += len(unsent_pks) - delivered
         if sent_pks:

@@ -13,7 +13,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from punchgate.gateway.settings import Settings
-from punchgate.sync.confirmations import CentralDelivery, parse_confirmation
+from punchgate.sync.confirmations import CentralDelivery
+from punchgate.sync.confirmations_parse import parse_confirmation
 from punchgate.sync.contract import Confirmation
 from punchgate.sync.store import Store
 from tests.support.factories import make_punches
