@@ -18,9 +18,12 @@ Invariants:
   `mqtt.digest_interval` seconds, and every terminal when the window moves (a new day).
 * Only the days that changed are recomputed, from the buffer (never from a running sum that
   could drift); a published message always lists every day of the window that has a punch.
-* Between messages a terminal's days are kept as (count, raw SHA-256) pairs, not as payload
-  models: a pydantic `DigestDay` (its dict, its fields-set, two strings) is about 700 bytes, a
-  pair about 150, and a month of days for each of thousands of terminals is held all the time.
+* Between messages a terminal's days are kept as the JSON their entries of the message are
+  (written by the payload model once, when the day is recomputed), not as payload models: a
+  pydantic `DigestDay` (its dict, its fields-set, two strings) is about 700 bytes, its JSON
+  about 130, and a month of days for each of thousands of terminals is held all the time. A
+  message is the envelope written by the model with the kept entries as its `days`, byte for
+  byte what the model writes from the days' models (and about 30 models cheaper to build).
 """
 
 from __future__ import annotations
@@ -91,8 +94,9 @@ class DigestPublisher:
         self._today = today
         self._after = 0  # pks up to here have been looked at
         self._dirty: dict[str, set[dt.date]] = {device: set() for device in devices}
-        # device -> the window's days with punches: day -> (punches, SHA-256 of their ids, raw)
-        self._days: dict[str, dict[dt.date, tuple[int, bytes]]] = {}
+        # device -> the window's days with punches: day -> its entry of the message's `days`,
+        # as the payload model writes it (JSON bytes)
+        self._days: dict[str, dict[dt.date, bytes]] = {}
         self._sent_at: dict[str, float] = {}
         self._window: tuple[dt.date, dt.date] | None = None
         self.published = 0  # messages handed to the forwarder
@@ -146,29 +150,29 @@ class DigestPublisher:
         for day in dirty:
             ids = stored.get(day)
             if ids:
-                days[day] = (len(set(ids)), bytes.fromhex(day_digest(ids)))
+                entry = DigestDay(day=day.isoformat(), count=len(set(ids)), digest=day_digest(ids))
+                days[day] = entry.model_dump_json().encode()
             else:
                 days.pop(day, None)
         for day in [d for d in days if not first <= d <= last]:
             del days[day]
-        message = DeviceDigests.model_validate(
-            {
-                "schema": "punchgate.digests",
-                "version": 1,
-                "scheme": 1,
-                "gateway": self.settings.gateway_id,
-                "device": device,
-                "as_of": dt.datetime.now(dt.UTC),
-                "first_day": first.isoformat(),
-                "last_day": last.isoformat(),
-                "days": [_digest_day(d, *days[d]) for d in sorted(days)],
-            }
-        )
+        envelope = {
+            "schema": "punchgate.digests",
+            "version": 1,
+            "scheme": 1,
+            "gateway": self.settings.gateway_id,
+            "device": device,
+            "as_of": dt.datetime.now(dt.UTC),
+            "first_day": first.isoformat(),
+            "last_day": last.isoformat(),
+        }
+        kept = [days[d] for d in sorted(days)]
+        empty = DeviceDigests.model_validate({**envelope, "days": []}).model_dump_json(by_alias=True).encode()
+        if empty.endswith(_NO_DAYS):  # `days` is the last field: the kept entries go in its list
+            return empty[: -len(_NO_DAYS)] + b'"days":[' + b",".join(kept) + b"]}"
+        days_models = [DigestDay.model_validate_json(entry) for entry in kept]  # fields reordered
+        message = DeviceDigests.model_validate({**envelope, "days": days_models})
         return message.model_dump_json(by_alias=True).encode()
 
 
-def _digest_day(day: dt.date, count: int, digest: bytes) -> DigestDay:
-    """A kept day as its payload model, built without validation: an ISO date, a count of at
-    least one (only days with ids are kept) and a 32-byte SHA-256 always fit its fields, and
-    checking three patterns for each day of each message costs CPU for nothing."""
-    return DigestDay.model_construct(day=day.isoformat(), count=count, digest=digest.hex())
+_NO_DAYS = b'"days":[]}'

@@ -8,7 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from punchgate.gateway.settings import Settings
+from punchgate.sync import digests
 from punchgate.sync.contract import DeviceDigests, DigestDay, day_digest
 from punchgate.sync.digests import DigestPublisher
 from punchgate.sync.forwarder import Forwarder
@@ -47,7 +50,14 @@ def _deep_size(value: Any, seen: set[int] | None = None) -> int:
     return size
 
 
-def test_a_month_of_days_is_kept_small_and_published_as_before(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spliced", [True, False], ids=["kept-entries-spliced", "models-rebuilt"])
+def test_a_month_of_days_is_kept_small_and_published_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, spliced: bool
+) -> None:
+    """The kept entries go into the envelope the model writes; should `days` ever not be its
+    last field, the days are rebuilt as models instead. Either way the same bytes."""
+    if not spliced:
+        monkeypatch.setattr(digests, "_NO_DAYS", b"no envelope ends like this")
     settings = _settings(tmp_path)
     store = Store.open(settings.buffer)
     try:
@@ -82,6 +92,9 @@ def test_a_month_of_days_is_kept_small_and_published_as_before(tmp_path: Path) -
         )
         assert len(sent["days"]) == 30
         assert payload == expected.model_dump_json(by_alias=True).encode()
+        # The splice applies to today's model (else both cases took the rebuilt path).
+        no_days = expected.model_copy(update={"days": []}).model_dump_json(by_alias=True).encode()
+        assert no_days.endswith(digests._NO_DAYS) is spliced
 
         # What it keeps until the next message: a few hundred bytes a day, not a model's ~700.
         kept = publisher._days["door-1"]
