@@ -66,7 +66,7 @@ from punchgate.gateway.worker_read_limit import (
     FULL_READ_SLOTS,
     full_read_limiter,
 )
-from punchgate.gateway.worker_schedule import PollGrid
+from punchgate.gateway.worker_schedule import Flag, PollGrid, wait_any
 from punchgate.gateway.worker_tail import TailReader, tail_first, take_tail
 from punchgate.sync.records import Punch, Source
 from punchgate.sync.store import Store, StoreRefusedError
@@ -160,7 +160,7 @@ class DeviceWorker:
         self.failure_log = FailureLog()
         # Remote commands wait here until the worker is between operations and connected.
         self._commands: list[RemoteCommand] = []  # rare: a list is 700 bytes less than a deque
-        self._command_ready = asyncio.Event()
+        self._command_ready = Flag()
 
     # --- scheduling ----------------------------------------------------------------------
     async def poll_due(self) -> None:
@@ -319,17 +319,9 @@ class DeviceWorker:
         if self._poll_due.is_set() or self._commands:
             return
         self._command_ready.clear()
-        waits = {
-            asyncio.ensure_future(self._poll_due.wait()),
-            asyncio.ensure_future(self._command_ready.wait()),
-        }
-        try:
-            await asyncio.wait(
-                waits, timeout=2 * self.terminal.poll_interval, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for waiter in waits:
-                waiter.cancel()
+        # One future and one timer (`wait_any`), not a task for each flag: most workers are
+        # waiting here at any moment.
+        await wait_any((self._poll_due, self._command_ready), 2 * self.terminal.poll_interval)
 
     async def _listen(self, live: AsyncGenerator[RawPunch | None, None]) -> None:
         """Commit live punches one by one until a poll falls due (then return to reconcile).
