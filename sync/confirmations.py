@@ -233,12 +233,19 @@ class CentralDelivery:
                 self._queued.clear()
                 payloads, self._queue = self._queue, []
                 self._parsing = bool(payloads)
-            taken = self._take(payloads) if payloads else None
-            with self._lock:
-                if taken is not None:
-                    self._taken.append(taken)
-                self._parsing = False
-            self._ready.set()
+            taken = None
+            try:
+                taken = self._take(payloads) if payloads else None
+            except Exception as exc:
+                # Unconfirmed here: sent again after `resend_after` (a duplicate, never a loss).
+                self.stats.errors += len(payloads)
+                log.error("confirmation_not_parsed", messages=len(payloads), error=str(exc))
+            finally:
+                with self._lock:
+                    if taken is not None:
+                        self._taken.append(taken)
+                    self._parsing = False
+                self._ready.set()
 
     def _work(self) -> None:
         """The writer: confirmations first (they may spare held rows their "sent" write), then

@@ -5,7 +5,8 @@ waits or runs, and every confirmation is still written, exactly once, on a real 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -80,3 +81,31 @@ def test_a_malformed_confirmation_between_good_ones_is_counted_and_the_rest_writ
     wait_until(lambda: central.idle() and store.pending_count() == 0, timeout=10, message="all written")
     assert central.stats.malformed == 1 and central.stats.messages == 3
     assert central.stats.confirmed == 4 and central.stats.errors == 0
+
+
+def test_a_failure_while_taking_ids_is_counted_and_the_next_confirmations_still_go_through(
+    tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    central = CentralDelivery(_settings(tmp_path).mqtt, store)
+    punches = make_punches("door-1", 4)
+    store.add_punches(punches)
+    rows = central.next_rows(100, 0)
+    central.remember_batch("door-1", 1, [r.pk for r in rows], [p.id for p in punches])
+    take_counted = central._sent_ids.take_counted
+    calls = 0
+
+    def fails_once(ids: Sequence[str]) -> tuple[list[int], list[int], list[str], Counter[str] | None]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return take_counted(ids)
+
+    monkeypatch.setattr(central._sent_ids, "take_counted", fails_once)
+    central.submit(_confirm([punches[0].id]))
+    wait_until(
+        lambda: central.stats.errors == 1 and central.idle(), timeout=10, message="the failure counted"
+    )
+    central.submit(_confirm([p.id for p in punches[1:]]))
+    wait_until(lambda: central.idle() and store.pending_count() == 1, timeout=10, message="the rest written")
+    assert central.stats.confirmed == 3 and central.stats.errors == 1
