@@ -102,3 +102,30 @@ def test_a_month_of_days_is_kept_small_and_published_as_before(
         assert _deep_size(kept) / len(kept) < 300, _deep_size(kept) / len(kept)
     finally:
         store.close()
+
+
+def test_a_tick_over_its_budget_leaves_the_rest_to_the_next_ticks(tmp_path: Path) -> None:
+    """The first tick recomputes every terminal: past the budget, the rest go out in the next
+    ticks, the longest unpublished first, every terminal once."""
+    settings = _settings(tmp_path)
+    store = Store.open(settings.buffer)
+    try:
+        devices = [f"door-{n}" for n in range(5)]
+        store.add_punches([make_punch(device, n) for device in devices for n in (0, 60)])
+        publisher = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), devices, today=lambda: TODAY
+        )
+        publisher.budget = 0.0  # one message a tick
+        published = [
+            [json.loads(payload)["device"] for _topic, payload in publisher.tick()] for _ in range(6)
+        ]
+        assert published == [[d] for d in devices] + [[]]
+        # A new punch of a terminal sent before the others: it waits its interval as before.
+        publisher.interval = 0
+        store.add_punches([make_punch("door-0", 120)])
+        assert [json.loads(p)["device"] for _t, p in publisher.tick()] == ["door-0"]
+        publisher.budget = 60.0  # within the budget: every terminal due in one tick
+        store.add_punches([make_punch(device, 180) for device in devices])
+        assert sorted(json.loads(p)["device"] for _t, p in publisher.tick()) == devices
+    finally:
+        store.close()
