@@ -25,6 +25,7 @@ import structlog
 from pydantic import Field
 
 from punchgate.drivers.base import Administered, CommandUnsupportedError, TerminalUser
+from punchgate.sync.buffer_devices import ROSTER_SUFFIX
 from punchgate.sync.settings import Strict
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-ROSTER_SUFFIX = "/roster"  # device meta key `<device>/roster`, as push terminals keep theirs
 RETRY_SECONDS = 900.0  # after a failed refresh (the terminal went away mid-list), at most this
 
 

@@ -56,7 +56,8 @@ def get_device_meta(conn: Connection, device: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-# A terminal's roster is kept as meta `<device>/roster` (gateway/roster.py, the push listener).
+# A terminal's roster is kept as meta `<device>/roster` (gateway/roster.py, the push listener;
+# the zk_push driver, which cannot import sync, spells the same key in its uploads module).
 ROSTER_SUFFIX = "/roster"
 
 

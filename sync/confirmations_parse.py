@@ -82,7 +82,7 @@ def take(confirmations: Sequence[Confirmation], sent_ids: SentIds) -> Taken:
 def merged(parts: Sequence[Taken]) -> Taken:
     """Several `Taken` as one, to be written in one transaction. An id is taken out of
     `SentIds` once, so no row appears in two parts' pk lists; an id not remembered may be named
-    by two parts, and the write by id counts the second as a repeat."""
+    by two parts (the write looks each such id up once)."""
     if len(parts) == 1:
         return parts[0]
     out = Taken()

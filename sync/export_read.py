@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from punchgate.sync import buffer_schema
+from punchgate.sync.buffer_devices import ROSTER_SUFFIX
 from punchgate.sync.export_model import ExportError, ExportQuery, Row
 
-_PAD = dt.timedelta(days=1)
-ROSTER_SUFFIX = "/roster"  # device meta key of a terminal's user list (push listener, roster refresh)  # UTC offsets are within +-14 h
+_PAD = dt.timedelta(days=1)  # UTC offsets are within +-14 h
 
 
 def connect(path: Path) -> sqlite3.Connection:
