@@ -13,6 +13,7 @@ import pytest
 
 from punchgate.gateway.settings import Settings
 from punchgate.sync.confirmations import CentralDelivery
+from punchgate.sync.records import Punch
 from punchgate.sync.store import Store
 from tests.support.factories import make_punches
 from tests.support.waiting import wait_until
@@ -38,16 +39,22 @@ def _settings(tmp_path: Path) -> Settings:
     )
 
 
+def _sent(tmp_path: Path, store: Store, count: int) -> tuple[CentralDelivery, list[Punch]]:
+    """`count` punches of one terminal stored, read and published as one remembered batch."""
+    central = CentralDelivery(_settings(tmp_path).mqtt, store)
+    punches = make_punches("door-1", count)
+    store.add_punches(punches)
+    rows = central.next_rows(100, 0)
+    central.remember_batch("door-1", 1, [r.pk for r in rows], [p.id for p in punches])
+    return central, punches
+
+
 def _confirm(ids: list[str]) -> bytes:
     return json.dumps({"schema": "punchgate.confirm", "version": 1, "consumer": "t", "ids": ids}).encode()
 
 
 def test_confirmations_are_parsed_while_the_write_before_them_waits(tmp_path: Path, store: Store) -> None:
-    central = CentralDelivery(_settings(tmp_path).mqtt, store)
-    punches = make_punches("door-1", 30)
-    store.add_punches(punches)
-    rows = central.next_rows(100, 0)
-    central.remember_batch("door-1", 1, [r.pk for r in rows], [p.id for p in punches])
+    central, punches = _sent(tmp_path, store, 30)
     ids = [p.id for p in punches]
     with store._write_lock:  # the buffer's writer is busy: the first write cannot finish
         central.submit(_confirm(ids[:10]))
@@ -70,11 +77,7 @@ def test_confirmations_are_parsed_while_the_write_before_them_waits(tmp_path: Pa
 def test_a_malformed_confirmation_between_good_ones_is_counted_and_the_rest_written(
     tmp_path: Path, store: Store
 ) -> None:
-    central = CentralDelivery(_settings(tmp_path).mqtt, store)
-    punches = make_punches("door-1", 4)
-    store.add_punches(punches)
-    rows = central.next_rows(100, 0)
-    central.remember_batch("door-1", 1, [r.pk for r in rows], [p.id for p in punches])
+    central, punches = _sent(tmp_path, store, 4)
     central.submit(_confirm([punches[0].id, punches[1].id]))
     central.submit(b'{"schema": "punchgate.confirm", "version": 1, "ids": ["not-an-id"]}')
     central.submit(_confirm([punches[2].id, punches[3].id]))
@@ -86,11 +89,7 @@ def test_a_malformed_confirmation_between_good_ones_is_counted_and_the_rest_writ
 def test_a_failure_while_taking_ids_is_counted_and_the_next_confirmations_still_go_through(
     tmp_path: Path, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    central = CentralDelivery(_settings(tmp_path).mqtt, store)
-    punches = make_punches("door-1", 4)
-    store.add_punches(punches)
-    rows = central.next_rows(100, 0)
-    central.remember_batch("door-1", 1, [r.pk for r in rows], [p.id for p in punches])
+    central, punches = _sent(tmp_path, store, 4)
     take_counted = central._sent_ids.take_counted
     calls = 0
 

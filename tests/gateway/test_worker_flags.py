@@ -34,7 +34,7 @@ async def test_a_set_flag_does_not_wait_and_a_cleared_one_does() -> None:
     flag.clear()
     assert not flag.is_set()
     waiting = asyncio.create_task(flag.wait())
-    await asyncio.sleep(0.05)
+    await wait_until_async(lambda: flag._waiters is not None, timeout=5, message="waiting")
     assert not waiting.done()
     flag.set()
     async with asyncio.timeout(5):
