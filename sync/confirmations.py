@@ -62,8 +62,9 @@ import structlog
 
 from punchgate.sync import buffer_delivery
 from punchgate.sync.buffer_delivery import DeviceRows
-from punchgate.sync.confirmations_memory import HeldAcks, RememberedBatches, SentIds, record_id_of
+from punchgate.sync.confirmations_memory import HeldAcks, RememberedBatches, record_id_of
 from punchgate.sync.confirmations_parse import Taken, merged, parse_confirmation, shown, take
+from punchgate.sync.confirmations_sent import SentIds
 from punchgate.sync.contract import gateway_online
 from punchgate.sync.settings import MqttSettings
 from punchgate.sync.store import PendingRow, Store
@@ -183,9 +184,16 @@ class CentralDelivery:
         """The broker acknowledged these rows: mark them sent, by the worker thread, unless a
         confirmation delivers them within SENT_MARK_GRACE. Returns at once."""
         with self._lock:
+            # The writer only needs waking when this changes when it must next look: nothing was
+            # held (it waits without a timeout), or there is more than the memory bound allows. A
+            # later hold is never due before the ones it already waits for, and a wake-up for each
+            # PUBACK takes the interpreter's lock from the drain's reads.
+            wake = self._held.next_due() is None
             self._held.hold(pks, time.monotonic())
+            wake = wake or self._held.over_bound()
             self._start_worker()
-        self._ready.set()
+        if wake:
+            self._ready.set()
 
     def flush_sent(self) -> None:
         """Mark every held row sent now (blocking; for a stop, and for tests)."""

@@ -2,8 +2,7 @@
 
 * `RememberedBatches`: the pks (and ids) of recently published batches, for a confirmation that
   names a batch;
-* `SentIds`: record id -> pk of the rows this process sent, and which of them may carry a
-  `sent_at`, so that a confirmation by id finds its row by pk and writes it once;
+* (`SentIds`, record id -> pk of the rows this process sent, is in sync/confirmations_sent.py;)
 * `HeldAcks`: rows the broker acknowledged, held `SENT_MARK_GRACE` for their confirmation before
   they are written as sent, and the pks confirmed recently.
 
@@ -16,10 +15,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import OrderedDict, deque
 from collections.abc import Sequence
-from itertools import repeat
-from typing import cast
 
 # How long a row the broker acknowledged waits for its confirmation before it is marked sent in
 # the buffer (a sink commits and confirms within tens of milliseconds; see the module docstring).
@@ -59,104 +56,6 @@ class RememberedBatches:
             if batch is not None:
                 self._rows -= len(batch[0])
             return batch
-
-
-class SentIds:
-    """Record id -> pk of the rows this process sent and has not seen confirmed, bounded (the
-    oldest forgotten first: a forgotten id is simply confirmed by id, in the buffer's index),
-    and which of them may be marked sent in the buffer.
-
-    Why a pk found here still names the row of that id: the row was pending when it was sent,
-    every way this process delivers a row (by id, by batch) forgets its id here, and only
-    delivered rows are ever purged, so the row is still there, under its pk, and no other row
-    can have taken its pk (SQLite reuses the rowid of a deleted row only).
-
-    Why "maybe sent" is known: a row read as unsent has no `sent_at`, and only two things give it
-    one, both noted here before they happen: this process's own mark (`note_sent`) and the claim
-    of a re-send (its rows are added with `sent=True`). A row without either is delivered by the
-    plain delivery mark (one UPDATE); the others by `confirm_pks`, which keeps the unconfirmed
-    count right. Each row's terminal is kept too when the drain named it (`remember_batch`), so
-    that plain mark can skip its RETURNING (`buffer_delivery.mark_delivered` with counts)."""
-
-    def __init__(self, max_rows: int) -> None:
-        self._max_rows = max_rows
-        self._pks: OrderedDict[str, int] = OrderedDict()
-        self._ids: dict[int, str] = {}  # the reverse, for notes by pk
-        self._devices: dict[int, str] = {}  # pk -> its terminal, when the sender said
-        self._maybe_sent: set[int] = set()
-        self._lock = threading.Lock()  # the drain adds, the confirmations' worker takes
-
-    def add(
-        self, ids: Sequence[str], pks: Sequence[int], *, sent: bool = False, device: str | None = None
-    ) -> None:
-        """Remember these rows (one batch's when `device` is given: their terminal)."""
-        if len(ids) != len(pks):
-            raise ValueError(f"{len(ids)} ids for {len(pks)} pks")
-        with self._lock:
-            known = len(self._pks)
-            # The dict updates run in C: this is per row for every batch the drain sends.
-            self._pks.update(zip(ids, pks, strict=True))
-            if len(self._pks) - known != len(ids):
-                for record_id in ids:  # some were remembered already: a re-send is the newest again
-                    self._pks.move_to_end(record_id)
-            self._ids.update(zip(pks, ids, strict=True))
-            if device is None:
-                for pk in pks:
-                    self._devices.pop(pk, None)
-            else:
-                self._devices.update(dict.fromkeys(pks, device))
-            if sent:
-                self._maybe_sent.update(pks)
-            while len(self._pks) > self._max_rows:
-                _id, pk = self._pks.popitem(last=False)
-                self._drop(pk)
-
-    def _drop(self, pk: int) -> None:
-        self._ids.pop(pk, None)
-        self._devices.pop(pk, None)
-        self._maybe_sent.discard(pk)
-
-    def note_sent(self, pks: Sequence[int]) -> None:
-        """These rows are about to be marked sent (only those remembered need noting)."""
-        with self._lock:
-            self._maybe_sent.update(pk for pk in pks if pk in self._ids)
-
-    def forget(self, ids: Sequence[str]) -> None:
-        with self._lock:
-            for record_id in ids:
-                pk = self._pks.pop(record_id, None)
-                if pk is not None:
-                    self._drop(pk)
-
-    def take(self, ids: Sequence[str]) -> tuple[list[int], list[int], list[str]]:
-        """(pks of the ids remembered that were never marked sent, pks of those that may have
-        been, the ids not remembered); the remembered ones are forgotten."""
-        unsent, sent, rest, _devices = self.take_counted(ids)
-        return unsent, sent, rest
-
-    def take_counted(self, ids: Sequence[str]) -> tuple[list[int], list[int], list[str], Counter[str] | None]:
-        """`take`, and the first list's rows counted per terminal (None when a row's terminal is
-        not known: remembered without one)."""
-        # Per id, but each step a C loop (map over the dicts' own methods): a busy consumer
-        # confirms every row the drain sends, so this runs for every row.
-        with self._lock:
-            found = list(map(self._pks.pop, ids, repeat(None)))
-            pks = [pk for pk in found if pk is not None]
-            rest = (
-                [] if len(pks) == len(found) else [i for i, pk in zip(ids, found, strict=True) if pk is None]
-            )
-            deque(map(self._ids.pop, pks, repeat(None)), maxlen=0)
-            terminals = list(map(self._devices.pop, pks, repeat(None)))
-            if self._maybe_sent.isdisjoint(pks):
-                unsent, sent = pks, []
-            else:
-                marked = self._maybe_sent
-                unsent = [pk for pk in pks if pk not in marked]
-                sent = [pk for pk in pks if pk in marked]
-                terminals = [t for pk, t in zip(pks, terminals, strict=True) if pk not in marked]
-                marked.difference_update(sent)
-        devices: Counter[str] | None = None if None in terminals else Counter(cast("list[str]", terminals))
-        return unsent, sent, rest, devices
 
 
 class HeldAcks:

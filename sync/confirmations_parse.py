@@ -17,7 +17,7 @@ from itertools import chain
 
 from pydantic import ValidationError
 
-from punchgate.sync.confirmations_memory import SentIds
+from punchgate.sync.confirmations_sent import SentIds
 from punchgate.sync.contract import CONFIRM_SCHEMA_NAME, Confirmation
 
 # A malformed confirmation is logged with at most this much of its payload.
