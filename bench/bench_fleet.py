@@ -93,9 +93,12 @@ def _one_run(
     restart: bool = False,
     pin: bool = False,
     profile: Path | None = None,
+    full_read_every: float | None = None,
 ) -> FleetRun:
     """One window from the daemon's launch, beside the idle daemon. `restart`: the buffer is
-    first filled by a daemon of its own, which is then stopped (see `_fill`)."""
+    first filled by a daemon of its own, which is then stopped (see `_fill`). `full_read_every`:
+    the terminals' setting (default: theirs)."""
+    options = {} if full_read_every is None else {"full_read_every": full_read_every}
     log_path = workdir / f"gateway-fleet-{run}.log"
     config = write_config(
         workdir / f"fleet-{run}.toml",
@@ -103,7 +106,7 @@ def _one_run(
         broker_port=broker.port,
         buffer_path=workdir / f"fleet-{run}.db",
         terminals=[
-            zk_terminal(f"t{n:04d}", port, poll_interval=INTERVAL, live=False)
+            zk_terminal(f"t{n:04d}", port, poll_interval=INTERVAL, live=False, **options)
             for n, port in enumerate(host.ports)
         ],
     )
@@ -357,6 +360,9 @@ def scale_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--pin", action="store_true", help="emulators on CPU 1, the daemons on CPU 0")
     parser.add_argument("--profile", type=Path, help="py-spy (collapsed stacks) of the window, to this path")
+    parser.add_argument(
+        "--full-read-every", type=float, help="the terminals' full_read_every, seconds (default: theirs)"
+    )
     parser.add_argument("--keep", type=Path, help="work directory to keep (logs), instead of a temporary one")
     args = parser.parse_args(argv)
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="punchgate-fleet-scale-"))
@@ -389,6 +395,7 @@ def scale_main(argv: list[str] | None = None) -> int:
                 restart=args.restart,
                 pin=args.pin,
                 profile=args.profile,
+                full_read_every=args.full_read_every,
             )
             print(_summary(f"run {n}", r), flush=True)
     print(f"load after {os.getloadavg()[0]:.1f}; logs in {workdir}")

@@ -229,7 +229,19 @@ class TerminalConfig(StrictTyped):
         60.0,
         ge=1,
         le=86400,
-        description="seconds between polls; a poll reads the log only when it may hold something new, and in full at least every 10th poll",
+        description="seconds between polls; a poll reads the log only when it may hold something new, and in full at least every full_read_every",
+    )
+    # Why an hour and not every few polls: the count and the last stored record already catch
+    # every new record, a cleared log and a log overwritten at capacity (gateway/worker.py);
+    # this bound is only for a log cleared and refilled to exactly its old count. A whole read
+    # moves the terminal's entire log (tens of thousands of records where logs are never
+    # cleared: seconds of a busy terminal), so every few polls it cost more than everything
+    # else a poll does (docs/performance.md, "Fleet").
+    full_read_every: float = Field(
+        3600.0,
+        ge=1,
+        le=7 * 86400,
+        description="seconds: a poll reads the whole log at least this often even when its count says nothing is new (a log cleared and refilled to the same count), counted from the last whole read, across restarts",
     )
     enabled: bool = Field(True, description="set false to keep a terminal in the file but not read it")
 

@@ -20,6 +20,7 @@ from punchgate.gateway.clock import ClockCare, CorrectionPolicy
 from punchgate.gateway.health import DeviceHealth, Thresholds, calendar_for
 from punchgate.gateway.roster import roster_key
 from punchgate.gateway.worker import DeviceWorker
+from punchgate.gateway.worker_known_log import reconcile_polls_for
 
 if TYPE_CHECKING:
     from punchgate.gateway.app import Application
@@ -94,6 +95,7 @@ def build_worker(app: Application, terminal: TerminalConfig) -> DeviceWorker:
         driver_type=str(getattr(terminal, "type", "")),
         clear_log=bool(getattr(terminal, "clear_log", False)),
         clock_care=clock_care if clock_care.policy.enabled else None,
+        reconcile_polls=reconcile_polls_for(terminal.full_read_every, terminal.poll_interval),
     )
     app.workers[terminal.name] = worker
     return worker

@@ -4,7 +4,7 @@ A session is: connect, ask the terminal who it is (serial, clock, counts), read 
 commit every new punch durably, then either listen for live punches or wait for the next
 poll — reconciling with a full read, after a (re)connect or a restart as at any poll, whenever
 the terminal's record count is not what the last full read and the live stream account for
-(and at least every `RECONCILE_POLLS` poll intervals whatever it says, a restart in between
+(and at least every `full_read_every` seconds whatever it says, a restart in between
 or not: the known log is kept in the device meta). After a (re)connect or a restart a count
 that agrees is not enough: the last record stored must still be at its place in the log, the
 same bytes, or the log is read in full (`_log_end_unchanged`). A full read normalises only the

@@ -10,6 +10,7 @@ poll cost logic, a pure decision on the worker's state, testable without a termi
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,8 +19,10 @@ from punchgate.drivers.base import DeviceInfo, RawPunch
 # A poll reads the whole log only when it may hold a record we have not stored: when the
 # terminal's record count is not what the last full read plus the live stream account for,
 # when the log is at capacity (a terminal that overwrites its oldest records keeps its count),
-# when the count is unknown, and at least every RECONCILE_POLLS polls whatever the count says:
-# a log cleared and refilled to the same count must not hide its records for longer than that.
+# when the count is unknown, and at least every `reconcile_polls` polls whatever the count says
+# (the terminal's `full_read_every` in polls: `reconcile_polls_for`): a log cleared and refilled
+# to the same count must not hide its records for longer than that. RECONCILE_POLLS is the
+# worker's default when it is built without a terminal's setting (tests).
 RECONCILE_POLLS = 10
 DIGEST_VERSION = "1"
 DIGEST_BYTES = 16
@@ -125,6 +128,12 @@ def matches(known: KnownLog, prefix: Sequence[RawPunch], plain: LogHasher) -> bo
 def fields_key(raw: RawPunch) -> bytes:
     """A record the driver gives no bytes for: the fields its id is made of."""
     return f"\0{raw.user_id}\x1f{raw.timestamp.isoformat()}\x1f{raw.state}\x1f{raw.verify}\x1e".encode()
+
+
+def reconcile_polls_for(full_read_every: float, poll_interval: float) -> int:
+    """How many polls a whole read may be apart: `full_read_every` seconds in poll intervals,
+    rounded up (a bound that is not a whole number of polls waits for the next one), at least 1."""
+    return max(1, math.ceil(full_read_every / poll_interval - 1e-9))
 
 
 def why_read(

@@ -52,6 +52,9 @@ class ZkPushTerminal(TerminalConfig):
         1, ge=1, le=1440, description="minutes between uploads when realtime is false"
     )
     poll_interval: float = Field(60.0, ge=1, le=86400, description="not used: a push terminal is not polled")
+    full_read_every: float = Field(
+        3600.0, ge=1, le=7 * 86400, description="not used: a push terminal uploads what it holds"
+    )
     commands_per_answer: int = Field(
         10,
         ge=1,
