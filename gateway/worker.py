@@ -67,7 +67,7 @@ from punchgate.gateway.worker_read_limit import (
     full_read_limiter,
 )
 from punchgate.gateway.worker_schedule import Flag, PollGrid, wait_any
-from punchgate.gateway.worker_tail import TailReader, tail_first, take_tail
+from punchgate.gateway.worker_tail import TAIL_PAUSE_POLLS, TailReader, tail_first, take_tail
 from punchgate.sync.records import Punch, Source
 from punchgate.sync.store import Store, StoreRefusedError
 
@@ -436,14 +436,14 @@ class DeviceWorker:
     ) -> list[RawPunch] | None:
         """The log's records from index `first` on, by the driver's offset read (records the
         size of the stored ones). A driver error pauses offset reads: the next
-        `reconcile_polls` polls read whole, so a terminal that never answers a READ_BUFFER from
+        TAIL_PAUSE_POLLS polls read whole, so a terminal that never answers a READ_BUFFER from
         an offset cannot fail every poll for ever."""
         assert isinstance(self.driver, TailReader)
         read = self.driver.read_records_from(first, len(known.anchor))
         try:
             return await self._bounded(what, read, self._call_limit(info))
         except DriverError:
-            self._tails_paused = self.reconcile_polls
+            self._tails_paused = TAIL_PAUSE_POLLS
             raise
 
     async def _read_tail(self, info: DeviceInfo) -> bool:

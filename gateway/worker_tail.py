@@ -8,7 +8,7 @@ there, the same bytes at the same place, are the records after it taken as the n
 the known log goes on from them (its running digest extended, `KnownLog`). Anything else (no
 state from a whole read yet, the driver cannot, the anchor differs: a log cleared, rewritten
 or overwritten) leaves the decision to a whole read, and the worker's periodic whole read
-still comes every `RECONCILE_POLLS` polls.
+still comes (the terminal's `full_read_every`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,10 @@ from typing import Protocol, runtime_checkable
 
 from punchgate.drivers.base import DeviceInfo, RawPunch
 from punchgate.gateway.worker_known_log import MAX_MARKS, KnownLog, chain
+
+# Polls that read whole after an offset read failed (a terminal that does not answer READ_BUFFER
+# from an offset must not fail every poll), before offset reads are tried again.
+TAIL_PAUSE_POLLS = 10
 
 
 @runtime_checkable
