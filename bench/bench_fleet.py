@@ -98,7 +98,7 @@ def _one_run(
     """One window from the daemon's launch, beside the idle daemon. `restart`: the buffer is
     first filled by a daemon of its own, which is then stopped (see `_fill`). `full_read_every`:
     the terminals' setting (default: theirs)."""
-    options = {} if full_read_every is None else {"full_read_every": full_read_every}
+    options: dict[str, Any] = {} if full_read_every is None else {"full_read_every": full_read_every}
     log_path = workdir / f"gateway-fleet-{run}.log"
     config = write_config(
         workdir / f"fleet-{run}.toml",
