@@ -183,6 +183,16 @@ class DeviceHealth:
         self.faults.raise_fault(code, detail)
         self._changed()
 
+    def log_in_step(self) -> None:
+        """A poll found the log as the buffer knows it: its count agrees with the last good read
+        (after a reconnect, its last stored record is in its place too). The terminal answers
+        cleanly again, so a protocol error seen earlier is over, as after a read. Without this
+        a terminal with nothing new kept the fault until its next punch or whole read. (Held:
+        it goes once its hold is over, at a later contact, like every held fault.)"""
+        if DeviceFault.PROTOCOL_ERROR in self.faults.active:
+            self.faults.clear_fault(DeviceFault.PROTOCOL_ERROR)
+            self._changed()
+
     def read_done(self, *, count: int, new: int) -> None:
         self.reads_total += 1
         self.last_read_count = count

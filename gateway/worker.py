@@ -408,6 +408,7 @@ class DeviceWorker:
         self._poll_due.clear()  # this poll serves any that fell due before it
         lag = self._take_lag(started)
         self._check_count(info.record_count)
+        self.health.log_in_step()
         self._polls_since_read += 1
         self._last_count = info.record_count
         await self._remember(info.record_count, lazy=True)

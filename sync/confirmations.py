@@ -15,7 +15,9 @@ connection and calls in here:
   `SENT_MARK_GRACE` for their confirmation (up to `SENT_MARK_MAX_HOLD` while confirmations keep
   coming, and never while confirmations are queued: a consumer lagging behind a backlog must not
   have every row written twice); rows confirmed meanwhile are not written twice
-  (what is remembered between a send and its confirmation: sync/confirmations_memory.py);
+  (what is remembered between a send and its confirmation: sync/confirmations_memory.py, and
+  the sent rows' ids, kept a batch at a time until a confirmation needs them by id:
+  sync/confirmations_sent.py);
 * `submit` queues a message from `{base}/confirm`; one thread parses what has queued and takes
   its ids out of what the drain remembered (sync/confirmations_parse.py), another delivers what
   was taken meanwhile, together, in one buffer transaction, while the next messages are parsed

@@ -89,6 +89,24 @@ def test_unknown_driver_fault_becomes_protocol_error() -> None:
     assert "protocol_error" in health.faults.active
 
 
+def test_a_protocol_error_clears_at_a_poll_that_finds_the_log_in_step() -> None:
+    """A contact alone does not clear it (garbage may come in a read); a read or a poll whose
+    count agrees with the last good read does, once its hold is over."""
+    health, seen, clock = make(Thresholds(fault_hold_seconds=20))
+    health.contact_ok(info(), drift_seconds=0)
+    health.contact_failed("protocol_error", "garbage reply")
+    health.contact_ok(info(), drift_seconds=0)
+    assert "protocol_error" in health.faults.active
+    health.log_in_step()
+    assert "protocol_error" in health.faults.active  # held: visible for fault_hold_seconds
+    clock.advance(21)
+    health.contact_ok(info(), drift_seconds=0)
+    assert "protocol_error" not in health.faults.active
+    assert codes(seen) == [("protocol_error", True), ("protocol_error", False)]
+    health.log_in_step()  # nothing to clear: no transition, no change
+    assert codes(seen) == [("protocol_error", True), ("protocol_error", False)]
+
+
 def test_log_nearly_full_has_hysteresis() -> None:
     health, seen, _ = make(Thresholds(log_full_ratio=0.9, log_full_clear_ratio=0.85, fault_hold_seconds=0))
     health.contact_ok(info(record_count=900), drift_seconds=0)

@@ -114,8 +114,12 @@ async def test_example_consumer_stores_every_punch_once(
         assert len(everything) == len(first) + 30
         buffer = tmp_path / "buffer.db"
         await gateway.wait_until_async(
-            # The first read, then the poll whose count shows the new punches reads them.
-            lambda: len(gateway.events("full_read")) >= 2 and pending_count(buffer) == 0,
+            # The first read, then the poll whose count shows the new punches reads them (the
+            # records after the last one stored: a tail read).
+            lambda: (
+                len(gateway.events("full_read")) + len(gateway.events("tail_read")) >= 2
+                and pending_count(buffer) == 0
+            ),
             timeout=60,
             message="the new punches acknowledged by the broker",
         )

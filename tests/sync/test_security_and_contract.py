@@ -368,7 +368,8 @@ async def test_retained_device_state_is_published_on_change_only(
         await gateway.wait_until_async(lambda: states(), timeout=30, message="the first device state")
 
         def polls() -> int:  # a poll that finds the count unchanged reads nothing (poll_counted)
-            return len(gateway.events("full_read")) + len(gateway.events("poll_counted"))
+            reads = len(gateway.events("full_read")) + len(gateway.events("tail_read"))
+            return reads + len(gateway.events("poll_counted"))
 
         done = polls()
         await gateway.wait_until_async(lambda: polls() >= done + 3, timeout=30, message="three more polls")
