@@ -67,7 +67,7 @@ from punchgate.sync.buffer_delivery import DeviceRows
 from punchgate.sync.confirmations_memory import HeldAcks, RememberedBatches, record_id_of
 from punchgate.sync.confirmations_parse import Taken, merged, parse_confirmation, shown, take
 from punchgate.sync.confirmations_sent import SentIds
-from punchgate.sync.contract import gateway_online
+from punchgate.sync.confirmations_state import StateThrottle
 from punchgate.sync.settings import MqttSettings
 from punchgate.sync.store import PendingRow, Store
 
@@ -78,10 +78,6 @@ BATCH_MEMORY_ROWS = 200_000
 # How often the drain looks for rows due to be sent again (at most; see `_scan_every`).
 RESEND_SCAN_SECONDS = 5.0
 _MAX_BACKOFF = 8
-# The retained gateway state with delivery figures (`gateway_state`): how often it is republished.
-STATE_MIN_SECONDS = 5.0
-STATE_AGE_BAND = 60.0
-STATE_REFRESH_SECONDS = 600.0
 
 
 @dataclass
@@ -114,7 +110,7 @@ class CentralDelivery:
         self._scan_every = min(RESEND_SCAN_SECONDS, mqtt.resend_after / 4)
         self._next_scan = time.monotonic() + self._scan_every
         self._confirmed_since_resend = True
-        self._state_sent: tuple[float, dict[str, Any]] | None = None
+        self._state = StateThrottle()
         self._lock = threading.Lock()
         self._queue: list[bytes] = []  # confirmations received, for the parser
         self._queued = threading.Event()
@@ -383,28 +379,5 @@ class CentralDelivery:
     def gateway_state(
         self, figures: dict[str, Any], *, version: str, started_at: dt.datetime
     ) -> bytes | None:
-        """The retained `{base}/state` with `figures`, when they changed enough since the last one:
-        at most every STATE_MIN_SECONDS, on a new count, the oldest age moving by STATE_AGE_BAND
-        or appearing/disappearing, or STATE_REFRESH_SECONDS after the last; None otherwise."""
-        now = time.monotonic()
-        last = self._state_sent
-        if last is not None:
-            since, sent = last
-            if now - since < STATE_MIN_SECONDS:
-                return None
-            age, old_age = figures["oldest_unconfirmed_age_seconds"], sent["oldest_unconfirmed_age_seconds"]
-            moved = (age is None) != (old_age is None) or (
-                age is not None and old_age is not None and abs(age - old_age) >= STATE_AGE_BAND
-            )
-            counts = ("pending", "unconfirmed")
-            if (
-                not moved
-                and all(figures[k] == sent[k] for k in counts)
-                and now - since < STATE_REFRESH_SECONDS
-            ):
-                return None
-        self._state_sent = (now, figures)
-        shown = dict(figures)
-        if shown["oldest_unconfirmed_age_seconds"] is not None:
-            shown["oldest_unconfirmed_age_seconds"] = round(shown["oldest_unconfirmed_age_seconds"], 1)
-        return gateway_online(version=version, started_at=started_at, as_of=dt.datetime.now(dt.UTC), **shown)
+        """The retained `{base}/state` with `figures`, when they changed enough (`StateThrottle`)."""
+        return self._state.message(figures, version=version, started_at=started_at)
