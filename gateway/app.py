@@ -38,6 +38,7 @@ from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.logs import register_secret
 from punchgate.gateway.sdnotify import SystemdNotifier
 from punchgate.gateway.settings import Settings
+from punchgate.gateway.staged_mover import StagedMover
 from punchgate.gateway.worker import DeviceWorker
 from punchgate.sync.audit import Head
 from punchgate.sync.contract import STATE_REFRESH_SECONDS, DeviceState
@@ -81,6 +82,7 @@ class Application:
         self.fault_history: deque[FaultTransition] = deque(maxlen=FAULT_HISTORY)  # for the console
         self._published_states: dict[str, DeviceState] = {}  # the last retained state per terminal
         self._commands: CommandService | None = None  # remote commands (gateway/commands)
+        self.staged_mover = StagedMover(self)  # staged punches into the outbox (push backlogs)
 
     def forwarder_alive(self) -> bool:
         return any(t.get_name() == "forwarder" and not t.done() for t in self._service_tasks)
@@ -100,6 +102,8 @@ class Application:
         self.gateway_faults.on_transition.append(self._publish_transition)
         self.forwarder.on_connection_change.append(self._on_broker_connection)
         self._spawn_service(self.forwarder.run(), "forwarder")
+        # Before any terminal: what an earlier run staged and answered goes to the outbox first.
+        self._spawn_service(self.staged_mover.run(), "staged-mover")
         self._spawn_service(self.notifier.run_watchdog(), "watchdog")
         self._spawn_service(self._gateway_checks(), "gateway-checks")
         if settings.mqtt.digest_interval > 0:

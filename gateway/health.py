@@ -202,6 +202,12 @@ class DeviceHealth:
         self.faults.release_held()
         self._changed()
 
+    def staged_punches_moved(self, new: int) -> None:
+        """Punches staged at an upload (gateway/staged_mover.py) reached the outbox; `new` of
+        them were not stored before (the upload's `read_done` counted them as read, none new)."""
+        self.punches_new_total += new
+        self._changed()
+
     def punches_stored(self, newest: dt.datetime) -> None:
         """New punches were committed; `newest` is the UTC time of the latest of them."""
         now = self.clock()

@@ -29,6 +29,7 @@ from punchgate.gateway.normalize import normalize_punches
 from punchgate.gateway.push_heartbeats import HeartbeatWatch
 from punchgate.gateway.push_unknown import UnknownTerminals
 from punchgate.gateway.ratelimit_log import RateLimitedLog
+from punchgate.gateway.staged_mover import STAGE_MIN
 from punchgate.sync.records import Punch
 from punchgate.sync.store import StoreRefusedError
 
@@ -66,37 +67,49 @@ class GatewayPushBackend:
         if store is None or forwarder is None:
             raise PushStoreRefusedError("the gateway is starting")
 
-        def read_normalize_and_store() -> tuple[list[Punch], list[str]]:
+        def read_normalize_and_store() -> tuple[list[Punch], list[str] | None, list[Punch]]:
             normalized = normalized_punches(terminal, read(), received_at)
-            return normalized, store.add_punches(normalized)
+            inserted = store.add_or_stage(normalized, stage=len(normalized) >= STAGE_MIN)
+            if inserted is None:  # staged: which of its impossible times are new, asked of the index
+                bad = [p for p in normalized if p.flags and p.quarantined]
+                known = store.known_ids(p.id for p in bad) if bad else set()
+                return normalized, None, [p for p in bad if p.id not in known]
+            new_ids = set(inserted)
+            return (
+                normalized,
+                inserted,
+                [p for p in normalized if p.flags and p.quarantined and p.id in new_ids],
+            )
 
         try:
             # In a thread: a large upload costs seconds of CPU the event loop must not wait for.
             # The parse too (`read`): one hand-off to a thread and back per post, not two (each
             # waits for the GIL while the forwarder drains: py-spy of a backlog upload).
             # Shielded: a shutdown that cancels the request mid-commit still lets the commit finish.
-            normalized, inserted = await asyncio.shield(asyncio.to_thread(read_normalize_and_store))
+            normalized, inserted, bad = await asyncio.shield(asyncio.to_thread(read_normalize_and_store))
         except StoreRefusedError as exc:
             if exc.stored:
                 forwarder.notify_new_punches()
             raise PushStoreRefusedError(str(exc), stored=len(exc.stored)) from exc
         if not normalized:
             return Committed(new=0, received=0)
+        if inserted is None:
+            app.staged_mover.staged(len(normalized))
+        elif inserted:
+            forwarder.notify_new_punches()
         health = app.devices.get(terminal.name)
         if health is not None:
             health.punches_stored(max(p.utc_time for p in normalized))
-            health.read_done(count=len(normalized), new=len(inserted))
-        if inserted:
-            forwarder.notify_new_punches()
-            new_ids = set(inserted)
-            bad = [p for p in normalized if p.flags and p.quarantined and p.id in new_ids]
-            if bad and health is not None:
+            # Staged punches are counted new when they reach the outbox (`StagedMover`).
+            health.read_done(count=len(normalized), new=len(inserted or ()))
+            if bad:
                 health.set_fault(
                     DeviceFault.CLOCK_INVALID,
                     True,
                     f"{len(bad)} punches with impossible times (e.g. {bad[0].local_time})",
                 )
-        return Committed(new=len(inserted), received=len(normalized))
+        staged = len(normalized) if inserted is None else 0
+        return Committed(new=len(inserted or ()), received=len(normalized), staged=staged)
 
     async def load_meta(self, key: str) -> dict[str, Any]:
         store = self.app.store

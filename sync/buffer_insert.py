@@ -59,9 +59,9 @@ def _insert_all_new(store: Store, unique: list[Punch]) -> list[str]:
         if inserted < len(rows):
             rows = _inserted_rows(conn, rows, inserted)
         if rows:
-            _committing(store, conn, rows)
+            committing(store, conn, rows)
     if rows:
-        _committed(store, rows)
+        committed(store, rows)
     return [row[0] for row in rows]
 
 
@@ -89,21 +89,21 @@ def _insert_checked(store: Store, unique: list[Punch]) -> list[str]:
         rows = [buffer_outbox.punch_row(p, now) for p in fits]
         with store._writer.begin() as conn:
             buffer_outbox.insert_rows(conn, rows)
-            _committing(store, conn, rows)
-        _committed(store, rows)
+            committing(store, conn, rows)
+        committed(store, rows)
     if refused:
         store._limits.refuse(len(refused), stored=[p.id for p in fits])
     return [p.id for p in fits]
 
 
-def _committing(store: Store, conn: Any, rows: list[tuple[Any, ...]]) -> None:
+def committing(store: Store, conn: Any, rows: list[tuple[Any, ...]]) -> None:
     """In the insert's transaction: the count of punches ever stored, and the audit chain."""
     buffer_identity.count_stored(conn, len(rows))
     if store.audit_enabled:
         audit.append_punches(conn, rows)
 
 
-def _committed(store: Store, rows: list[tuple[Any, ...]]) -> None:
+def committed(store: Store, rows: list[tuple[Any, ...]]) -> None:
     """After the commit, still under the write lock: the counts kept in memory."""
     buffer_counts.pending_changed(store, Counter(row[1] for row in rows), 1)
     store._stored += len(rows)

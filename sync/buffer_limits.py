@@ -42,6 +42,9 @@ class Limits:
     def __init__(self, settings: BufferSettings, *, pending: int) -> None:
         self.settings = settings
         self.pending = pending
+        # Staged punches (`buffer_staging`) are not pending yet, but they will be: they take
+        # room like pending ones, so the move never has to refuse what was answered `OK`.
+        self.staged = 0
         self._full = False
         self._disk_low = False
 
@@ -63,7 +66,7 @@ class Limits:
         self.update_full()
         if self._full:
             return 0
-        return max(0, min(incoming, self.settings.max_pending - self.pending))
+        return max(0, min(incoming, self.settings.max_pending - self.pending - self.staged))
 
     def refuse(self, refused: int, *, stored: list[str]) -> NoReturn:
         """Enter (or stay in) `buffer_full` and raise for the `refused` punches."""
@@ -82,9 +85,9 @@ class Limits:
 
     def update_full(self) -> None:
         """Leave `buffer_full` once enough has drained."""
-        if self._full and self.pending <= self.resume_mark():
+        if self._full and self.pending + self.staged <= self.resume_mark():
             self._full = False
-            log.info("buffer_full_cleared", pending=self.pending)
+            log.info("buffer_full_cleared", pending=self.pending, staged=self.staged)
 
     def active_faults(self) -> frozenset[str]:
         self.update_full()

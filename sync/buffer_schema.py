@@ -39,6 +39,21 @@ punches = table(
     column("sent_at"),  # central delivery: last PUBACK while unconfirmed; NULL: not sent (migration v5)
 )
 
+# Punches committed before their dedupe (migration v8; punchgate.sync.buffer_staging): the
+# columns an insert into `punches` writes, moved there later in staging order.
+staged_punches = table(
+    "staged_punches",
+    column("pk"),  # staging order
+    column("id"),
+    column("device"),
+    column("user_id"),
+    column("utc_time"),
+    column("source"),
+    column("payload"),
+    column("raw"),
+    column("stored_at"),
+)
+
 # Per-device batch sequence numbers, reserved in blocks.
 batch_seq = table("batch_seq", column("device"), column("reserved_until"))
 
@@ -108,6 +123,7 @@ TABLES: tuple[TableClause, ...] = (
     audit_anchor,
     command_requests,
     command_targets,
+    staged_punches,
 )
 
 

@@ -399,6 +399,34 @@ def _v7_audit_checkpoints(conn: Connection) -> None:
     )
 
 
+def _v8_staged_punches(conn: Connection) -> None:
+    """Punches committed before their dedupe (`punchgate.sync.buffer_staging`).
+
+    A push terminal's backlog part is committed here, answered, and moved into `punches`
+    later, many parts in one transaction. The rows are exactly the ones an insert into
+    `punches` writes (`punch_row`: the same columns, types and meaning); the table has no
+    index but its rowid, so a part's commit appends pages instead of rewriting the scattered
+    leaves of the `id` index that a hash-keyed insert touches (bench/notes.md). `pk` is the
+    staging order, which the move keeps: a terminal's punches reach `punches` in the order it
+    uploaded them.
+    """
+    conn.exec_driver_sql(
+        """
+        CREATE TABLE staged_punches (
+            pk INTEGER PRIMARY KEY,           -- staging order: moved lowest first
+            id TEXT NOT NULL,                 -- as in punches: the stable record id
+            device TEXT NOT NULL,
+            user_id TEXT NOT NULL,
+            utc_time TEXT NOT NULL,
+            source TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            raw BLOB NOT NULL,
+            stored_at REAL NOT NULL           -- unix time of the staging commit
+        )
+        """
+    )
+
+
 # Index i holds the step that takes the schema from version i to i + 1. Append only.
 STEPS: list[Step] = [
     _v1_initial,
@@ -408,6 +436,7 @@ STEPS: list[Step] = [
     _v5_central_delivery,
     _v6_remote_commands,
     _v7_audit_checkpoints,
+    _v8_staged_punches,
 ]
 LATEST_VERSION = len(STEPS)
 

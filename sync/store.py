@@ -56,6 +56,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -72,6 +73,7 @@ from punchgate.sync import (
     buffer_manual,
     buffer_outbox,
     buffer_seqs,
+    buffer_staging,
     command_store,
     manual,
 )
@@ -89,6 +91,7 @@ from punchgate.sync.buffer_identity import Identity
 from punchgate.sync.buffer_limits import Limits
 from punchgate.sync.buffer_manual import PunchBuilder
 from punchgate.sync.buffer_outbox import Confirmed, PendingRow
+from punchgate.sync.buffer_staging import Moved
 from punchgate.sync.command_store import StoredRequest
 from punchgate.sync.manual import ManualEntry, ManualSettings
 from punchgate.sync.records import Punch
@@ -138,6 +141,9 @@ class Store:
             self._set_pending_counts(buffer_outbox.pending_devices(conn))
             # Sent and not confirmed yet (central delivery); kept like the pending count.
             self._unconfirmed = buffer_outbox.count_unconfirmed(conn)
+            # Committed before their dedupe (`buffer_staging`), per device; kept like the above.
+            self._staged_by_device: Counter[str] = buffer_staging.count_staged(conn)
+            self._limits.staged = sum(self._staged_by_device.values())
 
     # --- lifecycle ----------------------------------------------------------------------------
     @classmethod
@@ -232,6 +238,35 @@ class Store:
 
     def _add_new(self, punches: Sequence[Punch]) -> list[str]:
         return buffer_insert.add_new(self, punches)
+
+    # --- staged punches (`buffer_staging`) --------------------------------------------------
+    def add_or_stage(self, punches: Sequence[Punch], *, stage: bool) -> list[str] | None:
+        """`add_punches`, or commit them staged when `stage` is asked or a device of theirs
+        still has staged punches (what a terminal uploads reaches `punches` in its order);
+        None when staged. The same refusals as `add_punches`; staged, all or none."""
+        if not punches:
+            return []
+        with self._write_lock:
+            if not stage and not any(self._staged_by_device.get(d) for d in {p.device for p in punches}):
+                return self.add_punches(punches)
+            now = time.time()
+            buffer_staging.stage(self, [buffer_outbox.punch_row(p, now) for p in punches])
+            return None
+
+    def move_staged(self, limit: int) -> Moved:
+        """Move the oldest staged punches (at most `limit`) into the outbox, in one transaction."""
+        try:
+            with self._write_lock:
+                return buffer_staging.move(self, limit)
+        finally:
+            self._companion.update(self._stored)  # outside the lock, as `add_punches` does
+
+    def staged_count(self, device: str | None = None) -> int:
+        """Staged punches not moved yet (of one device); from memory, no query."""
+        with self._counts_lock:
+            if device is None:
+                return self._limits.staged
+            return self._staged_by_device.get(device, 0)
 
     def active_faults(self) -> frozenset[str]:
         """`buffer_full` / `disk_low` while the store refuses punches for that reason."""

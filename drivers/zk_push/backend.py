@@ -71,8 +71,9 @@ class PushStoreRefusedError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    new: int  # punches the buffer did not hold yet
+    new: int  # punches the buffer did not hold yet (0 when staged: known only once moved)
     received: int  # punches in the request (new or already stored)
+    staged: int = 0  # punches committed staged: deduplicated and counted new later
 
 
 class PushBackend(Protocol):

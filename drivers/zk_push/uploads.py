@@ -70,6 +70,7 @@ class Uploads:
         parsed = parses[-1] if parses else attlog.parse_attlog(body, terminal.encoding)
         self.counts["punches_received"] += committed.received
         self.counts["punches_new"] += committed.new
+        self.counts["punches_staged"] += committed.staged
         await self.stamps.persist(state, meta, "ATTLOG", stamp, parsed.bad)
         log.info(
             "push_attlog",
@@ -77,6 +78,7 @@ class Uploads:
             lines=parsed.lines,
             stored=len(parsed.punches),
             new=committed.new,
+            staged=committed.staged,
             unparsed=len(parsed.bad),
             stamp=stamp,
         )

@@ -64,6 +64,19 @@ def buffer_rows(path: Path) -> tuple[int, int]:
     return int(rows), int(distinct)
 
 
+def held_ids(path: Path) -> set[str]:
+    """Every record id the buffer holds: in the outbox or staged (sync/buffer_staging.py)."""
+    with _read_only(path) as db:
+        rows = db.execute("SELECT id FROM punches UNION SELECT id FROM staged_punches").fetchall()
+    return {str(ident) for (ident,) in rows}
+
+
+def staged_rows(path: Path) -> int:
+    """Staged punches not moved into the outbox yet."""
+    with _read_only(path) as db:
+        return int(db.execute("SELECT count(*) FROM staged_punches").fetchone()[0])
+
+
 def pending_count(path: Path) -> int:
     """Punches in the buffer not yet acknowledged by the broker."""
     with _read_only(path) as db:

@@ -25,15 +25,18 @@ from punchgate.drivers.zk import parsing as zk_parsing
 from punchgate.drivers.zk import protocol as zk_protocol
 from punchgate.drivers.zk.emulator import ZkEmulator
 from punchgate.drivers.zk_push import attlog as push_attlog
+from punchgate.drivers.zk_push.backend import PushTerminal
+from punchgate.drivers.zk_push.config import ZkPushTerminal
 from punchgate.drivers.zk_push.emulator import PushRecord, ZkPushEmulator
 from punchgate.gateway.mosquitto import free_port
 from punchgate.gateway.normalize import normalize_punch, record_id
+from punchgate.gateway.push_backend import normalized_punches
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import Store
 from tests.support.config import zk_terminal
 from tests.support.gateway import GatewayProcess
-from tests.support.reconcile import buffer_rows
+from tests.support.reconcile import buffer_rows, held_ids, staged_rows
 from tests.support.subscriber import Subscriber
 from tests.support.waiting import wait_until_async
 from tests.support.zk import expected_ids
@@ -270,7 +273,7 @@ async def test_sigkill_mid_upload_then_retry_stores_everything_once(
     await writer.drain()
     if when == "after_commit":
         await gateway.wait_until_async(
-            lambda: buffer_rows(tmp_path / "buffer.db")[0] == 5050, timeout=30, message="the upload committed"
+            lambda: len(held_ids(tmp_path / "buffer.db")) == 5050, timeout=30, message="the upload committed"
         )
     gateway.kill()
     writer.close()
@@ -280,19 +283,67 @@ async def test_sigkill_mid_upload_then_retry_stores_everything_once(
     gateway.start()
     status, options = await terminal.handshake()
     assert status == 200
-    # The stamp never runs ahead of the buffer: the new one only once all 5000 are stored.
+    # The stamp never runs ahead of the buffer: the new one only once all 5000 are stored
+    # (in the outbox or staged: answered backlog parts are moved in after the restart too).
+    held = len(held_ids(tmp_path / "buffer.db"))
     if when == "half_body_sent":
-        assert options["ATTLOGStamp"] == "50" and buffer_rows(tmp_path / "buffer.db") == (50, 50)
+        assert options["ATTLOGStamp"] == "50" and held == 50
     elif options["ATTLOGStamp"] == "5050":
-        assert buffer_rows(tmp_path / "buffer.db") == (5050, 5050)
+        assert held == 5050
     else:
         assert options["ATTLOGStamp"] == "50"
     # It never had its OK, so it sends the same upload again.
     assert await terminal.upload(body, stamp=5050) == (200, "OK: 5000")
+    assert len(held_ids(tmp_path / "buffer.db")) == 5050
+    # Staged a second time, every punch is stored once when they are moved.
+    await gateway.wait_until_async(
+        lambda: staged_rows(tmp_path / "buffer.db") == 0, timeout=30, message="the staged punches moved"
+    )
     assert buffer_rows(tmp_path / "buffer.db") == (5050, 5050)
     ids = {record_id(SN, p) for p in earlier + punches}
     assert not await subscriber.missing_after(ids, timeout=90)
     assert (await terminal.handshake())[1]["ATTLOGStamp"] == "5050"
+
+
+async def test_backlog_parts_answered_but_not_moved_yet_reach_central_after_a_kill(
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """A backlog part is staged and answered at once, and moved into the outbox later
+    (gateway/staged_mover.py). What was staged when the gateway died is moved at its next
+    start: the file is left as a kill at that instant leaves it (staged rows, one of them a
+    punch the outbox holds already), then the gateway starts on it."""
+    gateway, port = start_push_gateway(gateway_factory, [push_terminal("door-1", SN)])
+    terminal = Terminal(session, port)
+    assert (await terminal.upload(attlog(many_punches(10)), stamp=10)) == (200, "OK: 10")
+    stored = {record_id(SN, p) for p in many_punches(10)}
+    assert not await subscriber.missing_after(stored, timeout=60)
+    gateway.kill()
+
+    answered = many_punches(1200)[9:]  # the tenth punch is stored already
+    push = PushTerminal.from_config(ZkPushTerminal.model_validate(push_terminal("door-1", SN)), ZONE)
+    store = Store.open(
+        BufferSettings.model_validate({"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0})
+    )
+    try:
+        now = dt.datetime.now(dt.UTC)
+        for start in range(0, len(answered), 500):
+            part = normalized_punches(push, answered[start : start + 500], now)
+            assert store.add_or_stage(part, stage=True) is None
+        assert store.staged_count() == len(answered)
+    finally:
+        store.close()
+
+    gateway.start()
+    ids = {record_id(SN, p) for p in many_punches(1200)}
+    assert not await subscriber.missing_after(ids, timeout=90)
+    await gateway.wait_until_async(
+        lambda: staged_rows(tmp_path / "buffer.db") == 0, timeout=30, message="the staged punches moved"
+    )
+    assert buffer_rows(tmp_path / "buffer.db") == (1200, 1200)
+    assert subscriber.reconciler.duplicates == 0
 
 
 async def test_an_unknown_serial_is_refused_with_a_gateway_event(

@@ -33,6 +33,7 @@ from punchgate.gateway.mosquitto import free_port
 from punchgate.gateway.normalize import record_id
 from punchgate.gateway.push import PushService, push_terminals
 from punchgate.gateway.settings import ConfigError, Settings, load_settings, settings_from_dict
+from punchgate.gateway.staged_mover import StagedMover
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.store import Store
 from tests.support.broker import make_test_pki
@@ -74,6 +75,8 @@ class PushRig:
             )
             health.faults.on_transition.append(self.transitions.append)
             self.devices[terminal.name] = health
+        # Not run as a task: `punches()` moves what was staged when a test looks.
+        self.staged_mover = StagedMover(self)  # type: ignore[arg-type]
         self.service = PushService(self, push_terminals(settings))  # type: ignore[arg-type]
         self.session: aiohttp.ClientSession | None = None
 
@@ -117,8 +120,11 @@ class PushRig:
         return self.store.get_device_meta(key)
 
     def punches(self) -> list[dict[str, Any]]:
-        """Every stored punch's record JSON, oldest first."""
+        """Every stored punch's record JSON, oldest first (staged ones moved first, as the
+        gateway's mover does: tests/gateway/test_staged_mover.py)."""
         assert self.store is not None
+        if self.store.staged_count():
+            self.staged_mover.after_move(self.store.move_staged(100_000))
         return [json.loads(row.payload) for row in self.store.pending_batch(10_000)]
 
     def raised(self, code: str, device: str = "") -> list[FaultTransition]:
