@@ -480,9 +480,10 @@ def _backlog_figures(result: BenchResult, uploads: list[Upload]) -> None:
     delivered = _median(uploads, "gateway", lambda u: u.delivered_seconds or 0.0)
     result.note(
         f"server CPU per upload (median): gateway {_median(uploads, 'gateway', lambda u: u.cpu_seconds):.1f} s, "
-        f"probe {_median(uploads, 'probe', lambda u: u.cpu_seconds):.1f} s; the gateway also forwarded every "
-        f"record meanwhile: the subscriber held all {records:,} ids {delivered:.1f} s after the terminal's start "
-        f"(median); terminal retries: {sum(u.retries for u in uploads)}"
+        f"probe {_median(uploads, 'probe', lambda u: u.cpu_seconds):.1f} s; the gateway answers a backlog part once "
+        f"it is committed staged and moves and forwards the parts after the upload (docs/zk-push.md): the "
+        f"subscriber held all {records:,} ids {delivered:.1f} s after the terminal's start (median); terminal "
+        f"retries: {sum(u.retries for u in uploads)}"
     )
     result.add(
         Figure(

@@ -170,6 +170,11 @@ class GatewayCollector(Collector):
                 "age of the oldest undelivered punch (0 when none)",
                 value=age or 0.0,
             )
+            yield GaugeMetricFamily(
+                "punchgate_buffer_staged_punches",
+                "push backlog punches committed staged, not moved into the outbox yet",
+                value=store.staged_count(),
+            )
         forwarder = app.forwarder
         if forwarder is not None:
             yield GaugeMetricFamily(

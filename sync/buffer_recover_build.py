@@ -28,6 +28,10 @@ from punchgate.sync.buffer_recover_source import Source, open_source, read_ident
 
 # Tables copied row by row; `identity` is not copied: the new file gets a new identity.
 SALVAGED = ("punches", "batch_seq", "device_meta")
+# Push backlog punches answered and not moved into `punches` yet (migration v8): copied as
+# they are from a file that has the table (the page scan takes only `punches` rows); the
+# daemon moves them at its next start.
+STAGED = ("staged_punches", 8)
 
 
 def _valid_punch(id_index: int, payload_index: int) -> Callable[[Sequence[Any]], bool]:
@@ -156,7 +160,8 @@ def build(paths: BufferPaths, new: BufferPaths, work: Path, report: RecoverRepor
             with engine.execution_options(write=True).begin() as conn:
                 migrations.migrate(conn, migrations.STEPS[:version])
                 if src is not None:
-                    for table in SALVAGED:
+                    staged_table, staged_since = STAGED
+                    for table in SALVAGED + ((staged_table,) if version >= staged_since else ()):
                         _copy_table(src, conn, table, report)
                 if source.files is not None and _scan_wanted(source, report):
                     _scan_punches(source.files, source.page_size, conn, report)

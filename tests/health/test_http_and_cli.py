@@ -35,6 +35,9 @@ class FakeStore:
     def pending_count(self) -> int:
         return 3
 
+    def staged_count(self) -> int:
+        return 0
+
     def oldest_pending_age(self) -> float | None:
         return 12.0
 

@@ -26,6 +26,9 @@ class FakeStore:
     def pending_devices(self) -> dict[str, int]:
         return dict(self.pending)
 
+    def staged_count(self) -> int:
+        return 0
+
     def oldest_pending_age(self) -> float | None:
         return 5.0 if self.pending else None
 

@@ -17,6 +17,7 @@ from punchgate.sync.buffer_check import check_buffer
 from punchgate.sync.buffer_errors import BufferLockedError
 from punchgate.sync.buffer_paths import BufferPaths
 from punchgate.sync.buffer_recover import RecoverError, RecoverReport, recover
+from tests.support.factories import make_punches
 from tests.sync.test_buffer_damage import (
     DAMAGE,
     GATEWAY,
@@ -105,6 +106,29 @@ def test_a_corrupt_header_is_rebuilt_and_everything_is_recovered(buffer: tuple[P
     assert stored_ids(path) == ids
     assert (report.pending, report.delivered) == (PUNCHES - DELIVERED, DELIVERED)
     assert_recovered_file_is_sound(path, report)
+
+
+def test_staged_punches_are_recovered_with_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "buffer.db"
+    ids = make_buffer(path, 200, 50)
+    store = open_buffer(path)
+    staged = make_punches("door-9", 120)
+    try:
+        assert store.add_or_stage(staged, stage=True) is None
+    finally:
+        store.close()
+    overwrite_header(path)
+
+    report = recover(path, gateway_id=GATEWAY)
+
+    assert stored_ids(path) == ids
+    store = open_buffer(path)
+    try:
+        assert store.staged_count("door-9") == 120
+        assert store.move_staged(1_000).inserted == {"door-9": [p.id for p in staged]}
+    finally:
+        store.close()
+    assert report.table("staged_punches") is not None
 
 
 def test_a_half_truncated_file_gives_back_its_first_half(buffer: tuple[Path, set[str]]) -> None:
