@@ -27,7 +27,8 @@ async def drain_before_exit(app: Application, deadline: float) -> None:
         # Central delivery: what waits for a confirmation is sent again after a restart anyway.
         unconfirmed = app.store.unconfirmed_count() if app.forwarder.central else 0
         pending = await asyncio.to_thread(app.store.pending_count)
-        if pending - unconfirmed <= 0:
+        # Staged push punches are moved into the outbox meanwhile (`StagedMover.uploads_over`).
+        if pending + app.store.staged_count() - unconfirmed <= 0:
             return
         app.forwarder.notify_new_punches()
         await asyncio.sleep(0.1)
@@ -48,6 +49,7 @@ async def shutdown(app: Application) -> None:
     push = getattr(app, "_push", None)
     if push is not None:  # no new uploads; one being committed finishes (the commit is shielded)
         await push.close()
+    app.staged_mover.uploads_over()
     if app.forwarder is not None and app.store is not None:
         await drain_before_exit(app, deadline)
     http = getattr(app, "_http", None)

@@ -14,7 +14,8 @@ When (`MovePolicy`):
   Never longer than `MAX_WAIT` seconds after the oldest punch waiting was staged, nor beyond
   `MAX_WAITING` staged punches: a terminal that never stops uploading cannot hold the
   others' punches back;
-* at start: whatever an earlier run staged (a gateway killed after answering) first.
+* at start: whatever an earlier run staged (a gateway killed after answering) first;
+* at a stop, once the push listener closed: at once, so the last drain forwards it too.
 
 A move is one transaction of at most `MOVE_AT_ONCE` punches (their rows are read back for
 the audit entry); the next follows at once while more are due. A move that fails leaves its
@@ -55,6 +56,7 @@ class MovePolicy:
         self.clock = clock
         self._last_part = -math.inf  # when the latest backlog part was staged
         self._waiting_since: float | None = None  # the oldest staged punch not moved yet
+        self.uploads_over = False  # the listener closed (shutdown): nothing is worth waiting for
 
     def staged(self, punches: int) -> None:
         now = self.clock()
@@ -69,7 +71,7 @@ class MovePolicy:
     def wait(self, staged: int) -> float:
         """Seconds until a move is due with `staged` punches waiting; 0: now."""
         now = self.clock()
-        if staged >= MAX_WAITING:
+        if staged >= MAX_WAITING or self.uploads_over:
             return 0.0
         since = now if self._waiting_since is None else self._waiting_since
         return max(0.0, min(self._last_part + STREAM_GAP, since + MAX_WAIT) - now)
@@ -89,6 +91,12 @@ class StagedMover:
     def staged(self, punches: int) -> None:
         """A part of `punches` was staged (on the event loop, after its commit)."""
         self.policy.staged(punches)
+        self._wake.set()
+
+    def uploads_over(self) -> None:
+        """The push listener closed (the gateway stops): move what is staged now, so the last
+        drain can forward it."""
+        self.policy.uploads_over = True
         self._wake.set()
 
     async def run(self) -> None:

@@ -77,6 +77,14 @@ def test_too_many_staged_punches_move_even_while_a_backlog_streams() -> None:
     assert policy.wait(MAX_WAITING) == 0.0
 
 
+def test_once_the_listener_closed_nothing_waits_for_a_backlog() -> None:
+    policy = MovePolicy(Clock())
+    policy.staged(500)
+    assert policy.wait(500) > 0
+    policy.uploads_over = True  # StagedMover.uploads_over(), at a stop
+    assert policy.wait(500) == 0.0
+
+
 class Forwarder:
     def __init__(self) -> None:
         self.notified = 0

@@ -36,7 +36,7 @@ from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import Store
 from tests.support.config import zk_terminal
 from tests.support.gateway import GatewayProcess
-from tests.support.reconcile import buffer_rows, held_ids, staged_rows
+from tests.support.reconcile import buffer_rows, held_ids, pending_count, staged_rows
 from tests.support.subscriber import Subscriber
 from tests.support.waiting import wait_until_async
 from tests.support.zk import expected_ids
@@ -344,6 +344,26 @@ async def test_backlog_parts_answered_but_not_moved_yet_reach_central_after_a_ki
     )
     assert buffer_rows(tmp_path / "buffer.db") == (1200, 1200)
     assert subscriber.reconciler.duplicates == 0
+
+
+async def test_a_backlog_answered_just_before_a_stop_is_forwarded_before_the_gateway_exits(
+    gateway_factory: Callable[..., GatewayProcess],
+    subscriber: Subscriber,
+    session: aiohttp.ClientSession,
+    tmp_path: Path,
+) -> None:
+    """Parts staged while the terminal was still sending (moves held back) are moved and
+    forwarded by the stop's last drain, not left for the next start."""
+    gateway, port = start_push_gateway(gateway_factory, [push_terminal("door-1", SN)])
+    terminal = Terminal(session, port)
+    punches = many_punches(3000)
+    for start in range(0, len(punches), 500):
+        part = punches[start : start + 500]
+        assert await terminal.upload(attlog(part), stamp=start + 500) == (200, "OK: 500")
+    assert gateway.stop() == 0
+    assert staged_rows(tmp_path / "buffer.db") == 0
+    assert pending_count(tmp_path / "buffer.db") == 0
+    assert not await subscriber.missing_after({record_id(SN, p) for p in punches}, timeout=30)
 
 
 async def test_an_unknown_serial_is_refused_with_a_gateway_event(
