@@ -456,6 +456,31 @@ async def test_an_emulated_terminal_with_faults_delivers_every_punch_once(
     assert any(f["code"] == "protocol_error" and f["event"] == "fault_raised" for f in faults)
 
 
+async def test_a_backlog_upload_survives_kills_while_parts_wait_staged(
+    gateway_factory: Callable[..., GatewayProcess], subscriber: Subscriber, tmp_path: Path
+) -> None:
+    """The emulated terminal uploads a 20,000-record backlog; the gateway is SIGKILLed three
+    times, each time while answered parts wait staged (moves are held back while parts keep
+    coming). The terminal resends what it had no answer for; every punch reaches central,
+    and the buffer holds each once."""
+    gateway, emulator = start_emulated_terminal(gateway_factory, records=20_000, seed=8)
+    db = tmp_path / "buffer.db"
+    async with emulator:
+        for kill in range(3):
+            await wait_until_async(
+                lambda: staged_rows(db) > 0 and len(held_ids(db)) > 3_000 * (kill + 1),
+                timeout=60,
+                interval=0.005,
+                message=f"parts staged before kill {kill + 1}",
+            )
+            gateway.kill()
+            gateway.start()
+        assert not await subscriber.missing_after(emulated_ids(emulator), timeout=120)
+    await gateway.wait_until_async(lambda: staged_rows(db) == 0, timeout=30, message="everything moved")
+    rows, distinct = buffer_rows(db)
+    assert rows == distinct == len(emulated_ids(emulator))
+
+
 async def test_an_emulated_factory_reset_is_a_log_reset_and_loses_nothing(
     gateway_factory: Callable[..., GatewayProcess],
     subscriber: Subscriber,
