@@ -456,6 +456,11 @@ async def test_an_emulated_terminal_with_faults_delivers_every_punch_once(
     assert any(f["code"] == "protocol_error" and f["event"] == "fault_raised" for f in faults)
 
 
+def staged_beyond(db: Path, held: int) -> Callable[[], bool]:
+    """True while parts wait staged and the buffer holds more than `held` punches."""
+    return lambda: staged_rows(db) > 0 and len(held_ids(db)) > held
+
+
 async def test_a_backlog_upload_survives_kills_while_parts_wait_staged(
     gateway_factory: Callable[..., GatewayProcess], subscriber: Subscriber, tmp_path: Path
 ) -> None:
@@ -468,7 +473,7 @@ async def test_a_backlog_upload_survives_kills_while_parts_wait_staged(
     async with emulator:
         for kill in range(3):
             await wait_until_async(
-                lambda: staged_rows(db) > 0 and len(held_ids(db)) > 3_000 * (kill + 1),
+                staged_beyond(db, 3_000 * (kill + 1)),
                 timeout=60,
                 interval=0.005,
                 message=f"parts staged before kill {kill + 1}",
