@@ -456,6 +456,24 @@ async def test_an_emulated_terminal_with_faults_delivers_every_punch_once(
     assert any(f["code"] == "protocol_error" and f["event"] == "fault_raised" for f in faults)
 
 
+@pytest.mark.parametrize("records", [10_000, pytest.param(100_000, marks=pytest.mark.long)])
+async def test_a_backlog_kept_through_an_outage_reaches_central_whole(
+    records: int, gateway_factory: Callable[..., GatewayProcess], subscriber: Subscriber, tmp_path: Path
+) -> None:
+    """The gateway is down when the terminal starts (an outage): its uploads fail and it keeps
+    its records. Back up, the gateway takes the whole backlog, and central gets every punch."""
+    gateway, emulator = start_emulated_terminal(gateway_factory, records=records, seed=9)
+    gateway.stop()
+    async with emulator:
+        await wait_until_async(lambda: emulator.counters.retries >= 2, timeout=30, message="failed uploads")
+        assert emulator.stamp == 0  # nothing answered: the terminal holds everything
+        gateway.start()
+        assert not await subscriber.missing_after(emulated_ids(emulator), timeout=240)
+    await gateway.wait_until_async(lambda: staged_rows(tmp_path / "buffer.db") == 0, timeout=30)
+    rows, distinct = buffer_rows(tmp_path / "buffer.db")
+    assert rows == distinct == records
+
+
 def staged_beyond(db: Path, held: int) -> Callable[[], bool]:
     """True while parts wait staged and the buffer holds more than `held` punches."""
     return lambda: staged_rows(db) > 0 and len(held_ids(db)) > held
