@@ -25,6 +25,7 @@ from punchgate.sync.settings import BufferSettings
 from punchgate.sync.store import Store
 from tests.support.factories import make_punches
 from tests.support.waiting import wait_until_async
+from tests.zk_push.test_receiver import CountingForwarder
 
 
 class Clock:
@@ -85,21 +86,13 @@ def test_once_the_listener_closed_nothing_waits_for_a_backlog() -> None:
     assert policy.wait(500) == 0.0
 
 
-class Forwarder:
-    def __init__(self) -> None:
-        self.notified = 0
-
-    def notify_new_punches(self) -> None:
-        self.notified += 1
-
-
 class App:
     """What the mover uses of the gateway's Application, with a real buffer file."""
 
     def __init__(self, tmp_path: Path) -> None:
         settings = BufferSettings.model_validate({"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0})
         self.store: Store | None = Store.open(settings)
-        self.forwarder = Forwarder()
+        self.forwarder = CountingForwarder()
         self.devices = {name: DeviceHealth(name) for name in ("door-1", "door-2")}
 
 

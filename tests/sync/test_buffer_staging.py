@@ -13,17 +13,9 @@ import pytest
 
 from punchgate.sync import buffer_insert
 from punchgate.sync.audit_verify import verify
-from punchgate.sync.settings import BufferSettings
-from punchgate.sync.store import BufferFullError, DiskLowError, Store
+from punchgate.sync.store import BufferFullError, DiskLowError
 from tests.support.factories import make_punches
-from tests.sync.test_buffer_insert import audited_ids
-
-
-def open_store(tmp_path: Path, **options: object) -> Store:
-    settings = BufferSettings.model_validate(
-        {"path": str(tmp_path / "buffer.db"), "min_free_disk_mb": 0, **options}
-    )
-    return Store.open(settings)
+from tests.sync.test_buffer_insert import audited_ids, open_store
 
 
 def outbox_ids(path: Path) -> list[str]:
