@@ -39,9 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import machine
+from bench.chaos_push import PushTerminals
 from bench.collector import PunchCollector
 from bench.results import BenchResult, Figure, render_section, save_result, write_doc
 from punchgate.drivers.zk.emulator import ZkEmulator
+from punchgate.drivers.zk_push.emulator import ZkPushEmulator
 from punchgate.gateway.logs import configure_logging
 from tests.support.broker import Broker
 from tests.support.config import write_config, zk_terminal
@@ -59,6 +61,8 @@ class ChaosOptions:
     udp_terminals: int = 2
     punches_per_second: float = 8.0  # across all terminals
     history_records: int = 300  # each terminal's log before the run (several bulk packets)
+    push_terminals: int = 0  # push terminals beside the pulled ones (bench/chaos_push.py)
+    push_backlog: int = 1000  # records each push terminal uploads at start
     mean_action_interval: float = 6.0  # seconds between chaos actions, on average
     poll_interval: float = 5.0
     drain_timeout: float = 120.0
@@ -132,6 +136,9 @@ class ChaosRun:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.broker = Broker(self.workdir / "broker", persistent=True)
         self.emulators: dict[str, ZkEmulator] = {}
+        self.push = PushTerminals(
+            options.push_terminals, backlog=options.push_backlog, seed=options.seed or 0
+        )
         self.gateway: GatewayProcess | None = None
         self.collector: PunchCollector | None = None
         self.report = ChaosReport(workdir=str(self.workdir))
@@ -169,13 +176,15 @@ class ChaosRun:
             )
             for name, emulator in self.emulators.items()
         ]
+        push_terminals, sections = self.push.config()
         return write_config(
             self.workdir / "punchgate.toml",
             gateway_id=GATEWAY_ID,
             broker_port=self.broker.port,
             buffer_path=self.workdir / "buffer.db",
-            terminals=terminals,
+            terminals=[*terminals, *push_terminals],
             mqtt=self._mqtt_settings(),
+            sections=sections,
         )
 
     def _mqtt_settings(self) -> dict[str, Any]:
@@ -186,13 +195,19 @@ class ChaosRun:
     async def _punch(self, stop: asyncio.Event) -> None:
         """Round-robin over the terminals at a steady total rate; each user in turn (no repeats)."""
         interval = 1.0 / self.options.punches_per_second
-        terminals = list(self.emulators.values())
+        terminals: list[ZkEmulator | ZkPushEmulator] = [
+            *self.emulators.values(),
+            *self.push.emulators.values(),
+        ]
         turn = 0
         next_at = time.monotonic()
         while not stop.is_set():
             emulator = terminals[turn % len(terminals)]
             user = str(1 + (turn // len(terminals)) % 300)
-            if emulator.add_punch(user, state=turn % 2, verify=(1, 15, 2)[turn % 3]) is None:
+            state, verify = turn % 2, (1, 15, 2)[turn % 3]
+            if isinstance(emulator, ZkPushEmulator):
+                emulator.punch(user, state=state, verify=verify)  # uploaded in real time, or kept
+            elif emulator.add_punch(user, state=state, verify=verify) is None:
                 self.report.refused_by_terminal += 1
             turn += 1
             next_at += interval
@@ -324,9 +339,11 @@ class ChaosRun:
             await self._start_receiver()
             self.gateway = GatewayProcess(self._write_config(), log_path=self.workdir / "gateway.log")
             self.gateway.start(ready_timeout=None)
+            await self.push.start()
             self.timeline.note(
                 "started",
-                f"{self.mode}{len(self.emulators)} terminals, {opts.punches_per_second}/s, {opts.minutes} min, "
+                f"{self.mode}{len(self.emulators)} terminals and {len(self.push.emulators)} push terminals, "
+                f"{opts.punches_per_second}/s, {opts.minutes} min, "
                 f"workdir {self.workdir}",
             )
             stop = asyncio.Event()
@@ -374,7 +391,7 @@ class ChaosRun:
         expected: set[str] = set()
         for emulator in self.emulators.values():
             expected.update(expected_ids(emulator))
-        return expected
+        return expected | self.push.expected_ids()
 
     async def _drain(self) -> None:
         assert self.collector is not None
@@ -429,6 +446,7 @@ class ChaosRun:
         if self.gateway is not None:
             await asyncio.to_thread(self.gateway.kill)
         await asyncio.to_thread(self.broker.stop)
+        await self.push.stop()
         for emulator in self.emulators.values():
             with contextlib.suppress(Exception):
                 await emulator.stop()
@@ -507,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=8.0, help="punches per second, all terminals")
     parser.add_argument("--tcp-terminals", type=int, default=6)
     parser.add_argument("--udp-terminals", type=int, default=2)
+    parser.add_argument(
+        "--push-terminals", type=int, default=0, help="push terminals too, each uploading a backlog at start"
+    )
     parser.add_argument("--interval", type=float, default=6.0, help="mean seconds between chaos actions")
     parser.add_argument(
         "--central",
@@ -550,6 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         punches_per_second=args.rate,
         tcp_terminals=args.tcp_terminals,
         udp_terminals=args.udp_terminals,
+        push_terminals=args.push_terminals,
         mean_action_interval=args.interval,
         seed=args.seed,
         workdir=workdir,

@@ -48,14 +48,26 @@ def run_chaos(workdir: Path, *args: str, timeout: float) -> tuple[int, dict[str,
 @pytest.mark.timeout(480)
 def test_a_minute_of_chaos_loses_no_punch(tmp_path: Path) -> None:
     # The short run: one minute, an action every 3 s on average (every kind comes once first,
-    # so all of them happen); `./dev chaos --minutes 30` is the long one.
+    # so all of them happen); `./dev chaos --minutes 30` is the long one. Two push terminals
+    # upload a backlog each and then punch in real time beside the eight pulled ones.
     code, report, output = run_chaos(
-        tmp_path / "chaos", "--minutes", "1", "--interval", "3", "--seed", "20240607", timeout=360
+        tmp_path / "chaos",
+        "--minutes",
+        "1",
+        "--interval",
+        "3",
+        "--seed",
+        "20240607",
+        "--push-terminals",
+        "2",
+        timeout=360,
     )
     summary = output[-4000:]
 
     assert code == 0, summary
-    assert report["produced"] > 8 * 300, summary  # the history plus a minute of punching
+    assert report["produced"] > 8 * 300 + 2 * 1000, (
+        summary
+    )  # the histories, the backlogs, a minute of punching
     assert report["lost"] == 0, summary
     assert report["unexpected"] == 0, summary  # every id received is a punch a terminal holds
     # Every kind of failure really happened during the run.
