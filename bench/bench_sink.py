@@ -397,26 +397,24 @@ def run(
                 load=load,
             )
         )
-        result.add(
-            Figure.of_runs(
+        # Beside the goal's figure, without a goal: (title, runs, against, its runs).
+        for title, runs, versus, versus_runs in (
+            (
                 "gateway drain, central delivery, the consumer parsing every record",
                 drains["parsed"],
-                "punches/s",
-                versus="broker delivery, same round",
-                versus_runs=drains["broker"],
-                load=load,
-            )
-        )
-        result.add(
-            Figure.of_runs(
+                "broker delivery, same round",
+                drains["broker"],
+            ),
+            (
                 "gateway drain, central delivery, against broker delivery to no subscriber",
                 drains["central"],
-                "punches/s",
-                versus="broker delivery, nobody subscribed (this figure's method before 2026-12-01)",
-                versus_runs=drains["bare"],
-                load=load,
+                "broker delivery, nobody subscribed (this figure's method before 2026-12-01)",
+                drains["bare"],
+            ),
+        ):
+            result.add(
+                Figure.of_runs(title, runs, "punches/s", versus=versus, versus_runs=versus_runs, load=load)
             )
-        )
         result.note(
             f"drain: {total:,} pending punches of 20 terminals, the gateway's Forwarder ({BATCH}-record "
             "batches, 16 in flight) to a fresh copy of the buffer per run; central: a minimal consumer (own "
