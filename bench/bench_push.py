@@ -51,15 +51,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.collector import PunchCollector
 from bench.results import ROOT, BenchResult, Figure
-from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk_push import protocol
 from punchgate.drivers.zk_push.emulator import PushRecord, ZkPushEmulator
-from punchgate.gateway.normalize import record_id
 from tests.support.broker import Broker, free_port
 from tests.support.config import write_config
 from tests.support.gateway import GatewayProcess
 from tests.support.measure import cpu_seconds, percentile
 from tests.support.waiting import wait_for, wait_until, wait_until_async
+from tests.support.zk_push import push_record_id
 
 GATEWAY_ID = "bench-push"
 ZONE = "Asia/Shanghai"  # the emulator's default firmware: Chinese, GB18030
@@ -221,10 +220,7 @@ def _backlog_emulator(port: int, records: int) -> ZkPushEmulator:
 
 
 def _ids(sn: str, records: list[PushRecord]) -> set[str]:
-    return {
-        record_id(sn, RawPunch(user_id=r.user_id, timestamp=r.when, state=r.state, verify=r.verify))
-        for r in records
-    }
+    return {push_record_id(sn, r) for r in records}
 
 
 async def _upload(emulator: ZkPushEmulator, server_pid: int) -> tuple[float, float]:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk_push.emulator import ZkPushEmulator
 from punchgate.gateway.mosquitto import free_port
-from punchgate.gateway.normalize import record_id
+from tests.support.zk_push import push_expected_ids
 
 ZONE = "Asia/Shanghai"
 ERROR_DELAY = 0.5  # seconds a terminal waits after a failed upload (the firmware's is 30 s or more)
@@ -62,10 +61,4 @@ class PushTerminals:
 
     def expected_ids(self) -> set[str]:
         """The record id of every punch the terminals hold (uploaded or not)."""
-        return {
-            record_id(
-                emulator.sn, RawPunch(user_id=r.user_id, timestamp=r.when, state=r.state, verify=r.verify)
-            )
-            for emulator in self.emulators.values()
-            for r in emulator.records
-        }
+        return set().union(*(push_expected_ids(emulator) for emulator in self.emulators.values()))

@@ -70,16 +70,17 @@ class GatewayPushBackend:
         def read_normalize_and_store() -> tuple[list[Punch], list[str] | None, list[Punch]]:
             normalized = normalized_punches(terminal, read(), received_at)
             inserted = store.add_or_stage(normalized, stage=len(normalized) >= STAGE_MIN)
-            if inserted is None:  # staged: which of its impossible times are new, asked of the index
-                bad = [p for p in normalized if p.flags and p.quarantined]
-                known = store.known_ids(p.id for p in bad) if bad else set()
-                return normalized, None, [p for p in bad if p.id not in known]
-            new_ids = set(inserted)
-            return (
-                normalized,
-                inserted,
-                [p for p in normalized if p.flags and p.quarantined and p.id in new_ids],
-            )
+            # Punches with impossible times raise clock_invalid only when new to the buffer;
+            # staged ones are not in it yet, so the index says which it already holds.
+            bad = [p for p in normalized if p.flags and p.quarantined]
+            if bad:
+                new = (
+                    set(inserted)
+                    if inserted is not None
+                    else {p.id for p in bad} - store.known_ids(p.id for p in bad)
+                )
+                bad = [p for p in bad if p.id in new]
+            return normalized, inserted, bad
 
         try:
             # In a thread: a large upload costs seconds of CPU the event loop must not wait for.

@@ -84,7 +84,6 @@ class StagedMover:
         self.app = app
         self.policy = policy or MovePolicy()
         self._wake = asyncio.Event()
-        self.moves = 0
         self.moved = 0  # punches taken from staging
         self.failures = 0
 
@@ -139,7 +138,6 @@ class StagedMover:
 
     def after_move(self, moved: Moved) -> None:
         """Tell the forwarder and the terminals' health models what a move brought in."""
-        self.moves += 1
         self.moved += moved.total_taken
         new = sum(len(ids) for ids in moved.inserted.values())
         if new and self.app.forwarder is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from punchgate.sync import buffer_identity, buffer_outbox, buffer_pagescan, migrations
+from punchgate.sync import buffer_identity, buffer_outbox, buffer_pagescan, buffer_schema, migrations
 from punchgate.sync.buffer_file import make_engine, migrate_checked
 from punchgate.sync.buffer_identity import Identity
 from punchgate.sync.buffer_paths import BufferPaths, create_private_file
@@ -28,10 +28,11 @@ from punchgate.sync.buffer_recover_source import Source, open_source, read_ident
 
 # Tables copied row by row; `identity` is not copied: the new file gets a new identity.
 SALVAGED = ("punches", "batch_seq", "device_meta")
-# Push backlog punches answered and not moved into `punches` yet (migration v8): copied as
-# they are from a file that has the table (the page scan takes only `punches` rows); the
-# daemon moves them at its next start.
-STAGED = ("staged_punches", 8)
+# Push backlog punches answered and not moved into `punches` yet: copied as they are from a
+# file of schema version STAGED_SINCE or later, which has the table (the page scan takes only
+# `punches` rows); the daemon moves them at its next start.
+STAGED = buffer_schema.staged_punches.name
+STAGED_SINCE = 8  # migrations._v8_staged_punches
 
 
 def _valid_punch(id_index: int, payload_index: int) -> Callable[[Sequence[Any]], bool]:
@@ -160,8 +161,7 @@ def build(paths: BufferPaths, new: BufferPaths, work: Path, report: RecoverRepor
             with engine.execution_options(write=True).begin() as conn:
                 migrations.migrate(conn, migrations.STEPS[:version])
                 if src is not None:
-                    staged_table, staged_since = STAGED
-                    for table in SALVAGED + ((staged_table,) if version >= staged_since else ()):
+                    for table in SALVAGED + ((STAGED,) if version >= STAGED_SINCE else ()):
                         _copy_table(src, conn, table, report)
                 if source.files is not None and _scan_wanted(source, report):
                     _scan_punches(source.files, source.page_size, conn, report)

@@ -144,7 +144,7 @@ def source_version(conn: sqlite3.Connection, header_rebuilt: bool) -> int:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
     tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     if buffer_schema.staged_punches.name in tables:
-        return 8  # at least: its staged punches are salvaged too
+        return 8  # at least (migrations._v8_staged_punches): its staged punches are salvaged too
     if buffer_schema.identity.name in tables:
         return 3
     columns = {str(r[1]) for r in conn.execute("PRAGMA table_info(punches)")}

@@ -246,12 +246,15 @@ class Store:
         None when staged. The same refusals as `add_punches`; staged, all or none."""
         if not punches:
             return []
-        with self._write_lock:
-            if not stage and not any(self._staged_by_device.get(d) for d in {p.device for p in punches}):
-                return self.add_punches(punches)
-            now = time.time()
-            buffer_staging.stage(self, [buffer_outbox.punch_row(p, now) for p in punches])
-            return None
+        try:
+            with self._write_lock:
+                if not stage and not any(self._staged_by_device.get(d) for d in {p.device for p in punches}):
+                    return self._add_new(punches)
+                now = time.time()
+                buffer_staging.stage(self, [buffer_outbox.punch_row(p, now) for p in punches])
+                return None
+        finally:
+            self._companion.update(self._stored)  # outside the lock, as `add_punches` does
 
     def move_staged(self, limit: int) -> Moved:
         """Move the oldest staged punches (at most `limit`) into the outbox, in one transaction."""

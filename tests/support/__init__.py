@@ -10,6 +10,7 @@ under tests/ imports bench). Import from the modules:
     tests.support.factories   make_punch / make_punches / interleaved: normalised punches
     tests.support.reconcile   Reconciler, buffer_rows, delivery_marks, where_it_stopped
     tests.support.zk          expected_ids / listening_for_punches of an emulated ZK terminal
+    tests.support.zk_push     push_record_id / push_expected_ids of an emulated push terminal
     tests.support.schemas     validate(name, payload) against docs/schemas
     tests.support.measure     cpu_seconds / peak_rss_mb of a pid, percentile
 

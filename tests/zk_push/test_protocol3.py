@@ -12,10 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from punchgate.drivers.base import RawPunch
 from punchgate.drivers.zk_push.emulator import ZkPushEmulator
-from punchgate.gateway.normalize import record_id
 from tests.support.waiting import wait_until_async
+from tests.support.zk_push import push_record_id
 from tests.zk_push.test_receiver import SN, PushRig, open_rig
 
 PUSHVER = "3.1.2"
@@ -51,10 +50,7 @@ async def test_a_3x_attendance_terminal_uploads_and_resumes(rig: PushRig) -> Non
         await wait_until_async(lambda: first.stamp >= last, timeout=30, message="the 3.x upload acknowledged")
     finally:
         await first.stop()
-    ids = {
-        record_id(SN, RawPunch(user_id=r.user_id, timestamp=r.when, state=r.state, verify=r.verify))
-        for r in first.records
-    }
+    ids = {push_record_id(SN, r) for r in first.records}
     assert {p["id"] for p in rig.punches()} == ids
     second = emulator()  # the same terminal after a restart: resumes from the handshake's stamp
     await second.start()

@@ -40,6 +40,7 @@ from tests.support.reconcile import buffer_rows, held_ids, pending_count, staged
 from tests.support.subscriber import Subscriber
 from tests.support.waiting import wait_until_async
 from tests.support.zk import expected_ids
+from tests.support.zk_push import push_expected_ids, push_record_id
 
 SN = "CKJT203460012"
 ZONE = "Europe/Berlin"
@@ -395,12 +396,11 @@ async def test_an_unknown_serial_is_refused_with_a_gateway_event(
 
 def emulated_id(record: PushRecord) -> str:
     """The record id the gateway gives a punch of the emulated terminal (serial SN)."""
-    raw = RawPunch(user_id=record.user_id, timestamp=record.when, state=record.state, verify=record.verify)
-    return record_id(SN, raw)
+    return push_record_id(SN, record)
 
 
 def emulated_ids(emulator: ZkPushEmulator) -> set[str]:
-    return {emulated_id(r) for r in emulator.records}
+    return push_expected_ids(emulator)
 
 
 def start_emulated_terminal(
