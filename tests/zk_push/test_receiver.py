@@ -33,7 +33,7 @@ from punchgate.gateway.mosquitto import free_port
 from punchgate.gateway.normalize import record_id
 from punchgate.gateway.push import PushService, push_terminals
 from punchgate.gateway.settings import ConfigError, Settings, load_settings, settings_from_dict
-from punchgate.gateway.staged_mover import StagedMover
+from punchgate.gateway.staged_mover import STAGE_MIN, StagedMover
 from punchgate.sync.faults import GatewayFault
 from punchgate.sync.store import Store
 from tests.support.broker import make_test_pki
@@ -314,6 +314,41 @@ async def test_a_bad_line_is_kept_aside_and_the_rest_stored(rig: PushRig) -> Non
     assert meta["push_stamps"]["ATTLOG"] == "9004"  # what was sent is stored: the good lines and the bad text
     assert DeviceFault.PROTOCOL_ERROR in rig.devices["door-1"].faults.active
     assert rig.service.receiver is not None and rig.service.receiver.counts["unparsed_lines"] == 3
+
+
+def backlog_part(dead_clock: int, good: int) -> bytes:
+    """An ATTLOG part: `dead_clock` punches dated 1999 (a terminal whose clock battery died),
+    then `good` ordinary ones."""
+    lines = [f"{n}\t1999-12-31 08:{n % 60:02d}:00\t0\t1\t0\n" for n in range(dead_clock)]
+    lines += [f"{n}\t2026-02-03 07:{n % 60:02d}:{n // 60:02d}\t0\t1\t0\n" for n in range(good)]
+    return "".join(lines).encode()
+
+
+async def test_a_staged_backlog_part_with_impossible_times_raises_clock_invalid(rig: PushRig) -> None:
+    assert rig.store is not None
+    assert await rig.upload(SN, "ATTLOG", backlog_part(3, STAGE_MIN), stamp="60") == (
+        200,
+        f"OK: {STAGE_MIN + 3}",
+    )
+    assert rig.store.staged_count("door-1") == STAGE_MIN + 3  # staged, not in the outbox yet
+    assert rig.raised("clock_invalid", "door-1")
+
+
+async def test_only_impossible_times_new_to_the_buffer_count_when_staged(rig: PushRig) -> None:
+    assert rig.store is not None
+    assert await rig.upload(SN, "ATTLOG", backlog_part(2, 0), stamp="2") == (200, "OK: 2")  # stored directly
+    fault = rig.devices["door-1"].faults.active[DeviceFault.CLOCK_INVALID]
+    assert fault.detail.startswith("2 punches with impossible times")
+
+    # The same two again and a third, in a staged part: only the third is new.
+    assert await rig.upload(SN, "ATTLOG", backlog_part(3, STAGE_MIN), stamp="60") == (
+        200,
+        f"OK: {STAGE_MIN + 3}",
+    )
+
+    assert rig.store.staged_count("door-1") == STAGE_MIN + 3
+    fault = rig.devices["door-1"].faults.active[DeviceFault.CLOCK_INVALID]
+    assert fault.detail.startswith("1 punches with impossible times")
 
 
 async def test_a_body_that_is_not_text_costs_nothing_but_its_lines(rig: PushRig) -> None:
