@@ -381,6 +381,22 @@ async def test_a_full_buffer_answers_503_and_keeps_the_old_stamp(make_rig: Any) 
         await close_rig(rig)
 
 
+async def test_a_backlog_part_without_room_is_refused_whole_with_503(make_rig: Any) -> None:
+    rig = await make_rig(buffer={"max_pending": STAGE_MIN + 10})
+    try:
+        assert rig.store is not None
+        part = backlog_part(0, STAGE_MIN)
+        assert await rig.upload(SN, "ATTLOG", part, stamp=str(STAGE_MIN)) == (200, f"OK: {STAGE_MIN}")
+        status, text = await rig.upload(
+            SN, "ATTLOG", backlog_part(0, 2 * STAGE_MIN)[len(part) :], stamp="100"
+        )
+        assert status == 503 and "cannot store" in text
+        assert rig.store.staged_count() == STAGE_MIN  # nothing of the refused part, the first one whole
+        assert rig.meta("door-1")["push_stamps"]["ATTLOG"] == str(STAGE_MIN)  # it sends the part again
+    finally:
+        await close_rig(rig)
+
+
 # --- OPERLOG, photos, heartbeats, command results --------------------------------------------
 
 
