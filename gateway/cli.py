@@ -29,6 +29,11 @@ def _catch_early_stop() -> None:
 
 if sys.argv[1:2] == ["run"]:
     _catch_early_stop()
+    # The daemon runs without rich (about 5 MiB of RSS it never uses): structlog must be
+    # imported that way before anything else imports it (gateway/lean_imports.py says why).
+    from punchgate.gateway.lean_imports import import_structlog_without_rich
+
+    import_structlog_without_rich()
 
 from pathlib import Path  # noqa: E402  (after the handler: see above)
 from typing import TYPE_CHECKING  # noqa: E402
