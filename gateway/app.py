@@ -33,6 +33,7 @@ from punchgate.drivers.config import TerminalConfig
 from punchgate.gateway import __version__, app_checks, app_publish, app_stop, app_terminals, roster
 from punchgate.gateway.clock import GatewayClock
 from punchgate.gateway.commands.service import CommandService
+from punchgate.gateway.commit_group import CommitGroup
 from punchgate.gateway.faults import FaultSet, FaultTransition, Notice
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.logs import register_secret
@@ -68,6 +69,7 @@ class Application:
         self.started_at = dt.datetime.now(dt.UTC)
         self.store: Store | None = None
         self.forwarder: Forwarder | None = None
+        self.commits: CommitGroup | None = None  # polled terminals' punches, grouped per commit
         self.gateway_faults = FaultSet("")
         self.gateway_clock = GatewayClock(settings.health.gateway_clock)
         self.devices: dict[str, DeviceHealth] = {}
@@ -97,6 +99,7 @@ class Application:
         # A damaged, missing or foreign buffer raises BufferRefusedError: see run_daemon.
         self.store = await asyncio.to_thread(Store.open, settings.buffer, gateway_id=settings.gateway_id)
         self.forwarder = Forwarder(settings, self.store, version=__version__)
+        self.commits = CommitGroup(self.store, self.forwarder)
         self._commands = CommandService.attach(self, settings.commands)  # subscribes before connecting
         await self._start_audit()
         self.gateway_faults.on_transition.append(self._publish_transition)

@@ -46,6 +46,8 @@ async def shutdown(app: Application) -> None:
         task.cancel()
     if app._worker_tasks:
         await asyncio.wait(app._worker_tasks, timeout=max(0.1, deadline - time.monotonic()))
+    if app.commits is not None:  # punches workers handed over before they stopped: stored now
+        await app.commits.close()
     push = getattr(app, "_push", None)
     if push is not None:  # no new uploads; one being committed finishes (the commit is shielded)
         await push.close()

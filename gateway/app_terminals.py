@@ -96,6 +96,7 @@ def build_worker(app: Application, terminal: TerminalConfig) -> DeviceWorker:
         clear_log=bool(getattr(terminal, "clear_log", False)),
         clock_care=clock_care if clock_care.policy.enabled else None,
         reconcile_polls=reconcile_polls_for(terminal.full_read_every, terminal.poll_interval),
+        commits=app.commits,
     )
     app.workers[terminal.name] = worker
     return worker

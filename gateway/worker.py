@@ -42,6 +42,7 @@ from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch, re
 from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.clock import ClockCare
+from punchgate.gateway.commit_group import DirectCommit, PunchWriter
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.logs import bind_device
 from punchgate.gateway.worker_clock import correct_if_due, drift_seconds
@@ -115,16 +116,20 @@ class DeviceWorker:
         first_poll_in: float = 0.0,
         phase: float | None = None,
         reconcile_polls: int = RECONCILE_POLLS,
+        commits: PunchWriter | None = None,
     ) -> None:
         """`first_poll_in`: seconds from `run()` to the first contact. Polls then fall due at
         `phase` (default: `first_poll_in`) + k × `poll_interval` after `run()`, the first of
         them at least half an interval after the first contact. `reconcile_polls`: at least
-        every that many polls read the whole log, whatever the record count says."""
+        every that many polls read the whole log, whatever the record count says. `commits`: how
+        polled and live punches are stored (`commit_group.CommitGroup`, shared by the fleet's
+        workers; default: a commit of their own, the forwarder told at once)."""
         self.terminal = terminal
         self.name = terminal.name
         self.driver = driver
         self.store = store
         self.sink = sink
+        self.commits = commits or DirectCommit(store, sink)
         self.health = health
         self.zone = ZoneInfo(timezone)
         self.driver_type = driver_type
@@ -623,7 +628,9 @@ class DeviceWorker:
         if not raws:
             return 0
         punches = self._normalise(raws, source=source, historical=historical)
-        return await commit_punches(punches, store=self.store, sink=sink or self.sink, health=self.health)
+        # A full read's parts (`sink` given) are large already: a commit of their own each.
+        writer = self.commits if sink is None else DirectCommit(self.store, sink)
+        return await commit_punches(punches, writer=writer, health=self.health, urgent=source == "live")
 
 
 def _stop_if_cancelled() -> None:

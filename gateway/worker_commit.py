@@ -1,28 +1,24 @@
 """Turning a terminal's records into stored punches: normalise, commit durably, report.
 
 The one path every punch a worker reads takes into the buffer (`normalise`, then
-`commit_punches`): the commit is shielded so a shutdown cannot cut it short, the forwarder is
-told about what was stored, and the health model hears when the terminal was last used and
-about punches whose times cannot be right. Kept apart from the session loop that calls it.
+`commit_punches`): the commit goes through a writer (`commit_group`: shielded, so a shutdown
+cannot cut it short; grouped with other workers' or not), which tells the forwarder, and the
+health model hears when the terminal was last used and about punches whose times cannot be
+right. Kept apart from the session loop that calls it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from punchgate.drivers.base import RawPunch
 from punchgate.drivers.faults import DeviceFault
+from punchgate.gateway.commit_group import PunchWriter
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.normalize import normalize_punch
 from punchgate.sync.records import FLAG_BEFORE_2000, FLAG_IN_FUTURE, Punch, Source
-from punchgate.sync.store import Store, StoreRefusedError
-
-if TYPE_CHECKING:
-    from punchgate.gateway.worker import PunchSink
 
 
 class HeldNotice:
@@ -65,20 +61,16 @@ def normalise(
     ]
 
 
-async def commit_punches(punches: list[Punch], *, store: Store, sink: PunchSink, health: DeviceHealth) -> int:
-    """Store `punches` durably; tell the forwarder and the health model. Returns how many were new."""
-    # Shielded: a shutdown that cancels us mid-commit must still let the commit finish.
-    try:
-        inserted = await asyncio.shield(asyncio.to_thread(store.add_punches, punches))
-    except StoreRefusedError as exc:
-        if exc.stored:  # the part that fit under the limit is stored: send it on
-            sink.notify_new_punches()
-        raise
+async def commit_punches(
+    punches: list[Punch], *, writer: PunchWriter, health: DeviceHealth, urgent: bool = True
+) -> int:
+    """Store `punches` durably through `writer` (which tells the forwarder); tell the health
+    model. Returns how many were new. `urgent`: a live punch, not to wait for a group commit."""
+    inserted = await writer.add(punches, urgent=urgent)
     # Every punch the terminal holds happened, new to us or not (after a restart none is):
     # the newest one tells the health model when the terminal was last used.
     health.punches_stored(max(p.utc_time for p in punches))
     if inserted:
-        sink.notify_new_punches()
         new_ids = set(inserted)
         bad = [p for p in punches if p.id in new_ids and {FLAG_BEFORE_2000, FLAG_IN_FUTURE} & set(p.flags)]
         if bad:
