@@ -70,6 +70,7 @@ terminal's encoding (`parsing`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import socket
 import struct
 from collections.abc import Callable
@@ -77,7 +78,9 @@ from typing import Any, Final
 
 import structlog
 from zk import ZK
+from zk.base import ZK_helper
 from zk.exception import ZKErrorConnection, ZKErrorResponse, ZKNetworkError
+from zk.user import User
 
 from punchgate.drivers.zk import protocol as zp
 from punchgate.drivers.zk.bulk_read import ack_event, finish_burst
@@ -117,25 +120,65 @@ class PatchedZK(ZK):  # type: ignore[misc]  # pyzk has no type hints
     _ZK__address: tuple[Any, ...]
     _ZK__header: tuple[int, ...]
 
+    # What pyzk's `ZK.__init__` sets on every instance and never changes on the paths this
+    # driver takes (its size counters are written by `read_sizes`, which the driver does not
+    # call; its connect is replaced below): class defaults here, so a client does not carry
+    # a 45-key dict of them (1.5 KB a terminal, issue 18). A write still makes the instance's
+    # own attribute, and a read finds pyzk's value: the same as pyzk's initial state
+    # (tests/zk_driver/test_pyzk_state.py compares the two).
+    _ZK__session_id: int = 0
+    _ZK__reply_id: int = zp.USHRT_MAX - 1
+    _ZK__data_recv: bytes | None = None
+    _ZK__data: bytes | None = None
+    is_connect: bool = False
+    is_enabled: bool = True
+    ommit_ping: bool = True  # patch ping_before_connect (see __init__)
+    verbose: bool = False
+    users: int = 0
+    fingers: int = 0
+    records: int = 0
+    dummy: int = 0
+    cards: int = 0
+    fingers_cap: int = 0
+    users_cap: int = 0
+    rec_cap: int = 0
+    faces: int = 0
+    faces_cap: int = 0
+    fingers_av: int = 0
+    users_av: int = 0
+    rec_av: int = 0
+    next_uid: int = 1
+    next_user_id: str = "1"
+    user_packet_size: int = 28  # pyzk's default (zk6); connect sets it from the transport
+    end_live_capture: bool = False
+
     def __init__(
         self, *, host: str, port: int, udp: bool, comm_key: int, timeout: float, encoding: str
     ) -> None:
-        # Patch ping_before_connect: ommit_ping=True always. pyzk 0.9 otherwise shells out
-        # to `ping` and refuses to connect when ICMP is filtered or ping is missing, though
-        # the terminal answers. Reproduced by test_ping_before_connect_refuses_a_reachable_terminal.
-        super().__init__(
-            host,
-            port=port,
-            timeout=timeout,
-            password=comm_key,
-            force_udp=udp,
-            ommit_ping=True,
-            encoding=encoding,
-        )
+        # Patch ping_before_connect: ommit_ping=True always (a class default above). pyzk 0.9
+        # otherwise shells out to `ping` and refuses to connect when ICMP is filtered or ping
+        # is missing, though the terminal answers. Reproduced by
+        # test_ping_before_connect_refuses_a_reachable_terminal.
+        # pyzk's `ZK.__init__` is not called: what it does besides the defaults above is here.
+        User.encoding = encoding  # pyzk sets its User class's encoding (process-wide) too
+        self._ZK__address = (host, port)
+        self._ZK__sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # pyzk's placeholder
+        self._ZK__sock.settimeout(timeout)
+        self._ZK__timeout = timeout
+        self._ZK__password = comm_key
+        self.force_udp = udp
+        self.encoding = encoding
+        self.tcp = not udp
         self.base_timeout = timeout
         self.comm_key = comm_key
         self.link = Link(tcp=not udp, timeout=timeout)
         self.on_chunk: Callable[[int, int], None] | None = None  # (bytes so far, total)
+
+    @functools.cached_property
+    def helper(self) -> ZK_helper:
+        """pyzk's ping and TCP probe helper, made when first asked for (the patched connect
+        never uses it)."""
+        return ZK_helper(*self._ZK__address)
 
     # -- accessors: pyzk's session state, for the rest of the driver ------------------------
     @property
