@@ -85,3 +85,32 @@ async def test_shutdown_pool_drops_queued_calls() -> None:
     finally:
         release.set()
         zk_session.configure_pool(zk_session.DEFAULT_POOL_SIZE)
+
+
+async def test_a_finished_call_is_not_kept_but_an_abandoned_one_still_blocks() -> None:
+    """The session forgets a call once it ends (its result or error is not held until the next
+    call, issue 18), and still refuses a new call while an abandoned one runs on."""
+    session = zk_session.ZkSession(_config("a"))
+    result = await session.run("read", lambda: b"x" * 4096)
+    assert result == b"x" * 4096
+    await asyncio.sleep(0)  # done callbacks run on the loop's next turn
+    assert session._inflight is None
+    with pytest.raises(DriverTimeoutError):
+        await session.run("fails", _raise_timeout)
+    await asyncio.sleep(0)
+    assert session._inflight is None
+
+    release = threading.Event()
+    try:
+        with pytest.raises(DriverTimeoutError):  # abandoned past its deadline, still running
+            await session.run("stuck", lambda: release.wait(10), deadline=0.05)
+        with pytest.raises(DriverTimeoutError, match="still running"):
+            await session.run("next", lambda: None)
+    finally:
+        release.set()
+    await asyncio.to_thread(wait_until, lambda: session._inflight is None, timeout=5)
+    assert await session.run("next", lambda: 7) == 7
+
+
+def _raise_timeout() -> None:
+    raise DriverTimeoutError("no answer", device="a")
