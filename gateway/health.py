@@ -137,7 +137,7 @@ class DeviceHealth:
         self.reads_total = 0
         self.failures_total = 0
         self.clock_corrections_total = 0
-        self._published: dict[str, Any] | None = None
+        self._published: tuple[Any, ...] | None = None  # the last change key's values (`_changed`)
 
     # --- derived state -------------------------------------------------------------------
     @property
@@ -318,7 +318,10 @@ class DeviceHealth:
         return key
 
     def _changed(self) -> None:
-        key = self._change_key()
+        # Kept as the key's values only: its keys are always the same, in the same order, so
+        # the values compare as the dicts would, in a third of the memory (a tuple of 13
+        # against a dict of 13, held for every terminal: issue 18).
+        key = tuple(self._change_key().values())
         if key == self._published:
             return  # publish on change only
         self._published = key
