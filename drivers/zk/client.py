@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import struct
+import sys
 from collections.abc import Callable
 
 from zk.exception import ZKErrorResponse
@@ -124,7 +125,9 @@ class ZkClient(PatchedZK):
             firmware = self.firmware()
             platform = self.option("~Platform") or ""
             mac = self.option("MAC") or ""
-            make = self._make = (device_name, firmware, platform, mac)
+            # Interned: a fleet's terminals mostly share a few makes, and each terminal's info
+            # (kept by its health model) would otherwise hold its own copies of the same names.
+            make = self._make = (sys.intern(device_name), sys.intern(firmware), sys.intern(platform), mac)
         device_name, firmware, platform, mac = make
         return InfoAnswers(
             sizes=sizes,
