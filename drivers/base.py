@@ -41,6 +41,17 @@ class RawPunch:
     raw: bytes = b""  # the record's bytes where the driver has them, for audit
 
 
+@dataclass(frozen=True, slots=True)
+class TailOutcome:
+    """A tail read made together with a contact (ZK: `ZkDriver.info_then_tail`): the record it
+    read from, and the records from there to the end of the log (None: only a whole read can
+    say, as `read_records_from`'s None)."""
+
+    first: int
+    records: list[RawPunch] | None
+    failed: DriverError | None = None  # the tail read failed (the contact did not): raise it
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DeviceInfo:
     """What a terminal says about itself on contact."""

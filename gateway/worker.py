@@ -38,7 +38,7 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch, record_chunks
+from punchgate.drivers.base import DeviceInfo, Driver, DriverError, RawPunch, TailOutcome, record_chunks
 from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.faults import DeviceFault
 from punchgate.gateway.clock import ClockCare
@@ -68,7 +68,13 @@ from punchgate.gateway.worker_read_limit import (
     full_read_limiter,
 )
 from punchgate.gateway.worker_schedule import Flag, PollGrid, wait_any
-from punchgate.gateway.worker_tail import TAIL_PAUSE_POLLS, TailReader, tail_first, take_tail
+from punchgate.gateway.worker_tail import (
+    TAIL_PAUSE_POLLS,
+    ContactTailReader,
+    TailReader,
+    tail_first,
+    take_tail,
+)
 from punchgate.sync.records import Punch, Source
 from punchgate.sync.store import Store, StoreRefusedError
 
@@ -140,6 +146,7 @@ class DeviceWorker:
         self._grid = PollGrid(interval=terminal.poll_interval, first_poll_in=first_poll_in, phase=phase)
         self._poll_due = self._grid.due
         self._serial = ""
+        self._capacity: int | None = None  # the log's, from the last contact (call deadlines)
         self._last_count: int | None = None
         # Seconds between a poll falling due and its start, the latest only (trimmed to
         # POLL_LAGS_KEPT): kept whole, about 100 KB a terminal a day at 30 s polls. A list,
@@ -313,8 +320,8 @@ class DeviceWorker:
                 await self._wait_for_poll()
             if self._commands and not self._poll_due.is_set():
                 continue  # woken for remote commands only: no read
-            info = await self._contact()
-            await self._poll(info)
+            info, tail = await self._contact_reading_tail()
+            await self._poll(info, tail=tail)
 
     async def _wait_for_poll(self) -> None:
         # The scheduler says when a poll is due (request_poll). A poll that fell due while the
@@ -348,13 +355,42 @@ class DeviceWorker:
         finally:
             await self._bounded("stop live", live.aclose())
 
-    async def _contact(self) -> DeviceInfo:
-        """Ask who the terminal is; measure (and maybe correct) its clock; report to health.
+    async def _contact_reading_tail(self) -> tuple[DeviceInfo, TailOutcome | None]:
+        """A poll's contact; where the driver can, with the tail read the poll would make next
+        in the same driver call (`worker_tail.ContactTailReader`): decided from the contact's
+        answer by the same rules as `_poll` (a count that grew and nothing else to explain it,
+        no whole read due), so what the call reads is what `_poll` would have read."""
+        known = self._known
+        driver = self.driver
+        periodic = self._polls_since_read + 1 >= self.reconcile_polls
+        if (
+            known is None
+            or not known.anchor
+            or self._tails_paused
+            or periodic
+            or not isinstance(driver, ContactTailReader)
+        ):
+            return await self._contact(), None
+        live, polls, every = self._live_since_read, self._polls_since_read, self.reconcile_polls
+
+        def tail_from(info: DeviceInfo) -> int | None:  # runs in the driver's thread: no state
+            why = why_read(info, known, live_since_read=live, polls_since_read=polls, reconcile_polls=every)
+            return tail_first(info, known, driver) if why == "count_changed" else None
+
+        call = driver.info_then_tail(tail_from, len(known.anchor), first_hint=known.count - 1)
+        limit = self._call_limit(DeviceInfo(serial_number=self._serial, record_capacity=self._capacity))
+        info, tail = await self._bounded("info", call, limit)
+        return await self._contact(info), tail
+
+    async def _contact(self, answered: DeviceInfo | None = None) -> DeviceInfo:
+        """Ask who the terminal is (unless `answered` already); measure (and maybe correct) its
+        clock; report to health.
 
         The health model judges the clock (clock_drift, clock_invalid), the counts and the
         enabled flag; the worker only measures.
         """
-        info = await self._bounded("info", self.driver.info())
+        info = answered if answered is not None else await self._bounded("info", self.driver.info())
+        self._capacity = info.record_capacity
         drift = drift_seconds(info, self.zone, self.clock())
         if self.clock_care is not None:
             info, drift = await correct_if_due(
@@ -394,8 +430,11 @@ class DeviceWorker:
             reconcile_polls=self.reconcile_polls,
         )
 
-    async def _poll(self, info: DeviceInfo, *, reconnected: bool = False) -> None:
-        """A poll after the contact: a full read when the log may hold something new."""
+    async def _poll(
+        self, info: DeviceInfo, *, reconnected: bool = False, tail: TailOutcome | None = None
+    ) -> None:
+        """A poll after the contact: a full read when the log may hold something new. `tail`:
+        the tail read made with the contact (`_contact_reading_tail`)."""
         why = self._why_read(info)
         if why is None and reconnected and not await self._log_end_unchanged(info):
             why = "reconcile"
@@ -404,7 +443,7 @@ class DeviceWorker:
         periodic = self._polls_since_read + 1 >= self.reconcile_polls
         if self._tails_paused:
             self._tails_paused -= 1
-        elif why == "count_changed" and not periodic and await self._read_tail(info):
+        elif why == "count_changed" and not periodic and await self._read_tail(info, tail):
             return
         if why is not None:
             await self._full_read(info, historical=True, why=why)
@@ -452,15 +491,21 @@ class DeviceWorker:
             self._tails_paused = TAIL_PAUSE_POLLS
             raise
 
-    async def _read_tail(self, info: DeviceInfo) -> bool:
-        """Read only what the log added since the records stored (`worker_tail`); False when
-        a whole read must decide instead."""
+    async def _read_tail(self, info: DeviceInfo, done: TailOutcome | None = None) -> bool:
+        """Read only what the log added since the records stored (`worker_tail`), unless the
+        contact read it already (`done`); False when a whole read must decide instead."""
         known = self._known
         first = tail_first(info, known, self.driver)
         if first is None or known is None:
             return False
         started = time.monotonic()
-        raws = await self._read_from(first, known, info, "read new records")
+        if done is not None and done.first == first:
+            if done.failed is not None:  # as a failed read of its own (`_read_from`)
+                self._tails_paused = TAIL_PAUSE_POLLS
+                raise done.failed
+            raws = done.records
+        else:
+            raws = await self._read_from(first, known, info, "read new records")
         tail = take_tail(raws, known)
         if tail is None:
             log.info("tail_read_refused", records=info.record_count, known=known.count)

@@ -13,11 +13,11 @@ still comes (the terminal's `full_read_every`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from punchgate.drivers.base import DeviceInfo, RawPunch
+from punchgate.drivers.base import DeviceInfo, RawPunch, TailOutcome
 from punchgate.gateway.worker_known_log import MAX_MARKS, KnownLog, chain
 
 # Polls that read whole after an offset read failed (a terminal that does not answer READ_BUFFER
@@ -31,6 +31,16 @@ class TailReader(Protocol):
         """The records from index `first` to the end of the log, whose records are
         `record_size` bytes long (the stored ones were); None when only a whole read can say
         (another layout, the log holds no such record...)."""
+        ...
+
+
+@runtime_checkable
+class ContactTailReader(Protocol):
+    async def info_then_tail(
+        self, tail_from: Callable[[DeviceInfo], int | None], record_size: int, *, first_hint: int
+    ) -> tuple[DeviceInfo, TailOutcome | None]:
+        """The contact, then in the same call the tail read `tail_from(info)` asks for, if any
+        (ZK: one thread hop, `ZkDriver.info_then_tail`)."""
         ...
 
 

@@ -138,43 +138,56 @@ class AttendanceReader:
         must read the whole log: a whole read of this session's terminal showed another size,
         the size is 8 (two layouts, told apart on a whole log) or not one ZK uses, the log
         holds no record at `first`, or the set does not add up to the count at that size."""
-        size = record_size
-        if self.tails_refused:
-            return None
-        if self.record_size not in (None, size) or size == 8 or size not in zp.ATTENDANCE_RECORD_SIZES:
-            return None
-        if first < 0:
+        if not self.tail_possible(first, record_size):
             return None
         zk = self._session.current()
+        got = await self._session.run(
+            f"read records from {first}",
+            lambda: self.tail_download(zk, first, record_size),
+            deadline=self.tail_deadline(first),
+        )
+        return self.tail_records(got, record_size)
 
-        def download() -> tuple[int, bytes] | None:
-            sizes = zk.free_sizes()
-            reported = check_count("records", sizes.records, sizes.record_capacity, MAX_RECORDS)
-            if first >= reported:
-                return None
-            cap = table_cap(sizes.record_capacity, MAX_RECORDS, MAX_ATTENDANCE_RECORD)
-            # The terminal stages the whole log before it answers, whatever part is read.
-            zk.set_timeout(self.timeout + reported * READ_SECONDS_PER_RECORD)
-            try:
-                data, total = zk.read_table_from(zp.CMD_ATTLOG_RRQ, 0, cap, 4 + first * size)
-            except ZKErrorResponse as exc:  # refused in a reply of its own: still in step
-                self.tails_refused = True
-                log.warning("zk_tail_read_refused", device=self.name, error=str(exc))
-                with contextlib.suppress(Exception):
-                    zk.free_data()
-                return None
-            finally:
-                zk.set_timeout(self.timeout)
-            if total != 4 + reported * size or len(data) != (reported - first) * size:
-                return None  # not the layout we know: the whole read decides, with diagnostics
-            return reported, data
+    def tail_possible(self, first: int, size: int) -> bool:
+        """Whether a tail read from `first` of `size`-byte records may be tried (see above)."""
+        if self.tails_refused or first < 0:
+            return False
+        return self.record_size in (None, size) and size != 8 and size in zp.ATTENDANCE_RECORD_SIZES
 
-        # The terminal stages the whole log (about `first` records, more if it grew a lot).
-        deadline = self.timeout * 3 + 5 + (2 * first + 10_000) * DEADLINE_SECONDS_PER_RECORD
-        got = await self._session.run(f"read records from {first}", download, deadline=deadline)
-        if got is None:
+    def tail_deadline(self, first: int) -> float:
+        """The terminal stages the whole log (about `first` records, more if it grew a lot)."""
+        return self.timeout * 3 + 5 + (2 * first + 10_000) * DEADLINE_SECONDS_PER_RECORD
+
+    def tail_download(
+        self, zk: ZkClient, first: int, size: int, sizes: zp.FreeSizes | None = None
+    ) -> bytes | None:
+        """The tail's bytes (blocking, in the pool), or None: see `read_records_from`. `sizes`:
+        the counts just asked in the same pool call (`ZkDriver.info_then_tail`)."""
+        sizes = sizes or zk.free_sizes()
+        reported = check_count("records", sizes.records, sizes.record_capacity, MAX_RECORDS)
+        if first >= reported:
             return None
-        _reported, data = got
+        cap = table_cap(sizes.record_capacity, MAX_RECORDS, MAX_ATTENDANCE_RECORD)
+        # The terminal stages the whole log before it answers, whatever part is read.
+        zk.set_timeout(self.timeout + reported * READ_SECONDS_PER_RECORD)
+        try:
+            data, total = zk.read_table_from(zp.CMD_ATTLOG_RRQ, 0, cap, 4 + first * size)
+        except ZKErrorResponse as exc:  # refused in a reply of its own: still in step
+            self.tails_refused = True
+            log.warning("zk_tail_read_refused", device=self.name, error=str(exc))
+            with contextlib.suppress(Exception):
+                zk.free_data()
+            return None
+        finally:
+            zk.set_timeout(self.timeout)
+        if total != 4 + reported * size or len(data) != (reported - first) * size:
+            return None  # not the layout we know: the whole read decides, with diagnostics
+        return data
+
+    @staticmethod
+    def tail_records(data: bytes | None, size: int) -> list[RawPunch] | None:
+        if data is None:
+            return None
         records = [zp.decode_attendance(data[i : i + size], size) for i in range(0, len(data), size)]
         return [raw_punch_from_record(r) for r in records]
 

@@ -104,3 +104,43 @@ async def test_a_terminal_whose_tail_reads_fail_is_still_read(
     rig.worker.request_poll()
     await wait_until_async(lambda: rig.worker.full_reads >= 2, timeout=30, message="a whole read")
     assert rig.worker.tail_reads == 0 and rig.stored_ids() == rig.terminal_ids()
+
+
+async def test_a_tail_poll_is_one_driver_call_with_the_contact(
+    rig_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contact and the tail read go to the pool as one call (`ZkDriver.info_then_tail`), and
+    the tail reuses the contact's counts: the terminal is not asked its free sizes twice."""
+    rig: Rig = await rig_factory(records=300)
+    session = rig.driver._session
+    calls: list[str] = []
+    real_run = session.run
+
+    async def counted(what: str, call: Any, **options: Any) -> Any:
+        calls.append(what)
+        return await real_run(what, call, **options)
+
+    monkeypatch.setattr(session, "run", counted)
+    asked: list[int] = []
+    real = dispatch.COMMAND_HANDLERS[zp.CMD_GET_FREE_SIZES]
+
+    def sizes(ctx: Any, session: Any, packet: zp.ZkPacket, link: Any) -> Any:
+        asked.append(packet.command)
+        return real(ctx, session, packet, link)
+
+    monkeypatch.setitem(dispatch.COMMAND_HANDLERS, zp.CMD_GET_FREE_SIZES, sizes)
+    rig.emulator.add_punch("1")
+    rig.emulator.add_punch("2")
+    await rig.poll()
+
+    assert rig.worker.tail_reads == 1 and rig.stored_ids() == rig.terminal_ids()
+    assert calls == ["info and new records"]
+    assert len(asked) == 1
+
+
+async def test_a_poll_whose_count_is_explained_makes_no_tail_read_with_its_contact(rig_factory: Any) -> None:
+    rig: Rig = await rig_factory(records=300)
+    packets = rig.emulator.counters.packets
+    await rig.poll()
+    assert rig.worker.polls_counted == 1 and rig.worker.tail_reads == 0
+    assert rig.emulator.counters.packets - packets == 4  # the contact alone
