@@ -123,8 +123,9 @@ class Application:
             self._publish_audit_now, "interval", seconds=settings.audit.publish_interval_seconds
         )
         app_terminals.start_terminals(self)
-        for name, worker in self.workers.items():  # names for exports (gateway/roster.py)
-            self._spawn_service(roster.refresh_forever(worker, self.store, settings.roster), f"roster-{name}")
+        # Names for exports (gateway/roster.py): one refresher for every terminal.
+        refresher = roster.RosterRefresher(self.store, settings.roster)
+        self._spawn_service(refresher.run(list(self.workers.values())), "roster")
         scheduler.start()
         self._scheduler = scheduler
         await self._start_push()
