@@ -19,7 +19,7 @@ import re
 import zoneinfo
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -216,6 +216,11 @@ class StrictTyped(Strict):
     model_config = ConfigDict(strict=True)
 
 
+# The distinct `model_fields_set`s of the terminals' entries (`TerminalConfig.model_post_init`):
+# a handful in any config file (entries differ in which keys they set, not in many ways).
+_SHARED_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+
+
 class TerminalConfig(StrictTyped):
     """Keys every terminal type has. Drivers subclass it and add `type` and their own keys."""
 
@@ -249,6 +254,17 @@ class TerminalConfig(StrictTyped):
     @classmethod
     def _known_timezone(cls, value: str | None) -> str | None:
         return check_timezone(value)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Terminals whose entries set the same keys share one set of those names (pydantic's
+        `model_fields_set`): a set of seven names is 728 bytes, held by every terminal of a
+        fleet for the daemon's life (issue 18). Safe because the model is frozen: pydantic
+        changes a model's set in place only on assignment, which a frozen model refuses;
+        `model_copy` and `copy` give the copy a set of its own first."""
+        names = self.__pydantic_fields_set__
+        shared = _SHARED_FIELDS_SETS.setdefault(frozenset(names), names)
+        if shared is not names:
+            object.__setattr__(self, "__pydantic_fields_set__", shared)
 
     def claims(self) -> tuple[Claim, ...]:
         """What this terminal occupies (an address, a device id on a bus); none by default."""
