@@ -105,6 +105,46 @@ class RemoteCommand(Protocol):
 
 
 class DeviceWorker:
+    # Slots: with more attributes than CPython shares dict keys for (30), each worker held a
+    # dict of its own, 1.6 KB of a fleet's per-terminal memory (issue 18).
+    __slots__ = (
+        "_capacity",
+        "_command_ready",
+        "_commands",
+        "_grid",
+        "_known",
+        "_last_count",
+        "_live_since_read",
+        "_meta",
+        "_meta_at",
+        "_poll_due",
+        "_polls_since_read",
+        "_read_at",
+        "_serial",
+        "_tails_paused",
+        "backoff",
+        "clear_log",
+        "clock",
+        "clock_care",
+        "commits",
+        "driver",
+        "driver_type",
+        "failure_log",
+        "full_reads",
+        "health",
+        "name",
+        "poll_lags",
+        "polls_counted",
+        "reconcile_polls",
+        "sink",
+        "store",
+        "stored_meta",
+        "stored_roster",
+        "tail_reads",
+        "terminal",
+        "zone",
+    )
+
     def __init__(
         self,
         *,
