@@ -65,7 +65,7 @@ def _utc_offset(offset: dt.timedelta) -> str:
     return f"{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Thresholds:
     log_full_ratio: float = 0.9
     log_full_clear_ratio: float = 0.85  # hysteresis: clear only well below the raise level
@@ -77,15 +77,35 @@ class Thresholds:
 
     @classmethod
     def from_settings(cls, health: HealthSettings) -> Thresholds:
-        return cls(
-            log_full_ratio=health.log_full_ratio,
-            log_full_clear_ratio=max(0.0, health.log_full_ratio - 0.05),
-            clock_drift_seconds=health.clock_drift_seconds,
-            clock_drift_clear_seconds=health.clock_drift_seconds * DRIFT_CLEAR_SHARE,
-            offline_after_failures=health.offline_after_failures,
-            silent_hours=health.silent_hours,
-            fault_hold_seconds=health.fault_hold_seconds,
+        """The thresholds of these settings; terminals with equal ones share one (frozen)."""
+        return _shared_thresholds(
+            health.log_full_ratio,
+            health.clock_drift_seconds,
+            health.offline_after_failures,
+            health.silent_hours,
+            health.fault_hold_seconds,
         )
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_thresholds(
+    log_full_ratio: float,
+    clock_drift_seconds: float,
+    offline_after_failures: int,
+    silent_hours: float,
+    fault_hold_seconds: float,
+) -> Thresholds:
+    # Shared like the calendars (`calendar_for`): one per distinct set of values, not one
+    # for each of a fleet's terminals (issue 18).
+    return Thresholds(
+        log_full_ratio=log_full_ratio,
+        log_full_clear_ratio=max(0.0, log_full_ratio - 0.05),
+        clock_drift_seconds=clock_drift_seconds,
+        clock_drift_clear_seconds=clock_drift_seconds * DRIFT_CLEAR_SHARE,
+        offline_after_failures=offline_after_failures,
+        silent_hours=silent_hours,
+        fault_hold_seconds=fault_hold_seconds,
+    )
 
 
 def calendar_for(health: HealthSettings, zone: str) -> WorkingCalendar:
