@@ -90,6 +90,21 @@ class DeviceState(Payload):
     user_count: int | None = Field(default=None, description="users enrolled")
     user_capacity: int | None = Field(default=None, description="user capacity")
 
+    def model_post_init(self, context: Any, /) -> None:
+        """States that set the same fields share one set of their names (pydantic's
+        `model_fields_set`, about 730 bytes): the gateway keeps each terminal's last published
+        state for as long as it runs (issue 18). Safe because payloads are frozen: pydantic
+        changes a model's set in place only on assignment, which a frozen model refuses;
+        `model_copy` and `copy` give the copy a set of its own first."""
+        names = self.__pydantic_fields_set__
+        shared = _SHARED_FIELDS_SETS.setdefault(frozenset(names), names)
+        if shared is not names:
+            object.__setattr__(self, "__pydantic_fields_set__", shared)
+
+
+# The distinct `model_fields_set`s of device states (`DeviceState.model_post_init`): a few.
+_SHARED_FIELDS_SETS: dict[frozenset[str], set[str]] = {}
+
 
 class AuditHead(Payload):
     """Retained on `{base}/audit`: the newest entry of the buffer's audit chain (docs/audit.md).
