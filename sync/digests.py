@@ -20,18 +20,19 @@ Invariants:
   next ticks, the longest unpublished first.
 * Only the days that changed are recomputed, from the buffer (never from a running sum that
   could drift); a published message always lists every day of the window that has a punch.
-* Between messages a terminal's days are kept as the JSON their entries of the message are
-  (written by the payload model once, when the day is recomputed), not as payload models: a
-  pydantic `DigestDay` (its dict, its fields-set, two strings) is about 700 bytes, its JSON
-  about 130, and a month of days for each of thousands of terminals is held all the time. A
-  message is the envelope written by the model with the kept entries as its `days`, byte for
-  byte what the model writes from the days' models (and about 30 models cheaper to build).
+* Between messages a terminal's days are kept packed, 40 bytes a day in one bytes object per
+  terminal (`_pack`), not as payload models: a pydantic `DigestDay` (its dict, its fields-set,
+  two strings) is about 700 bytes, and a window of days for each of thousands of terminals is
+  held all the time. A message is the envelope written by the model with the kept days written
+  as its `days` entries (`entry_json`), byte for byte what the model writes from the days'
+  models (and about 30 models cheaper to build).
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Protocol
@@ -101,13 +102,20 @@ class DigestPublisher:
         self._today = today
         self._after = 0  # pks up to here have been looked at
         self._dirty: dict[str, set[dt.date]] = {device: set() for device in devices}
-        # device -> the window's days with punches: day -> its entry of the message's `days`,
-        # as the payload model writes it (JSON bytes)
-        self._days: dict[str, dict[dt.date, bytes]] = {}
+        # device -> the window's days with punches, packed (`_pack`): day, count, digest
+        self._days: dict[str, bytes] = {}
         self._sent_at: dict[str, float] = {}
         self._window: tuple[dt.date, dt.date] | None = None
         self.published = 0  # messages handed to the forwarder
         self.budget = TICK_BUDGET_SECONDS
+        # The forwarder forgets a digest once sent (`publish_retained(keep=False)`): after every
+        # connect each terminal's message is written again from the kept days, not held twice.
+        self._resend = False
+        forwarder.on_connection_change.append(self._on_connection)
+
+    def _on_connection(self, connected: bool, _reason: str) -> None:
+        if connected:
+            self._resend = True  # read by the next tick (a bool: safe across the thread)
 
     async def run(self) -> None:
         if window(self._today(), self.settings.buffer.retention_days) is None:
@@ -117,7 +125,7 @@ class DigestPublisher:
         while True:
             # Computed in a thread (buffer reads), handed to the forwarder on the event loop.
             for topic, payload in await asyncio.to_thread(self.tick):
-                self.forwarder.publish_retained(topic, payload)
+                self.forwarder.publish_retained(topic, payload, keep=False)
                 self.published += 1
             await asyncio.sleep(tick)
 
@@ -133,6 +141,11 @@ class DigestPublisher:
             self._window = current
             for device in {*self._dirty, *self._days}:
                 self._dirty[device] = set(_days(*current))
+                self._sent_at.pop(device, None)
+        if self._resend:
+            self._resend = False
+            for device in self._days:  # nothing to recompute: the message again, from its days
+                self._dirty.setdefault(device, set())
                 self._sent_at.pop(device, None)
         changed, self._after = self.store.days_stored_since(self._after)
         for device, days in changed.items():
@@ -156,18 +169,17 @@ class DigestPublisher:
 
     def _message(self, device: str, covered: tuple[dt.date, dt.date]) -> bytes:
         first, last = covered
-        days = self._days.setdefault(device, {})
+        days = _unpack(self._days.get(device, b""))
         dirty = {day for day in self._dirty.pop(device) if first <= day <= last}
         stored = self.store.days_ids(device, dirty)  # one query for every changed day
         for day in dirty:
             ids = stored.get(day)
             if ids:
-                entry = DigestDay(day=day.isoformat(), count=len(set(ids)), digest=day_digest(ids))
-                days[day] = entry.model_dump_json().encode()
+                days[day.toordinal()] = (len(set(ids)), bytes.fromhex(day_digest(ids)))
             else:
-                days.pop(day, None)
-        for day in [d for d in days if not first <= d <= last]:
-            del days[day]
+                days.pop(day.toordinal(), None)
+        days = {o: kept for o, kept in days.items() if first.toordinal() <= o <= last.toordinal()}
+        self._days[device] = _pack(days)
         envelope = {
             "schema": "punchgate.digests",
             "version": 1,
@@ -178,13 +190,34 @@ class DigestPublisher:
             "first_day": first.isoformat(),
             "last_day": last.isoformat(),
         }
-        kept = [days[d] for d in sorted(days)]
+        kept = [entry_json(o, count, digest) for o, (count, digest) in sorted(days.items())]
         empty = DeviceDigests.model_validate({**envelope, "days": []}).model_dump_json(by_alias=True).encode()
         if empty.endswith(_NO_DAYS):  # `days` is the last field: the kept entries go in its list
             return empty[: -len(_NO_DAYS)] + b'"days":[' + b",".join(kept) + b"]}"
         days_models = [DigestDay.model_validate_json(entry) for entry in kept]  # fields reordered
         message = DeviceDigests.model_validate({**envelope, "days": days_models})
         return message.model_dump_json(by_alias=True).encode()
+
+
+# A kept day: its date's ordinal, its count, its digest's 32 bytes. A terminal's days are one
+# bytes object of these, sorted: a day of a dict (a date, a bytes entry, the dict's slot) held
+# about 250 bytes, and a 90-day window of every terminal of a large site is held all the time.
+_DAY = struct.Struct("<II32s")
+
+
+def _pack(days: dict[int, tuple[int, bytes]]) -> bytes:
+    return b"".join(_DAY.pack(o, count, digest) for o, (count, digest) in sorted(days.items()))
+
+
+def _unpack(packed: bytes) -> dict[int, tuple[int, bytes]]:
+    return {o: (count, digest) for o, count, digest in _DAY.iter_unpack(packed)}
+
+
+def entry_json(ordinal: int, count: int, digest: bytes) -> bytes:
+    """A day's entry of the message's `days`, byte for byte as the payload model writes it
+    (`DigestDay.model_dump_json`; tests/confirm/test_digests_kept.py holds them equal)."""
+    day = dt.date.fromordinal(ordinal).isoformat()
+    return b'{"day":"%s","count":%d,"digest":"%s"}' % (day.encode(), count, digest.hex().encode())
 
 
 _NO_DAYS = b'"days":[]}'

@@ -211,10 +211,12 @@ class Forwarder:
         queue is bounded (oldest dropped, counted): the caller keeps what must survive."""
         self._commands.publish_reply(reply)
 
-    def publish_retained(self, topic: str, payload: bytes) -> None:
+    def publish_retained(self, topic: str, payload: bytes, *, keep: bool = True) -> None:
         """Publish a retained message (latest per topic kept, superseding an older one not sent
-        yet), now if connected and again on every connect: digests, gateway state updates."""
-        self._side.publish_retained(topic, payload)
+        yet), now if connected and again on every connect: digests, gateway state updates.
+        `keep=False`: forgotten once sent (its publisher sends it again on every connect, see
+        `on_connection_change`), so thousands of them are not held twice."""
+        self._side.publish_retained(topic, payload, keep=keep)
 
     # --- the reconnect loop ---------------------------------------------------------------
     async def run(self) -> None:

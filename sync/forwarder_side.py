@@ -48,6 +48,7 @@ class SideMessages:
         self._event_queue_size = event_queue_size
         self._retained: dict[str, bytes] = {}  # other retained messages by topic, latest only
         self._dirty_retained: set[str] = set()
+        self._unkept: set[str] = set()  # retained topics forgotten once sent (`publish_retained`)
 
     def publish_device_state(self, device: str, payload: DeviceState) -> None:
         """Publish a device's retained state now if connected; it is republished on every connect.
@@ -73,11 +74,16 @@ class SideMessages:
         self._events.append((device, payload.model_dump_json().encode()))
         self._poke()
 
-    def publish_retained(self, topic: str, payload: bytes) -> None:
+    def publish_retained(self, topic: str, payload: bytes, *, keep: bool = True) -> None:
         """Publish a retained message (latest per topic kept, superseding an older one not sent
-        yet), now if connected and again on every connect: digests, gateway state updates."""
+        yet), now if connected and again on every connect: digests, gateway state updates.
+        `keep=False`: forgotten once sent; its publisher sends it again after a connect."""
         self._retained[topic] = payload
         self._dirty_retained.add(topic)
+        if keep:
+            self._unkept.discard(topic)
+        else:
+            self._unkept.add(topic)
         self._poke()
 
     def _poke(self) -> None:
@@ -98,6 +104,9 @@ class SideMessages:
                 await self.publisher.publish(client, topic, retained, retain=True)
                 if self._retained.get(topic) is retained:
                     self._dirty_retained.discard(topic)
+                    if topic in self._unkept:
+                        del self._retained[topic]
+                        self._unkept.discard(topic)
                 raise_if_cancelled()
             for device in sorted(self._dirty_states):
                 payload = self._device_states[device]

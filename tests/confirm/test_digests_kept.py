@@ -13,7 +13,7 @@ import pytest
 from punchgate.gateway.settings import Settings
 from punchgate.sync import digests
 from punchgate.sync.contract import DeviceDigests, DigestDay, day_digest
-from punchgate.sync.digests import DigestPublisher
+from punchgate.sync.digests import DigestPublisher, entry_json
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.store import Store
 from tests.support.factories import make_punch
@@ -96,10 +96,16 @@ def test_a_month_of_days_is_kept_small_and_published_as_before(
         no_days = expected.model_copy(update={"days": []}).model_dump_json(by_alias=True).encode()
         assert no_days.endswith(digests._NO_DAYS) is spliced
 
-        # What it keeps until the next message: a few hundred bytes a day, not a model's ~700.
+        # What it keeps until the next message: 40 bytes a day in one object, not a model's ~700.
         kept = publisher._days["door-1"]
-        assert len(kept) == 30
-        assert _deep_size(kept) / len(kept) < 300, _deep_size(kept) / len(kept)
+        assert len(kept) == 30 * 40
+        assert _deep_size(kept) / 30 < 45, _deep_size(kept) / 30
+        # The next message, from what it kept and today's new punch, is the model's too.
+        store.add_punches([make_punch("door-1", 29 * DAY + 180)])
+        publisher.interval = 0
+        ((_topic, again),) = publisher.tick()
+        days = json.loads(again)["days"]
+        assert days[:29] == sent["days"][:29] and days[29]["count"] == 4
     finally:
         store.close()
 
@@ -129,3 +135,14 @@ def test_a_tick_over_its_budget_leaves_the_rest_to_the_next_ticks(tmp_path: Path
         assert sorted(json.loads(p)["device"] for _t, p in publisher.tick()) == devices
     finally:
         store.close()
+
+
+@pytest.mark.parametrize(
+    ("day", "count", "digest"),
+    [("2024-03-04", 1, "0" * 64), ("1999-12-31", 4_000_000_000, "ab" * 32), ("2099-01-09", 37, "f" * 64)],
+)
+def test_a_kept_day_is_written_as_the_payload_model_writes_it(day: str, count: int, digest: str) -> None:
+    ordinal = dt.date.fromisoformat(day).toordinal()
+    assert entry_json(ordinal, count, bytes.fromhex(digest)) == (
+        DigestDay(day=day, count=count, digest=digest).model_dump_json().encode()
+    )
