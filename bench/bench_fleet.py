@@ -32,6 +32,7 @@ import contextlib
 import datetime as dt
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -55,6 +56,7 @@ PUNCHES_PER_TERMINAL_MINUTE = 1.0
 GATEWAY_CPUS = {0}  # --pin: both daemons here, the emulators on the other core
 EMULATOR_CPUS = {1}
 STOP_TIMEOUT = 120.0  # a daemon with thousands of sessions to close
+FILLED_ID = "bench-fleet-filled"  # the owner of a buffer filled once for several runs
 
 
 @dataclass
@@ -94,15 +96,17 @@ def _one_run(
     pin: bool = False,
     profile: Path | None = None,
     full_read_every: float | None = None,
+    filled: Path | None = None,
 ) -> FleetRun:
     """One window from the daemon's launch, beside the idle daemon. `restart`: the buffer is
-    first filled by a daemon of its own, which is then stopped (see `_fill`). `full_read_every`:
-    the terminals' setting (default: theirs)."""
+    first filled by a daemon of its own, which is then stopped (see `_fill`); or, `filled`, a
+    copy of a buffer filled so earlier (`fill_once`). `full_read_every`: the terminals'
+    setting (default: theirs)."""
     options: dict[str, Any] = {} if full_read_every is None else {"full_read_every": full_read_every}
     log_path = workdir / f"gateway-fleet-{run}.log"
     config = write_config(
         workdir / f"fleet-{run}.toml",
-        gateway_id=f"bench-fleet-{run}",
+        gateway_id=FILLED_ID if filled is not None else f"bench-fleet-{run}",
         broker_port=broker.port,
         buffer_path=workdir / f"fleet-{run}.db",
         terminals=[
@@ -116,7 +120,11 @@ def _one_run(
         broker_port=broker.port,
         buffer_path=workdir / f"idle-{run}.db",
     )
-    if restart:
+    if filled is not None:
+        for source in filled.parent.glob(f"{filled.name}*"):  # the file, its WAL and identity
+            if not source.name.endswith((".lock", "-shm")):
+                shutil.copyfile(source, workdir / source.name.replace(filled.name, f"fleet-{run}.db"))
+    elif restart:
         _fill(config, workdir / f"gateway-fill-{run}.log", len(host.ports))
     stop_seconds = 0.0
     with contextlib.ExitStack() as cleanup:
@@ -279,6 +287,23 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
 # --- the issue's scenario at scale (a command of its own; printed, not recorded) ------------------
 
 
+def fill_once(workdir: Path, host: EmulatorHost, broker: Broker) -> Path:
+    """A buffer filled from every terminal by a daemon of its own (`_fill`), for several runs
+    to start from a copy of it: filling 5,000 terminals takes minutes."""
+    config = write_config(
+        workdir / "fill.toml",
+        gateway_id=FILLED_ID,  # the buffer's owner: every run on a copy of it runs as this id
+        broker_port=broker.port,
+        buffer_path=workdir / "filled.db",
+        terminals=[
+            zk_terminal(f"t{n:04d}", port, poll_interval=INTERVAL, live=False)
+            for n, port in enumerate(host.ports)
+        ],
+    )
+    _fill(config, workdir / "gateway-fill.log", len(host.ports))
+    return workdir / "filled.db"
+
+
 def _fill(config: Path, log_path: Path, terminals: int, *, timeout: float = 1800.0) -> None:
     """A daemon of its own reads every terminal once into the buffer, then stops: what a
     restarted daemon finds (its terminals' logs already stored)."""
@@ -303,7 +328,7 @@ def _spied(workdir: Path, profile: Path, seconds: float) -> Iterator[None]:
     spy = Path(sys.executable).with_name("py-spy")
     wrapper.write_text(
         "#!/bin/sh\n"
-        f"exec {spy if spy.exists() else 'py-spy'} record --rate 50 --format raw --output {profile} "
+        f"exec {spy if spy.exists() else 'py-spy'} record --rate 50 --gil --format raw --output {profile} "
         f'--duration {int(seconds)} -- {sys.executable} "$@"\n'
     )
     wrapper.chmod(0o755)

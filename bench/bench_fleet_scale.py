@@ -1,0 +1,116 @@
+"""fleet_scale: issue 18's fleet, 5,000 terminals polled every 30 s after a restart, start-up included.
+
+Each emulated ZK terminal (TCP, all in a child process pinned to CPU 1) holds 300 records and
+grows at a shift change's rate, 4 punches a minute (333 punches a second at 5,000 terminals).
+A daemon of its own first reads every log into a buffer (minutes at 5,000: not measured); each
+run then launches the real daemon (`punchgate run`, pinned to CPU 0 beside the idle daemon) on
+a copy of that buffer: the restart of a gateway whose terminals' logs are already stored, its
+first poll interval included in the window. The logs keep growing between runs, so each later
+run starts further behind, as a gateway down for a few minutes would.
+
+Figures per run, medians of 3 with their spread: CPU from launch and over the last 30 s (100 %
+= one core), peak RSS (VmHWM), poll lag p99 from the due time over the window and over the
+first poll interval; the idle daemon (no terminals) beside each, over the same window.
+`--quick`: 1,000 terminals, 90 s windows. Why 300 records rather than a few thousand: filling
+5,000 logs of 3,000 takes the gateway over an hour on this machine (docs/performance.md, fleet
+notes), and after a restart a log's size costs only its tail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+from bench.bench_fleet import EMULATOR_CPUS, INTERVAL, FleetRun, _one_run, fill_once
+from bench.emulator_host import EmulatorHost
+from bench.results import BenchResult, Figure, LoadWindow
+from tests.support.broker import Broker
+from tests.support.measure import percentile
+
+RUNS = 3
+RECORDS = 300
+PER_MINUTE = 4.0
+
+
+def run(workdir: Path, *, quick: bool) -> BenchResult:
+    terminals, window = (1000, 90.0) if quick else (5000, 120.0)
+    rate = terminals * PER_MINUTE / 60
+    result = BenchResult(
+        name="fleet_scale",
+        title=(
+            f"fleet at scale: {terminals:,} terminals of {RECORDS} growing records (4 punches/min each), "
+            f"restarted, polled every {INTERVAL:.0f} s, {window:.0f} s from launch"
+        ),
+        command="python -m bench --only fleet_scale" + (" --quick" if quick else ""),
+        quick=quick,
+    )
+    runs: list[FleetRun] = []
+    with contextlib.ExitStack() as cleanup:
+        host = EmulatorHost(workdir, count=terminals, records=RECORDS, punch_rate=rate).start(900)
+        cleanup.callback(host.stop)
+        host.pin(EMULATOR_CPUS)
+        broker = Broker(workdir / "broker")
+        cleanup.callback(broker.stop)
+        broker.start()
+        filled = fill_once(workdir, host, broker)  # set-up, before the load window
+        with LoadWindow() as load:
+            for n in range(RUNS):
+                runs.append(_one_run(workdir, host, broker, window, n, pin=True, filled=filled))
+                print(f"  run {n}: {_line(runs[-1])}", flush=True)
+    for n, r in enumerate(runs):
+        if not r.lags:
+            raise RuntimeError(f"run {n}: no poll lags logged; see {workdir}")
+    result.note(
+        f"{terminals:,} terminals × {RECORDS} records, {rate:.0f} punches/s in all; daemons on CPU 0, "
+        "emulators on CPU 1; per run: "
+        + "; ".join(
+            f"{r.tails} tail reads, {r.counted} polls answered by the count, {r.reads} whole reads, "
+            f"{r.failures} failed sessions, emulators {r.host_cpu:.0f} % of a core, exit {r.stop_seconds:.1f} s"
+            for r in runs
+        )
+    )
+    result.add(
+        Figure.of_runs(
+            "gateway CPU from launch (100 % = one core)",
+            [r.cpu for r in runs],
+            "%",
+            versus="same daemon, no terminals, same window",
+            versus_runs=[r.idle_cpu for r in runs],
+            goal="≤ 50 %",
+            check=lambda value, _ratio: value <= 50,
+            load=load,
+        )
+    )
+    result.add(
+        Figure.of_runs(
+            f"gateway CPU over the window's last {INTERVAL:.0f} s",
+            [r.last_interval_cpu for r in runs],
+            "%",
+            load=load,
+        )
+    )
+    result.add(
+        Figure.of_runs(
+            "gateway peak RSS",
+            [r.rss for r in runs],
+            "MiB",
+            versus="same daemon, no terminals",
+            versus_runs=[r.idle_rss for r in runs],
+            goal="≤ 200 MB",
+            check=lambda value, _ratio: value * 1.048576 <= 200,
+            load=load,
+        )
+    )
+    for label, values in (
+        ("poll lag p99 from the due time (start-up included)", [percentile(r.lags, 99) for r in runs]),
+        ("poll lag p99, first poll interval", [percentile(r.first_interval_lags, 99) for r in runs]),
+    ):
+        result.add(Figure.of_runs(label, values, "s", goal="≤ 5 s", check=lambda v, _r: v <= 5.0, load=load))
+    return result
+
+
+def _line(r: FleetRun) -> str:
+    return (
+        f"CPU {r.cpu:.1f} % (last 30 s {r.last_interval_cpu:.1f} %, idle {r.idle_cpu:.1f} %), "
+        f"RSS {r.rss:.0f} MiB (idle {r.idle_rss:.0f}), lag p99 {percentile(r.lags, 99):.2f} s"
+    )
