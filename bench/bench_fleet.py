@@ -14,8 +14,8 @@ the poll fell due on its timer to the start of its work. Beside each run, over t
 window, the same daemon with no terminals runs as the comparison (its start-up included too).
 3 runs; each figure is the median, with the spread.
 
-The issue's own scenario is a command of its own, printed rather than recorded (a run at 5,000
-terminals takes minutes and most of the machine):
+Issue 18's 5,000-terminal restart is recorded by `bench/bench_fleet_scale.py` (`--only
+fleet_scale`). Other sizes and rates, one run each, printed rather than recorded:
 
     python -m bench.bench_fleet --terminals 5000 --records 3000 --per-minute 4 --restart --pin
 
