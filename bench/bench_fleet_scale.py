@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from bench.bench_fleet import EMULATOR_CPUS, INTERVAL, FleetRun, _one_run, fill_once
+from bench.bench_fleet import EMULATOR_CPUS, INTERVAL, FleetRun, _one_run, cpu_rss_figures, fill_once
 from bench.emulator_host import EmulatorHost
 from bench.results import BenchResult, Figure, LoadWindow
 from tests.support.broker import Broker
@@ -69,35 +69,12 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
             for r in runs
         )
     )
-    result.add(
-        Figure.of_runs(
-            "gateway CPU from launch (100 % = one core)",
-            [r.cpu for r in runs],
-            "%",
-            versus="same daemon, no terminals, same window",
-            versus_runs=[r.idle_cpu for r in runs],
-            goal="≤ 50 %",
-            check=lambda value, _ratio: value <= 50,
-            load=load,
-        )
-    )
+    cpu_rss_figures(result, runs, load, cpu_goal=50, rss_goal_mb=200)
     result.add(
         Figure.of_runs(
             f"gateway CPU over the window's last {INTERVAL:.0f} s",
             [r.last_interval_cpu for r in runs],
             "%",
-            load=load,
-        )
-    )
-    result.add(
-        Figure.of_runs(
-            "gateway peak RSS",
-            [r.rss for r in runs],
-            "MiB",
-            versus="same daemon, no terminals",
-            versus_runs=[r.idle_rss for r in runs],
-            goal="≤ 200 MB",
-            check=lambda value, _ratio: value * 1.048576 <= 200,
             load=load,
         )
     )
