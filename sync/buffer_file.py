@@ -54,6 +54,11 @@ from punchgate.sync.buffer_paths import (
 
 # How long a connection waits for another writer's lock before SQLITE_BUSY (milliseconds).
 BUSY_TIMEOUT_MS = 30000
+# Prepared statements the driver keeps per connection (Python's default: 128). Lookups by id
+# list one `?` per id, so each length is a statement of its own, and the caches filled with
+# them: SQLite held 24 MB 40 s into a 2,000-terminal fleet's first reads, and 47 MB at 90 s
+# (sqlite3_memory_used); 9 MB with 16. The few statements used all the time stay cached.
+CACHED_STATEMENTS = 16
 # How long an opening store waits for the buffer's lock (a `punchgate buffer check` probing it).
 LOCK_WAIT = 3.0
 # SQLite's primary result codes that mean "this is not a (sound) database file".
@@ -116,7 +121,7 @@ def sqlite_damage(exc: BaseException) -> str | None:
 
 def make_engine(path: Path) -> Engine:
     """An engine on `path` whose connections are configured for the buffer."""
-    engine = create_engine(f"sqlite:///{path}")
+    engine = create_engine(f"sqlite:///{path}", connect_args={"cached_statements": CACHED_STATEMENTS})
     event.listen(engine, "connect", configure_connection)
     event.listen(engine, "begin", begin)
     return engine
