@@ -157,7 +157,10 @@ class RosterRefresher:
             return
         now = dt.datetime.now(dt.UTC)
         for worker in workers:
-            self.add(worker, first_wait(worker, self.store, self.every, now))
+            if worker.stored_roster is not None:  # read with every terminal's meta at start-up
+                self.add(worker, first_wait(worker, self.store, self.every, now))
+            else:  # a buffer read: off the event loop
+                self.add(worker, await asyncio.to_thread(first_wait, worker, self.store, self.every, now))
         loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()

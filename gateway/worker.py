@@ -402,12 +402,11 @@ class DeviceWorker:
         no whole read due), so what the call reads is what `_poll` would have read."""
         known = self._known
         driver = self.driver
-        periodic = self._polls_since_read + 1 >= self.reconcile_polls
         if (
             known is None
             or not known.anchor
             or self._tails_paused
-            or periodic
+            or self._whole_read_due()
             or not isinstance(driver, ContactTailReader)
         ):
             return await self._contact(), None
@@ -480,7 +479,7 @@ class DeviceWorker:
             why = "reconcile"
         # A grown log is read from its last stored record on, unless the periodic whole read
         # is due (the count changing at every poll must not put that off for ever).
-        periodic = self._polls_since_read + 1 >= self.reconcile_polls
+        periodic = self._whole_read_due()
         if self._tails_paused:
             self._tails_paused -= 1
         elif why == "count_changed" and not periodic and await self._read_tail(info, tail):
@@ -498,6 +497,10 @@ class DeviceWorker:
         await self._remember(info.record_count, lazy=True)
         self.polls_counted += 1  # counted once what it remembers is written: a restart reads it
         log.info("poll_counted", records=info.record_count, **lag)
+
+    def _whole_read_due(self) -> bool:
+        """This poll is the one the periodic whole read falls on (`reconcile_polls`)."""
+        return self._polls_since_read + 1 >= self.reconcile_polls
 
     async def _log_end_unchanged(self, info: DeviceInfo) -> bool:
         """After a (re)connect or a restart, whose count agrees with the buffer: is the last
