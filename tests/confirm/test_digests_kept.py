@@ -137,6 +137,35 @@ def test_a_tick_over_its_budget_leaves_the_rest_to_the_next_ticks(tmp_path: Path
         store.close()
 
 
+def test_terminals_waiting_for_their_first_message_hold_no_days(tmp_path: Path) -> None:
+    """A start (or a new day) recomputes every day of every terminal's window, over many ticks
+    at a large site. Until its turn a terminal holds no set of days: a set of the window's 88
+    dates each was 40 MB for 5,000 terminals. Its message, when its turn comes, still covers
+    every day of the window, and a day it punched on since waits as before."""
+    settings = _settings(tmp_path)
+    store = Store.open(settings.buffer)
+    try:
+        devices = [f"door-{n}" for n in range(200)]
+        # door-199 punched on the first and on the last day of the window.
+        store.add_punches([make_punch("door-199", 0), make_punch("door-199", 29 * DAY)])
+        publisher = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), devices, today=lambda: TODAY
+        )
+        publisher.budget = 0.0  # one message a tick: 199 terminals wait
+        publisher.tick()
+        waiting = sum(_deep_size(publisher._dirty[d]) for d in devices if d in publisher._dirty)
+        assert len(publisher._dirty) == 199 and waiting / 199 < 250, waiting / 199
+        store.add_punches([make_punch("door-199", 29 * DAY + 60)])
+        publisher.budget = 60.0
+        sent = {json.loads(p)["device"]: json.loads(p) for _t, p in publisher.tick()}
+        assert len(sent) == 199 and "door-0" not in sent
+        days = {d["day"]: d["count"] for d in sent["door-199"]["days"]}
+        assert days == {"2024-03-04": 1, "2024-04-02": 2}
+        assert all(not m["days"] for device, m in sent.items() if device != "door-199")
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("day", "count", "digest"),
     [("2024-03-04", 1, "0" * 64), ("1999-12-31", 4_000_000_000, "ab" * 32), ("2099-01-09", 37, "f" * 64)],
