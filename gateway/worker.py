@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import math
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -75,6 +76,7 @@ from punchgate.gateway.worker_tail import (
     tail_first,
     take_tail,
 )
+from punchgate.sync.buffer_devices import meta_text
 from punchgate.sync.records import Punch, Source
 from punchgate.sync.store import Store, StoreRefusedError
 
@@ -115,8 +117,9 @@ class DeviceWorker:
         "_known",
         "_last_count",
         "_live_since_read",
-        "_meta",
         "_meta_at",
+        "_meta_serial",
+        "_meta_text",
         "_poll_due",
         "_polls_since_read",
         "_read_at",
@@ -199,7 +202,11 @@ class DeviceWorker:
         self._read_at = 0.0  # unix seconds of the last whole-log read (kept with `_known`)
         self._live_since_read = 0  # live punches committed since the last full read
         self._polls_since_read = 0  # polls answered from the count since the last full read
-        self._meta: dict[str, Any] = {}  # what the buffer remembers about the terminal
+        # What the buffer remembers about the terminal, as the buffer holds it (its JSON text:
+        # one string, not the parsed meta's twenty-odd objects, times every terminal), and its
+        # serial number.
+        self._meta_text = meta_text({})
+        self._meta_serial = ""
         # Read with every terminal's at start-up (`app_terminals`), else by `run()`; the stored
         # roster's `refreshed_at` likewise for gateway/roster.py. Dropped once used.
         self.stored_meta: dict[str, Any] | None = None
@@ -265,7 +272,7 @@ class DeviceWorker:
                 meta = await asyncio.to_thread(self.store.get_device_meta, self.name)
             self._serial = str(meta.get("serial_number", ""))
             self._last_count = meta.get("record_count")
-            self._meta = meta
+            self._meta_text, self._meta_serial = meta_text(meta), self._serial
             self._restore_known(meta)
             self._grid.start()
             try:
@@ -601,20 +608,21 @@ class DeviceWorker:
         record, and the buffer keeps each record once."""
         if (
             lazy
-            and self._meta.get("serial_number") == self._serial
+            and self._meta_serial == self._serial
             and time.monotonic() - self._meta_at < META_LAZY_SECONDS
         ):
             return
-        meta = {**self._meta, "serial_number": self._serial, "record_count": count}
+        meta = {**json.loads(self._meta_text), "serial_number": self._serial, "record_count": count}
         meta.pop(KNOWN_LOG_KEY, None)
         if self._known is not None:
             known = self._known.to_meta(self._read_at)
             if self.health.last_punch_at is not None:
                 known["last_punch_at"] = round(self.health.last_punch_at.timestamp(), 3)
             meta[KNOWN_LOG_KEY] = known
-        if meta != self._meta:
+        text = meta_text(meta)
+        if text != self._meta_text:
             await asyncio.to_thread(self.store.set_device_meta, self.name, meta)
-            self._meta = meta
+            self._meta_text, self._meta_serial = text, self._serial
             self._meta_at = time.monotonic()
 
     def _hasher_seed(self) -> str:

@@ -78,9 +78,14 @@ def all_device_meta(conn: Connection) -> dict[str, dict[str, Any]]:
     return found
 
 
+def meta_text(data: dict[str, Any]) -> str:
+    """A terminal's meta as the buffer stores it: equal texts, equal metas."""
+    return json.dumps(data, sort_keys=True, default=str)
+
+
 def set_device_meta(conn: Connection, device: str, data: dict[str, Any], now: float) -> None:
     """Replace what is remembered about a terminal (JSON-serialisable values only)."""
-    text = json.dumps(data, sort_keys=True, default=str)
+    text = meta_text(data)
     statement = insert(_META).values(device=device, data=text, updated_at=now)
     statement = statement.on_conflict_do_update(
         index_elements=[_META.c.device], set_={"data": text, "updated_at": now}
