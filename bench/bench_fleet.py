@@ -74,6 +74,8 @@ class FleetRun:
     stop_seconds: float = 0.0  # SIGTERM to exit
     last_interval_cpu: float = 0.0  # % of one core over the window's last poll interval
     tails: int = 0  # polls that read only what the log added
+    downtime: float = 0.0  # `filled` runs: seconds from the buffer's last write to the launch
+    first_interval_read: int = 0  # records the tail reads of the first poll interval fetched
 
 
 def _polls(log_path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -100,8 +102,11 @@ def _one_run(
 ) -> FleetRun:
     """One window from the daemon's launch, beside the idle daemon. `restart`: the buffer is
     first filled by a daemon of its own, which is then stopped (see `_fill`); or, `filled`, a
-    copy of a buffer filled so earlier (`fill_once`). `full_read_every`: the terminals'
-    setting (default: theirs)."""
+    copy of a buffer filled so earlier (`fill_once`), which the run's stopped buffer then
+    replaces: each run is the restart of the gateway the run before stopped, so every run starts
+    the same few seconds behind its terminals (were every run to start from the fill, each
+    would start further behind than the one before, by however long the runs before it took).
+    `full_read_every`: the terminals' setting (default: theirs)."""
     options: dict[str, Any] = {} if full_read_every is None else {"full_read_every": full_read_every}
     log_path = workdir / f"gateway-fleet-{run}.log"
     config = write_config(
@@ -121,9 +126,7 @@ def _one_run(
         buffer_path=workdir / f"idle-{run}.db",
     )
     if filled is not None:
-        for source in filled.parent.glob(f"{filled.name}*"):  # the file, its WAL and identity
-            if not source.name.endswith((".lock", "-shm")):
-                shutil.copyfile(source, workdir / source.name.replace(filled.name, f"fleet-{run}.db"))
+        _copy_buffer(filled, workdir / f"fleet-{run}.db")
     elif restart:
         _fill(config, workdir / f"gateway-fill-{run}.log", len(host.ports))
     stop_seconds = 0.0
@@ -134,6 +137,7 @@ def _one_run(
         cleanup.callback(idle.stop)
         host_cpu0 = cpu_seconds(host.pid)
         launched = time.monotonic()
+        downtime = time.time() - _last_written(filled) if filled is not None else 0.0
         with _spied(workdir, profile, window + 60) if profile else contextlib.nullcontext():
             gateway.start(ready_timeout=None)  # the clock runs from the launch: start-up is in the window
         idle.start(ready_timeout=None)
@@ -170,7 +174,12 @@ def _one_run(
     # The first poll interval after the launch: the polls whose due time fell in it.
     started = min((_at(e) - float(e["poll_lag"]) for e in timed), default=0.0)
     first = [float(e["poll_lag"]) for e in timed if _at(e) - float(e["poll_lag"]) < started + INTERVAL]
+    first_read = sum(
+        int(e.get("read", 0)) for e in tails if _at(e) - float(e.get("poll_lag", 0)) < started + INTERVAL
+    )
     failures = len(log_events(log_path, "session_failed"))
+    if filled is not None:  # the next run restarts the gateway this one stopped
+        _copy_buffer(workdir / f"fleet-{run}.db", filled)
     for path in workdir.glob(f"*-{run}.db*"):
         path.unlink(missing_ok=True)
     return FleetRun(
@@ -187,7 +196,24 @@ def _one_run(
         stop_seconds,
         last_cpu,
         len(tails),
+        downtime,
+        first_read,
     )
+
+
+def _copy_buffer(source: Path, target: Path) -> None:
+    """A stopped gateway's buffer (the file, its WAL and identity) copied to `target`'s name,
+    modification times kept (`_last_written`); `target`'s old files go first."""
+    for old in target.parent.glob(f"{target.name}*"):
+        old.unlink()
+    for path in source.parent.glob(f"{source.name}*"):
+        if not path.name.endswith((".lock", "-shm")):
+            shutil.copy2(path, target.parent / path.name.replace(source.name, target.name))
+
+
+def _last_written(buffer: Path) -> float:
+    """When the gateway that left `buffer` last wrote it (unix seconds): about when it stopped."""
+    return max(p.stat().st_mtime for p in buffer.parent.glob(f"{buffer.name}*"))
 
 
 def _at(event: dict[str, Any]) -> float:

@@ -5,8 +5,9 @@ grows at a shift change's rate, 4 punches a minute (333 punches a second at 5,00
 A daemon of its own first reads every log into a buffer (minutes at 5,000: not measured); each
 run then launches the real daemon (`punchgate run`, pinned to CPU 0 beside the idle daemon) on
 a copy of that buffer: the restart of a gateway whose terminals' logs are already stored, its
-first poll interval included in the window. The logs keep growing between runs, so each later
-run starts further behind, as a gateway down for a few minutes would.
+first poll interval included in the window. Each later run starts from the buffer the run
+before it stopped (a restart, as after an upgrade), so every run is the same few seconds behind
+its terminals; the note gives each run's downtime and what its first poll interval read.
 
 Figures per run, medians of 3 with their spread: CPU from launch and over the last 30 s (100 %
 = one core), peak RSS (VmHWM), poll lag p99 from the due time over the window and over the
@@ -64,7 +65,8 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
         f"{terminals:,} terminals × {RECORDS} records, {rate:.0f} punches/s in all; daemons on CPU 0, "
         "emulators on CPU 1; per run: "
         + "; ".join(
-            f"{r.tails} tail reads, {r.counted} polls answered by the count, {r.reads} whole reads, "
+            f"down {r.downtime:.0f} s before the launch, {r.first_interval_read:,} records read by the first "
+            f"interval's tail reads, {r.tails} tail reads, {r.counted} polls answered by the count, {r.reads} whole reads, "
             f"{r.failures} failed sessions, emulators {r.host_cpu:.0f} % of a core, exit {r.stop_seconds:.1f} s"
             for r in runs
         )
