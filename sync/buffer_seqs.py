@@ -27,11 +27,11 @@ def next_batch_seqs(store: Store, devices: Sequence[str]) -> list[int]:
         with store._seq_lock:
             short = {d: n for d, n in need.items() if _seq_left(store, d) < n}
             ahead = [d for d in store.pending_devices() if d not in need and _seq_left(store, d) == 0]
-        wanted = [*short, *ahead]
+        wanted = {**{d: 1 for d in ahead}, **short}
         with store._writer.begin() as conn:
-            blocks = [buffer_devices.reserve_seq_block(conn, d, short.get(d, 1)) for d in wanted]
+            blocks = buffer_devices.reserve_seq_blocks(conn, wanted)
         with store._seq_lock:  # only once committed: a number is handed out after its reservation
-            store._seq.update(zip(wanted, blocks, strict=True))
+            store._seq.update(blocks)
             return [_take_seq(store, device) for device in devices]
 
 

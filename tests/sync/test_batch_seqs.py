@@ -87,3 +87,33 @@ def test_numbers_from_threads_are_unique_and_increasing(tmp_path: Path) -> None:
     everything = [seq for seqs in got.values() for seq in seqs]
     assert len(set(everything)) == len(everything) == 1200
     assert all(seqs == sorted(seqs) for seqs in got.values())
+
+
+def test_a_restarted_fleet_reserves_every_block_in_a_few_statements(tmp_path: Path) -> None:
+    """After a restart every terminal with something pending needs a new block: one read and
+    one write for all of them (1,200 terminals, more than one IN list), not two statements
+    each; the new blocks start past the old ones, and a terminal new to the file starts at 1."""
+    path = tmp_path / "buffer.db"
+    devices = [f"t{n:04d}" for n in range(1200)]
+    store = open_store(path)
+    store.add_punches(list(interleaved(devices[:1000], 1)))
+    before = store.next_batch_seqs(devices[:1000])
+    store.close()
+    assert before == [1] * 1000
+    reopened = open_store(path)
+    statements: list[str] = []
+
+    def counted(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement.split()[0].upper())
+
+    reopened.add_punches(list(interleaved(devices, 1)))
+    event.listen(reopened._engine, "before_cursor_execute", counted)
+    try:
+        assert reopened.next_batch_seqs(["t0000", "t1199"]) == [SEQ_BLOCK + 1, 1]
+        assert statements.count("SELECT") <= 4 and statements.count("UPDATE") <= 1, statements
+        assert statements.count("INSERT") <= 1, statements
+        assert reserved(path) == {d: 2 * SEQ_BLOCK if n < 1000 else SEQ_BLOCK for n, d in enumerate(devices)}
+        assert reopened.next_batch_seqs(["t0999", "t1000"]) == [SEQ_BLOCK + 1, 1]
+    finally:
+        event.remove(reopened._engine, "before_cursor_execute", counted)
+        reopened.close()
