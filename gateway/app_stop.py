@@ -48,6 +48,7 @@ async def shutdown(app: Application) -> None:
         await asyncio.wait(app._worker_tasks, timeout=max(0.1, deadline - time.monotonic()))
     if app.commits is not None:  # punches workers handed over before they stopped: stored now
         await app.commits.close()
+    await _write_metas(app)
     push = getattr(app, "_push", None)
     if push is not None:  # no new uploads; one being committed finishes (the commit is shielded)
         await push.close()
@@ -63,3 +64,18 @@ async def shutdown(app: Application) -> None:
     if app.store is not None:
         await asyncio.to_thread(app.store.close)
     log.info("gateway_stopped")
+
+
+async def _write_metas(app: Application) -> None:
+    """Every terminal's known log as this run leaves it, in one commit: the restart goes on
+    from there (`DeviceWorker.meta_at_stop`). Not written, the restart reads a little more
+    again: a refusal is logged, and the stop goes on."""
+    metas = {
+        name: meta for name, worker in app.workers.items() if (meta := worker.meta_at_stop()) is not None
+    }
+    if not metas or app.store is None:
+        return
+    try:
+        await asyncio.to_thread(app.store.set_device_metas, metas)
+    except Exception as exc:  # whatever the buffer says, the stop goes on
+        log.warning("device_meta_not_written", terminals=len(metas), error=f"{type(exc).__name__}: {exc}")

@@ -104,11 +104,13 @@ def meta_text(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def set_device_meta(conn: Connection, device: str, data: dict[str, Any], now: float) -> None:
-    """Replace what is remembered about a terminal (JSON-serialisable values only)."""
-    text = meta_text(data)
-    statement = insert(_META).values(device=device, data=text, updated_at=now)
+def set_device_metas(conn: Connection, metas: Mapping[str, dict[str, Any]], now: float) -> None:
+    """Replace what is remembered about each terminal of `metas` (JSON-serialisable values
+    only), in one statement."""
+    statement = insert(_META)
     statement = statement.on_conflict_do_update(
-        index_elements=[_META.c.device], set_={"data": text, "updated_at": now}
+        index_elements=[_META.c.device],
+        set_={"data": statement.excluded.data, "updated_at": statement.excluded.updated_at},
     )
-    conn.execute(statement)
+    rows = [{"device": device, "data": meta_text(data), "updated_at": now} for device, data in metas.items()]
+    conn.execute(statement, rows)

@@ -421,8 +421,14 @@ class Store:
 
     def set_device_meta(self, device: str, data: dict[str, Any]) -> None:
         """Replace what is remembered about a terminal (JSON-serialisable values only)."""
+        self.set_device_metas({device: data})
+
+    def set_device_metas(self, metas: Mapping[str, dict[str, Any]]) -> None:
+        """`set_device_meta` for many terminals in one commit (a gateway's stop)."""
+        if not metas:
+            return
         with self._write_lock, self._writer.begin() as conn:
-            buffer_devices.set_device_meta(conn, device, data, time.time())
+            buffer_devices.set_device_metas(conn, metas, time.time())
 
     # --- the audit chain ------------------------------------------------------------------------
     def _start_chain(self) -> None:
