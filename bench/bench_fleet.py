@@ -45,7 +45,7 @@ from typing import Any
 
 from bench.emulator_host import EmulatorHost
 from bench.results import BenchResult, Figure, LoadWindow
-from tests.support.broker import Broker
+from tests.support.broker import Broker, free_port
 from tests.support.config import write_config, zk_terminal
 from tests.support.gateway import GatewayProcess, log_events
 from tests.support.measure import cpu_seconds, peak_rss_mb, percentile
@@ -99,6 +99,7 @@ def _one_run(
     profile: Path | None = None,
     full_read_every: float | None = None,
     filled: Path | None = None,
+    http: bool = False,
 ) -> FleetRun:
     """One window from the daemon's launch, beside the idle daemon. `restart`: the buffer is
     first filled by a daemon of its own, which is then stopped (see `_fill`); or, `filled`, a
@@ -106,7 +107,8 @@ def _one_run(
     replaces: each run is the restart of the gateway the run before stopped, so every run starts
     the same few seconds behind its terminals (were every run to start from the fill, each
     would start further behind than the one before, by however long the runs before it took).
-    `full_read_every`: the terminals' setting (default: theirs)."""
+    `full_read_every`: the terminals' setting (default: theirs). `http`: the HTTP API on, as a
+    site's default configuration has it (the benchmarks' configs have it off), not scraped."""
     options: dict[str, Any] = {} if full_read_every is None else {"full_read_every": full_read_every}
     log_path = workdir / f"gateway-fleet-{run}.log"
     config = write_config(
@@ -114,6 +116,7 @@ def _one_run(
         gateway_id=FILLED_ID if filled is not None else f"bench-fleet-{run}",
         broker_port=broker.port,
         buffer_path=workdir / f"fleet-{run}.db",
+        http_port=free_port() if http else None,
         terminals=[
             zk_terminal(f"t{n:04d}", port, poll_interval=INTERVAL, live=False, **options)
             for n, port in enumerate(host.ports)
@@ -422,6 +425,7 @@ def scale_main(argv: list[str] | None = None) -> int:
         "--full-read-every", type=float, help="the terminals' full_read_every, seconds (default: theirs)"
     )
     parser.add_argument("--keep", type=Path, help="work directory to keep (logs), instead of a temporary one")
+    parser.add_argument("--http", action="store_true", help="the HTTP API on (a site's default), not scraped")
     args = parser.parse_args(argv)
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="punchgate-fleet-scale-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -454,6 +458,7 @@ def scale_main(argv: list[str] | None = None) -> int:
                 pin=args.pin,
                 profile=args.profile,
                 full_read_every=args.full_read_every,
+                http=args.http,
             )
             print(_summary(f"run {n}", r), flush=True)
     print(f"load after {os.getloadavg()[0]:.1f}; logs in {workdir}")
