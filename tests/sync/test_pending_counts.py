@@ -280,3 +280,15 @@ def test_status_costs_about_what_a_trivial_read_costs(big_store: Store) -> None:
         )
     finally:
         empty.close()
+
+
+def test_the_digests_look_at_new_rows_only(big_store: Store) -> None:
+    """Every few seconds the digest publisher asks which terminals and days the newest punches
+    touched: that reads those rows, not the table (SQLite once chose to read all of it through
+    the terminal-and-time index, for its GROUP BY order)."""
+    newest = big_store.max_pk()
+    statements = statements_during(big_store, lambda: big_store.days_stored_since(newest - 100))
+    ((statement, parameters),) = [(s, p) for s, p in statements if s.startswith("SELECT")]
+    assert vm_steps(big_store.path, statement, parameters) < 10_000
+    changed, top = big_store.days_stored_since(newest - 100)
+    assert top == newest and len(changed) == 100  # 100 rows of 100 terminals in turn
