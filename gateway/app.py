@@ -85,6 +85,7 @@ class Application:
         self._published_states: dict[str, DeviceState] = {}  # the last retained state per terminal
         self._commands: CommandService | None = None  # remote commands (gateway/commands)
         self.staged_mover = StagedMover(self)  # staged punches into the outbox (push backlogs)
+        self.digests: DigestPublisher | None = None  # kept by the stop (`app_stop`)
 
     def forwarder_alive(self) -> bool:
         return any(t.get_name() == "forwarder" and not t.done() for t in self._service_tasks)
@@ -110,10 +111,10 @@ class Application:
         self._spawn_service(self.notifier.run_watchdog(), "watchdog")
         self._spawn_service(self._gateway_checks(), "gateway-checks")
         if settings.mqtt.digest_interval > 0:
-            digests = DigestPublisher(
+            self.digests = DigestPublisher(
                 settings, self.store, self.forwarder, [t.name for t in settings.terminals]
             )
-            self._spawn_service(digests.run(), "digests")
+            self._spawn_service(self.digests.run(), "digests")
         await self._start_http()
 
         scheduler = AsyncIOScheduler(timezone=dt.UTC)

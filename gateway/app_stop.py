@@ -67,12 +67,15 @@ async def shutdown(app: Application) -> None:
 
 
 async def _write_metas(app: Application) -> None:
-    """Every terminal's known log as this run leaves it, in one commit: the restart goes on
-    from there (`DeviceWorker.meta_at_stop`). Not written, the restart reads a little more
-    again: a refusal is logged, and the stop goes on."""
+    """Every terminal's known log as this run leaves it, and its digest days, in one commit:
+    the restart goes on from there (`DeviceWorker.meta_at_stop`, `DigestPublisher.kept`). Not
+    written, the restart reads a little more again and recomputes the digests: a refusal is
+    logged, and the stop goes on."""
     metas = {
         name: meta for name, worker in app.workers.items() if (meta := worker.meta_at_stop()) is not None
     }
+    if app.digests is not None:  # waits for a digest tick in progress
+        metas.update(await asyncio.to_thread(app.digests.kept))
     if not metas or app.store is None:
         return
     try:

@@ -80,6 +80,9 @@ def get_device_meta(conn: Connection, device: str) -> dict[str, Any]:
 # A terminal's roster is kept as meta `<device>/roster` (gateway/roster.py, the push listener;
 # the zk_push driver, which cannot import sync, spells the same key in its uploads module).
 ROSTER_SUFFIX = "/roster"
+# What a stop keeps of a terminal's reconciliation digests (`sync/digests.py`): read by the
+# digest publisher alone, never by a start-up's `all_device_meta`.
+DIGESTS_SUFFIX = "/digests"
 
 
 def all_device_meta(conn: Connection) -> dict[str, dict[str, Any]]:
@@ -90,9 +93,23 @@ def all_device_meta(conn: Connection) -> dict[str, dict[str, Any]]:
     arenas that size for good."""
     t = _META.c
     is_roster = func.substr(t.device, -len(ROSTER_SUFFIX)) == ROSTER_SUFFIX
+    is_digests = func.substr(t.device, -len(DIGESTS_SUFFIX)) == DIGESTS_SUFFIX
     dated = func.json_object("refreshed_at", func.json_extract(t.data, "$.refreshed_at"))
+    query = select(t.device, case((is_roster, dated), else_=t.data)).where(~is_digests)
     found: dict[str, dict[str, Any]] = {}
-    for device, text in conn.execute(select(t.device, case((is_roster, dated), else_=t.data))).all():
+    for device, text in conn.execute(query).all():
+        value = json.loads(text)
+        if isinstance(value, dict):
+            found[str(device)] = value
+    return found
+
+
+def device_metas_ending(conn: Connection, suffix: str) -> dict[str, dict[str, Any]]:
+    """The metas whose key ends with `suffix` (`<device>/digests`, say), by key."""
+    t = _META.c
+    query = select(t.device, t.data).where(func.substr(t.device, -len(suffix)) == suffix)
+    found: dict[str, dict[str, Any]] = {}
+    for device, text in conn.execute(query).all():
         value = json.loads(text)
         if isinstance(value, dict):
             found[str(device)] = value

@@ -20,6 +20,9 @@ Invariants:
   next ticks, the longest unpublished first.
 * Only the days that changed are recomputed, from the buffer (never from a running sum that
   could drift); a published message always lists every day of the window that has a punch.
+  A stop keeps each up-to-date terminal's days in the buffer (`kept`, device meta
+  `<device>/digests`, with the window and the pk looked at up to); the next start takes them
+  back for the same window and recomputes only the days of punches stored past that pk.
 * Between messages a terminal's days are kept packed, 40 bytes a day in one bytes object per
   terminal (`_pack`), not as payload models: a pydantic `DigestDay` (its dict, its fields-set,
   two strings) is about 700 bytes, and a window of days for each of thousands of terminals is
@@ -33,12 +36,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import struct
+import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
+from punchgate.sync.buffer_devices import DIGESTS_SUFFIX
 from punchgate.sync.contract import DeviceDigests, DigestDay, day_digest
 from punchgate.sync.forwarder import Forwarder
 from punchgate.sync.settings import BufferSettings, MqttSettings
@@ -55,6 +60,9 @@ TICK_SECONDS = 5.0  # how often new punches are looked for (at most; see DigestP
 # every 5 s is at most 4 % of a core (0.5 s, 10 %, was a fifth of a 5,000-terminal restart's
 # CPU goal): a restart's digests then take about three minutes at 5,000 terminals.
 TICK_BUDGET_SECONDS = 0.2
+# A stop keeps each terminal's days in its device meta under this key (`<device>/digests`), so
+# the next start recomputes only what changed since instead of every day of every terminal.
+KEEP_SUFFIX = DIGESTS_SUFFIX
 
 
 class DigestConfig(Protocol):
@@ -119,6 +127,7 @@ class DigestPublisher:
         # connect each terminal's message is written again from the kept days, not held twice.
         self._resend = False
         forwarder.on_connection_change.append(self._on_connection)
+        self._lock = threading.Lock()  # `tick` and `kept` run in threads of their own
 
     def _on_connection(self, connected: bool, _reason: str) -> None:
         if connected:
@@ -138,17 +147,25 @@ class DigestPublisher:
 
     def tick(self) -> list[tuple[str, bytes]]:
         """Note new punches, move the window at a new day; the messages of the terminals due."""
+        with self._lock:
+            return self._tick()
+
+    def _tick(self) -> list[tuple[str, bytes]]:
         current = window(self._today(), self.settings.buffer.retention_days)
         if current is None:
             return []
         if current != self._window:
-            # The first tick, or a new day: every day of every terminal is (re)computed.
+            # The first tick, or a new day: every day of every terminal is (re)computed, but for
+            # those whose days the last stop kept for this window (`_restore`).
+            restored: set[str] = set()
             if self._window is None:
                 self._after = self.store.max_pk()
+                restored = self._restore(current)
             self._window = current
             for device in {*self._dirty, *self._days}:
                 self._dirty.setdefault(device, set())
-                self._whole.add(device)
+                if device not in restored:
+                    self._whole.add(device)
                 self._sent_at.pop(device, None)
         if self._resend:
             self._resend = False
@@ -174,6 +191,53 @@ class DigestPublisher:
             due.append((self.forwarder.topics.device_digests(device), self._message(device, current)))
             self._sent_at[device] = now
         return due
+
+    def kept(self) -> dict[str, dict[str, Any]]:
+        """What a stop keeps for the next start, by device meta key: the days of each terminal
+        whose days are up to date, with the window they cover and the pk up to which punches
+        were looked at. Call from a thread: it waits for a tick in progress."""
+        with self._lock:
+            if self._window is None:
+                return {}
+            first, last = self._window
+            covered = f"{first.isoformat()}/{last.isoformat()}"
+            return {
+                device + KEEP_SUFFIX: {"window": covered, "after": self._after, "days": packed.hex()}
+                for device, packed in self._days.items()
+                if device not in self._whole and not self._dirty.get(device)
+            }
+
+    def _restore(self, current: tuple[dt.date, dt.date]) -> set[str]:
+        """The days the last stop kept (`kept`) for this same window, for the configured
+        terminals: a restart then recomputes only the days of punches stored since (rows with
+        a pk past the kept one), instead of every day of every terminal (7.5 s of CPU at 5,000
+        terminals). Each terminal's message still goes out again after the connect. Kept days
+        stay right: rows are only ever added past the highest pk, and the purge removes only
+        days older than any window (module docstring)."""
+        first, last = current
+        covered = f"{first.isoformat()}/{last.isoformat()}"
+        restored: set[str] = set()
+        after = self._after
+        for key, kept in self.store.device_metas_ending(KEEP_SUFFIX).items():
+            device = key[: -len(KEEP_SUFFIX)]
+            looked, days = kept.get("after"), kept.get("days")
+            if device not in self._dirty or kept.get("window") != covered:
+                continue
+            if not (isinstance(looked, int) and 0 <= looked <= self._after and isinstance(days, str)):
+                continue
+            try:
+                packed = bytes.fromhex(days)
+            except ValueError:
+                continue
+            if len(packed) % _DAY.size:
+                continue
+            self._days[device] = packed
+            restored.add(device)
+            after = min(after, looked)
+        self._after = after  # what was stored since the earliest kept look is looked at again
+        if restored:
+            log.info("digests_restored", terminals=len(restored), after=after)
+        return restored
 
     def _message(self, device: str, covered: tuple[dt.date, dt.date]) -> bytes:
         first, last = covered

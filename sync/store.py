@@ -419,6 +419,11 @@ class Store:
         with self._engine.connect() as conn:
             return buffer_devices.all_device_meta(conn)
 
+    def device_metas_ending(self, suffix: str) -> dict[str, dict[str, Any]]:
+        """The metas whose key ends with `suffix`, by key, in one query."""
+        with self._engine.connect() as conn:
+            return buffer_devices.device_metas_ending(conn, suffix)
+
     def set_device_meta(self, device: str, data: dict[str, Any]) -> None:
         """Replace what is remembered about a terminal (JSON-serialisable values only)."""
         self.set_device_metas({device: data})

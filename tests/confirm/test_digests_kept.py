@@ -166,6 +166,91 @@ def test_terminals_waiting_for_their_first_message_hold_no_days(tmp_path: Path) 
         store.close()
 
 
+def _digests_by_device(messages: list[tuple[str, bytes]]) -> dict[str, dict[str, Any]]:
+    sent = {}
+    for _topic, payload in messages:
+        message = json.loads(payload)
+        message.pop("as_of")
+        sent[message["device"]] = message
+    return sent
+
+
+def test_a_restart_recomputes_only_the_days_changed_since_the_stop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stop keeps each terminal's days (`kept`, written to the device meta); the next start
+    takes them back for the same window and recomputes only the days of punches stored since,
+    and every terminal's message goes out again, the same as a fresh computation's."""
+    settings = _settings(tmp_path)
+    store = Store.open(settings.buffer)
+    try:
+        devices = ["door-1", "door-2", "door-3"]
+        store.add_punches(
+            [make_punch(d, day * DAY + n) for d in devices for day in (0, 5, 20) for n in (0, 60)]
+        )
+        first = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), devices, today=lambda: TODAY
+        )
+        before = _digests_by_device(first.tick())
+        store.set_device_metas(first.kept())
+        assert "door-1/digests" not in store.all_device_meta(), "a start-up reads the kept days for nothing"
+
+        store.add_punches([make_punch("door-1", 20 * DAY + 120), make_punch("door-2", 25 * DAY)])
+        asked: list[tuple[str, set[dt.date]]] = []
+        days_ids = store.days_ids
+
+        def counted(device: str, days: set[dt.date]) -> dict[dt.date, list[str]]:
+            asked.append((device, set(days)))
+            return days_ids(device, days)
+
+        monkeypatch.setattr(store, "days_ids", counted)
+        restarted = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), devices, today=lambda: TODAY
+        )
+        after = _digests_by_device(restarted.tick())
+        recomputed = {device: days for device, days in asked if days}
+        assert recomputed == {"door-1": {dt.date(2024, 3, 24)}, "door-2": {dt.date(2024, 3, 29)}}
+        assert after["door-3"] == before["door-3"]
+        monkeypatch.undo()
+        store.set_device_metas({f"{d}/digests": {} for d in devices})  # nothing kept: all anew
+        fresh = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), devices, today=lambda: TODAY
+        )
+        assert after == _digests_by_device(fresh.tick())
+    finally:
+        store.close()
+
+
+def test_days_kept_for_another_window_are_computed_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = _settings(tmp_path)
+    store = Store.open(settings.buffer)
+    try:
+        store.add_punches([make_punch("door-1", 0), make_punch("door-1", 20 * DAY)])
+        first = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), ["door-1"], today=lambda: TODAY
+        )
+        first.tick()
+        store.set_device_metas(first.kept())
+        asked: list[str] = []
+        days_ids = store.days_ids
+
+        def counted(device: str, days: set[dt.date]) -> dict[dt.date, list[str]]:
+            asked.append(device)
+            return days_ids(device, days)
+
+        monkeypatch.setattr(store, "days_ids", counted)
+        next_day = TODAY + dt.timedelta(days=1)
+        later = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), ["door-1"], today=lambda: next_day
+        )
+        ((_topic, payload),) = later.tick()
+        assert asked == ["door-1"] and len(json.loads(payload)["days"]) == 2
+    finally:
+        store.close()
+
+
 @pytest.mark.parametrize(
     ("day", "count", "digest"),
     [("2024-03-04", 1, "0" * 64), ("1999-12-31", 4_000_000_000, "ab" * 32), ("2099-01-09", 37, "f" * 64)],

@@ -1,6 +1,7 @@
 """A stopped gateway leaves every terminal's known log as it last read it, so its restart goes
 on from there: while it runs, tail reads write it lazily (at most every META_LAZY_SECONDS), and
-a restart after such a stop read up to that much of every log again (gateway/app_stop.py)."""
+a restart after such a stop read up to that much of every log again (gateway/app_stop.py). It
+leaves each terminal's digest days too, which the restart takes back (sync/digests.py)."""
 
 from __future__ import annotations
 
@@ -93,6 +94,10 @@ def test_a_restart_after_a_stop_goes_on_from_the_last_read(
     finally:
         gateway.stop(timeout=30)
     assert _known_counts(buffer) == dict.fromkeys(TERMINALS, RECORDS + 3)
+    # The digests' days too: the restart takes them back rather than computing every day again.
+    with sqlite3.connect(buffer) as db:
+        kept = {row[0] for row in db.execute("SELECT device FROM device_meta WHERE device LIKE '%/digests'")}
+    assert kept == {f"{name}/digests" for name in TERMINALS}
 
     second_log = tmp_path / "second.log"
     restarted = GatewayProcess(config, log_path=second_log)
@@ -110,5 +115,7 @@ def test_a_restart_after_a_stop_goes_on_from_the_last_read(
         assert {name: e["event"] for name, e in first_polls.items()} == dict.fromkeys(
             TERMINALS, "poll_counted"
         )
+        wait_until(lambda: log_events(second_log, "digests_restored"), timeout=30, message="digests restored")
+        assert log_events(second_log, "digests_restored")[0]["terminals"] == len(TERMINALS)
     finally:
         restarted.stop(timeout=30)
