@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, case, func, select
+from sqlalchemy import Connection, Select, bindparam, case, func, select
 from sqlalchemy.dialects.sqlite import insert
 
 from punchgate.sync import buffer_schema
@@ -95,19 +95,17 @@ def all_device_meta(conn: Connection) -> dict[str, dict[str, Any]]:
     is_roster = func.substr(t.device, -len(ROSTER_SUFFIX)) == ROSTER_SUFFIX
     is_digests = func.substr(t.device, -len(DIGESTS_SUFFIX)) == DIGESTS_SUFFIX
     dated = func.json_object("refreshed_at", func.json_extract(t.data, "$.refreshed_at"))
-    query = select(t.device, case((is_roster, dated), else_=t.data)).where(~is_digests)
-    found: dict[str, dict[str, Any]] = {}
-    for device, text in conn.execute(query).all():
-        value = json.loads(text)
-        if isinstance(value, dict):
-            found[str(device)] = value
-    return found
+    return _metas(conn, select(t.device, case((is_roster, dated), else_=t.data)).where(~is_digests))
 
 
 def device_metas_ending(conn: Connection, suffix: str) -> dict[str, dict[str, Any]]:
     """The metas whose key ends with `suffix` (`<device>/digests`, say), by key."""
     t = _META.c
-    query = select(t.device, t.data).where(func.substr(t.device, -len(suffix)) == suffix)
+    return _metas(conn, select(t.device, t.data).where(func.substr(t.device, -len(suffix)) == suffix))
+
+
+def _metas(conn: Connection, query: Select[Any]) -> dict[str, dict[str, Any]]:
+    """(key, JSON text) rows as metas by key; a text that is not a JSON object is skipped."""
     found: dict[str, dict[str, Any]] = {}
     for device, text in conn.execute(query).all():
         value = json.loads(text)
