@@ -1,5 +1,6 @@
-"""Stopping the gateway within `shutdown_timeout`: workers first, then the push listener, then
-the forwarder's last drain, HTTP, the services, and the store last.
+"""Stopping the gateway within `shutdown_timeout`: workers first (and what they leave for the
+restart: each terminal's known log and digest days, in one commit), then the push listener,
+then the forwarder's last drain, HTTP, the services, and the store last.
 
 A commit in progress finishes (it is shielded); whatever is not delivered by the deadline stays
 in the buffer. Kept apart from `app.py` so the composition root only calls it.

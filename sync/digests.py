@@ -53,12 +53,12 @@ log = structlog.get_logger(__name__)
 
 MAX_WINDOW_DAYS = 92
 TICK_SECONDS = 5.0  # how often new punches are looked for (at most; see DigestPublisher)
-# CPU a tick may spend on messages before the terminals still due wait for the next tick. The
-# first tick (and a new day's) recomputes every day of every terminal: 1.5 ms a terminal, 7.5 s
-# in one thread at 5,000 terminals, in the very interval a restarted fleet's first polls must
-# be on time in. A steady tick (today changed, 0.4 ms a message) stays far below it. 0.2 s
-# every 5 s is at most 4 % of a core (0.5 s, 10 %, was a fifth of a 5,000-terminal restart's
-# CPU goal): a restart's digests then take about three minutes at 5,000 terminals.
+# CPU a tick may spend on messages before the terminals still due wait for the next tick. A
+# first start's first tick (and a new day's) computes every day of every terminal: 1.5 ms a
+# terminal, 7.5 s in one thread at 5,000 terminals, in the very interval the fleet's first
+# polls must be on time in. A steady tick (today changed, 0.4 ms a message) stays far below
+# it. 0.2 s every 5 s is at most 4 % of a core: every day of 5,000 terminals then takes about
+# three minutes; a restart, which takes back the days its stop kept (`_restore`), about 15 s.
 TICK_BUDGET_SECONDS = 0.2
 # A stop keeps each terminal's days in its device meta under this key (`<device>/digests`), so
 # the next start recomputes only what changed since instead of every day of every terminal.
