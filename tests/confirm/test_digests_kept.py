@@ -260,3 +260,47 @@ def test_a_kept_day_is_written_as_the_payload_model_writes_it(day: str, count: i
     assert entry_json(ordinal, count, bytes.fromhex(digest)) == (
         DigestDay(day=day, count=count, digest=digest).model_dump_json().encode()
     )
+
+
+@pytest.mark.parametrize(
+    "kept",
+    [
+        {"days": "zz"},  # not hex
+        {"days": "00" * 39},  # not a whole number of days
+        {"after": -1},
+        {"after": 10**9},  # past anything this buffer holds
+        {"after": "3"},
+        {"days": 7},
+    ],
+    ids=["not-hex", "cut-day", "negative-after", "after-past-buffer", "after-text", "days-number"],
+)
+def test_kept_days_that_do_not_hold_up_are_computed_anew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kept: dict[str, Any]
+) -> None:
+    """A kept row is the buffer's own, but a damaged one must not become a wrong digest: the
+    terminal's days are computed anew, and its message is a fresh computation's."""
+    settings = _settings(tmp_path)
+    store = Store.open(settings.buffer)
+    try:
+        store.add_punches([make_punch("door-1", 0), make_punch("door-1", 20 * DAY)])
+        first = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), ["door-1"], today=lambda: TODAY
+        )
+        expected = _digests_by_device(first.tick())
+        good = first.kept()
+        store.set_device_metas({"door-1/digests": {**good["door-1/digests"], **kept}})
+        asked: list[int] = []  # how many days each query asked for
+        days_ids = store.days_ids
+
+        def counted(device: str, days: set[dt.date]) -> dict[dt.date, list[str]]:
+            asked.append(len(days))
+            return days_ids(device, days)
+
+        monkeypatch.setattr(store, "days_ids", counted)
+        later = DigestPublisher(
+            settings, store, Forwarder(settings, store, version="test"), ["door-1"], today=lambda: TODAY
+        )
+        assert _digests_by_device(later.tick()) == expected
+        assert len(asked) == 1 and asked[0] > 30, asked  # every day of the window
+    finally:
+        store.close()
