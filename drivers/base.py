@@ -219,22 +219,23 @@ class Driver(Protocol):
 class ChunkedReader(Protocol):
     """A driver that can hand a full read over in parts while the transfer goes on."""
 
-    def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
-        """Every record of `read_records`, in log order, in consecutive lists as they arrive.
+    def read_record_chunks(self) -> AsyncGenerator[Sequence[RawPunch], None]:
+        """Every record of `read_records`, in log order, in consecutive parts as they arrive
+        (a part may be `punchgate.drivers.packed.PackedRecords`: decoded only where read).
 
         What was yielded before an error is real (the caller may keep it); closing the
         generator early aborts the transfer."""
         ...
 
 
-def record_chunks(driver: Driver) -> AsyncGenerator[list[RawPunch], None]:
+def record_chunks(driver: Driver) -> AsyncGenerator[Sequence[RawPunch], None]:
     """A full read in parts: the driver's own where it has them, else its whole log as one."""
     if isinstance(driver, ChunkedReader):
         return driver.read_record_chunks()
     return _whole_log(driver)
 
 
-async def _whole_log(driver: Driver) -> AsyncGenerator[list[RawPunch], None]:
+async def _whole_log(driver: Driver) -> AsyncGenerator[Sequence[RawPunch], None]:
     yield await driver.read_records()
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from punchgate.drivers.base import DeviceInfo, RawPunch
+from punchgate.drivers.packed import concat, last_raw, raw_bytes
 
 # A poll reads the whole log only when it may hold a record we have not stored: when the
 # terminal's record count is not what the last full read plus the live stream account for,
@@ -99,8 +100,9 @@ class LogHasher:
         self._hash = hashlib.blake2b(seed.encode("utf-8"), digest_size=DIGEST_BYTES)
 
     def feed(self, raws: Sequence[RawPunch]) -> None:
-        # One join over the records' bytes: a Python call per record would cost more than the hash.
-        self._hash.update(b"".join([raw.raw or fields_key(raw) for raw in raws]))
+        # One join over the records' bytes (packed ones are not even decoded): a Python call
+        # per record would cost more than the hash.
+        self._hash.update(raw_bytes(raws, fields_key))
 
     def digest(self) -> bytes:
         return self._hash.digest()
@@ -109,7 +111,7 @@ class LogHasher:
 def chain(digest: bytes, raws: Sequence[RawPunch]) -> bytes:
     """A known log's digest with `raws`, the records after it, chained on (a tail read): only
     the previous digest is needed, so it goes on after a restart too."""
-    joined = b"".join([raw.raw or fields_key(raw) for raw in raws])
+    joined = raw_bytes(raws, fields_key)
     return hashlib.blake2b(b"\x1dchain" + digest + joined, digest_size=DIGEST_BYTES).digest()
 
 
@@ -168,18 +170,23 @@ class LogIntake:
     with the rest and every record is checked. After that decision each part is handed on as
     it comes. The caller reports what it committed (`committed`), and `known()` then describes
     the stored prefix so far, so a read cut short keeps what it stored.
+
+    Parts are held as the driver handed them: packed records (`PackedRecords`) are matched by
+    their bytes, so a dropped prefix is never decoded (`newest_skipped` decodes it, once, for
+    the one caller that asks).
     """
 
     def __init__(self, known: KnownLog | None, seed: str) -> None:
         self._known = known
         self._seed = seed
         self._hasher = LogHasher(seed)
-        self._held: list[RawPunch] = []
+        self._held: list[Sequence[RawPunch]] = []
+        self._held_count = 0
         self._decided = known is None or known.count == 0
         self.count = 0  # records read so far
         self.skipped = 0  # records found already stored (the matched prefix)
         self.stored = 0  # records of the log in the buffer, in order from the first
-        self.newest_skipped: RawPunch | None = None  # the newest record of the matched prefix
+        self._skipped_prefix: Sequence[RawPunch] = ()  # until `newest_skipped` is asked once
         self._last_raw: bytes | None = None  # the bytes of the last record stored, in log order
 
     def take(self, raws: Sequence[RawPunch]) -> Sequence[RawPunch]:
@@ -187,9 +194,10 @@ class LogIntake:
         self.count += len(raws)
         if self._decided:
             return raws
-        self._held.extend(raws)
+        self._held.append(raws)
+        self._held_count += len(raws)
         assert self._known is not None  # decided otherwise
-        if len(self._held) < self._known.count:
+        if self._held_count < self._known.count:
             return []
         return self._decide()
 
@@ -197,17 +205,26 @@ class LogIntake:
         """After the last part: what is still held (a log shorter than the stored prefix)."""
         return [] if self._decided else self._decide()
 
-    def _decide(self) -> list[RawPunch]:
-        held, self._held, self._decided = self._held, [], True
+    def newest_skipped(self) -> RawPunch | None:
+        """The newest record of the matched prefix, the first time it is asked (None after,
+        and when nothing was skipped): it says when a terminal was last used, for a process
+        that has stored nothing of it yet."""
+        prefix, self._skipped_prefix = self._skipped_prefix, ()
+        return max(prefix, key=lambda raw: raw.timestamp) if prefix else None
+
+    def _decide(self) -> Sequence[RawPunch]:
+        held = concat(self._held)
+        self._held, self._held_count, self._decided = [], 0, True
         known = self._known
         assert known is not None
         if known.count <= len(held):
             hasher = LogHasher(self._seed)
-            if matches(known, held[: known.count], hasher):
+            prefix = held[: known.count]
+            if matches(known, prefix, hasher):
                 self._hasher = hasher
                 self.skipped = self.stored = known.count
-                self.newest_skipped = max(held[: known.count], key=lambda raw: raw.timestamp)
-                self._last_raw = held[known.count - 1].raw
+                self._skipped_prefix = prefix
+                self._last_raw = last_raw(prefix)
                 return held[known.count :]
         return held  # not the log we read (cleared, rewritten, overwritten): all of it
 
@@ -216,7 +233,7 @@ class LogIntake:
         self._hasher.feed(raws)
         self.stored += len(raws)
         if raws:
-            self._last_raw = raws[-1].raw
+            self._last_raw = last_raw(raws)
 
     def known(self) -> KnownLog | None:
         """The stored prefix of the log as far as this read has got (before the prefix is

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Final
 
 import structlog
 from zk.exception import ZKErrorResponse
 
 from punchgate.drivers.base import RawPunch
+from punchgate.drivers.packed import concat
 from punchgate.drivers.zk import protocol as zp
 from punchgate.drivers.zk.client import ZkClient
 from punchgate.drivers.zk.config import ZkTerminal
@@ -68,7 +69,7 @@ class AttendanceReader:
         data = await self._download(zk, reported, cap, progress=progress)
         return self._decode_whole(data, reported)
 
-    async def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
+    async def read_record_chunks(self) -> AsyncGenerator[Sequence[RawPunch], None]:
         """Every attendance record, handed over in log order while the transfer goes on.
 
         The same read as `read_records` (one pool call, the same bounds and deadline), but
@@ -101,12 +102,13 @@ class AttendanceReader:
                 items = [await arrived.get()]
                 while not arrived.empty():  # a consumer slower than the wire takes them together
                     items.append(arrived.get_nowait())
-                records: list[RawPunch] = []
+                parts: list[Sequence[RawPunch]] = []
                 for item in items:
                     if item is None:
                         ended = True
                         break
-                    records += stream.feed(*item)
+                    parts.append(stream.feed(*item))
+                records = concat(parts)  # still packed: decoded only where read
                 if records:
                     yield records
             data = download.result()  # the transfer's error, after what arrived before it
@@ -129,6 +131,7 @@ class AttendanceReader:
             )
         self.record_size = stream.size
         if stream.invalid:
+            # Counted among the records decoded: a stored prefix matched by its bytes is not.
             log.warning("zk_records_with_invalid_dates", device=self.name, count=stream.invalid)
 
     async def read_records_from(self, first: int, record_size: int) -> list[RawPunch] | None:

@@ -170,7 +170,7 @@ class ZkDriver:
         must be read instead (`AttendanceReader.read_records_from`)."""
         return await self._attendance.read_records_from(first, record_size)
 
-    def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
+    def read_record_chunks(self) -> AsyncGenerator[Sequence[RawPunch], None]:
         """Every attendance record, in log order, in parts as the transfer delivers them
         (`AttendanceReader.read_record_chunks`)."""
         return self._attendance.read_record_chunks()

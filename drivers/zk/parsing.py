@@ -16,10 +16,12 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from punchgate.drivers.base import DeviceInfo, RawPunch
+from punchgate.drivers.packed import PackedRecords
 from punchgate.drivers.zk import protocol as zp
 
 # A packed time that is not a date (31 February, month 13) becomes this epoch plus the raw
@@ -115,7 +117,9 @@ def parse_attendance(data: bytes, reported: int, *, size_hint: int | None = None
 
 
 class AttendanceStream:
-    """An attendance data set decoded as it arrives, chunk by chunk (`feed`), when it adds up.
+    """An attendance data set split into records as it arrives, chunk by chunk (`feed`), when
+    it adds up. Each part is handed out packed (`PackedRecords`): a record is decoded when
+    the caller reads it, so a whole read's already stored prefix costs no decoding.
 
     Only a set whose header declares exactly the bytes announced for it, and that many bytes
     make `reported` records of one known size, is decoded on the way (`size` is then known
@@ -129,14 +133,14 @@ class AttendanceStream:
         self.reported = reported
         self.size: int | None = None
         self.decoded = 0  # records handed out so far
-        self.invalid = 0  # of which with an impossible date (the sentinel)
+        self.invalid = 0  # records decoded so far with an impossible date (the sentinel)
         self._body = 0  # the records' bytes the header declares
         self._variant: zp.EightByteVariant | None = None
         self._pending = bytearray()
         self._off = False
 
-    def feed(self, data: bytes, total: int) -> list[RawPunch]:
-        """The records completed by `data`, the next chunk of a set of `total` bytes."""
+    def feed(self, data: bytes, total: int) -> Sequence[RawPunch]:
+        """The records completed by `data`, the next chunk of a set of `total` bytes (packed)."""
         if self._off:
             return []
         pending = self._pending
@@ -165,14 +169,17 @@ class AttendanceStream:
         whole = len(pending) - len(pending) % size
         body = bytes(pending[:whole])
         del pending[:whole]
-        variant = self._variant
-        records = [
-            zp.decode_attendance(body[i : i + size], size, eight_byte_variant=variant)
-            for i in range(0, whole, size)
-        ]
-        self.decoded += len(records)
-        self.invalid += sum(1 for r in records if r.timestamp is None)
-        return [raw_punch_from_record(r) for r in records]
+        self.decoded += whole // size
+        return PackedRecords(body, size, self._decode_one)
+
+    def _decode_one(self, raw: bytes) -> RawPunch:
+        """One record, when the caller reads it (a stored prefix is matched by its bytes and
+        never decoded: `PackedRecords`); an impossible date is counted in `invalid`."""
+        assert self.size is not None and self._variant is not None  # set before any record
+        record = zp.decode_attendance(raw, self.size, eight_byte_variant=self._variant)
+        if record.timestamp is None:
+            self.invalid += 1
+        return raw_punch_from_record(record)
 
 
 def raw_punch_from_record(record: zp.AttendanceRecord) -> RawPunch:

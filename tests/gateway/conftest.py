@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ class CountingDriver(ZkDriver):
         self.reads += 1
         return await super().read_records(progress)
 
-    def read_record_chunks(self) -> AsyncGenerator[list[RawPunch], None]:
+    def read_record_chunks(self) -> AsyncGenerator[Sequence[RawPunch], None]:
         self.reads += 1
         return super().read_record_chunks()
 

@@ -76,7 +76,7 @@ def test_a_matching_prefix_is_held_then_skipped_and_only_the_rest_is_handed_on()
     assert intake.take(raws[:4]) == []
     assert intake.known() == known  # nothing decided yet: the previous read's
     assert list(intake.take(raws[4:12])) == raws[10:12]
-    assert intake.skipped == 10 and intake.newest_skipped == raws[9]
+    assert intake.skipped == 10 and intake.newest_skipped() == raws[9]
     intake.committed(raws[10:12])
     assert core(intake.known()) == (12, digest(raws[:12]))
     assert read(intake, raws[12:], 5) == raws[12:]
@@ -88,7 +88,7 @@ def test_a_rewritten_log_of_the_same_length_or_longer_is_handed_on_whole() -> No
     new = log(15, first=100)
     intake = LogIntake(KnownLog(10, digest(old)), SEED)
     assert read(intake, new, 4) == new
-    assert intake.skipped == 0 and intake.newest_skipped is None
+    assert intake.skipped == 0 and intake.newest_skipped() is None
     assert core(intake.known()) == (15, digest(new))
 
 

@@ -9,6 +9,7 @@ and a read closed early leaves the next connect working.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -18,8 +19,8 @@ from punchgate.drivers.zk.driver import CountMismatchError, ZkDriver
 from tests.zk_driver.conftest import EmulatorFactory, terminal_config
 
 
-async def chunks_of(driver: ZkDriver) -> list[list[RawPunch]]:
-    parts: list[list[RawPunch]] = []
+async def chunks_of(driver: ZkDriver) -> list[Sequence[RawPunch]]:
+    parts: list[Sequence[RawPunch]] = []
     async with contextlib.aclosing(record_chunks(driver)) as chunks:
         async for part in chunks:
             parts.append(part)
@@ -56,7 +57,7 @@ async def test_a_set_that_does_not_add_up_yields_nothing_and_fails(
     emulator.generate_log(3_000, days=30, users=20, seed=9)
     await emulator.set_fault("short_read", missing=2)
     driver = await open_driver(terminal_config(emulator, "tcp", timeout=5.0))
-    parts: list[list[RawPunch]] = []
+    parts: list[Sequence[RawPunch]] = []
     with pytest.raises(CountMismatchError):
         async with contextlib.aclosing(driver.read_record_chunks()) as chunks:
             async for part in chunks:
