@@ -6,6 +6,8 @@ import datetime as dt
 import struct
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from punchgate.drivers.zk import protocol as p
 from tests.zk_emulator.conftest import VECTORS, vector_bytes, vector_packet
@@ -30,6 +32,36 @@ def test_every_captured_packet_parses_with_its_header_and_checksum(vector_id: st
 def test_documented_checksum_vectors() -> None:
     assert p.checksum(vector_bytes("adro-chk-vector-1")) == 0x175A
     assert p.checksum(vector_bytes("adro-chk-vector-2")) == 0x6A29  # odd length
+
+
+def _checksum_by_words(packet: bytes) -> int:
+    """The checksum as zk.md defines it, word by word (the reference for the fast one)."""
+    body = packet[:2] + b"\x00\x00" + packet[4:]
+    if len(body) % 2:
+        body += b"\x00"
+    total: int = sum(struct.unpack(f"<{len(body) // 2}H", body))
+    while total > 0xFFFF:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+@given(st.binary(min_size=8, max_size=3000))
+def test_checksum_is_the_folded_sum_of_the_words(packet: bytes) -> None:
+    assert p.checksum(packet) == _checksum_by_words(packet)
+
+
+@pytest.mark.parametrize(
+    "packet",
+    [
+        bytes(8),  # a sum of 0 stays 0 (checksum 0xFFFF)
+        b"\xff\xff\x00\x00" + bytes(4),  # exactly 0xFFFF, no fold
+        b"\xff\xff\x00\x00\xff\xff\x00\x00",  # 0x1FFFE folds to 0xFFFF, never to 0
+        b"\xff" * 2 + b"\x12\x34" + b"\xff" * 4001,  # many folds, odd length
+        b"\x01\x00\x00\x00\xfe\xff\x00\x00",  # 0xFFFF from two words
+    ],
+)
+def test_checksum_edge_sums(packet: bytes) -> None:
+    assert p.checksum(packet) == _checksum_by_words(packet)
 
 
 def test_bad_checksum_is_a_frame_error_with_the_bytes() -> None:

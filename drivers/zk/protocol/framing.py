@@ -38,12 +38,14 @@ def checksum(packet: bytes) -> int:
     if len(packet) < HEADER_SIZE:
         raise ZkFrameError(f"packet shorter than the {HEADER_SIZE}-byte header", packet)
     body = packet[:2] + b"\x00\x00" + packet[4:]
-    if len(body) % 2:
-        body += b"\x00"
-    total: int = sum(struct.unpack(f"<{len(body) // 2}H", body))
-    while total > 0xFFFF:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
+    # The folded sum of the words is their sum modulo 0xFFFF, except that a sum that is a
+    # nonzero multiple of 0xFFFF folds to 0xFFFF, not 0. And since 0x10000 is 1 modulo
+    # 0xFFFF, the words' sum modulo 0xFFFF is the whole body read as one little-endian
+    # number, modulo 0xFFFF (an odd last byte is a low byte either way): one C call instead
+    # of a Python int per word, which cost about 1 ms per 100 kB of a log's transfer.
+    number = int.from_bytes(body, "little")
+    folded = number % 0xFFFF or (0xFFFF if number else 0)
+    return ~folded & 0xFFFF
 
 
 @dataclass(frozen=True, slots=True)
