@@ -144,3 +144,35 @@ async def test_a_poll_whose_count_is_explained_makes_no_tail_read_with_its_conta
     await rig.poll()
     assert rig.worker.polls_counted == 1 and rig.worker.tail_reads == 0
     assert rig.emulator.counters.packets - packets == 4  # the contact alone
+
+
+async def test_a_reconnect_checks_the_log_end_in_the_contacts_own_call(
+    rig_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a reconnect whose count agrees, the read of the last record stored (is it still
+    there?) goes with the contact, as a tail read does: one pool call, the sizes asked once."""
+    rig: Rig = await rig_factory(records=300)
+    session = rig.driver._session
+    calls: list[str] = []
+    real_run = session.run
+
+    async def counted(what: str, call: Any, **options: Any) -> Any:
+        calls.append(what)
+        return await real_run(what, call, **options)
+
+    monkeypatch.setattr(session, "run", counted)
+    real = dispatch.COMMAND_HANDLERS[zp.CMD_GET_FREE_SIZES]
+
+    def sizes(ctx: Any, session: Any, packet: zp.ZkPacket, link: Any) -> Any:
+        calls.append("(the terminal is asked its sizes)")
+        return real(ctx, session, packet, link)
+
+    monkeypatch.setitem(dispatch.COMMAND_HANDLERS, zp.CMD_GET_FREE_SIZES, sizes)
+    await rig.emulator.set_fault("restart", downtime=0.2)
+    rig.worker.request_poll()  # the poll finds the session gone: the worker connects again
+    await wait_until_async(
+        lambda: rig.worker.polls_counted >= 1, timeout=30, message="a poll after reconnecting"
+    )
+    assert rig.driver.reads == rig.worker.full_reads == 1  # only the rig's first read
+    connected = next(n for n, call in enumerate(calls) if call.startswith("connect"))
+    assert calls[connected + 1 :] == ["info and new records", "(the terminal is asked its sizes)"], calls
