@@ -32,7 +32,6 @@ import contextlib
 import datetime as dt
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -103,8 +102,8 @@ def _one_run(
 ) -> FleetRun:
     """One window from the daemon's launch, beside the idle daemon. `restart`: the buffer is
     first filled by a daemon of its own, which is then stopped (see `_fill`); or, `filled`, a
-    copy of a buffer filled so earlier (`fill_once`), which the run's stopped buffer then
-    replaces: each run is the restart of the gateway the run before stopped, so every run starts
+    buffer filled so earlier (`fill_once`), which the run takes over and whose place the run's
+    stopped buffer then takes: each run is the restart of the gateway the run before stopped, so every run starts
     the same few seconds behind its terminals (were every run to start from the fill, each
     would start further behind than the one before, by however long the runs before it took).
     `full_read_every`: the terminals' setting (default: theirs). `http`: the HTTP API on, as a
@@ -129,7 +128,7 @@ def _one_run(
         buffer_path=workdir / f"idle-{run}.db",
     )
     if filled is not None:
-        _copy_buffer(filled, workdir / f"fleet-{run}.db")
+        _move_buffer(filled, workdir / f"fleet-{run}.db")
     elif restart:
         _fill(config, workdir / f"gateway-fill-{run}.log", len(host.ports))
     stop_seconds = 0.0
@@ -182,7 +181,7 @@ def _one_run(
     )
     failures = len(log_events(log_path, "session_failed"))
     if filled is not None:  # the next run restarts the gateway this one stopped
-        _copy_buffer(workdir / f"fleet-{run}.db", filled)
+        _move_buffer(workdir / f"fleet-{run}.db", filled)
     for path in workdir.glob(f"*-{run}.db*"):
         path.unlink(missing_ok=True)
     return FleetRun(
@@ -204,14 +203,18 @@ def _one_run(
     )
 
 
-def _copy_buffer(source: Path, target: Path) -> None:
-    """A stopped gateway's buffer (the file, its WAL and identity) copied to `target`'s name,
-    modification times kept (`_last_written`); `target`'s old files go first."""
+def _move_buffer(source: Path, target: Path) -> None:
+    """A stopped gateway's buffer (the file, its WAL and identity) renamed to `target`'s name,
+    modification times kept (`_last_written`); `target`'s old files go first. Renamed, not
+    copied: a fleet's buffer of logs of thousands of records is gigabytes, and copying it
+    would add its minutes to the downtime the next run's restart must catch up."""
     for old in target.parent.glob(f"{target.name}*"):
         old.unlink()
     for path in source.parent.glob(f"{source.name}*"):
-        if not path.name.endswith((".lock", "-shm")):
-            shutil.copy2(path, target.parent / path.name.replace(source.name, target.name))
+        if path.name.endswith((".lock", "-shm")):
+            path.unlink()
+        else:
+            path.rename(target.parent / path.name.replace(source.name, target.name))
 
 
 def _last_written(buffer: Path) -> float:
@@ -340,7 +343,7 @@ def fill_once(workdir: Path, host: EmulatorHost, broker: Broker) -> Path:
     return workdir / "filled.db"
 
 
-def _fill(config: Path, log_path: Path, terminals: int, *, timeout: float = 1800.0) -> None:
+def _fill(config: Path, log_path: Path, terminals: int, *, timeout: float = 3 * 3600.0) -> None:
     """A daemon of its own reads every terminal once into the buffer, then stops: what a
     restarted daemon finds (its terminals' logs already stored)."""
     filler = GatewayProcess(config, log_path=log_path)
