@@ -20,7 +20,7 @@ from bench import machine
 from bench.results import BenchResult, save_result, write_doc
 from punchgate.gateway.logs import configure_logging
 
-BENCHMARKS = ("drain", "ingest", "fleet", "fleet_scale", "live", "recovery", "status", "push")
+BENCHMARKS = ("drain", "ingest", "fleet", "fleet_scale", "whole_read", "live", "recovery", "status", "push")
 
 
 def _runner(name: str) -> Callable[..., BenchResult]:
