@@ -321,6 +321,12 @@ async def test_backlog_parts_answered_but_not_moved_yet_reach_central_after_a_ki
     assert (await terminal.upload(attlog(many_punches(10)), stamp=10)) == (200, "OK: 10")
     stored = {record_id(SN, p) for p in many_punches(10)}
     assert not await subscriber.missing_after(stored, timeout=60)
+    # The kill must come after the delivery mark, not just after the subscriber got them:
+    # killed between the two, the gateway sends the ten again (at least once), and the
+    # duplicates counted below would be those, not the staged parts' moves.
+    await gateway.wait_until_async(
+        lambda: pending_count(tmp_path / "buffer.db") == 0, timeout=30, message="the ten marked delivered"
+    )
     gateway.kill()
 
     answered = many_punches(1200)[9:]  # the tenth punch is stored already
