@@ -139,7 +139,7 @@ def _one_run(
         cleanup.callback(idle.stop)
         host_cpu0 = cpu_seconds(host.pid)
         launched = time.monotonic()
-        downtime = time.time() - _last_written(filled) if filled is not None else 0.0
+        downtime = time.time() - _last_written(workdir / f"fleet-{run}.db") if filled is not None else 0.0
         with _spied(workdir, profile, window + 60) if profile else contextlib.nullcontext():
             gateway.start(ready_timeout=None)  # the clock runs from the launch: start-up is in the window
         idle.start(ready_timeout=None)
