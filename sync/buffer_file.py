@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from punchgate.sync import buffer_identity, buffer_schema, migrations
+from punchgate.sync.buffer_clean_stop import check_due, read_clean_stop
 from punchgate.sync.buffer_errors import BufferRefusedError, StoreError
 from punchgate.sync.buffer_identity import CompanionError, CompanionWriter, Finding, Identity
 from punchgate.sync.buffer_inspect import inspect_file
@@ -82,6 +84,8 @@ class OpenedFile:
     created: bool = False
     warnings: list[Finding] = field(default_factory=list)
     tightened: list[str] = field(default_factory=list)
+    checked: float = 0.0  # when the file last passed quick_check (unix seconds)
+    why_checked: str | None = None  # why this open ran it (`check_due`); None: it did not
 
 
 def configure_connection(dbapi_conn: sqlite3.Connection, _record: ConnectionPoolEntry) -> None:
@@ -170,10 +174,18 @@ def _open_locked(paths: BufferPaths, gateway_id: str | None, lock: BufferLock) -
     created = not paths.db.exists()
     if created:
         _create(paths)
+    now = time.time()
+    # Decided before anything opens the file (opening it makes a WAL).
+    why_check = None if created else check_due(paths, read_clean_stop(paths.companion), now=now)
     engine = make_engine(paths.db)
     try:
-        if not created:
+        checked = now
+        if why_check is not None:
             _quick_check(engine, paths)
+        elif not created:
+            clean = read_clean_stop(paths.companion)
+            assert clean is not None  # check_due vouched with it
+            checked = clean.checked
         before, after, identity, found = _migrate_and_identify(engine, paths, gateway_id, companion)
     except BaseException:
         engine.dispose()
@@ -205,6 +217,8 @@ def _open_locked(paths: BufferPaths, gateway_id: str | None, lock: BufferLock) -
         created=created,
         warnings=warnings,
         tightened=tightened,
+        checked=checked,
+        why_checked=why_check,
     )
 
 

@@ -8,8 +8,9 @@ wrong punches without a word. Two records that must agree make that visible.
   (NULL until a gateway opens it with its configured id), when the record was made, and
   `stored`, the number of punches ever inserted. `stored` grows in the same transaction as
   every insert and never shrinks (purges leave it), so it only goes back if the file does.
-* The companion `buffer.db.id` (small JSON: gateway id, created, stored, when written),
-  replaced atomically (temp file, fsync, rename, fsync of the folder), 0600.
+* The companion `buffer.db.id` (small JSON: gateway id, created, stored, when written; after
+  a clean stop also how that stop left the file, `buffer_clean_stop`), replaced atomically
+  (temp file, fsync, rename, fsync of the folder), 0600.
 
 Invariants:
 
@@ -43,6 +44,7 @@ import structlog
 from sqlalchemy import Connection
 
 from punchgate.sync import buffer_schema
+from punchgate.sync.buffer_clean_stop import CleanStop
 from punchgate.sync.buffer_inspect import FileState
 from punchgate.sync.buffer_paths import PRIVATE_FILE, BufferPaths, fsync_folder, match_owner
 
@@ -142,9 +144,10 @@ def read_companion(path: Path) -> Identity | None:
     return Identity(gateway_id, created, stored)
 
 
-def write_companion(paths: BufferPaths, identity: Identity) -> None:
-    """Replace the companion atomically and durably (temp file, fsync, rename, folder fsync)."""
-    record = {
+def write_companion(paths: BufferPaths, identity: Identity, clean_stop: CleanStop | None = None) -> None:
+    """Replace the companion atomically and durably (temp file, fsync, rename, folder fsync).
+    `clean_stop`: written only by a clean stop (`buffer_clean_stop`); any other write drops it."""
+    record: dict[str, Any] = {
         "format": COMPANION_FORMAT,
         "buffer": paths.db.name,
         "gateway_id": identity.gateway_id,
@@ -152,6 +155,8 @@ def write_companion(paths: BufferPaths, identity: Identity) -> None:
         "stored": identity.stored,
         "written": now_text(),
     }
+    if clean_stop is not None:
+        record["clean_stop"] = clean_stop.to_json()
     temp = paths.companion.with_name(paths.companion.name + ".tmp")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE)

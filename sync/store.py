@@ -65,6 +65,7 @@ import structlog
 from punchgate.sync import (
     audit,
     buffer_chain,
+    buffer_clean_stop,
     buffer_commands,
     buffer_counts,
     buffer_delivery,
@@ -87,7 +88,7 @@ from punchgate.sync.buffer_errors import (
     StoreRefusedError,
 )
 from punchgate.sync.buffer_file import OpenedFile, open_file
-from punchgate.sync.buffer_identity import Identity
+from punchgate.sync.buffer_identity import Identity, write_companion
 from punchgate.sync.buffer_limits import Limits
 from punchgate.sync.buffer_manual import PunchBuilder
 from punchgate.sync.buffer_outbox import Confirmed, PendingRow
@@ -182,17 +183,33 @@ class Store:
             created=opened.created,
             gateway=opened.identity.gateway_id,
             stored=opened.identity.stored,
+            # Why quick_check ran, or "skipped": the last stop left the file as it is now.
+            quick_check=opened.why_checked or ("new_file" if opened.created else "skipped"),
+            last_checked=dt.datetime.fromtimestamp(opened.checked, dt.UTC).isoformat(timespec="seconds"),
         )
         return store
 
     def close(self) -> None:
-        """Close the file, bring the companion up to date, and release the lock."""
+        """Close the file, bring the companion up to date with how this stop left the file
+        (`buffer_clean_stop`: the next start may then skip quick_check), release the lock."""
         self._engine.dispose()
         try:
             if self._opened.lock.held:
                 self._companion.flush()
+                self._record_clean_stop()
         finally:
             self._opened.lock.release()
+
+    def _record_clean_stop(self) -> None:
+        companion = self._companion
+        try:
+            buffer_clean_stop.record(
+                companion.paths,
+                lambda stop: write_companion(companion.paths, companion.written, stop),
+                self._opened.checked,
+            )
+        except OSError as exc:  # the next start checks the file, as after a crash
+            log.warning("buffer_clean_stop_not_recorded", path=str(companion.paths.companion), error=str(exc))
 
     @property
     def identity(self) -> Identity:
