@@ -106,12 +106,12 @@ async def test_a_terminal_whose_tail_reads_fail_is_still_read(
     assert rig.worker.tail_reads == 0 and rig.stored_ids() == rig.terminal_ids()
 
 
-async def test_a_tail_poll_is_one_driver_call_with_the_contact(
-    rig_factory: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The contact and the tail read go to the pool as one call (`ZkDriver.info_then_tail`), and
-    the tail reuses the contact's counts: the terminal is not asked its free sizes twice."""
-    rig: Rig = await rig_factory(records=300)
+SIZES_ASKED = "(the terminal is asked its sizes)"
+
+
+def pool_calls(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """What the driver hands its thread pool from now on (each call's name), with a mark each
+    time the emulated terminal is asked its free sizes (a round trip)."""
     session = rig.driver._session
     calls: list[str] = []
     real_run = session.run
@@ -121,21 +121,29 @@ async def test_a_tail_poll_is_one_driver_call_with_the_contact(
         return await real_run(what, call, **options)
 
     monkeypatch.setattr(session, "run", counted)
-    asked: list[int] = []
     real = dispatch.COMMAND_HANDLERS[zp.CMD_GET_FREE_SIZES]
 
     def sizes(ctx: Any, session: Any, packet: zp.ZkPacket, link: Any) -> Any:
-        asked.append(packet.command)
+        calls.append(SIZES_ASKED)
         return real(ctx, session, packet, link)
 
     monkeypatch.setitem(dispatch.COMMAND_HANDLERS, zp.CMD_GET_FREE_SIZES, sizes)
+    return calls
+
+
+async def test_a_tail_poll_is_one_driver_call_with_the_contact(
+    rig_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The contact and the tail read go to the pool as one call (`ZkDriver.info_then_tail`), and
+    the tail reuses the contact's counts: the terminal is not asked its free sizes twice."""
+    rig: Rig = await rig_factory(records=300)
+    calls = pool_calls(rig, monkeypatch)
     rig.emulator.add_punch("1")
     rig.emulator.add_punch("2")
     await rig.poll()
 
     assert rig.worker.tail_reads == 1 and rig.stored_ids() == rig.terminal_ids()
-    assert calls == ["info and new records"]
-    assert len(asked) == 1
+    assert calls == ["info and new records", SIZES_ASKED]
 
 
 async def test_a_poll_whose_count_is_explained_makes_no_tail_read_with_its_contact(rig_factory: Any) -> None:
@@ -152,22 +160,7 @@ async def test_a_reconnect_checks_the_log_end_in_the_contacts_own_call(
     """After a reconnect whose count agrees, the read of the last record stored (is it still
     there?) goes with the contact, as a tail read does: one pool call, the sizes asked once."""
     rig: Rig = await rig_factory(records=300)
-    session = rig.driver._session
-    calls: list[str] = []
-    real_run = session.run
-
-    async def counted(what: str, call: Any, **options: Any) -> Any:
-        calls.append(what)
-        return await real_run(what, call, **options)
-
-    monkeypatch.setattr(session, "run", counted)
-    real = dispatch.COMMAND_HANDLERS[zp.CMD_GET_FREE_SIZES]
-
-    def sizes(ctx: Any, session: Any, packet: zp.ZkPacket, link: Any) -> Any:
-        calls.append("(the terminal is asked its sizes)")
-        return real(ctx, session, packet, link)
-
-    monkeypatch.setitem(dispatch.COMMAND_HANDLERS, zp.CMD_GET_FREE_SIZES, sizes)
+    calls = pool_calls(rig, monkeypatch)
     await rig.emulator.set_fault("restart", downtime=0.2)
     rig.worker.request_poll()  # the poll finds the session gone: the worker connects again
     await wait_until_async(
@@ -175,4 +168,4 @@ async def test_a_reconnect_checks_the_log_end_in_the_contacts_own_call(
     )
     assert rig.driver.reads == rig.worker.full_reads == 1  # only the rig's first read
     connected = next(n for n, call in enumerate(calls) if call.startswith("connect"))
-    assert calls[connected + 1 :] == ["info and new records", "(the terminal is asked its sizes)"], calls
+    assert calls[connected + 1 :] == ["info and new records", SIZES_ASKED], calls
