@@ -176,15 +176,14 @@ def _open_locked(paths: BufferPaths, gateway_id: str | None, lock: BufferLock) -
         _create(paths)
     now = time.time()
     # Decided before anything opens the file (opening it makes a WAL).
-    why_check = None if created else check_due(paths, read_clean_stop(paths.companion), now=now)
+    clean = None if created else read_clean_stop(paths.companion)
+    why_check = None if created else check_due(paths, clean, now=now)
     engine = make_engine(paths.db)
     try:
         checked = now
         if why_check is not None:
             _quick_check(engine, paths)
-        elif not created:
-            clean = read_clean_stop(paths.companion)
-            assert clean is not None  # check_due vouched with it
+        elif clean is not None:  # vouched for by the last clean stop: its check's time goes on
             checked = clean.checked
         before, after, identity, found = _migrate_and_identify(engine, paths, gateway_id, companion)
     except BaseException:

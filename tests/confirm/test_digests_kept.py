@@ -221,16 +221,21 @@ def test_a_restart_recomputes_only_the_days_changed_since_the_stop(
         store.close()
 
 
+def _two_days_of_door_1(settings: Settings, store: Store) -> DigestPublisher:
+    """Two punches of door-1, twenty days apart, and a publisher for it on TODAY."""
+    store.add_punches([make_punch("door-1", 0), make_punch("door-1", 20 * DAY)])
+    return DigestPublisher(
+        settings, store, Forwarder(settings, store, version="test"), ["door-1"], today=lambda: TODAY
+    )
+
+
 def test_days_kept_for_another_window_are_computed_anew(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = _settings(tmp_path)
     store = Store.open(settings.buffer)
     try:
-        store.add_punches([make_punch("door-1", 0), make_punch("door-1", 20 * DAY)])
-        first = DigestPublisher(
-            settings, store, Forwarder(settings, store, version="test"), ["door-1"], today=lambda: TODAY
-        )
+        first = _two_days_of_door_1(settings, store)
         first.tick()
         store.set_device_metas(first.kept())
         asked: list[str] = []
@@ -282,10 +287,7 @@ def test_kept_days_that_do_not_hold_up_are_computed_anew(
     settings = _settings(tmp_path)
     store = Store.open(settings.buffer)
     try:
-        store.add_punches([make_punch("door-1", 0), make_punch("door-1", 20 * DAY)])
-        first = DigestPublisher(
-            settings, store, Forwarder(settings, store, version="test"), ["door-1"], today=lambda: TODAY
-        )
+        first = _two_days_of_door_1(settings, store)
         expected = _digests_by_device(first.tick())
         good = first.kept()
         store.set_device_metas({"door-1/digests": {**good["door-1/digests"], **kept}})
