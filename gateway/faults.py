@@ -12,7 +12,7 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import structlog
 
@@ -164,6 +164,11 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+# One shared empty set of codes (`FaultSet._clear_wanted`); an empty frozenset is not a
+# singleton, and each would cost 216 bytes.
+_NO_CODES: Final[frozenset[str]] = frozenset()
+
+
 @dataclass
 class FaultSet:
     """Active faults of one subject, with raise-once/clear-once semantics.
@@ -180,14 +185,15 @@ class FaultSet:
     hold_seconds: float = 0.0
     clock: Clock = utc_now
     last_seen: dict[str, dt.datetime] = field(default_factory=dict)
-    _clear_wanted: set[str] = field(default_factory=set)
+    # Rebound, not mutated: nearly every subject never holds one (`_NO_CODES`).
+    _clear_wanted: frozenset[str] = _NO_CODES
 
     def raise_fault(self, code: str, detail: str) -> bool:
         """Activate `code`; True when this is a transition. A changed detail updates silently."""
         kind = CATALOGUE[code]
         now = self.clock()
         self.last_seen[code] = now
-        self._clear_wanted.discard(code)
+        self._forget_clear(code)
         existing = self.active.get(code)
         if existing is not None:
             if existing.detail != detail:
@@ -204,9 +210,9 @@ class FaultSet:
         if code not in self.active:
             return False
         if code in self.hold and not self._hold_over(code):
-            self._clear_wanted.add(code)
+            self._clear_wanted |= {code}
             return False
-        self._clear_wanted.discard(code)
+        self._forget_clear(code)
         fault = self.active.pop(code)
         log.info("fault_cleared", subject=self.subject or "gateway", code=code)
         self._emit(
@@ -224,6 +230,10 @@ class FaultSet:
             if self._hold_over(code):
                 cleared |= self.clear_fault(code)
         return cleared
+
+    def _forget_clear(self, code: str) -> None:
+        if code in self._clear_wanted:
+            self._clear_wanted = self._clear_wanted - {code} or _NO_CODES
 
     def _hold_over(self, code: str) -> bool:
         seen = self.last_seen.get(code)

@@ -270,16 +270,22 @@ class DeviceWorker:
             self.stored_meta = None
             if meta is None:
                 meta = await asyncio.to_thread(self.store.get_device_meta, self.name)
-            self._serial = str(meta.get("serial_number", ""))
-            self._last_count = meta.get("record_count")
-            self._meta_text, self._meta_serial = meta_text(meta), self._serial
-            self._restore_known(meta)
+            self._restore_meta(meta)
+            # This frame lives as long as the worker: a parsed meta kept in it held about
+            # 0.7 KB a terminal for nothing (3.7 MiB at 5,000 terminals).
+            del meta
             self._grid.start()
             try:
                 await self._poll_due.wait()  # the first contact waits for its turn (start-up spread)
                 await self._sessions()
             finally:
                 self._grid.stop()
+
+    def _restore_meta(self, meta: dict[str, Any]) -> None:
+        self._serial = str(meta.get("serial_number", ""))
+        self._last_count = meta.get("record_count")
+        self._meta_text, self._meta_serial = meta_text(meta), self._serial
+        self._restore_known(meta)
 
     def _restore_known(self, meta: dict[str, Any]) -> None:
         """What the buffer held of the log when the gateway last stopped: the first poll after
@@ -353,8 +359,7 @@ class DeviceWorker:
         # what the buffer holds (`why_read`: the same rules and bound as any poll) *and* the
         # last record stored is still at its place in the log (`_log_end_unchanged`; where
         # the driver can, read in the contact's own call).
-        info, tail = await self._contact_reading_tail(reconnected=True)
-        await self._poll(info, reconnected=True, tail=tail)
+        await self._contact_and_poll(reconnected=True)
         self.backoff.reset()
         self.failure_log.succeeded()
         wants_live = bool(getattr(self.terminal, "live", False))
@@ -368,8 +373,14 @@ class DeviceWorker:
                 await self._wait_for_poll()
             if self._commands and not self._poll_due.is_set():
                 continue  # woken for remote commands only: no read
-            info, tail = await self._contact_reading_tail()
-            await self._poll(info, tail=tail)
+            await self._contact_and_poll()
+
+    async def _contact_and_poll(self, *, reconnected: bool = False) -> None:
+        # A call of its own: `_session`'s frame lives as long as the connection, and the
+        # contact's answer and tail records kept in it between polls cost about 0.6 KB a
+        # terminal.
+        info, tail = await self._contact_reading_tail(reconnected=reconnected)
+        await self._poll(info, reconnected=reconnected, tail=tail)
 
     async def _wait_for_poll(self) -> None:
         # The scheduler says when a poll is due (request_poll). A poll that fell due while the

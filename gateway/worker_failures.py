@@ -34,6 +34,9 @@ class Backoff:
 # A terminal that stays down is retried every few seconds (Backoff); its log says so once, then
 # reminds at this interval (seconds) with the number of failed attempts since the last line.
 SESSION_FAILED_REMIND_EVERY = 600.0
+# One shared empty set of faults (`FailureLog._logged_faults`): an empty frozenset is not a
+# singleton, and a set of its own would cost each terminal 216 bytes.
+_NO_FAULTS: frozenset[str] = frozenset()
 
 
 class FailureLog:
@@ -57,7 +60,8 @@ class FailureLog:
         self._clock = clock
         self.fault: str | None = None  # the latest fault of the current failing streak
         self.failures = 0  # failed sessions in the current streak
-        self._logged_faults: set[str] = set()  # faults of this streak already logged
+        # Faults of this streak already logged, rebound, not mutated (`_NO_FAULTS`).
+        self._logged_faults = _NO_FAULTS
         self._unreported = 0  # of those, failures not yet counted in a line
         self._down_since = 0.0
         self._logged_at = 0.0
@@ -69,7 +73,7 @@ class FailureLog:
             self._down_since = now
         previous, self.fault = self.fault, fault
         if fault not in self._logged_faults:
-            self._logged_faults.add(fault)
+            self._logged_faults |= {fault}
             changed = {} if previous is None else {"previous_fault": previous}
             log.warning("session_failed", fault=fault, error=error, **changed)
         elif now - self._logged_at >= self.remind_every:
@@ -96,4 +100,4 @@ class FailureLog:
             failing_for_seconds=round(self._clock() - self._down_since),
         )
         self.fault, self.failures, self._unreported = None, 0, 0
-        self._logged_faults.clear()
+        self._logged_faults = _NO_FAULTS
