@@ -30,6 +30,7 @@ import os
 import select
 import socket
 import struct
+import threading
 import time
 from typing import Any, Final
 
@@ -38,6 +39,22 @@ from punchgate.drivers.zk.errors import Aborted, OversizedReply, TooSlow
 
 RECV_SIZE: Final = 65536  # one TCP recv; also more than any UDP datagram can carry
 ABORT_POLL: Final = 0.2  # how often a waiting pool thread looks whether its call was abandoned
+
+
+class _ThreadBuffer(threading.local):
+    """Each pool thread's receive buffer, RECV_SIZE bytes, made once and reused by every recv.
+
+    `sock.recv(RECV_SIZE)` allocates those bytes before it waits, from malloc (too large for
+    Python's own allocator), and shrinks them to what arrived: a 5,000-terminal gateway makes
+    about a thousand such reads a second, each leaving a 64 KB hole for smaller allocations to
+    settle in, and the heap then keeps growing with holes (about 10 MiB of RSS at that scale).
+    Receiving into this buffer allocates only the bytes that arrived."""
+
+    def __init__(self) -> None:
+        self.view = memoryview(bytearray(RECV_SIZE))
+
+
+_buffers = _ThreadBuffer()
 
 
 class Link:
@@ -114,7 +131,9 @@ class Link:
         while True:
             sock.settimeout(self._slice(silent_until))
             try:
-                data: bytes = self._guarded(sock.recv, size)
+                view = _buffers.view
+                received: int = self._guarded(sock.recv_into, view, min(size, RECV_SIZE))
+                data = bytes(view[:received])
                 break
             except TimeoutError:
                 continue  # a slice is over: look at the flag, the deadline, the silence
@@ -216,10 +235,10 @@ class Link:
     def _too_slow(self) -> TooSlow:
         return TooSlow(f"no complete answer within {self._allowed:.0f} s")
 
-    def _guarded(self, operation: Any, argument: Any) -> Any:
+    def _guarded(self, operation: Any, *arguments: Any) -> Any:
         """A socket operation whose failure after an abort is the abort, not a network error."""
         try:
-            return operation(argument)
+            return operation(*arguments)
         except OSError as exc:
             if self.aborted:
                 raise Aborted("the session gave up on this call") from exc
