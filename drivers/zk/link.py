@@ -47,8 +47,11 @@ class _ThreadBuffer(threading.local):
     `sock.recv(RECV_SIZE)` allocates those bytes before it waits, from malloc (too large for
     Python's own allocator), and shrinks them to what arrived: a 5,000-terminal gateway makes
     about a thousand such reads a second, each leaving a 64 KB hole for smaller allocations to
-    settle in, and the heap then keeps growing with holes (about 10 MiB of RSS at that scale).
-    Receiving into this buffer allocates only the bytes that arrived."""
+    settle in, and the heap keeps them. Receiving into this buffer allocates only the bytes
+    that arrived. A restarted 5,000-terminal daemon (300-record logs, one run each) peaked at
+    166 MiB with it against 173 MiB without; glibc's mmap threshold fixed at 64 KB, which sends
+    such blocks straight back to the system, gave the same 166 MiB with this buffer and
+    163 MiB without it."""
 
     def __init__(self) -> None:
         self.view = memoryview(bytearray(RECV_SIZE))
