@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import fcntl
+import struct
+import termios
 import threading
+import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -19,7 +24,41 @@ from tests.support.zk import listening_for_punches
 def pyzk(emu: ZkEmulator, *, udp: bool = False, password: int = 0, timeout: float = 10) -> Any:
     port = emu.udp_port if udp else emu.tcp_port
     assert port is not None
-    return ZK("127.0.0.1", port, timeout=timeout, password=password, force_udp=udp, ommit_ping=True)
+    client = ZK("127.0.0.1", port, timeout=timeout, password=password, force_udp=udp, ommit_ping=True)
+    if not udp:
+        emu.paced_gate = _read_by(client, timeout)
+    return client
+
+
+def _read_by(client: Any, timeout: float) -> Callable[[int], Awaitable[None]]:
+    """The emulator's gate for paced transfers (`ZkEmulator.paced_gate`): each piece goes out
+    once pyzk has read every byte sent before it.
+
+    pyzk 0.9 reads a burst by the sizes it asks recv() for and loses its place, then waits
+    for good, when pieces pile up in its socket (drivers/zk/bulk_read.py). The emulator's
+    pauses keep that from happening on an idle host, but not on a busy one: the 100,000-record
+    read timed out beside a benchmark's fill. Both ends are in this process and on loopback,
+    so "read" is observable: nothing unacknowledged on the emulator's side (SIOCOUTQ) and
+    nothing unread in pyzk's socket (FIONREAD). A client that stops reading is waited for
+    `timeout` seconds at most, its own recv timeout."""
+
+    def queued(fd: int, request: int) -> int:
+        try:
+            return int(struct.unpack("i", fcntl.ioctl(fd, request, b"\0\0\0\0"))[0])
+        except OSError:  # closed on either side: nothing left to wait for
+            return 0
+
+    async def gate(server_fd: int) -> None:
+        sock = getattr(client, "_ZK__sock", None)
+        if sock is None or server_fd < 0:
+            return
+        give_up = time.monotonic() + timeout
+        while queued(server_fd, termios.TIOCOUTQ) or queued(sock.fileno(), termios.FIONREAD):
+            if time.monotonic() > give_up:
+                return
+            await asyncio.sleep(0.0002)
+
+    return gate
 
 
 @pytest.mark.parametrize("udp", [False, True], ids=["tcp", "udp"])
@@ -122,6 +161,35 @@ async def test_hundred_thousand_records_over_tcp() -> None:
         assert len(attendance) == 100_000
         assert (attendance[0].user_id, attendance[0].timestamp) == (first.user_id, first.timestamp)
         assert (attendance[-1].user_id, attendance[-1].timestamp) == (last.user_id, last.timestamp)
+
+
+async def test_a_paced_transfer_waits_for_pyzk_to_read_each_piece() -> None:
+    """The gate `pyzk()` installs is awaited before every piece after the first, and pyzk
+    reads the whole log through it."""
+    async with ZkEmulator(profile="tft") as emu:
+        emu.generate_log(records=5_000, days=10, users=20, seed=9)
+        client = pyzk(emu)
+        waits = [0]
+        read_by = emu.paced_gate
+        assert read_by is not None
+
+        async def counted(fd: int) -> None:
+            waits[0] += 1
+            await read_by(fd)
+
+        emu.paced_gate = counted
+
+        def session() -> int:
+            conn = client.connect()
+            try:
+                return len(conn.get_attendance())
+            finally:
+                conn.disconnect()
+
+        assert await asyncio.to_thread(session) == 5_000
+        # 5,000 records of 40 bytes: 200,000 bytes in CMD_DATA packets of at most 1,024 data
+        # bytes, each sent as a header and its data.
+        assert waits[0] >= 2 * (5_000 * 40 // 1_024)
 
 
 async def test_large_log_over_udp_raw_buffer() -> None:

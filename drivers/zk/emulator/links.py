@@ -71,6 +71,11 @@ class TcpLink(Link):
         except ConnectionError:
             self.close()
 
+    def fileno(self) -> int:
+        """The connection's file descriptor (-1 once closed)."""
+        sock = self._writer.get_extra_info("socket")
+        return -1 if sock is None else int(sock.fileno())
+
     def close(self) -> None:
         if not self.closed:
             super().close()

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import structlog
@@ -106,6 +106,12 @@ class ZkEmulator:
         self.event_ack_timeout = event_ack_timeout
         self.restart_downtime = restart_downtime
         self.tcp_packet_interval = tcp_packet_interval
+        # Awaited before each piece of a paced transfer after its pause (`transmit.send_paced`),
+        # with the connection's file descriptor. None paces by time alone, as a terminal does.
+        # A test of a client that depends on that pacing (bare pyzk) sets one that waits until
+        # the client has read what was sent: on a busy host the pieces then cannot pile up in
+        # the client's socket, where pyzk loses its place in the stream.
+        self.paced_gate: Callable[[int], Awaitable[None]] | None = None
         self.enabled = True
         self._log = log.bind(terminal=self.name)
         self._counters = CounterBook()

@@ -81,6 +81,9 @@ async def send_paced(ctx: TerminalContext, link: TcpLink, packets: list[bytes]) 
     for index, piece in enumerate(pieces):
         if index:
             await asyncio.sleep(ctx.terminal.tcp_packet_interval)
+            gate = ctx.terminal.paced_gate
+            if gate is not None:
+                await gate(link.fileno())
         if link.closed or link.abandoned:
             return
         link.send_units([piece])
