@@ -187,9 +187,9 @@ async def test_a_paced_transfer_waits_for_pyzk_to_read_each_piece() -> None:
                 conn.disconnect()
 
         assert await asyncio.to_thread(session) == 5_000
-        # 5,000 records of 40 bytes: 200,000 bytes in CMD_DATA packets of at most 1,024 data
-        # bytes, each sent as a header and its data.
-        assert waits[0] >= 2 * (5_000 * 40 // 1_024)
+        # 5,000 records of 40 bytes: 200,000 bytes in CMD_DATA packets of at most 1,008 data
+        # bytes over TCP (TCP_DATA_CHUNK), each sent as a header and its data.
+        assert waits[0] >= 2 * (5_000 * 40 // 1_008)
 
 
 async def test_large_log_over_udp_raw_buffer() -> None:
