@@ -220,11 +220,15 @@ async def test_replay_refuses_bad_bodies(
 async def test_port_zero_from_settings_is_discoverable_and_close_releases_it(tmp_path: Any) -> None:
     app = FakeApp()
     http_settings = app.settings.http.model_copy(update={"port": 0, "token_file": tmp_path / "api" / "token"})
-    app.settings = app.settings.model_copy(update={"http": http_settings})
+    # The buffer here too: the console makes its folder beside it (a default path would put
+    # it in /var/lib/punchgate, outside the test, when the suite runs as root).
+    buffer = app.settings.buffer.model_copy(update={"path": tmp_path / "buffer.db"})
+    app.settings = app.settings.model_copy(update={"http": http_settings, "buffer": buffer})
     http = await start_http_server(app)  # type: ignore[arg-type]
     port = http.port
     try:
         assert port != 0
+        assert (tmp_path / "console" / "session.key").is_file()
         status, headers, body = await exchange(port, raw_request(port, "GET", "/healthz"))
         assert (status, headers["content-type"], body) == (200, "text/plain; charset=utf-8", b"ok\n")
     finally:
