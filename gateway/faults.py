@@ -164,9 +164,10 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-# One shared empty set of codes (`FaultSet._clear_wanted`); an empty frozenset is not a
-# singleton, and each would cost 216 bytes.
-_NO_CODES: Final[frozenset[str]] = frozenset()
+# One shared empty set of fault codes, for the sets every terminal holds and rarely fills
+# (`FaultSet._clear_wanted`, `FailureLog._logged_faults`): an empty frozenset is not a
+# singleton, and a set of its own would cost each terminal 216 bytes.
+NO_CODES: Final[frozenset[str]] = frozenset()
 
 
 @dataclass
@@ -185,8 +186,8 @@ class FaultSet:
     hold_seconds: float = 0.0
     clock: Clock = utc_now
     last_seen: dict[str, dt.datetime] = field(default_factory=dict)
-    # Rebound, not mutated: nearly every subject never holds one (`_NO_CODES`).
-    _clear_wanted: frozenset[str] = _NO_CODES
+    # Rebound, not mutated: nearly every subject never holds one (`NO_CODES`).
+    _clear_wanted: frozenset[str] = NO_CODES
 
     def raise_fault(self, code: str, detail: str) -> bool:
         """Activate `code`; True when this is a transition. A changed detail updates silently."""
@@ -233,7 +234,7 @@ class FaultSet:
 
     def _forget_clear(self, code: str) -> None:
         if code in self._clear_wanted:
-            self._clear_wanted = self._clear_wanted - {code} or _NO_CODES
+            self._clear_wanted = self._clear_wanted - {code} or NO_CODES
 
     def _hold_over(self, code: str) -> bool:
         seen = self.last_seen.get(code)

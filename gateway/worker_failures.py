@@ -12,6 +12,8 @@ from collections.abc import Callable
 
 import structlog
 
+from punchgate.gateway.faults import NO_CODES
+
 log = structlog.get_logger("punchgate.gateway.worker")
 
 
@@ -34,9 +36,6 @@ class Backoff:
 # A terminal that stays down is retried every few seconds (Backoff); its log says so once, then
 # reminds at this interval (seconds) with the number of failed attempts since the last line.
 SESSION_FAILED_REMIND_EVERY = 600.0
-# One shared empty set of faults (`FailureLog._logged_faults`): an empty frozenset is not a
-# singleton, and a set of its own would cost each terminal 216 bytes.
-_NO_FAULTS: frozenset[str] = frozenset()
 
 
 class FailureLog:
@@ -60,8 +59,8 @@ class FailureLog:
         self._clock = clock
         self.fault: str | None = None  # the latest fault of the current failing streak
         self.failures = 0  # failed sessions in the current streak
-        # Faults of this streak already logged, rebound, not mutated (`_NO_FAULTS`).
-        self._logged_faults = _NO_FAULTS
+        # Faults of this streak already logged, rebound, not mutated (`NO_CODES`).
+        self._logged_faults = NO_CODES
         self._unreported = 0  # of those, failures not yet counted in a line
         self._down_since = 0.0
         self._logged_at = 0.0
@@ -100,4 +99,4 @@ class FailureLog:
             failing_for_seconds=round(self._clock() - self._down_since),
         )
         self.fault, self.failures, self._unreported = None, 0, 0
-        self._logged_faults = _NO_FAULTS
+        self._logged_faults = NO_CODES
