@@ -44,6 +44,10 @@ from typing import Any
 
 from bench.emulator_host import EmulatorHost
 from bench.results import BenchResult, Figure, LoadWindow
+from punchgate.drivers.config import TerminalConfig
+from punchgate.gateway.worker_known_log import KNOWN_LOG_KEY
+from punchgate.sync.settings import BufferSettings
+from punchgate.sync.store import Store
 from tests.support.broker import Broker, free_port
 from tests.support.config import write_config, zk_terminal
 from tests.support.gateway import GatewayProcess, log_events
@@ -56,6 +60,7 @@ GATEWAY_CPUS = {0}  # --pin: both daemons here, the emulators on the other core
 EMULATOR_CPUS = {1}
 STOP_TIMEOUT = 120.0  # a daemon with thousands of sessions to close
 FILLED_ID = "bench-fleet-filled"  # the owner of a buffer filled once for several runs
+FULL_READ_EVERY = TerminalConfig.model_fields["full_read_every"].default  # the terminals' (their default)
 
 
 @dataclass
@@ -340,7 +345,27 @@ def fill_once(workdir: Path, host: EmulatorHost, broker: Broker) -> Path:
         ],
     )
     _fill(config, workdir / "gateway-fill.log", len(host.ports))
+    spread_whole_reads(workdir / "filled.db", FULL_READ_EVERY)
     return workdir / "filled.db"
+
+
+def spread_whole_reads(buffer: Path, every: float) -> None:
+    """Date each terminal's last whole read (`known_log.read_at` in its device meta) as a gateway
+    long in service has them: spread evenly over the last `every` seconds, in the order the fill
+    read them. The fill reads every log within its own tens of minutes, so left as it is, the
+    periodic whole reads (`full_read_every`) would all come due within that span an hour on,
+    and a window would hold none of them, or twice their steady rate, depending on when it
+    starts; spread, every window holds them at their steady rate (terminals / `every`)."""
+    store = Store.open(BufferSettings.model_validate({"path": str(buffer)}), gateway_id=FILLED_ID)
+    try:
+        metas = {name: meta for name, meta in store.all_device_meta().items() if KNOWN_LOG_KEY in meta}
+        now = time.time()
+        ordered = sorted(metas, key=lambda name: float(metas[name][KNOWN_LOG_KEY]["read_at"]))
+        for n, name in enumerate(ordered):
+            metas[name][KNOWN_LOG_KEY]["read_at"] = round(now - every * (len(ordered) - n) / len(ordered), 3)
+        store.set_device_metas(metas)
+    finally:
+        store.close()
 
 
 def _fill(config: Path, log_path: Path, terminals: int, *, timeout: float = 3 * 3600.0) -> None:

@@ -10,9 +10,12 @@ poll cost logic, a pure decision on the worker's state, testable without a termi
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from punchgate.drivers.base import DeviceInfo, RawPunch
 from punchgate.drivers.packed import concat, last_raw, raw_bytes
@@ -32,7 +35,15 @@ DIGEST_BYTES = 16
 # seeded with the serial, driver and encoding (`LogHasher`), so it never matches another
 # terminal's or config's log.
 KNOWN_LOG_KEY = "known_log"
-MAX_MARKS = 64  # tail reads chained onto one whole read's digest before a whole read is asked for
+# Tail reads chained onto one whole read's digest before a whole read is asked for. A log that
+# grows at nearly every poll gets a tail read at nearly every poll, so this must cover a whole
+# `full_read_every` (120 polls at the defaults, 720 at 5 s polls): with 64 such a log was read
+# whole every ~37 minutes, not hourly, 1.6 times the whole reads its setting asks for (issue
+# 18). It only bounds what one terminal's meta and marks may hold (4 KB packed).
+MAX_MARKS = 1024
+_MARK_TYPE: Final = (
+    "I"  # marks are kept packed, 4 bytes each: 5,000 terminals × 120 marks as Python ints were 20 MiB
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,12 +53,21 @@ class KnownLog:
     After a whole read `marks` is empty and `digest` is the running digest of the records
     (`LogHasher`). Each tail read (gateway/worker_tail.py) chains the records it added onto it
     (`chain`), and `marks` then says where: (records of the whole read, count after each tail
-    read...). `anchor` is the last stored record's bytes (a tail read starts from it)."""
+    read...), kept packed (`packed_marks`, `pack_marks`). `anchor` is the last stored record's
+    bytes (a tail read starts from it)."""
 
     count: int
     digest: bytes
-    marks: tuple[int, ...] = ()
+    packed_marks: bytes = b""
     anchor: bytes = b""
+
+    @property
+    def marks(self) -> tuple[int, ...]:
+        return tuple(memoryview(self.packed_marks).cast(_MARK_TYPE))
+
+    @property
+    def mark_count(self) -> int:
+        return len(self.packed_marks) // array(_MARK_TYPE).itemsize
 
     def to_meta(self, read_at: float) -> dict[str, object]:
         """As kept in the device meta (`KNOWN_LOG_KEY`), with when the whole log was last read
@@ -86,9 +106,15 @@ class KnownLog:
             return None
         try:
             anchor_raw = bytes.fromhex(anchor)
-        except ValueError:
+            packed = pack_marks(marks)
+        except (ValueError, OverflowError):  # OverflowError: a mark past what 4 bytes hold
             return None
-        return KnownLog(count, raw, tuple(marks), anchor_raw), float(read_at)
+        return KnownLog(count, raw, packed, anchor_raw), float(read_at)
+
+
+def pack_marks(marks: Iterable[int]) -> bytes:
+    """Marks as `KnownLog.packed_marks` holds them."""
+    return array(_MARK_TYPE, marks).tobytes()
 
 
 class LogHasher:
@@ -118,10 +144,11 @@ def chain(digest: bytes, raws: Sequence[RawPunch]) -> bytes:
 def matches(known: KnownLog, prefix: Sequence[RawPunch], plain: LogHasher) -> bool:
     """Whether `prefix` (the first `known.count` records of a log) is the known log; `plain`
     is fed every record of it either way (the running digest a whole read goes on from)."""
-    base = known.marks[0] if known.marks else known.count
+    marks = known.marks
+    base = marks[0] if marks else known.count
     plain.feed(prefix[:base])
     digest = plain.digest()
-    for lo, hi in zip(known.marks, known.marks[1:], strict=False):
+    for lo, hi in itertools.pairwise(marks):
         digest = chain(digest, prefix[lo:hi])
     plain.feed(prefix[base:])
     return digest == known.digest
@@ -240,7 +267,7 @@ class LogIntake:
         decided, the previous read's)."""
         if not self._decided:
             return self._known
-        return KnownLog(self.stored, self._hasher.digest(), (), self._last_raw or b"")
+        return KnownLog(self.stored, self._hasher.digest(), b"", self._last_raw or b"")
 
 
 def polls_since(read_at: float, now: float, interval: float) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from punchgate.drivers.base import DeviceInfo, RawPunch, TailOutcome
-from punchgate.gateway.worker_known_log import MAX_MARKS, KnownLog, chain
+from punchgate.gateway.worker_known_log import MAX_MARKS, KnownLog, chain, pack_marks
 
 # Polls that read whole after an offset read failed (a terminal that does not answer READ_BUFFER
 # from an offset must not fail every poll), before offset reads are tried again.
@@ -61,7 +61,7 @@ def tail_first(info: DeviceInfo, known: KnownLog | None, driver: object) -> int 
         return None
     if info.record_capacity and count >= info.record_capacity:
         return None
-    if len(known.marks) >= MAX_MARKS or not isinstance(driver, TailReader):
+    if known.mark_count >= MAX_MARKS or not isinstance(driver, TailReader):
         return None
     return known.count - 1
 
@@ -75,5 +75,5 @@ def take_tail(raws: Sequence[RawPunch] | None, known: KnownLog) -> Tail | None:
     if not new or not new[-1].raw:
         return None
     count = known.count + len(new)
-    marks = (known.marks or (known.count,)) + (count,)
-    return Tail(new, KnownLog(count, chain(known.digest, new), marks, new[-1].raw))
+    marks = known.packed_marks or pack_marks((known.count,))
+    return Tail(new, KnownLog(count, chain(known.digest, new), marks + pack_marks((count,)), new[-1].raw))

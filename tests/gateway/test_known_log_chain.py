@@ -28,6 +28,7 @@ def test_a_chained_prefix_is_recognised_by_a_whole_read() -> None:
         assert tail is not None and list(tail.new) == raws[lo:hi]
         known = tail.known
     assert (known.count, known.marks, known.anchor) == (20, (10, 14, 20), raws[19].raw)
+    assert known.mark_count == 3 and len(known.packed_marks) == 12  # 4 bytes a mark
     intake = LogIntake(known, SEED)
     handed = read(intake, raws, 8)
     assert handed == raws[20:] and intake.skipped == 20
@@ -62,6 +63,7 @@ def test_the_known_log_survives_the_device_meta() -> None:
     assert KnownLog.from_meta(meta) == (tail.known, 1234.5)
     assert KnownLog.from_meta({**meta, "marks": [10, 25]}) is None  # does not end at the count
     assert KnownLog.from_meta({**meta, "marks": [20, 10]}) is None
+    assert KnownLog.from_meta({**meta, "count": 2**32, "marks": [10, 2**32]}) is None  # past 4 bytes
     assert KnownLog.from_meta({**meta, "anchor": "not hex"}) is None
     assert KnownLog.from_meta({**meta, "digest": "00"}) is None
     assert KnownLog.from_meta("junk") is None

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
+from punchgate.drivers.config import TerminalConfig
 from punchgate.drivers.zk import protocol as zp
 from punchgate.drivers.zk.emulator import dispatch
 from punchgate.drivers.zk.emulator.replies import ack
+from punchgate.gateway.worker_known_log import reconcile_polls_for
 from tests.gateway.conftest import Rig
 from tests.support.waiting import wait_until_async
 
@@ -65,6 +67,22 @@ async def test_a_whole_read_still_comes_within_the_bound(rig_factory: Any) -> No
     rig.emulator.add_punch("4")
     await rig.poll()
     assert (rig.worker.tail_reads, rig.worker.full_reads) == (3, 2)
+    assert rig.stored_ids() == rig.terminal_ids()
+
+
+async def test_a_log_growing_at_every_poll_is_read_whole_only_at_the_default_bound(rig_factory: Any) -> None:
+    # The default: 30 s polls, a whole read an hour. The tails chained onto one whole read must
+    # not run out before that (they once did at 64: such a log was read whole every ~37 min).
+    every = reconcile_polls_for(TerminalConfig.model_fields["full_read_every"].default, 30.0)
+    assert every == 120
+    rig: Rig = await rig_factory(records=100, reconcile_polls=every)
+    for n in range(every):
+        rig.emulator.add_punch(str(1 + n % 7))
+        await rig.poll()
+        if n == every - 2:  # one poll before the bound: every poll so far a tail read
+            assert (rig.worker.tail_reads, rig.worker.full_reads) == (every - 1, 1)
+    assert (rig.worker.tail_reads, rig.worker.full_reads) == (every - 1, 2)
+    assert rig.normalised[0] == 100 + every, "the chained known log was not recognised"
     assert rig.stored_ids() == rig.terminal_ids()
 
 
