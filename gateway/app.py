@@ -80,6 +80,10 @@ class Application:
         self.loop_heartbeat = time.monotonic()
         self._broker_lost_at: float | None = None
         self._last_status = ""
+        # The status line's terminal states ("4998 online, 2 offline"), counted again only after
+        # a terminal's change key moved (`_publish_device_state`): counting 5,000 terminals every
+        # second was 3 % of the daemon's samples (issue 18). With the number of terminals counted.
+        self._terminals_line: tuple[int, str] | None = None
         self.fault_transitions: Counter[tuple[str, str, str]] = Counter()  # (device or "", code, direction)
         self.fault_history: deque[FaultTransition] = deque(maxlen=FAULT_HISTORY)  # for the console
         self._published_states: dict[str, DeviceState] = {}  # the last retained state per terminal
@@ -192,7 +196,11 @@ class Application:
 
     def _publish_device_state(self, health: DeviceHealth, *, refresh: bool = False) -> None:
         """The retained state, on change only (`sync.contract.publish_due`); `refresh` sends it anyway."""
+        self._terminals_line = None  # its state may have changed (`app_checks.report_status`)
         app_publish.publish_device_state(self, health, refresh=refresh)
+
+    def _publish_if_counts_moved(self, health: DeviceHealth) -> None:
+        app_publish.publish_if_counts_moved(self, health)
 
     def _republish_device_states(self) -> None:
         """Each published terminal state again, with a fresh `as_of`: every STATE_REFRESH_SECONDS
@@ -208,6 +216,7 @@ class Application:
             self._republish_device_states()
 
     def _publish_transition(self, transition: FaultTransition) -> None:
+        self._terminals_line = None  # a terminal's state may have changed with its faults
         app_publish.publish_transition(self, transition)
 
     def _publish_notice(self, notice: Notice) -> None:

@@ -40,8 +40,12 @@ async def gateway_checks(app: Application) -> None:
 def report_status(app: Application) -> None:
     """A one-line summary for `systemctl status`, sent to systemd when it changes."""
     assert app.store is not None and app.forwarder is not None
-    states = Counter(health.status.value for health in app.devices.values())
-    terminals = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no terminals"
+    counted = app._terminals_line
+    if counted is None or counted[0] != len(app.devices):
+        states = Counter(health.status.value for health in app.devices.values())
+        line = ", ".join(f"{n} {state}" for state, n in sorted(states.items())) or "no terminals"
+        app._terminals_line = counted = (len(app.devices), line)
+    terminals = counted[1]
     broker = "broker connected" if app.forwarder.connected else "broker NOT connected"
     faults = ", ".join(sorted(app.gateway_faults.active)) or "no gateway faults"
     line = f"{terminals}; {broker}; {app.store.pending_count()} pending; {faults}"

@@ -16,7 +16,7 @@ from punchgate.gateway.faults import FaultTransition, Notice
 from punchgate.gateway.health import DeviceHealth
 from punchgate.gateway.settings import Settings
 from punchgate.sync.audit import Head
-from punchgate.sync.contract import AuditHead, DeviceEvent, DeviceState, publish_due
+from punchgate.sync.contract import AuditHead, DeviceEvent, DeviceState, count_moved, publish_due
 
 if TYPE_CHECKING:
     from punchgate.gateway.app import Application
@@ -37,6 +37,21 @@ def publish_device_state(app: Application, health: DeviceHealth, *, refresh: boo
     if refresh or publish_due(app._published_states.get(health.name), state):
         app._published_states[health.name] = state
         app.forwarder.publish_device_state(health.name, state)
+
+
+def publish_if_counts_moved(app: Application, health: DeviceHealth) -> None:
+    """Nothing but the counts may have moved since the last change (`DeviceHealth.on_counts_only`):
+    the state goes out only when they moved as far as the contract says (`count_moved`),
+    checked on the last published state without building the new one."""
+    published, info = app._published_states.get(health.name), health.info
+    moved = (
+        published is None
+        or info is None
+        or count_moved(published.record_count, info.record_count, info.record_capacity)
+        or count_moved(published.user_count, info.user_count, info.user_capacity)
+    )
+    if moved:
+        publish_device_state(app, health)
 
 
 def republish_device_states(app: Application) -> None:

@@ -77,6 +77,7 @@ def build_worker(app: Application, terminal: TerminalConfig) -> DeviceWorker:
     )
     health.faults.on_transition.append(app._publish_transition)
     health.on_change.append(app._publish_device_state)
+    health.on_counts_only.append(app._publish_if_counts_moved)
     health.on_notice.append(app._publish_notice)
     clock_care = ClockCare(
         CorrectionPolicy(
@@ -112,5 +113,6 @@ def add_push_terminal(app: Application, terminal: TerminalConfig) -> None:
     )
     health.faults.on_transition.append(app._publish_transition)
     health.on_change.append(app._publish_device_state)
+    health.on_counts_only.append(app._publish_if_counts_moved)
     health.on_notice.append(app._publish_notice)
     app.devices[terminal.name] = health

@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import TypeVar
 
-from punchgate.drivers.base import DeviceInfo, DriverTimeoutError
+from punchgate.drivers.base import DriverTimeoutError
 from punchgate.drivers.config import TerminalConfig
 
 T = TypeVar("T")
@@ -29,16 +29,17 @@ READ_SECONDS_PER_RECORD = 0.02  # a 9600-baud serial line carries about 70 recor
 READ_ALLOWANCE_RECORDS = 200_000  # the read allowance stops growing here, whatever the capacity
 
 
-def call_limit(terminal: TerminalConfig, info: DeviceInfo | None = None) -> float:
-    """Seconds one driver call may take; with `info`, for a full read of that terminal."""
+def plain_call_limit(terminal: TerminalConfig) -> float:
+    """Seconds one driver call may take, a read's allowance aside."""
     timeout = float(getattr(terminal, "timeout", CALL_TIMEOUT_DEFAULT))
     attempts = 1 + int(getattr(terminal, "retries", 0))
-    limit = CALL_DEADLINE_FACTOR * timeout * attempts + CALL_DEADLINE_EXTRA
-    if info is not None:
-        capacity = info.record_capacity or 0
-        records = min(capacity, READ_ALLOWANCE_RECORDS) if capacity > 0 else READ_ALLOWANCE_RECORDS
-        limit += READ_SECONDS_PER_RECORD * records
-    return limit
+    return CALL_DEADLINE_FACTOR * timeout * attempts + CALL_DEADLINE_EXTRA
+
+
+def read_allowance(capacity: int | None) -> float:
+    """Seconds a read of a log of that capacity may take beyond the plain limit."""
+    records = min(capacity, READ_ALLOWANCE_RECORDS) if capacity else READ_ALLOWANCE_RECORDS
+    return READ_SECONDS_PER_RECORD * records
 
 
 async def bounded(device: str, what: str, call: Awaitable[T], seconds: float) -> T:

@@ -71,6 +71,7 @@ from punchgate.sync.contract_state_changes import (
     COUNT_BAND_UNKNOWN_CAPACITY,
     DRIFT_BAND_SECONDS,
     STATE_REFRESH_SECONDS,
+    count_moved,
     publish_due,
     state_changed,
 )
@@ -130,6 +131,7 @@ __all__ = [
     "VerifyCode",
     "Vocabulary",
     "batch_json",
+    "count_moved",
     "day_digest",
     "gateway_offline",
     "gateway_online",

@@ -28,7 +28,8 @@ _CHANGE_EXACT = (
 )
 
 
-def _count_moved(old: int | None, new: int | None, capacity: int | None) -> bool:
+def count_moved(old: int | None, new: int | None, capacity: int | None) -> bool:
+    """A record or user count moved far enough from the published one to publish again."""
     if old is None or new is None:
         return old != new
     band = max(1.0, capacity * COUNT_BAND_SHARE) if capacity else COUNT_BAND_UNKNOWN_CAPACITY
@@ -57,8 +58,8 @@ def state_changed(published: DeviceState, current: DeviceState) -> bool:
         return True
     return (
         _drift_moved(published.clock_drift_seconds, current.clock_drift_seconds)
-        or _count_moved(published.record_count, current.record_count, current.record_capacity)
-        or _count_moved(published.user_count, current.user_count, current.user_capacity)
+        or count_moved(published.record_count, current.record_count, current.record_capacity)
+        or count_moved(published.user_count, current.user_count, current.user_capacity)
     )
 
 

@@ -174,15 +174,20 @@ def test_seeing_a_held_fault_again_restarts_its_hold() -> None:
 def test_state_is_published_on_change_only() -> None:
     health, _, clock = make()
     published: list[str] = []
+    counts: list[int | None] = []
     health.on_change.append(lambda h: published.append(h.status.value))
+    health.on_counts_only.append(lambda h: counts.append(h.info.record_count if h.info else None))
     health.contact_ok(info(), drift_seconds=0.2)
     clock.advance(60)
     health.contact_ok(info(), drift_seconds=0.9)  # only the contact time and jitter changed
     health.read_done(count=10, new=0)
     assert published == ["online"]
+    # A count is the listeners' to weigh against what they published (sync.contract.count_moved).
+    counts.clear()
     health.contact_ok(info(record_count=11), drift_seconds=0.9)
+    assert published == ["online"] and counts == [11]
     health.contact_failed("timeout", "no answer")
-    assert published == ["online", "online", "degraded"]
+    assert published == ["online", "degraded"] and counts == [11]
 
 
 def test_a_broken_listener_does_not_stop_the_others() -> None:
