@@ -3,7 +3,10 @@
 Each emulated ZK terminal (TCP, all in a child process pinned to CPU 1) holds a realistic log,
 3,000 records over 30 days, and it grows at a shift change's rate, 4 punches a minute (333
 punches a second at 5,000 terminals). A daemon of its own first reads every log into a buffer
-(15 million punches at 5,000 terminals: most of an hour, not measured); each run then launches
+(15 million punches at 5,000 terminals: most of an hour, not measured), and each terminal's last
+whole read is then dated as in a gateway long in service, spread over the last hour
+(`spread_whole_reads`): the hourly whole reads come due at their steady rate in every window,
+not all within the hour after the fill. Each run then launches
 the real daemon (`punchgate run`, pinned to CPU 0 beside the idle daemon) on that buffer: the
 restart of a gateway whose terminals' logs are already stored, its first poll interval included
 in the window. Each later run starts from the buffer the run before it stopped (a restart, as
@@ -13,8 +16,9 @@ each run's downtime and what its first poll interval read.
 Figures per run, medians of 3 with their spread: CPU from launch and over the last 30 s (100 %
 = one core), peak RSS (VmHWM), poll lag p99 from the due time over the window and over the
 first poll interval; the idle daemon (no terminals) beside each, over the same window.
-`--quick`: 1,000 terminals, 90 s windows. A 120 s window sees few of the hourly whole reads
-(`full_read_every`); their average cost is measured apart (`whole_read`, docs/performance.md).
+`--quick`: 1,000 terminals, 90 s windows. A 120 s window holds about 170 of the hourly whole
+reads (`full_read_every`) at 5,000 terminals; their average cost is also measured apart
+(`whole_read`, docs/performance.md).
 """
 
 from __future__ import annotations
