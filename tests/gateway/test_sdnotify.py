@@ -5,23 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
 
 from punchgate.gateway.sdnotify import SystemdNotifier
 from tests.support.waiting import wait_for_async
-
-
-@pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(2)
-    yield sock, path
-    sock.close()
 
 
 def test_messages_arrive(notify_socket: tuple[socket.socket, str]) -> None:

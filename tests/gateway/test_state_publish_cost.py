@@ -31,16 +31,6 @@ CAPACITY = 100_000  # a band of 1,000 records
 
 
 @pytest.fixture
-def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
-    path = str(tmp_path / "notify.sock")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(2)
-    yield sock, path
-    sock.close()
-
-
-@pytest.fixture
 def app(tmp_path: Path, notify_socket: tuple[socket.socket, str]) -> Iterator[Application]:
     terminals = [{"type": "zk", "name": f"door-{n}", "host": "127.0.0.1", "port": 4370 + n} for n in (1, 2)]
     settings = Settings.model_validate(
