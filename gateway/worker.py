@@ -347,16 +347,16 @@ class DeviceWorker:
 
     # --- one session ---------------------------------------------------------------------
     # --- the worker's own deadline around every driver call ------------------------------
-    def _call_limit(self, capacity: int | None = None, *, read: bool = False) -> float:
-        """Seconds one driver call may take; `read`: a read of a log of that `capacity`. The
-        plain limit is the terminal's config's, worked out once: asking a config for a key its
-        type lacks goes through pydantic's `__getattr__` (an exception built and dropped),
-        which at every call of every terminal was 3 % of a 5,000-terminal daemon's samples."""
-        return self._plain_limit + (read_allowance(capacity) if read else 0.0)
+    def _read_limit(self, capacity: int | None) -> float:
+        """Seconds a read of a log of that `capacity` may take (`_plain_limit`, the terminal's
+        config's, is worked out once: asking a config for a key its type lacks goes through
+        pydantic's `__getattr__`, an exception built and dropped, which at every call of every
+        terminal was 3 % of a 5,000-terminal daemon's samples)."""
+        return self._plain_limit + read_allowance(capacity)
 
     async def _bounded(self, what: str, call: Awaitable[T], limit: float | None = None) -> T:
         """Await one driver call under the worker's deadline; DriverTimeoutError when it passes."""
-        seconds = self._call_limit() if limit is None else limit
+        seconds = self._plain_limit if limit is None else limit
         return await bounded(self.name, what, call, seconds)
 
     async def _session(self) -> None:
@@ -454,7 +454,7 @@ class DeviceWorker:
             return None
 
         call = driver.info_then_tail(tail_from, len(known.anchor), first_hint=known.count - 1)
-        limit = self._call_limit(self._capacity, read=True)
+        limit = self._read_limit(self._capacity)
         info, tail = await self._bounded("info", call, limit)
         return await self._contact(info), tail
 
@@ -573,7 +573,7 @@ class DeviceWorker:
         assert reads_tails(self.driver)
         read = self.driver.read_records_from(first, len(known.anchor))
         try:
-            return await self._bounded(what, read, self._call_limit(info.record_capacity, read=True))
+            return await self._bounded(what, read, self._read_limit(info.record_capacity))
         except DriverError:
             self._tails_paused = TAIL_PAUSE_POLLS
             raise
@@ -703,7 +703,7 @@ class DeviceWorker:
         self._check_count(info.record_count)
         intake = LogIntake(self._known, self._hasher_seed())
         read = self._read_and_commit(intake, historical=historical)
-        new = await self._bounded("read records", read, self._call_limit(info.record_capacity, read=True))
+        new = await self._bounded("read records", read, self._read_limit(info.record_capacity))
         count = intake.count
         self._known = intake.known()
         self._read_at = self.clock().timestamp()

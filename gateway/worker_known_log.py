@@ -44,6 +44,7 @@ MAX_MARKS = 1024
 # Marks are kept packed, 4 bytes each: as a tuple of ints, 120 marks took about 4.8 KB a
 # terminal (23 MiB at 5,000 terminals).
 _MARK_TYPE: Final = "I"
+_MARK_BYTES: Final = array(_MARK_TYPE).itemsize
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ class KnownLog:
 
     @property
     def mark_count(self) -> int:
-        return len(self.packed_marks) // array(_MARK_TYPE).itemsize
+        return len(self.packed_marks) // _MARK_BYTES
 
     def to_meta(self, read_at: float) -> dict[str, object]:
         """As kept in the device meta (`KNOWN_LOG_KEY`), with when the whole log was last read
