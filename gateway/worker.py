@@ -92,6 +92,10 @@ POLL_LAGS_KEPT = 64
 # commit) after each would double the polls' commits. Tail reads and count-only polls write it
 # at most this often (whole reads always do).
 META_LAZY_SECONDS = 300.0
+# A full read stores what the driver hands over in slices of at most this many records: a
+# record takes about 3 kB while it is decoded, normalised and made a row, and a ZK part is up
+# to 1,636 records, so 10 reads at once (a first start's import) held some 50 MB in parts.
+FULL_READ_SLICE = 400
 
 
 class PunchSink(Protocol):
@@ -734,11 +738,24 @@ class DeviceWorker:
         try:
             async with contextlib.aclosing(record_chunks(self.driver)) as chunks:
                 async for chunk in chunks:
-                    new += await self._commit_part(intake, intake.take(chunk), held, historical=historical)
-            return new + await self._commit_part(intake, intake.finish(), held, historical=historical)
+                    new += await self._commit_slices(intake, intake.take(chunk), held, historical=historical)
+            return new + await self._commit_slices(intake, intake.finish(), held, historical=historical)
         finally:
             if held.due:  # whatever was committed, the read cut short or not
                 self.sink.notify_new_punches()
+
+    async def _commit_slices(
+        self, intake: LogIntake, raws: Sequence[RawPunch], sink: PunchSink, *, historical: bool
+    ) -> int:
+        """`raws` stored in order, a commit for each FULL_READ_SLICE of them (one part even
+        when there are none: the part also tells the health model what the log's stored prefix
+        says, `_commit_part`)."""
+        new = 0
+        for first in range(0, max(1, len(raws)), FULL_READ_SLICE):
+            new += await self._commit_part(
+                intake, raws[first : first + FULL_READ_SLICE], sink, historical=historical
+            )
+        return new
 
     async def _commit_part(
         self, intake: LogIntake, raws: Sequence[RawPunch], sink: PunchSink, *, historical: bool
