@@ -385,7 +385,7 @@ def _first_start_figures(
     )
     result.add(
         Figure.of_runs(
-            "first start: records imported a second",
+            "first start: records imported a second (launch to the last first read)",
             [i.records / i.seconds if math.isfinite(i.seconds) else 0.0 for i in imports],
             "records/s",
             load=load,
