@@ -11,7 +11,10 @@ attached. Each of the 3 runs has two windows, each from a daemon's launch (start
   records a second, CPU), the peak memory (the same ≤ 150 MB goal), how long terminals waited
   for their first read, and the poll lag of the terminals already read meanwhile (≤ 5 s: the
   import must not hold up the polls of terminals it is done with). No CPU goal: a million
-  records cost what they cost once, and the goals below are for a gateway in service.
+  records cost what they cost once, and the goals below are for a gateway in service. Its
+  daemon runs on past the window until every terminal has been read (at most 600 s from the
+  launch), so the peak memory and the lags cover the whole import; its CPU from launch is over
+  the window, as the restart's.
 - **a restart** of the gateway the first start stopped, on its buffer, each terminal's last
   whole read dated as in a gateway long in service (`spread_whole_reads`): the fleet goals,
   ≤ 30 % of a core from launch, ≤ 150 MB, poll lag p99 ≤ 5 s, the first poll interval
@@ -69,6 +72,7 @@ PUNCHES_PER_TERMINAL_MINUTE = 1.0
 GATEWAY_CPUS = {0}  # --pin: both daemons here, the emulators on the other core
 EMULATOR_CPUS = {1}
 STOP_TIMEOUT = 120.0  # a daemon with thousands of sessions to close
+IMPORT_TIMEOUT = 600.0  # a first start's import, from the launch
 FILLED_ID = "bench-fleet-filled"  # the owner of a buffer filled once for several runs
 FULL_READ_EVERY = TerminalConfig.model_fields["full_read_every"].default  # the terminals' (their default)
 
@@ -233,6 +237,9 @@ def _one_run(
         idle_cpu = idle.cpu_seconds() / wall * 100
         rss, idle_rss = peak_rss_mb(daemon), idle.peak_rss_mb()
         host_cpu = (cpu_seconds(host.pid) - host_cpu0) / wall * 100
+        if leave is not None:  # a first start: its import's figures need the import's end
+            _wait_imported(log_path, len(host.ports), clock, IMPORT_TIMEOUT)
+            rss = peak_rss_mb(daemon)  # the high-water mark over the whole import
         stopping = time.monotonic()
         if daemon != gateway.pid:
             os.kill(daemon, signal.SIGTERM)  # py-spy writes its profile once its child is gone
@@ -276,6 +283,14 @@ def _one_run(
         first_read,
         imports,
     )
+
+
+def _wait_imported(log_path: Path, terminals: int, clock: CpuClock, timeout: float) -> None:
+    """Until every terminal's log has been read whole once (or `timeout` from the launch)."""
+    while time.time() < clock.launched + timeout:
+        if len({e.get("device") for e in log_events(log_path, "full_read")}) >= terminals:
+            return
+        clock.sleep_until(time.time() + 1.0)
 
 
 def _move_buffer(source: Path, target: Path) -> None:
@@ -374,53 +389,18 @@ def _first_start_figures(
     result: BenchResult, starts: list[FleetRun], imports: list[FirstReads], load: LoadWindow
 ) -> None:
     """A first start imports every terminal's whole log: what that import took, and whether the
-    polls of the terminals already read kept their time meanwhile."""
-    result.add(
-        Figure.of_runs(
-            "first start: every terminal's log imported after",
-            [i.seconds for i in imports],
-            "s",
-            load=load,
-        )
-    )
-    result.add(
-        Figure.of_runs(
-            "first start: records imported a second (launch to the last first read)",
+    polls of the terminals already read kept their time meanwhile. No CPU goal (see the module)."""
+    for label, values, unit in (
+        ("every terminal's log imported after", [i.seconds for i in imports], "s"),
+        (
+            "records imported a second (launch to the last first read)",
             [i.records / i.seconds if math.isfinite(i.seconds) else 0.0 for i in imports],
             "records/s",
-            load=load,
-        )
-    )
-    result.add(
-        Figure.of_runs(
-            "first start: gateway CPU until the import ended (100 % = one core)",
-            [i.cpu for i in imports],
-            "%",
-            load=load,
-        )
-    )
-    result.add(
-        Figure.of_runs(
-            "first start: gateway CPU from launch (100 % = one core)",
-            [r.cpu for r in starts],
-            "%",
-            versus="same daemon, no terminals, same window",
-            versus_runs=[r.idle_cpu for r in starts],
-            load=load,
-        )
-    )
-    result.add(
-        Figure.of_runs(
-            "first start: gateway peak RSS",
-            [r.rss for r in starts],
-            "MiB",
-            versus="same daemon, no terminals",
-            versus_runs=[r.idle_rss for r in starts],
-            goal="≤ 150 MB",
-            check=lambda value, _ratio: value * 1.048576 <= 150,
-            load=load,
-        )
-    )
+        ),
+        ("gateway CPU until the import ended (100 % = one core)", [i.cpu for i in imports], "%"),
+    ):
+        result.add(Figure.of_runs(f"first start: {label}", values, unit, load=load))
+    cpu_rss_figures(result, starts, load, cpu_goal=None, rss_goal_mb=150, prefix="first start: ")
     result.add(
         Figure.of_runs(
             "first start: a terminal's wait for its first read, p99",
@@ -454,7 +434,7 @@ def cpu_rss_figures(
     runs: list[FleetRun],
     load: LoadWindow,
     *,
-    cpu_goal: float,
+    cpu_goal: float | None,
     rss_goal_mb: float,
     prefix: str = "",
 ) -> None:
@@ -466,8 +446,8 @@ def cpu_rss_figures(
             "%",
             versus="same daemon, no terminals, same window",
             versus_runs=[r.idle_cpu for r in runs],
-            goal=f"≤ {cpu_goal:g} %",
-            check=lambda value, _ratio: value <= cpu_goal,
+            goal="" if cpu_goal is None else f"≤ {cpu_goal:g} %",
+            check=None if cpu_goal is None else lambda value, _ratio: value <= cpu_goal,
             load=load,
         )
     )
