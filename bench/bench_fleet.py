@@ -145,6 +145,9 @@ class CpuClock:
             time.sleep(min(step, wall - now))
             self.samples.append((time.time(), cpu_seconds(self.pid)))
 
+    def elapsed(self) -> float:
+        return time.time() - self.launched
+
     def share(self, wall: float) -> float:
         """% of one core from the launch to `wall` (the first sample at or after it)."""
         at, used = next(((t, c) for t, c in self.samples if t >= wall), self.samples[-1])
@@ -181,7 +184,8 @@ def _one_run(
     stopped buffer then takes: each run is the restart of the gateway the run before stopped, so every run starts
     the same few seconds behind its terminals (were every run to start from the fill, each
     would start further behind than the one before, by however long the runs before it took).
-    `leave`: the stopped buffer is moved there (for a restart on it) instead of deleted.
+    `leave`: a first start: the daemon runs on past the window until every terminal's log
+    is imported (`imports`), and its stopped buffer is moved there, for a restart on it.
     `full_read_every`: the terminals' setting (default: theirs). `http`: the HTTP API on, as a
     site's default configuration has it (the benchmarks' configs have it off), not scraped."""
     options: dict[str, Any] = {} if full_read_every is None else {"full_read_every": full_read_every}
@@ -238,7 +242,8 @@ def _one_run(
         rss, idle_rss = peak_rss_mb(daemon), idle.peak_rss_mb()
         host_cpu = (cpu_seconds(host.pid) - host_cpu0) / wall * 100
         if leave is not None:  # a first start: its import's figures need the import's end
-            _wait_imported(log_path, len(host.ports), clock, IMPORT_TIMEOUT)
+            while not _every_terminal_read(log_path, len(host.ports)) and clock.elapsed() < IMPORT_TIMEOUT:
+                clock.sleep_until(time.time() + 1.0)
             rss = peak_rss_mb(daemon)  # the high-water mark over the whole import
         stopping = time.monotonic()
         if daemon != gateway.pid:
@@ -260,7 +265,7 @@ def _one_run(
         int(e.get("read", 0)) for e in tails if _at(e) - float(e.get("poll_lag", 0)) < started + INTERVAL
     )
     failures = len(log_events(log_path, "session_failed"))
-    imports = first_reads(reads, timed, len(host.ports), launched_at, clock)
+    imports = first_reads(reads, timed, len(host.ports), launched_at, clock) if leave is not None else None
     if (kept := filled or leave) is not None:  # the next run restarts the gateway this one stopped
         _move_buffer(workdir / f"fleet-{run}.db", kept)
     for path in workdir.glob(f"*-{run}.db*"):
@@ -285,12 +290,9 @@ def _one_run(
     )
 
 
-def _wait_imported(log_path: Path, terminals: int, clock: CpuClock, timeout: float) -> None:
-    """Until every terminal's log has been read whole once (or `timeout` from the launch)."""
-    while time.time() < clock.launched + timeout:
-        if len({e.get("device") for e in log_events(log_path, "full_read")}) >= terminals:
-            return
-        clock.sleep_until(time.time() + 1.0)
+def _every_terminal_read(log_path: Path, terminals: int) -> bool:
+    """Whether the daemon's log shows a whole read of each of its `terminals`."""
+    return len({e.get("device") for e in log_events(log_path, "full_read")}) >= terminals
 
 
 def _move_buffer(source: Path, target: Path) -> None:
@@ -349,7 +351,7 @@ def run(workdir: Path, *, quick: bool) -> BenchResult:
     for n, r in enumerate(starts + restarts):
         if not r.lags:
             raise RuntimeError(f"run {n}: no poll lags logged; see {workdir}")
-    imports = [r.imports for r in starts if r.imports is not None]
+    imports = [r.imports for r in starts if r.imports is not None]  # every start has them
     result.note(
         f"{terminals} terminals × {records:,} records at the start, {rate:.1f} punches/s in all while it runs"
     )
@@ -513,7 +515,7 @@ def _fill(config: Path, log_path: Path, terminals: int, *, timeout: float = 3 * 
         cleanup.callback(filler.stop)
         filler.start(ready_timeout=None)  # not pinned: filling is set-up, not measured
         started = time.monotonic()
-        while len({e.get("device") for e in log_events(log_path, "full_read")}) < terminals:
+        while not _every_terminal_read(log_path, terminals):
             if time.monotonic() - started > timeout or not filler.running:
                 raise RuntimeError(f"the buffer was not filled in {timeout:.0f} s; see {log_path}")
             time.sleep(2.0)

@@ -3,9 +3,10 @@
 Each part is stored in slices of at most FULL_READ_SLICE records (a slice decoded and
 normalised at a time, not a whole part). A device worker against the ZK emulator over real
 loopback TCP, through a relay the test controls (it can hold the terminal's bytes, or cut the
-connection, after so many of them), with a real buffer file. Held mid-transfer, the buffer already has the first parts' punches and the
-read has not ended; cut mid-transfer, nothing is lost: what was stored stays, the next read
-(after the reconnect) skips exactly that part and stores the rest.
+connection, after so many of them), with a real buffer file. Held mid-transfer, the buffer
+already has the first parts' punches and the read has not ended; cut mid-transfer, nothing is
+lost: what was stored stays, the next read (after the reconnect) skips exactly that part and
+stores the rest.
 """
 
 from __future__ import annotations
